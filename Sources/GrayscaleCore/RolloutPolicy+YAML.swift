@@ -1,0 +1,185 @@
+import Foundation
+import Yams
+
+extension RolloutPolicy {
+    /// Reads a policy file. Fields left out keep the built-in defaults (`standard`);
+    /// unknown fields and bad values are errors naming the file, line and field.
+    public static func load(path: String) throws(GrayscaleError) -> RolloutPolicy {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw GrayscaleError("\(path): cannot read the policy file (\(error.localizedDescription))")
+        }
+        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
+        return try parse(text, file: path, defaultName: name)
+    }
+
+    public static func parse(_ text: String, file: String, defaultName: String = "policy") throws(GrayscaleError) -> RolloutPolicy {
+        let reader = YAMLReader(file: file)
+        let root = try reader.root(of: text)
+        let top = try reader.fields(root, "", known: [
+            "name", "service", "steps", "stepMinimum", "nonAuthWeight", "analysis", "window",
+            "smokeChecks", "slack", "allowList", "denyList", "optIn",
+        ])
+        var policy = RolloutPolicy.standard
+        policy.name = defaultName
+
+        if let node = top["name"] { policy.name = try reader.string(node, "name") }
+        if let node = top["service"] {
+            let service = try reader.string(node, "service")
+            do { try ServiceName.validate(service) } catch { throw reader.error(node, "service", error.message) }
+            policy.service = service
+        }
+        if let node = top["steps"] { policy.steps = try readSteps(node, reader) }
+        if let node = top["stepMinimum"] {
+            policy.stepMinimum = try reader.duration(node, "stepMinimum")
+        }
+        if let node = top["nonAuthWeight"] {
+            policy.nonAuthWeight = node.scalar?.string == "follow"
+                ? .followsStep
+                : .fixed(try reader.percent(node, "nonAuthWeight"))
+        }
+        if let node = top["analysis"] { policy.analysis = try readAnalysis(node, reader, base: policy.analysis) }
+        if let node = top["window"] { policy.window = try readWindow(node, reader, base: policy.window) }
+        if let node = top["smokeChecks"] {
+            policy.smokeChecks = []
+            for (index, item) in try reader.list(node, "smokeChecks").enumerated() {
+                policy.smokeChecks.append(try readSmokeCheck(item, reader, path: "smokeChecks[\(index)]"))
+            }
+        }
+        if let node = top["slack"] {
+            let fields = try reader.fields(node, "slack", known: ["channel", "operators"])
+            guard let channel = fields["channel"] else { throw reader.error(node, "slack.channel", "required when slack is given") }
+            policy.slack = Slack(
+                channel: try reader.string(channel, "slack.channel"),
+                operators: try fields["operators"].map { node throws(GrayscaleError) in try reader.strings(node, "slack.operators") } ?? []
+            )
+        }
+        if let node = top["allowList"] { policy.allowList = try reader.strings(node, "allowList") }
+        if let node = top["denyList"] {
+            policy.denyList = try reader.strings(node, "denyList")
+            if let index = policy.denyList.firstIndex(where: policy.allowList.contains) {
+                let item = try reader.list(node, "denyList")[index]
+                throw reader.error(item, "denyList", "appId '\(policy.denyList[index])' is also on the allow list")
+            }
+        }
+        if let node = top["optIn"] { policy.optIn = try reader.bool(node, "optIn") }
+        return policy
+    }
+
+    private static func readSteps(_ node: Node, _ reader: YAMLReader) throws(GrayscaleError) -> [Int] {
+        let items = try reader.list(node, "steps")
+        guard !items.isEmpty else { throw reader.error(node, "steps", "needs at least one step") }
+        var steps: [Int] = []
+        for (index, item) in items.enumerated() {
+            let step = try reader.percent(item, "steps[\(index)]")
+            guard step > 0 else { throw reader.error(item, "steps", "each step must be more than 0 percent (got 0)") }
+            if let previous = steps.last, step <= previous {
+                throw reader.error(item, "steps", "must increase (got \(formatHundredths(step)) after \(formatHundredths(previous)))")
+            }
+            steps.append(step)
+        }
+        return steps
+    }
+
+    private static func readAnalysis(_ node: Node, _ reader: YAMLReader, base: Analysis) throws(GrayscaleError) -> Analysis {
+        let fields = try reader.fields(node, "analysis", known: ["interval", "minRequests", "failureLimit", "errorRate", "latency"])
+        var analysis = base
+        if let node = fields["interval"] {
+            analysis.interval = try reader.duration(node, "analysis.interval")
+            guard analysis.interval > 0 else { throw reader.error(node, "analysis.interval", "must be at least 1s") }
+        }
+        if let node = fields["minRequests"] {
+            analysis.minRequests = try reader.int(node, "analysis.minRequests", in: 1...1_000_000_000)
+        }
+        if let node = fields["failureLimit"] {
+            analysis.failureLimit = try reader.int(node, "analysis.failureLimit", in: 1...1000)
+        }
+        if let node = fields["errorRate"] {
+            let rate = try reader.fields(node, "analysis.errorRate", known: ["alpha", "beta", "detectRatio", "maxRate"])
+            if let node = rate["alpha"] {
+                analysis.errorRate.alpha = try reader.double(node, "analysis.errorRate.alpha", in: 0...0.5, exclusiveLower: true)
+            }
+            if let node = rate["beta"] {
+                analysis.errorRate.beta = try reader.double(node, "analysis.errorRate.beta", in: 0...0.5, exclusiveLower: true)
+            }
+            if let node = rate["detectRatio"] {
+                analysis.errorRate.detectRatio = try reader.double(node, "analysis.errorRate.detectRatio", in: 1...1000, exclusiveLower: true)
+            }
+            if rate.values["maxRate"] != nil {
+                analysis.errorRate.maxRate = try rate["maxRate"].map { node throws(GrayscaleError) in
+                    try reader.double(node, "analysis.errorRate.maxRate", in: 0...1, exclusiveLower: true)
+                }
+            }
+        }
+        if let node = fields["latency"] {
+            let latency = try reader.fields(node, "analysis.latency", known: ["p50MaxRatio", "p99MaxRatio", "p99MaxMs"])
+            func bound(_ name: String, _ keyPath: WritableKeyPath<Latency, Double?>, _ range: ClosedRange<Double>) throws(GrayscaleError) {
+                guard latency.values[name] != nil else { return }
+                analysis.latency[keyPath: keyPath] = try latency[name].map { node throws(GrayscaleError) in
+                    try reader.double(node, "analysis.latency.\(name)", in: range, exclusiveLower: true)
+                }
+            }
+            try bound("p50MaxRatio", \.p50MaxRatio, 1...100)
+            try bound("p99MaxRatio", \.p99MaxRatio, 1...100)
+            try bound("p99MaxMs", \.p99MaxMs, 0...3_600_000)
+        }
+        return analysis
+    }
+
+    private static func readWindow(_ node: Node, _ reader: YAMLReader, base: PromotionWindow) throws(GrayscaleError) -> PromotionWindow {
+        let fields = try reader.fields(node, "window", known: ["days", "start", "end", "timeZone"])
+        var days = base.days, start = base.start, end = base.end, zone = base.timeZone
+        if let node = fields["days"] {
+            days = []
+            for (index, item) in try reader.list(node, "window.days").enumerated() {
+                let name = try reader.string(item, "window.days[\(index)]")
+                guard let day = Weekday(name: name) else {
+                    throw reader.error(item, "window.days", "'\(name)' is not a day of the week (monday … sunday)")
+                }
+                days.insert(day)
+            }
+        }
+        func time(_ name: String) throws(GrayscaleError) -> TimeOfDay? {
+            guard let node = fields[name] else { return nil }
+            let text = try reader.string(node, "window.\(name)")
+            guard let time = TimeOfDay(parsing: text) else {
+                throw reader.error(node, "window.\(name)", "expected a time HH:MM such as 14:00 (got '\(text)')")
+            }
+            return time
+        }
+        start = try time("start") ?? start
+        end = try time("end") ?? end
+        if let node = fields["timeZone"] { zone = try reader.string(node, "window.timeZone") }
+        do {
+            return try PromotionWindow(days: days, start: start, end: end, timeZone: zone)
+        } catch {
+            let culprit = error.message.hasPrefix("unknown time zone") ? "timeZone"
+                : error.message.hasPrefix("end") ? "end" : "days"
+            throw reader.error(fields[culprit] ?? node, "window.\(culprit)", error.message)
+        }
+    }
+
+    private static func readSmokeCheck(_ node: Node, _ reader: YAMLReader, path: String) throws(GrayscaleError) -> SmokeCheck {
+        let fields = try reader.fields(node, path, known: ["name", "method", "path", "expectStatus", "timeout"])
+        guard let pathNode = fields["path"] else { throw reader.error(node, "\(path).path", "required") }
+        let urlPath = try reader.string(pathNode, "\(path).path")
+        guard urlPath.hasPrefix("/") else {
+            throw reader.error(pathNode, "\(path).path", "must start with / (got '\(urlPath)')")
+        }
+        let method = try fields["method"].map { node throws(GrayscaleError) in try reader.string(node, "\(path).method") } ?? "GET"
+        guard ["GET", "HEAD", "POST"].contains(method) else {
+            throw reader.error(fields["method"], "\(path).method", "must be GET, HEAD or POST (got '\(method)')")
+        }
+        return SmokeCheck(
+            name: try fields["name"].map { node throws(GrayscaleError) in try reader.string(node, "\(path).name") } ?? urlPath,
+            method: method,
+            path: urlPath,
+            expectStatus: try fields["expectStatus"].map { node throws(GrayscaleError) in
+                try reader.int(node, "\(path).expectStatus", in: 100...599)
+            } ?? 200,
+            timeout: try fields["timeout"].map { node throws(GrayscaleError) in try reader.duration(node, "\(path).timeout") } ?? 5
+        )
+    }
+}

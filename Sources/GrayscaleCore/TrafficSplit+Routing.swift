@@ -1,0 +1,47 @@
+/// Which release a request goes to.
+public enum RouteTarget: String, Codable, Hashable, Sendable {
+    case stable
+    case canary
+}
+
+/// A routing decision with the reason for it, as `traffic which` explains it.
+public struct Route: Hashable, Sendable {
+    public var target: RouteTarget
+    public var reason: Reason
+    /// The user's bucket for the current canary, when one was computed.
+    public var bucket: Bucket?
+
+    public enum Reason: String, Codable, Hashable, Sendable {
+        case noCanary
+        case allowList
+        case denyList
+        case inRange
+        case outOfRange
+        case anonymousWeight
+    }
+}
+
+extension TrafficSplit {
+    /// Routes an authenticated user by appId: deny list, then allow list, then the
+    /// user's bucket (salted with the canary's salt) against the canary range.
+    public func route(appId: some StringProtocol) -> Route {
+        guard let canary else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
+        if denyList.contains(where: { $0 == appId }) {
+            return Route(target: .stable, reason: .denyList, bucket: nil)
+        }
+        if allowList.contains(where: { $0 == appId }) {
+            return Route(target: .canary, reason: .allowList, bucket: nil)
+        }
+        let bucket = Bucket.of(appId: appId, salt: canary.salt)
+        return canary.range.contains(bucket)
+            ? Route(target: .canary, reason: .inRange, bucket: bucket)
+            : Route(target: .stable, reason: .outOfRange, bucket: bucket)
+    }
+
+    /// Routes a request without a token: `draw` is a uniformly random bucket the
+    /// caller picked (per request, or pinned by a sticky cookie).
+    public func routeAnonymous(draw: Bucket) -> Route {
+        guard canary != nil else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
+        return Route(target: draw.value < nonAuthWeight ? .canary : .stable, reason: .anonymousWeight, bucket: draw)
+    }
+}

@@ -1,0 +1,46 @@
+/// How a service's traffic is divided between its stable release and its canary.
+public struct TrafficSplit: Codable, Hashable, Sendable {
+    public var service: String
+    /// Increases by one with every change; the history is ordered by it.
+    public var revision: Int
+    public var stable: ReleaseRef
+    public var canary: Canary?
+    /// Hundredths of a percent (0–10,000) of requests without a token sent to the canary.
+    public var nonAuthWeight: Int
+    /// appIds that always get the canary (internal testers).
+    public var allowList: [String]
+    /// appIds that never get the canary.
+    public var denyList: [String]
+    /// Whether a client may choose its channel (`X-Grayscale-Channel`).
+    public var optInAllowed: Bool
+
+    /// The canary release, the salt its cohort is drawn with, and the buckets it gets.
+    public struct Canary: Codable, Hashable, Sendable {
+        public var release: ReleaseRef
+        public var salt: String
+        public var range: CanaryRange
+
+        public init(release: ReleaseRef, salt: String, range: CanaryRange) {
+            self.release = release
+            self.salt = salt
+            self.range = range
+        }
+    }
+
+    public init(
+        service: String, revision: Int, stable: ReleaseRef, canary: Canary? = nil,
+        nonAuthWeight: Int = 0, allowList: [String] = [], denyList: [String] = [], optInAllowed: Bool = false
+    ) {
+        self.service = service
+        self.revision = revision
+        self.stable = stable
+        self.canary = canary
+        self.nonAuthWeight = nonAuthWeight
+        self.allowList = allowList
+        self.denyList = denyList
+        self.optInAllowed = optInAllowed
+    }
+
+    /// The canary's range, or the empty range when there is no canary.
+    public var range: CanaryRange { canary?.range ?? .empty }
+}
