@@ -1,0 +1,107 @@
+import GRDB
+
+extension GrayscaleDatabase {
+    /// Append-only: a shipped migration is never edited, a change is a new migration.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-foundation") { db in
+            try db.create(table: "service") { t in
+                t.primaryKey("name", .text)
+                t.column("createdAt", .datetime).notNull()
+            }
+            try db.create(table: "release") { t in
+                t.column("service", .text).notNull().references("service", onDelete: .restrict)
+                t.column("number", .integer).notNull()
+                t.column("label", .text).notNull()
+                t.column("upstream", .text).notNull()
+                t.column("sourceRef", .text)
+                t.column("salt", .text).notNull()
+                t.column("status", .text).notNull()
+                t.column("publishedAt", .datetime).notNull()
+                t.column("statusChangedAt", .datetime).notNull()
+                t.primaryKey(["service", "number"])
+                t.uniqueKey(["service", "label"])
+            }
+            // The current split of each service.
+            try db.create(table: "split") { t in
+                t.primaryKey("service", .text).references("service", onDelete: .restrict)
+                t.column("revision", .integer).notNull()
+                t.column("stableNumber", .integer).notNull()
+                t.column("canaryNumber", .integer)
+                t.column("rangeLower", .integer).notNull()
+                t.column("rangeUpper", .integer).notNull()
+                t.column("nonAuthWeight", .integer).notNull()
+                t.column("allowList", .jsonText).notNull()
+                t.column("denyList", .jsonText).notNull()
+                t.column("optInAllowed", .boolean).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.foreignKey(["service", "stableNumber"], references: "release")
+                t.foreignKey(["service", "canaryNumber"], references: "release")
+            }
+            // Every split a service has had, in revision order.
+            try db.create(table: "splitChange") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("service", .text).notNull().references("service", onDelete: .restrict)
+                t.column("revision", .integer).notNull()
+                t.column("changedAt", .datetime).notNull()
+                t.column("actor", .text).notNull()
+                t.column("action", .text).notNull()
+                t.column("reason", .text)
+                t.column("split", .jsonText).notNull()
+                t.uniqueKey(["service", "revision"])
+            }
+            try db.create(table: "rollout") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("service", .text).notNull()
+                t.column("releaseNumber", .integer).notNull()
+                t.column("state", .text).notNull()
+                t.column("step", .integer).notNull().defaults(to: 0)
+                t.column("startedAt", .datetime).notNull()
+                t.column("updatedAt", .datetime).notNull()
+                t.column("endedAt", .datetime)
+                t.foreignKey(["service", "releaseNumber"], references: "release")
+            }
+            try db.create(table: "audit") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("at", .datetime).notNull()
+                t.column("service", .text)
+                t.column("actor", .text).notNull()
+                t.column("action", .text).notNull()
+                t.column("command", .text)
+                t.column("reason", .text)
+                t.column("outcome", .text).notNull()
+                t.column("detail", .text)
+                t.column("splitBefore", .jsonText)
+                t.column("splitAfter", .jsonText)
+            }
+            try db.create(index: "audit_by_service", on: "audit", columns: ["service", "id"])
+            try db.create(table: "metricSample") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("service", .text).notNull()
+                t.column("releaseNumber", .integer).notNull()
+                t.column("route", .text).notNull()
+                t.column("windowStart", .datetime).notNull()
+                t.column("windowEnd", .datetime).notNull()
+                t.column("requests", .integer).notNull()
+                t.column("errors", .integer).notNull()
+                t.column("latencyP50Ms", .double)
+                t.column("latencyP99Ms", .double)
+                t.column("histogram", .blob)
+            }
+            try db.create(index: "metricSample_by_release", on: "metricSample",
+                          columns: ["service", "releaseNumber", "windowStart"])
+            try db.create(table: "notification") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("createdAt", .datetime).notNull()
+                t.column("service", .text)
+                t.column("channel", .text).notNull()
+                t.column("text", .text).notNull()
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("nextAttemptAt", .datetime).notNull()
+                t.column("deliveredAt", .datetime)
+                t.column("lastError", .text)
+            }
+        }
+        return migrator
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import GRDB
+import GrayscaleCore
+
+extension GrayscaleDatabase {
+    // MARK: - Reads
+
+    /// The names of every service with at least one release.
+    public func services() throws(GrayscaleError) -> [String] {
+        try read("list services") { db in try String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name") }
+    }
+
+    /// A service's releases and current split; an unknown service is an error.
+    public func serviceState(_ service: String) throws(GrayscaleError) -> ServiceState {
+        try read("read \(service)") { db in
+            guard try Self.serviceExists(service, db) else { throw unknownService(service, db) }
+            return try Self.loadState(service, db)
+        }
+    }
+
+    /// The current split of a service.
+    public func split(_ service: String) throws(GrayscaleError) -> TrafficSplit {
+        guard let split = try serviceState(service).split else {
+            throw GrayscaleError("\(service): no release published yet")
+        }
+        return split
+    }
+
+    /// Every split the service has had, oldest first.
+    public func splitHistory(_ service: String) throws(GrayscaleError) -> [SplitChange] {
+        try read("read the split history of \(service)") { db in
+            guard try Self.serviceExists(service, db) else { throw unknownService(service, db) }
+            return try SplitChange.filter(Column("service") == service).order(Column("revision")).fetchAll(db)
+        }
+    }
+
+    /// The audit trail, newest last; all services when `service` is nil.
+    public func auditLog(service: String? = nil, limit: Int = 1000) throws(GrayscaleError) -> [AuditEntry] {
+        try read("read the audit log") { db in
+            var request = AuditEntry.order(Column("id").desc).limit(limit)
+            if let service { request = request.filter(Column("service") == service) }
+            return try request.fetchAll(db).reversed()
+        }
+    }
+
+    public func rollouts(_ service: String) throws(GrayscaleError) -> [Rollout] {
+        try read("read the rollouts of \(service)") { db in
+            try Rollout.filter(Column("service") == service).order(Column("id")).fetchAll(db)
+        }
+    }
+
+    // MARK: - Changes
+
+    /// Publishes a release (DESIGN.md "Stable and canary"): the service's first release
+    /// becomes stable, later ones the canary with no users yet.
+    @discardableResult
+    public func publish(_ draft: ReleaseDraft, salt: String, by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
+        try change(draft.service, action: "publish", by: who, at: now, creating: true) { state throws(GrayscaleError) in
+            try state.publish(draft, salt: salt, at: now)
+        }
+    }
+
+    @discardableResult
+    public func setCanaryTraffic(_ service: String, range: CanaryRange, nonAuthWeight: Int? = nil,
+                                 by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
+        try change(service, action: "set-traffic", by: who, at: now) { state throws(GrayscaleError) in
+            try state.setCanaryTraffic(range: range, nonAuthWeight: nonAuthWeight)
+        }
+    }
+
+    @discardableResult
+    public func setRules(_ service: String, allowList: [String]? = nil, denyList: [String]? = nil, optInAllowed: Bool? = nil,
+                         by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
+        try change(service, action: "set-rules", by: who, at: now) { state throws(GrayscaleError) in
+            try state.setRules(allowList: allowList, denyList: denyList, optInAllowed: optInAllowed)
+        }
+    }
+
+    @discardableResult
+    public func rollBack(_ service: String, by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
+        try change(service, action: "rollback", by: who, at: now) { state throws(GrayscaleError) in
+            try state.rollBack(at: now)
+        }
+    }
+
+    @discardableResult
+    public func finish(_ service: String, by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
+        try change(service, action: "finish", by: who, at: now) { state throws(GrayscaleError) in
+            try state.finish(at: now)
+        }
+    }
+
+    /// Loads the service, applies `operation` to it and stores the result, the split
+    /// history, the rollout rows and an audit entry, all in one transaction. A refused
+    /// operation changes nothing and is audited as refused.
+    func change(
+        _ service: String, action: String, by who: Attribution, at now: Date, creating: Bool = false,
+        _ operation: (inout ServiceState) throws(GrayscaleError) -> Void
+    ) throws(GrayscaleError) -> ServiceState {
+        do {
+            return try write(action) { db in
+                let exists = try Self.serviceExists(service, db)
+                if !exists && !creating { throw unknownService(service, db) }
+                let before = exists ? try Self.loadState(service, db) : ServiceState(service: service)
+                var after = before
+                try operation(&after)
+                if !exists {
+                    try db.execute(sql: "INSERT INTO service (name, createdAt) VALUES (?, ?)", arguments: [service, now])
+                }
+                try Self.store(after, replacing: before, action: action, by: who, at: now, db)
+                return after
+            }
+        } catch {
+            try? write("audit a refused \(action)") { db in
+                let splitBefore = try? Self.serviceExists(service, db) ? Self.loadState(service, db).split : nil
+                let entry = AuditEntry(at: now, service: service, actor: who.actor, action: action, command: who.command,
+                                       reason: who.reason, outcome: "refused", detail: error.message,
+                                       splitBefore: splitBefore ?? nil, splitAfter: nil)
+                try entry.insert(db)
+            }
+            throw error
+        }
+    }
+
+    private func unknownService(_ service: String, _ db: Database) -> GrayscaleError {
+        let known = (try? String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name")) ?? []
+        let list = known.isEmpty ? "no services yet; publish a release first" : "known: \(known.joined(separator: ", "))"
+        return GrayscaleError("unknown service '\(service)' (\(list))")
+    }
+
+    static func serviceExists(_ service: String, _ db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM service WHERE name = ?)", arguments: [service]) ?? false
+    }
+
+    static func loadState(_ service: String, _ db: Database) throws -> ServiceState {
+        let releases = try Release.filter(Column("service") == service).order(Column("number")).fetchAll(db)
+        let split = try SplitRow.fetchOne(db, key: service).map { try $0.split(releases: releases) }
+        return ServiceState(service: service, releases: releases, split: split)
+    }
+
+    static func store(_ after: ServiceState, replacing before: ServiceState, action: String,
+                      by who: Attribution, at now: Date, _ db: Database) throws {
+        for release in after.releases {
+            let old = before.release(number: release.number)
+            guard old != release else { continue }
+            try release.save(db)
+            try recordRollout(from: old?.status, to: release, at: now, db)
+        }
+        if let split = after.split, split != before.split {
+            try SplitRow(split, at: now).save(db)
+            let change = SplitChange(service: after.service, revision: split.revision, changedAt: now,
+                                     actor: who.actor, action: action, reason: who.reason, split: split)
+            try change.insert(db)
+        }
+        let changed = after != before
+        let entry = AuditEntry(at: now, service: after.service, actor: who.actor, action: action, command: who.command,
+                               reason: who.reason, outcome: changed ? "done" : "unchanged", detail: nil,
+                               splitBefore: before.split, splitAfter: after.split)
+        try entry.insert(db)
+    }
+
+    /// A release that becomes the canary starts a rollout; one that stops being it ends it.
+    static func recordRollout(from old: ReleaseStatus?, to release: Release, at now: Date, _ db: Database) throws {
+        if release.status == .canary, old != .canary {
+            let rollout = Rollout(service: release.service, releaseNumber: release.number, state: "published",
+                                  step: 0, startedAt: now, updatedAt: now, endedAt: nil)
+            try rollout.insert(db)
+        } else if old == .canary {
+            let ended = release.status == .stable ? "promoted" : release.status.rawValue
+            try db.execute(
+                sql: """
+                    UPDATE rollout SET state = ?, updatedAt = ?, endedAt = ?
+                    WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL
+                    """,
+                arguments: [ended, now, now, release.service, release.number])
+        }
+    }
+}
