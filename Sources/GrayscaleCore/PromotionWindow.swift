@@ -77,3 +77,10 @@ public struct TimeOfDay: Hashable, Sendable, Comparable, CustomStringConvertible
         return (hour < 10 ? "0" : "") + "\(hour):" + (minute < 10 ? "0" : "") + "\(minute)"
     }
 }
+
+extension PromotionWindow {
+    /// `wednesday 14:00–18:00 Asia/Shanghai`.
+    public var summary: String {
+        "\(days.sorted().map(\.name).joined(separator: ",")) \(start)–\(end) \(timeZone)"
+    }
+}

@@ -1,0 +1,92 @@
+import ArgumentParser
+import Foundation
+import GrayscaleCore
+import GrayscaleStore
+
+struct ReleaseCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "release",
+        abstract: "Publish, list, roll back and finish releases.",
+        subcommands: [Publish.self, List.self, Rollback.self, Finish.self]
+    )
+
+    struct Publish: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Record a new release: the first of a service becomes stable, later ones the canary (with no users yet).")
+
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var actor: ActorOptions
+        @Option(help: "The service (the bot's -m module), e.g. engine.") var service: String
+        @Option(help: "The platform's release number (function version); must increase.") var number: Int
+        @Option(help: "The human label, e.g. v2.1.1.") var label: String
+        @Option(help: "Where the release serves, e.g. http://127.0.0.1:9008.") var upstream: String
+        @Option(help: "The git ref it was built from.") var ref: String?
+        @OptionGroup var format: FormatOptions
+
+        func run() throws {
+            let draft = ReleaseDraft(service: service, number: number, label: label, upstream: upstream, sourceRef: ref)
+            let state = try database.open().publish(draft, salt: Salt.random(), by: actor.attribution, at: Date())
+            let release = state.release(number: number)!
+            try format.emit(release) {
+                let role = release.status == .stable
+                    ? "stable (first release of \(service)): it takes all traffic"
+                    : "canary, with no users until a split is set (grayscale traffic set)"
+                return "Published \(service) \(release.ref) as \(role)\nSalt: \(release.salt)"
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List a service's releases, newest first.")
+
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "The service.") var service: String
+        @OptionGroup var format: FormatOptions
+
+        func run() throws {
+            let releases = try database.open().serviceState(service).releases.reversed().map { $0 }
+            try format.emit(releases) {
+                table(["NUMBER", "LABEL", "STATUS", "UPSTREAM", "REF", "PUBLISHED", "SALT"], releases.map {
+                    [String($0.number), $0.label, $0.status.rawValue, $0.upstream, $0.sourceRef ?? "-", $0.publishedAt.shortISO, $0.salt]
+                })
+            }
+        }
+    }
+
+    struct Rollback: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Send all traffic back to the stable release.")
+
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var actor: ActorOptions
+        @Option(help: "The service.") var service: String
+        @OptionGroup var format: FormatOptions
+
+        func run() throws {
+            let state = try database.open().rollBack(service, by: actor.attribution, at: Date())
+            try emitSplit(state, format: format, headline: "Rolled back \(service): all traffic goes to the stable release.")
+        }
+    }
+
+    struct Finish: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Complete the gray test: the canary becomes stable and takes all traffic.")
+
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var actor: ActorOptions
+        @Option(help: "The service.") var service: String
+        @OptionGroup var format: FormatOptions
+
+        func run() throws {
+            let state = try database.open().finish(service, by: actor.attribution, at: Date())
+            try emitSplit(state, format: format, headline: "Finished \(service): \(state.stable!.ref) is stable.")
+        }
+    }
+}
+
+/// Prints a service's split: the design document's lines, or `SplitSummary` as JSON.
+func emitSplit(_ state: ServiceState, format: FormatOptions, headline: String? = nil) throws {
+    guard let split = state.split else { throw GrayscaleError("\(state.service): no release published yet") }
+    try format.emit(SplitSummary(split)) {
+        ([headline].compactMap { $0 } + ["Service: \(split.service) (split revision \(split.revision))"]
+            + split.statusLines + split.ruleLines).joined(separator: "\n")
+    }
+}

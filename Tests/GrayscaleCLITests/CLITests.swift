@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+import GrayscaleCore
+
+@Suite("grayscale CLI end to end")
+struct CLITests {
+    let cli: CLIRunner
+
+    init() throws { cli = try CLIRunner() }
+
+    func publishSevenAndEight() throws {
+        for (number, label) in [(7, "v2.1.0"), (8, "v2.1.1")] {
+            let output = try cli.run(["release", "publish", "--service", "engine", "--number", "\(number)", "--label", label,
+                                      "--upstream", "http://127.0.0.1:90\(number)"])
+            #expect(output.status == 0, "\(output.stderr)")
+        }
+    }
+
+    @Test("publish two releases, set --range 20:55; a new process shows range 20–55 and non-auth weight 36")
+    func rangeSurvivesRestart() throws {
+        defer { cli.remove() }
+        try publishSevenAndEight()
+        let set = try cli.run(["traffic", "set", "--service", "engine", "--range", "20:55", "--as", "kaiyuzeng"])
+        #expect(set.status == 0, "\(set.stderr)")
+        #expect(set.stdout.contains("Canary Version 8(v 2.1.1) appid range: [20 - 55]"))
+        #expect(set.stdout.contains("Non-Auth GrayScale Weight: 36%"))
+
+        let shown = try #require(try cli.json(["traffic", "show", "--service", "engine"]) as? [String: Any])
+        let canary = try #require(shown["canary"] as? [String: Any])
+        let range = try #require(canary["range"] as? [String: Any])
+        #expect(canary["number"] as? Int == 8)
+        #expect(range["fromBucket"] as? Int == 2000)
+        #expect(range["toBucket"] as? Int == 5600)
+        #expect(range["text"] as? String == "[20 - 55]")
+        #expect(shown["nonAuthWeightPercent"] as? Double == 36)
+        #expect((shown["stable"] as? [String: Any])?["number"] as? Int == 7)
+
+        // And once more from yet another process: nothing was kept only in memory.
+        let again = try cli.run(["traffic", "show", "--service", "engine"])
+        #expect(again.stdout.contains("appid range: [20 - 55]"))
+    }
+
+    @Test("a duplicate or non-increasing release number is refused with a clear message")
+    func duplicateNumber() throws {
+        defer { cli.remove() }
+        try publishSevenAndEight()
+        let duplicate = try cli.run(["release", "publish", "--service", "engine", "--number", "8", "--label", "v2.1.2",
+                                     "--upstream", "http://127.0.0.1:9009"])
+        #expect(duplicate.status != 0)
+        #expect(duplicate.stderr.contains("engine: release number 8 already exists (Version 8(v 2.1.1), canary); numbers are never reused"))
+        let lower = try cli.run(["release", "publish", "--service", "engine", "--number", "3", "--label", "v1.0.0",
+                                 "--upstream", "http://127.0.0.1:9003"])
+        #expect(lower.stderr.contains("release number 3 is lower than the newest release 8"))
+        let releases = try #require(try cli.json(["release", "list", "--service", "engine"]) as? [[String: Any]])
+        #expect(releases.map { $0["number"] as? Int } == [8, 7])
+        #expect(releases.map { $0["status"] as? String } == ["canary", "stable"])
+    }
+
+    @Test("traffic which explains the salt, the bucket and the rule")
+    func which() throws {
+        defer { cli.remove() }
+        try publishSevenAndEight()
+        try cli.run(["traffic", "set", "--service", "engine", "--percent", "100"])
+        let answer = try #require(try cli.json(["traffic", "which", "--service", "engine", "--app-id", "app-42"]) as? [String: Any])
+        let salt = try #require(answer["salt"] as? String)
+        #expect(answer["bucket"] as? Int == Bucket.of(appId: "app-42", salt: salt).value)
+        #expect(answer["target"] as? String == "canary")
+        #expect(answer["reason"] as? String == "inRange")
+        try cli.run(["traffic", "rules", "--service", "engine", "--deny", "app-42"])
+        let denied = try #require(try cli.json(["traffic", "which", "--service", "engine", "--app-id", "app-42"]) as? [String: Any])
+        #expect(denied["target"] as? String == "stable")
+        #expect(denied["reason"] as? String == "denyList")
+        #expect((denied["version"] as? [String: Any])?["number"] as? Int == 7)
+    }
+
+    @Test("rollback through the CLI sends everyone to stable and is in the audit log")
+    func rollback() throws {
+        defer { cli.remove() }
+        try publishSevenAndEight()
+        try cli.run(["traffic", "set", "--service", "engine", "--percent", "30"])
+        let rolledBack = try cli.run(["release", "rollback", "--service", "engine", "--as", "oncall", "--reason", "errors up"])
+        #expect(rolledBack.status == 0)
+        #expect(rolledBack.stdout.contains("Canary: none (all traffic to stable)"))
+        let audit = try #require(try cli.json(["audit", "--service", "engine"]) as? [[String: Any]])
+        let last = try #require(audit.last)
+        #expect(last["action"] as? String == "rollback")
+        #expect(last["actor"] as? String == "oncall")
+        #expect(last["reason"] as? String == "errors up")
+        #expect((last["command"] as? String)?.hasPrefix("grayscale release rollback") == true)
+    }
+
+    @Test("policy check reports file:line: field: reason and exits non-zero")
+    func policyCheck() throws {
+        defer { cli.remove() }
+        let bad = cli.directory.appendingPathComponent("bad.yaml")
+        try "steps: [5, 50]\nwindow:\n  days: [someday]\n".write(to: bad, atomically: true, encoding: .utf8)
+        let output = try cli.run(["policy", "check", bad.path], database: false)
+        #expect(output.status == 1)
+        #expect(output.stdout.contains("\(bad.path):3: window.days: 'someday' is not a day of the week"))
+    }
+
+    @Test("two processes changing the same split at once never lose an update")
+    func concurrentWriters() async throws {
+        defer { cli.remove() }
+        try publishSevenAndEight()
+        let perProcess = 12
+        let runner = cli
+        async let first: [Int32] = Task.detached {
+            try (1...perProcess).map { try runner.run(["traffic", "set", "--service", "engine", "--percent", "\($0)", "--as", "first"]).status }
+        }.value
+        async let second: [Int32] = Task.detached {
+            try (1...perProcess).map { try runner.run(["traffic", "set", "--service", "engine", "--range", "60:\(60 + $0)", "--as", "second"]).status }
+        }.value
+        let statuses = try await first + second
+        #expect(statuses.allSatisfy { $0 == 0 })
+
+        let history = try #require(try cli.json(["traffic", "history", "--service", "engine"]) as? [[String: Any]])
+        // Two publishes, then every one of the 24 changes, with contiguous revisions.
+        #expect(history.count == 2 + 2 * perProcess)
+        #expect(history.compactMap { $0["revision"] as? Int } == Array(1...history.count))
+        func texts(by actor: String) -> [String] {
+            history.filter { $0["actor"] as? String == actor }
+                .compactMap { (($0["split"] as? [String: Any])?["canary"] as? [String: Any]).flatMap { ($0["range"] as? [String: Any])?["text"] as? String } }
+        }
+        #expect(texts(by: "first") == (1...perProcess).map { "[0 - \($0 - 1)]" })
+        #expect(texts(by: "second") == (1...perProcess).map { "[60 - \(60 + $0)]" })
+
+        // Each change saw the split the previous one left: no change was made on a stale read.
+        let audit = try #require(try cli.json(["audit", "--service", "engine", "--limit", "100"]) as? [[String: Any]])
+        let sets = audit.filter { $0["action"] as? String == "set-traffic" }
+        #expect(sets.count == 2 * perProcess)
+        for (previous, next) in zip(sets, sets.dropFirst()) {
+            let after = (previous["splitAfter"] as? [String: Any])?["revision"] as? Int
+            let before = (next["splitBefore"] as? [String: Any])?["revision"] as? Int
+            #expect(after != nil && after == before)
+        }
+    }
+}
