@@ -33,6 +33,7 @@ extension Route.Reason {
         case .inRange: return "bucket \(bucket.map(String.init(describing:)) ?? "?") is in the canary range \(range)"
         case .outOfRange: return "bucket \(bucket.map(String.init(describing:)) ?? "?") is outside the canary range \(range)"
         case .anonymousWeight: return "no token: drawn with the non-auth weight"
+        case .optIn: return "the client chose its channel and the policy allows opt-in"
         }
     }
 }

@@ -11,6 +11,13 @@ public struct Route: Hashable, Sendable {
     /// The user's bucket for the current canary, when one was computed.
     public var bucket: Bucket?
 
+    @inlinable
+    public init(target: RouteTarget, reason: Reason, bucket: Bucket?) {
+        self.target = target
+        self.reason = reason
+        self.bucket = bucket
+    }
+
     public enum Reason: String, Codable, Hashable, Sendable {
         case noCanary
         case allowList
@@ -18,12 +25,15 @@ public struct Route: Hashable, Sendable {
         case inRange
         case outOfRange
         case anonymousWeight
+        /// The client asked for a channel (`X-Grayscale-Channel`) and the policy allows it.
+        case optIn
     }
 }
 
 extension TrafficSplit {
     /// Routes an authenticated user by appId: deny list, then allow list, then the
     /// user's bucket (salted with the canary's salt) against the canary range.
+    @inlinable
     public func route(appId: some StringProtocol) -> Route {
         guard let canary else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
         if denyList.contains(where: { $0 == appId }) {
@@ -38,8 +48,24 @@ extension TrafficSplit {
             : Route(target: .stable, reason: .outOfRange, bucket: bucket)
     }
 
+    /// Routes any request: the deny list wins, then the allow list, then an opt-in
+    /// channel where allowed, then the bucket (authenticated) or the draw (anonymous).
+    @inlinable
+    public func route(appId: String?, requestedChannel: RouteTarget?, anonymousDraw: Bucket) -> Route {
+        guard canary != nil else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
+        if let appId, !denyList.isEmpty, denyList.contains(appId) {
+            return Route(target: .stable, reason: .denyList, bucket: nil)
+        }
+        if let requestedChannel, optInAllowed {
+            return Route(target: requestedChannel, reason: .optIn, bucket: nil)
+        }
+        guard let appId else { return routeAnonymous(draw: anonymousDraw) }
+        return route(appId: appId)
+    }
+
     /// Routes a request without a token: `draw` is a uniformly random bucket the
     /// caller picked (per request, or pinned by a sticky cookie).
+    @inlinable
     public func routeAnonymous(draw: Bucket) -> Route {
         guard canary != nil else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
         return Route(target: draw.value < nonAuthWeight ? .canary : .stable, reason: .anonymousWeight, bucket: draw)

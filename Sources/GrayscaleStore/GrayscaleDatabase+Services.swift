@@ -176,3 +176,12 @@ extension GrayscaleDatabase {
         }
     }
 }
+
+extension GrayscaleDatabase {
+    /// Every service's state, for building a routing table.
+    public func allServiceStates() throws(GrayscaleError) -> [ServiceState] {
+        try read("read all services") { db in
+            try String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name").map { try Self.loadState($0, db) }
+        }
+    }
+}

@@ -1,11 +1,11 @@
 import ArgumentParser
 
 @main
-struct Grayscale: ParsableCommand {
+struct Grayscale: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grayscale",
         abstract: "Canary releases for a serverless platform: cohorts, traffic splits, rollbacks.",
         discussion: "The database is --db, else $GRAYSCALE_DB, else grayscale.sqlite in the working directory.",
-        subcommands: [ReleaseCommand.self, TrafficCommand.self, PolicyCommand.self, AuditCommand.self]
+        subcommands: [ReleaseCommand.self, TrafficCommand.self, PolicyCommand.self, AuditCommand.self, ProxyCommand.self, LogsCommand.self]
     )
 }

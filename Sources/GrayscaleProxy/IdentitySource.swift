@@ -1,0 +1,111 @@
+import Crypto
+import NIOHTTP1
+
+/// Where the proxy finds a request's appId.
+public struct IdentitySource: Sendable {
+    public enum Kind: Sendable, Hashable {
+        /// `Authorization: Bearer <JWT>`, the named claim of its payload.
+        case bearerJWT(claim: String)
+        /// A request header carrying the appId itself.
+        case header(String)
+        /// A cookie carrying the appId itself.
+        case cookie(String)
+        /// A query parameter carrying the appId itself.
+        case query(String)
+    }
+
+    public var kind: Kind
+    /// When set, a JWT must carry a valid HS256 signature made with this key; a bad
+    /// signature means "no identity" (the request is routed as anonymous).
+    public var hs256Secret: [UInt8]?
+
+    public init(kind: Kind = .bearerJWT(claim: "appId"), hs256Secret: [UInt8]? = nil) {
+        self.kind = kind
+        self.hs256Secret = hs256Secret
+    }
+
+    /// Parses `jwt`, `jwt:CLAIM`, `header:NAME`, `cookie:NAME`, `query:NAME`.
+    public init(parsing text: String, hs256Secret: [UInt8]? = nil) throws(IdentitySourceError) {
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        let name = parts.count == 2 ? parts[1] : nil
+        switch (parts.first, name) {
+        case ("jwt", nil): self.init(kind: .bearerJWT(claim: "appId"), hs256Secret: hs256Secret)
+        case ("jwt", let claim?) where !claim.isEmpty: self.init(kind: .bearerJWT(claim: claim), hs256Secret: hs256Secret)
+        case ("header", let name?) where !name.isEmpty: self.init(kind: .header(name), hs256Secret: hs256Secret)
+        case ("cookie", let name?) where !name.isEmpty: self.init(kind: .cookie(name), hs256Secret: hs256Secret)
+        case ("query", let name?) where !name.isEmpty: self.init(kind: .query(name), hs256Secret: hs256Secret)
+        default: throw IdentitySourceError(text: text)
+        }
+    }
+
+    /// The request's appId, or nil for an anonymous request. Never throws: a malformed
+    /// token is simply no identity.
+    public func appId(in head: HTTPRequestHead) -> String? {
+        let value: String?
+        switch kind {
+        case .bearerJWT(let claim):
+            guard let authorization = head.headers.first(name: "authorization") else { return nil }
+            value = bearerClaim(claim, authorization: authorization)
+        case .header(let name):
+            value = head.headers.first(name: name)
+        case .cookie(let name):
+            value = head.headers[canonicalForm: "cookie"].lazy.compactMap { cookieValue(name, in: $0) }.first.map(String.init)
+        case .query(let name):
+            value = queryValue(name, uri: head.uri).map(String.init)
+        }
+        guard let value, !value.isEmpty, value.utf8.count <= 256 else { return nil }
+        return value
+    }
+
+    private func bearerClaim(_ claim: String, authorization: String) -> String? {
+        var authorization = authorization
+        return authorization.withUTF8 { bytes -> String? in
+            // "Bearer " with any case of the scheme.
+            guard bytes.count > 7, bytes[6] == UInt8(ascii: " "),
+                  zip(bytes[0..<6], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
+            else { return nil }
+            let token = UnsafeBufferPointer(rebasing: bytes[7...])
+            guard let parts = JWTPayload.split(token) else { return nil }
+            if let hs256Secret {
+                let hs256Key = SymmetricKey(data: hs256Secret)
+                let signed = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(token)[0..<parts.payload.upperBound])
+                let signatureText = UnsafeBufferPointer(rebasing: token[parts.signature])
+                let valid = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: signatureText.count) { buffer -> Bool in
+                    guard let length = Base64URL.decode(signatureText, into: buffer), length == 32 else { return false }
+                    return HMAC<SHA256>.isValidAuthenticationCode(
+                        UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<length]),
+                        authenticating: signed, using: hs256Key)
+                }
+                guard valid else { return nil }
+            }
+            return JWTPayload.claim(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]))
+        }
+    }
+}
+
+public struct IdentitySourceError: Error, CustomStringConvertible {
+    public var text: String
+    public var description: String {
+        "identity: '\(text)' is not one of jwt, jwt:CLAIM, header:NAME, cookie:NAME, query:NAME"
+    }
+}
+
+/// The value of cookie `name` in one `Cookie:` header.
+func cookieValue(_ name: String, in header: some StringProtocol) -> Substring? {
+    for pair in header.split(separator: ";") {
+        let trimmed = pair.drop(while: { $0 == " " })
+        guard let equals = trimmed.firstIndex(of: "="), trimmed[..<equals] == name else { continue }
+        return Substring(trimmed[trimmed.index(after: equals)...])
+    }
+    return nil
+}
+
+/// The raw value of query parameter `name` in a request URI.
+func queryValue(_ name: String, uri: String) -> Substring? {
+    guard let question = uri.firstIndex(of: "?") else { return nil }
+    for pair in uri[uri.index(after: question)...].split(separator: "&") {
+        guard let equals = pair.firstIndex(of: "="), pair[..<equals] == name else { continue }
+        return pair[pair.index(after: equals)...]
+    }
+    return nil
+}

@@ -1,0 +1,179 @@
+/// Reads one claim of a JWT's payload without building a JSON object: the token's
+/// payload is base64url-decoded into a stack buffer and scanned for the claim, so
+/// the routing decision allocates nothing for the common case (a short appId).
+enum JWTPayload {
+    /// The three dot-separated parts of a compact JWS, as UTF-8 byte ranges.
+    struct Parts {
+        var header: Range<Int>
+        var payload: Range<Int>
+        var signature: Range<Int>
+    }
+
+    static func split(_ token: UnsafeBufferPointer<UInt8>) -> Parts? {
+        guard let firstDot = token.firstIndex(of: UInt8(ascii: ".")) else { return nil }
+        guard let secondDot = token[(firstDot + 1)...].firstIndex(of: UInt8(ascii: ".")) else { return nil }
+        if token[(secondDot + 1)...].contains(UInt8(ascii: ".")) { return nil }
+        return Parts(header: 0..<firstDot, payload: (firstDot + 1)..<secondDot, signature: (secondDot + 1)..<token.count)
+    }
+
+    /// The claim's value as a string: a JSON string claim, or a number claim's digits.
+    /// Nil when the payload is not base64url JSON, or the claim is missing or of another type.
+    static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>) -> String? {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: payload.count * 3 / 4 + 3) { buffer in
+            guard let length = Base64URL.decode(payload, into: buffer) else { return nil }
+            var scanner = JSONClaimScanner(bytes: UnsafeBufferPointer(rebasing: buffer[..<length]))
+            return scanner.topLevelValue(for: name)
+        }
+    }
+}
+
+enum Base64URL {
+    /// Decodes unpadded (or padded) base64url into `output`; returns the length, or nil if malformed.
+    static func decode(_ input: UnsafeBufferPointer<UInt8>, into output: UnsafeMutableBufferPointer<UInt8>) -> Int? {
+        var accumulator: UInt32 = 0, bits = 0, count = 0
+        var end = input.count
+        while end > 0, input[end - 1] == UInt8(ascii: "=") { end -= 1 }
+        for index in 0..<end {
+            guard let value = sextet(input[index]) else { return nil }
+            accumulator = (accumulator << 6) | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                guard count < output.count else { return nil }
+                output[count] = UInt8(truncatingIfNeeded: accumulator >> UInt32(bits))
+                count += 1
+            }
+        }
+        return bits >= 6 ? nil : count  // a single leftover sextet cannot come from valid input
+    }
+
+    @inline(__always)
+    static func sextet(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): return byte - UInt8(ascii: "A")
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): return byte - UInt8(ascii: "a") + 26
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0") + 52
+        case UInt8(ascii: "-"), UInt8(ascii: "+"): return 62
+        case UInt8(ascii: "_"), UInt8(ascii: "/"): return 63
+        default: return nil
+        }
+    }
+}
+
+/// Just enough of a JSON reader to find one key of the top-level object.
+struct JSONClaimScanner {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var position = 0
+
+    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+
+    mutating func topLevelValue(for key: String) -> String? {
+        skipWhitespace()
+        guard take(UInt8(ascii: "{")) else { return nil }
+        skipWhitespace()
+        if take(UInt8(ascii: "}")) { return nil }
+        while true {
+            skipWhitespace()
+            guard let name = stringRange() else { return nil }
+            skipWhitespace()
+            guard take(UInt8(ascii: ":")) else { return nil }
+            skipWhitespace()
+            if equals(name, key) { return value() }
+            guard skipValue() else { return nil }
+            skipWhitespace()
+            if take(UInt8(ascii: ",")) { continue }
+            return nil  // "}" or malformed: the key is not there
+        }
+    }
+
+    private mutating func value() -> String? {
+        guard position < bytes.count else { return nil }
+        if bytes[position] == UInt8(ascii: "\"") {
+            guard let range = stringRange() else { return nil }
+            let raw = UnsafeBufferPointer(rebasing: bytes[range])
+            guard !raw.contains(UInt8(ascii: "\\")) else { return nil }  // escaped appIds are not supported
+            return String(decoding: raw, as: UTF8.self)
+        }
+        let start = position
+        while position < bytes.count, isNumberByte(bytes[position]) { position += 1 }
+        guard position > start else { return nil }
+        return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+    }
+
+    /// The range of a string's contents (without quotes), leaving the position after it.
+    private mutating func stringRange() -> Range<Int>? {
+        guard take(UInt8(ascii: "\"")) else { return nil }
+        let start = position
+        while position < bytes.count {
+            switch bytes[position] {
+            case UInt8(ascii: "\\"): position += 2
+            case UInt8(ascii: "\""):
+                position += 1
+                return start..<(position - 1)
+            default: position += 1
+            }
+        }
+        return nil
+    }
+
+    private mutating func skipValue() -> Bool {
+        guard position < bytes.count else { return false }
+        switch bytes[position] {
+        case UInt8(ascii: "\""):
+            return stringRange() != nil
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            var depth = 0
+            while position < bytes.count {
+                switch bytes[position] {
+                case UInt8(ascii: "\""):
+                    guard stringRange() != nil else { return false }
+                    continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 {
+                        position += 1
+                        return true
+                    }
+                default: break
+                }
+                position += 1
+            }
+            return false
+        default:
+            let start = position
+            while position < bytes.count, !isDelimiter(bytes[position]) { position += 1 }
+            return position > start
+        }
+    }
+
+    private mutating func skipWhitespace() {
+        while position < bytes.count, isWhitespace(bytes[position]) { position += 1 }
+    }
+
+    private mutating func take(_ byte: UInt8) -> Bool {
+        guard position < bytes.count, bytes[position] == byte else { return false }
+        position += 1
+        return true
+    }
+
+    private func equals(_ range: Range<Int>, _ key: String) -> Bool {
+        var key = key
+        return key.withUTF8 { keyBytes in
+            keyBytes.count == range.count && zip(keyBytes, bytes[range]).allSatisfy { $0 == $1 }
+        }
+    }
+
+    private func isNumberByte(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: "-")
+    }
+
+    private func isDelimiter(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: ",") || byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]")
+            || isWhitespace(byte)
+    }
+
+    private func isWhitespace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x09 || byte == 0x0A || byte == 0x0D
+    }
+}

@@ -1,0 +1,425 @@
+import Foundation
+import GrayscaleCore
+import NIOCore
+import NIOHTTP1
+
+/// One client connection: routes each request, forwards it to the chosen release's
+/// upstream, streams the response back, and records the outcome by version.
+/// Protocol work only; the routing rule itself is `TrafficSplit.route` in Core.
+final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, UpstreamExchange {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    static let name = "grayscale.proxy"
+    static let serverHandlerNames = ["grayscale.http.encoder", "grayscale.http.decoder", "grayscale.http.pipeline", "grayscale.idle"]
+
+    private let shared: ProxyShared
+    private let pool: UpstreamPool
+    private var context: ChannelHandlerContext?
+    private var state = State.idle
+    private var clientAddress = ""
+
+    enum State {
+        case idle
+        /// Connecting to the upstream; request parts that arrive meanwhile wait here.
+        case connecting(Exchange, buffered: [HTTPServerRequestPart])
+        case forwarding(Exchange, UpstreamConnection)
+        /// Answered by the proxy itself (413, 502, 504…); the rest of the request is dropped.
+        case answered
+        case tunnel
+    }
+
+    /// One request on its way through the proxy.
+    final class Exchange {
+        let head: HTTPRequestHead
+        let service: String
+        let target: ServiceRoute.Target
+        let route: Route
+        let appId: String?
+        let started: NIODeadline
+        let keepAlive: Bool
+        let isUpgrade: Bool
+        /// Set when an anonymous client got a fresh sticky draw to remember.
+        let stickyCookie: String?
+        var bytesIn = 0
+        var bytesOut = 0
+        var status: HTTPResponseStatus?
+        var requestEnded = false
+        var timeout: Scheduled<Void>?
+
+        init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?,
+             started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
+            self.head = head
+            self.service = service
+            self.target = target
+            self.route = route
+            self.appId = appId
+            self.started = started
+            self.keepAlive = keepAlive
+            self.isUpgrade = isUpgrade
+            self.stickyCookie = stickyCookie
+        }
+    }
+
+    init(shared: ProxyShared, pool: UpstreamPool) {
+        self.shared = shared
+        self.pool = pool
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: - Client side
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let part = unwrapInboundIn(data)
+        switch (state, part) {
+        case (.idle, .head(let head)):
+            begin(head, context: context)
+        case (.connecting(let exchange, var buffered), _):
+            if case .body(let body) = part { exchange.bytesIn += body.readableBytes }
+            if case .end = part { exchange.requestEnded = true }
+            guard !tooLarge(exchange, context: context) else { return }
+            buffered.append(part)
+            state = .connecting(exchange, buffered: buffered)
+        case (.forwarding(let exchange, let upstream), .body(let body)):
+            exchange.bytesIn += body.readableBytes
+            guard !tooLarge(exchange, context: context) else { return }
+            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+        case (.forwarding(let exchange, let upstream), .end(let trailers)):
+            exchange.requestEnded = true
+            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+        case (.answered, _), (.tunnel, _), (.idle, _), (.forwarding, .head):
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding(_, let upstream) = state { upstream.channel.flush() }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch state {
+        case .forwarding(let exchange, let upstream):
+            exchange.timeout?.cancel()
+            upstream.handler.exchange = nil
+            upstream.channel.close(promise: nil)  // mid-exchange: never reuse
+        case .connecting(let exchange, _):
+            exchange.timeout?.cancel()
+        case .idle, .answered, .tunnel:
+            break
+        }
+        state = .answered
+        shared.connectionClosed()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .forwarding(_, let upstream) = state {
+            upstream.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, case .idle = state {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        switch state {
+        case .idle:
+            // The request could not be parsed: nothing was routed yet.
+            let status: HTTPResponseStatus = (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            respondAndClose(status, body: "\(status.code) \(status.reasonPhrase)\n", context: context, exchange: nil)
+        default:
+            context.close(promise: nil)
+        }
+    }
+
+    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let table = shared.table
+        guard let service = table.service(for: head) else {
+            state = .answered
+            let known = table.routes.keys.sorted().joined(separator: ", ")
+            respond(.notFound, body: "grayscale: no service matches this request (services: \(known.isEmpty ? "none" : known))\n",
+                    context: context, exchange: nil, close: !head.isKeepAlive)
+            return
+        }
+        let appId = shared.configuration.identity.appId(in: head)
+        let requested = head.headers.first(name: "x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
+        var stickyCookie: String?
+        var draw = Bucket(0)
+        if appId == nil {
+            if let pinned = head.headers[canonicalForm: "cookie"].lazy.compactMap({ cookieValue("grayscale_sticky", in: $0) }).first,
+               let value = Int(pinned), (0..<Bucket.count).contains(value) {
+                draw = Bucket(value)
+            } else {
+                draw = Bucket(Int.random(in: 0..<Bucket.count))
+                stickyCookie = "grayscale_sticky=\(draw.value); Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
+            }
+        }
+        let route = service.split.route(appId: appId, requestedChannel: requested, anonymousDraw: draw)
+        let exchange = Exchange(
+            head: head, service: service.service, target: service.target(route.target), route: route, appId: appId,
+            started: .now(), keepAlive: head.isKeepAlive, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
+
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.configuration.maxBodyBytes {
+            state = .answered
+            respondAndClose(.payloadTooLarge, body: "413 request body over \(shared.configuration.maxBodyBytes) bytes\n",
+                            context: context, exchange: exchange)
+            return
+        }
+        state = .connecting(exchange, buffered: [])
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: shared.configuration.upstreamResponseTimeout) {
+            self.timedOut(exchange, context: context)
+        }
+        pool.connection(to: exchange.target.upstream) { result in
+            self.connected(result, exchange: exchange, context: context)
+        }
+    }
+
+    private func connected(_ result: Result<UpstreamConnection, Error>, exchange: Exchange, context: ChannelHandlerContext) {
+        guard case .connecting(let current, let buffered) = state, current === exchange else {
+            if case .success(let connection) = result { pool.release(connection) }
+            return
+        }
+        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        switch result {
+        case .failure(let error):
+            exchange.timeout?.cancel()
+            state = .answered
+            respond(.badGateway, body: "502 \(exchange.target.versionHeader) unreachable: \(error)\n", context: context,
+                    exchange: exchange, close: !exchange.requestEnded || !exchange.keepAlive, errorClass: .connectFailure,
+                    error: "connect: \(error)")
+        case .success(let upstream):
+            upstream.handler.exchange = self
+            state = .forwarding(exchange, upstream)
+            upstream.channel.write(HTTPClientRequestPart.head(upstreamHead(for: exchange)), promise: nil)
+            for part in buffered {
+                switch part {
+                case .body(let body): upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+                case .end(let trailers): upstream.channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
+                case .head: break
+                }
+            }
+            upstream.channel.flush()
+        }
+    }
+
+    private func timedOut(_ exchange: Exchange, context: ChannelHandlerContext) {
+        switch state {
+        case .connecting(let current, _) where current === exchange:
+            break
+        case .forwarding(let current, let upstream) where current === exchange && current.status == nil:
+            upstream.handler.exchange = nil
+            upstream.channel.close(promise: nil)
+        default:
+            return
+        }
+        state = .answered
+        respond(.gatewayTimeout, body: "504 \(exchange.target.versionHeader) did not answer in time\n", context: context,
+                exchange: exchange, close: true, errorClass: .timeout, error: "upstream timeout")
+    }
+
+    private func tooLarge(_ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
+        guard exchange.bytesIn > shared.configuration.maxBodyBytes else { return false }
+        if case .forwarding(_, let upstream) = state {
+            upstream.handler.exchange = nil
+            upstream.channel.close(promise: nil)
+        }
+        exchange.timeout?.cancel()
+        state = .answered
+        if exchange.status == nil {
+            respondAndClose(.payloadTooLarge, body: "413 request body over \(shared.configuration.maxBodyBytes) bytes\n",
+                            context: context, exchange: exchange)
+        } else {
+            context.close(promise: nil)
+        }
+        return true
+    }
+
+    // MARK: - Upstream side
+
+    func upstreamRead(_ part: HTTPClientResponsePart) {
+        guard let context, case .forwarding(let exchange, let upstream) = state else { return }
+        switch part {
+        case .head(let head):
+            exchange.timeout?.cancel()
+            exchange.status = head.status
+            context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
+            if head.status == .switchingProtocols && exchange.isUpgrade {
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                startTunnel(exchange, upstream: upstream, context: context)
+            }
+        case .body(let body):
+            exchange.bytesOut += body.readableBytes
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            if !context.channel.isWritable {
+                upstream.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+            }
+        case .end(let trailers):
+            let status = exchange.status ?? .ok
+            state = .idle
+            upstream.handler.exchange = nil
+            if exchange.requestEnded && !Self.upstreamWantsClose(upstream) {
+                pool.release(upstream)
+            } else {
+                upstream.channel.close(promise: nil)
+            }
+            let keepAlive = exchange.keepAlive
+            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
+                if !keepAlive { context.close(promise: nil) }
+            }
+            finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
+        }
+    }
+
+    func upstreamClosed() {
+        guard let context, case .forwarding(let exchange, _) = state else { return }
+        exchange.timeout?.cancel()
+        state = .answered
+        if exchange.status == nil {
+            respond(.badGateway, body: "502 \(exchange.target.versionHeader) closed the connection\n", context: context,
+                    exchange: exchange, close: true, errorClass: .connectFailure, error: "upstream closed before responding")
+        } else {
+            // The response was cut short: the client must not take it for complete.
+            context.close(promise: nil)
+            finish(exchange, status: .badGateway, errorClass: .connectFailure, error: "upstream closed mid-response")
+        }
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        context?.channel.setOption(ChannelOptions.autoRead, value: isWritable).whenComplete { _ in }
+    }
+
+    // MARK: - Responses of the proxy's own
+
+    private func respondAndClose(_ status: HTTPResponseStatus, body: String, context: ChannelHandlerContext, exchange: Exchange?) {
+        respond(status, body: body, context: context, exchange: exchange, close: true,
+                errorClass: exchange == nil ? nil : .rejected, error: "\(status.code) \(status.reasonPhrase)")
+    }
+
+    private func respond(_ status: HTTPResponseStatus, body: String, context: ChannelHandlerContext, exchange: Exchange?,
+                         close: Bool, errorClass: ErrorClass? = nil, error: String? = nil) {
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        if let exchange { headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader) }
+        if close { headers.add(name: "connection", value: "close") }
+        let version = exchange?.head.version ?? .http1_1
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+            if close { context.close(promise: nil) }
+        }
+        if let exchange {
+            exchange.bytesOut += body.utf8.count
+            finish(exchange, status: status, errorClass: errorClass, error: error)
+        }
+        if !close, case .answered = state { state = .idle }
+    }
+
+    private func finish(_ exchange: Exchange, status: HTTPResponseStatus, errorClass: ErrorClass?, error: String?) {
+        let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
+        let now = shared.configuration.now()
+        shared.statistics.record(RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
+                                                status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now))
+        shared.accessLog?.append(AccessLogLine(
+            time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
+            route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,
+            method: exchange.head.method.rawValue, path: exchange.head.uri, status: Int(status.code),
+            latencyMs: Double(micros) / 1000, upstream: exchange.target.upstream.description,
+            bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut, error: error))
+    }
+
+    // MARK: - Headers
+
+    /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy.
+    static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+                                        "proxy-authenticate", "proxy-authorization"]
+
+    static func strippingHopByHop(_ headers: HTTPHeaders) -> HTTPHeaders {
+        var named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
+        named.formUnion(hopByHop)
+        var result = HTTPHeaders()
+        for (name, value) in headers where !named.contains(name.lowercased()) {
+            result.add(name: name, value: value)
+        }
+        return result
+    }
+
+    private func upstreamHead(for exchange: Exchange) -> HTTPRequestHead {
+        var headers = Self.strippingHopByHop(exchange.head.headers)
+        if exchange.isUpgrade {
+            headers.add(name: "connection", value: "upgrade")
+            headers.add(name: "upgrade", value: exchange.head.headers.first(name: "upgrade") ?? "websocket")
+        }
+        let forwarded = exchange.head.headers.first(name: "x-forwarded-for").map { "\($0), \(clientAddress)" } ?? clientAddress
+        headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded)
+        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
+        headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
+        headers.replaceOrAdd(name: "x-grayscale-route", value: Self.routeName(exchange.route))
+        return HTTPRequestHead(version: .http1_1, method: exchange.head.method, uri: exchange.head.uri, headers: headers)
+    }
+
+    private func clientHead(for head: HTTPResponseHead, exchange: Exchange) -> HTTPResponseHead {
+        var headers: HTTPHeaders
+        if head.status == .switchingProtocols && exchange.isUpgrade {
+            headers = head.headers
+        } else {
+            headers = Self.strippingHopByHop(head.headers)
+            if !exchange.keepAlive { headers.add(name: "connection", value: "close") }
+        }
+        headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
+        if let cookie = exchange.stickyCookie { headers.add(name: "set-cookie", value: cookie) }
+        return HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
+    }
+
+    static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
+        head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+            && head.headers.first(name: "upgrade")?.lowercased() == "websocket"
+    }
+
+    static func upstreamWantsClose(_ upstream: UpstreamConnection) -> Bool { !upstream.channel.isActive }
+
+    static func routeName(_ route: Route) -> String {
+        switch route.reason {
+        case .optIn: return "optIn-\(route.target.rawValue)"
+        case .allowList: return "allowList"
+        case .denyList: return "denyList"
+        default: return route.target.rawValue
+        }
+    }
+
+    // MARK: - WebSocket tunnel
+
+    /// After a 101, both connections stop speaking HTTP: remove the codecs and glue the bytes.
+    private func startTunnel(_ exchange: Exchange, upstream: UpstreamConnection, context: ChannelHandlerContext) {
+        state = .tunnel
+        upstream.handler.exchange = nil
+        finish(exchange, status: .switchingProtocols, errorClass: nil, error: nil)
+        let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
+        do {
+            let client = context.pipeline.syncOperations, server = upstream.channel.pipeline.syncOperations
+            // Upstream: glue first, then drop the codecs (the decoder forwards any bytes it still holds).
+            try server.addHandler(upstreamGlue, position: .before(upstream.handler))
+            server.removeHandler(upstream.handler, promise: nil)
+            server.removeHandler(name: UpstreamConnection.encoderName, promise: nil)
+            server.removeHandler(name: UpstreamConnection.decoderName, promise: nil)
+            // Client: the same, after this handler has gone.
+            try client.addHandler(clientGlue, position: .after(self))
+            client.removeHandler(name: Self.name, promise: nil)
+            for name in Self.serverHandlerNames { client.removeHandler(name: name, promise: nil) }
+        } catch {
+            context.close(promise: nil)
+            upstream.channel.close(promise: nil)
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import GrayscaleCore
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// What every connection of one proxy shares: settings, the current routing table,
+/// statistics and the access log.
+final class ProxyShared: Sendable {
+    let configuration: ProxyConfiguration
+    let statistics: ProxyStatistics
+    let accessLog: AccessLog?
+    private let tableBox: NIOLockedValueBox<RoutingTable>
+    private let openConnections = Atomic<Int>(0)
+
+    init(configuration: ProxyConfiguration, table: RoutingTable, statistics: ProxyStatistics, accessLog: AccessLog?) {
+        self.configuration = configuration
+        self.statistics = statistics
+        self.accessLog = accessLog
+        self.tableBox = NIOLockedValueBox(table)
+    }
+
+    var table: RoutingTable {
+        get { tableBox.withLockedValue { $0 } }
+        set { tableBox.withLockedValue { $0 = newValue } }
+    }
+
+    /// Counts a new connection; false when the cap is reached.
+    func connectionOpened() -> Bool {
+        let count = openConnections.wrappingAdd(1, ordering: .relaxed).newValue
+        if count > configuration.maxConnections {
+            openConnections.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func connectionClosed() { openConnections.wrappingSubtract(1, ordering: .relaxed) }
+
+    var connections: Int { openConnections.load(ordering: .relaxed) }
+}
+
+/// The embedded reverse proxy: HTTP/1.1 on one address, every request routed to the
+/// stable or canary release of its service by the current `RoutingTable`.
+public final class ProxyServer: Sendable {
+    public let statistics: ProxyStatistics
+    let shared: ProxyShared
+    private let group: EventLoopGroup
+    private let pools = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
+    private let channel = NIOLockedValueBox<Channel?>(nil)
+
+    public init(configuration: ProxyConfiguration, table: RoutingTable, statistics: ProxyStatistics = ProxyStatistics(),
+                accessLog: AccessLog? = nil, group: EventLoopGroup) {
+        self.statistics = statistics
+        self.shared = ProxyShared(configuration: configuration, table: table, statistics: statistics, accessLog: accessLog)
+        self.group = group
+    }
+
+    /// Swaps in a new routing table: new requests use it at once, requests in flight finish on the old one.
+    public func update(_ table: RoutingTable) { shared.table = table }
+
+    public var table: RoutingTable { shared.table }
+
+    /// Open client connections.
+    public var connectionCount: Int { shared.connections }
+
+    /// Binds and starts accepting; returns the bound address (useful with port 0).
+    @discardableResult
+    public func start() async throws -> SocketAddress {
+        let shared = self.shared
+        // One upstream pool per event loop, made on its loop.
+        var pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
+        for loop in group.makeIterator() {
+            let configuration = shared.configuration
+            pools[ObjectIdentifier(loop)] = try await loop.submit {
+                NIOLoopBound(UpstreamPool(eventLoop: loop, connectTimeout: configuration.upstreamConnectTimeout,
+                                          maxIdle: configuration.maxIdleUpstreamConnections), eventLoop: loop)
+            }.get()
+        }
+        self.pools.withLockedValue { [pools] in $0 = pools }
+        let loopPools = pools
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard shared.connectionOpened() else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let pool = loopPools[ObjectIdentifier(channel.eventLoop)]!.value
+                    var limits = NIOHTTPDecoderLimitConfiguration()
+                    limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
+                    limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
+                    let sync = channel.pipeline.syncOperations
+                    let names = ProxyHandler.serverHandlerNames
+                    try sync.addHandler(HTTPResponseEncoder(), name: names[0])
+                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)), name: names[1])
+                    try sync.addHandler(HTTPServerPipelineHandler(), name: names[2])
+                    try sync.addHandler(IdleStateHandler(allTimeout: shared.configuration.idleTimeout), name: names[3])
+                    try sync.addHandler(ProxyHandler(shared: shared, pool: pool), name: ProxyHandler.name)
+                }
+            }
+            .bind(host: shared.configuration.host, port: shared.configuration.port)
+            .get()
+        self.channel.withLockedValue { $0 = channel }
+        return channel.localAddress!
+    }
+
+    /// Stops accepting new connections; connections already open finish their requests.
+    public func stop() async throws {
+        guard let channel = channel.withLockedValue({ $0 }) else { return }
+        try await channel.close()
+        for (_, pool) in pools.withLockedValue({ $0 }) {
+            try await pool.eventLoop.submit { pool.value.closeAll() }.get()
+        }
+        shared.accessLog?.flush()
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import GrayscaleCore
+import Histogram
+import Synchronization
+
+/// Why a request counts as an error of the version it was routed to.
+public enum ErrorClass: String, Codable, CaseIterable, Sendable {
+    /// The upstream answered 5xx.
+    case upstream5xx
+    /// The upstream refused or reset the connection (the proxy answered 502).
+    case connectFailure
+    /// The upstream did not answer in time (the proxy answered 504).
+    case timeout
+    /// The proxy refused the request itself (413): counted apart, not a server error.
+    case rejected
+}
+
+/// What happened to one request, as the statistics and the access log record it.
+public struct RequestOutcome: Sendable {
+    public var service: String
+    public var release: ReleaseRef
+    public var appId: String?
+    public var status: Int
+    public var errorClass: ErrorClass?
+    public var latencyMicros: UInt64
+    public var at: Date
+
+    public init(service: String, release: ReleaseRef, appId: String?, status: Int, errorClass: ErrorClass?, latencyMicros: UInt64, at: Date) {
+        self.service = service
+        self.release = release
+        self.appId = appId
+        self.status = status
+        self.errorClass = errorClass
+        self.latencyMicros = latencyMicros
+        self.at = at
+    }
+}
+
+/// Per service and release, per fixed window: requests, errors by class, a latency
+/// histogram (microseconds) and the distinct users that saw an error. What the
+/// controller polls, in-process or as JSON at `GET /stats`.
+public final class ProxyStatistics: Sendable {
+    public let windowSeconds: Int
+    public let retainedWindows: Int
+    private let series = Mutex<[SeriesKey: Series]>([:])
+
+    struct SeriesKey: Hashable {
+        var service: String
+        var release: Int
+    }
+
+    struct Series {
+        var label: String
+        var windows: [Window] = []
+    }
+
+    struct Window {
+        var start: Int
+        var requests = 0
+        var errors: [Int] = Array(repeating: 0, count: ErrorClass.allCases.count)
+        var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
+        var affectedUsers: Set<String> = []
+        var anonymousErrors = 0
+
+        init(start: Int) { self.start = start }
+    }
+
+    public init(windowSeconds: Int = 10, retainedWindows: Int = 360) {
+        precondition(windowSeconds > 0 && retainedWindows > 0)
+        self.windowSeconds = windowSeconds
+        self.retainedWindows = retainedWindows
+    }
+
+    public func record(_ outcome: RequestOutcome) {
+        let second = Int(outcome.at.timeIntervalSince1970.rounded(.down))
+        let start = second - second % windowSeconds
+        let key = SeriesKey(service: outcome.service, release: outcome.release.number)
+        series.withLock { all in
+            all[key, default: Series(label: outcome.release.label)].record(outcome, windowStart: start, keep: retainedWindows * windowSeconds)
+        }
+    }
+
+    /// Every version's windows that end after `since` (all retained ones when nil),
+    /// and their totals over those windows.
+    public func snapshot(since: Date? = nil) -> StatisticsSnapshot {
+        let from = since.map { Int($0.timeIntervalSince1970.rounded(.down)) } ?? Int.min
+        let versions = series.withLock { all in
+            all.map { key, series in
+                let windows = series.windows.filter { $0.start + windowSeconds > from }
+                return VersionStatistics(service: key.service, release: key.release, label: series.label,
+                                         totals: Self.merge(windows, start: windows.first?.start ?? 0),
+                                         windows: windows.map { Self.merge([$0], start: $0.start) })
+            }
+        }
+        return StatisticsSnapshot(windowSeconds: windowSeconds,
+                                  versions: versions.sorted { ($0.service, $0.release) < ($1.service, $1.release) })
+    }
+
+    static func merge(_ windows: [Window], start: Int) -> WindowStatistics {
+        var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
+        var errors = [Int](repeating: 0, count: ErrorClass.allCases.count)
+        var users: Set<String> = []
+        var requests = 0, anonymousErrors = 0
+        for window in windows {
+            requests += window.requests
+            for index in errors.indices { errors[index] += window.errors[index] }
+            latency.add(window.latency)
+            users.formUnion(window.affectedUsers)
+            anonymousErrors += window.anonymousErrors
+        }
+        var byClass: [String: Int] = [:]
+        for (index, errorClass) in ErrorClass.allCases.enumerated() { byClass[errorClass.rawValue] = errors[index] }
+        let rejectedIndex = ErrorClass.allCases.firstIndex(of: .rejected)!
+        func millis(_ percentile: Double) -> Double {
+            latency.totalCount == 0 ? 0 : Double(latency.valueAtPercentile(percentile)) / 1000
+        }
+        return WindowStatistics(
+            start: Date(timeIntervalSince1970: TimeInterval(start)),
+            requests: requests,
+            errors: errors.enumerated().filter { $0.offset != rejectedIndex }.reduce(0) { $0 + $1.element },
+            errorsByClass: byClass,
+            affectedUsers: users.count,
+            anonymousErrors: anonymousErrors,
+            latencyMs: LatencySummary(p50: millis(50), p90: millis(90), p99: millis(99),
+                                      max: latency.totalCount == 0 ? 0 : Double(latency.max) / 1000)
+        )
+    }
+}
+
+extension ProxyStatistics.Series {
+    mutating func record(_ outcome: RequestOutcome, windowStart: Int, keep seconds: Int) {
+        if let last = windows.last, windowStart < last.start {
+            // A request that finished on another thread just before the window turned.
+            guard let index = windows.lastIndex(where: { $0.start == windowStart }) else { return }
+            windows[index].add(outcome)
+            return
+        }
+        if windows.last?.start != windowStart {
+            windows.append(ProxyStatistics.Window(start: windowStart))
+            let oldest = windowStart - seconds
+            if let firstKept = windows.firstIndex(where: { $0.start > oldest }), firstKept > 0 {
+                windows.removeFirst(firstKept)
+            }
+        }
+        windows[windows.count - 1].add(outcome)
+    }
+}
+
+extension ProxyStatistics.Window {
+    mutating func add(_ outcome: RequestOutcome) {
+        requests += 1
+        _ = latency.record(outcome.latencyMicros)
+        guard let errorClass = outcome.errorClass else { return }
+        errors[ErrorClass.allCases.firstIndex(of: errorClass)!] += 1
+        guard errorClass != .rejected else { return }
+        if let appId = outcome.appId {
+            affectedUsers.insert(appId)
+        } else {
+            anonymousErrors += 1
+        }
+    }
+}
+
+/// `GET /stats` as JSON.
+public struct StatisticsSnapshot: Codable, Sendable {
+    public var windowSeconds: Int
+    public var versions: [VersionStatistics]
+}
+
+public struct VersionStatistics: Codable, Sendable {
+    public var service: String
+    public var release: Int
+    public var label: String
+    /// The sum over `windows`; `affectedUsers` counts distinct users over all of them.
+    public var totals: WindowStatistics
+    public var windows: [WindowStatistics]
+}
+
+public struct WindowStatistics: Codable, Sendable {
+    public var start: Date
+    public var requests: Int
+    /// Server-side errors: upstream 5xx, connect failures and timeouts (not `rejected`).
+    public var errors: Int
+    public var errorsByClass: [String: Int]
+    /// Distinct appIds that got at least one server-side error.
+    public var affectedUsers: Int
+    /// Server-side errors of requests without an identity.
+    public var anonymousErrors: Int
+    public var latencyMs: LatencySummary
+}
+
+public struct LatencySummary: Codable, Sendable {
+    public var p50: Double
+    public var p90: Double
+    public var p99: Double
+    public var max: Double
+}

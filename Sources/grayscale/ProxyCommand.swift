@@ -1,0 +1,153 @@
+import ArgumentParser
+import Foundation
+import GrayscaleCore
+import GrayscaleProxy
+import GrayscaleStore
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+struct ProxyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "proxy",
+        abstract: "Run the embedded reverse proxy: every request to its service's stable or canary release.",
+        discussion: """
+            Splits written by any process (grayscale traffic set, the controller) take effect within a second.
+            The HS256 secret for verifying tokens comes from $GRAYSCALE_JWT_SECRET or --jwt-secret-file, never an argument.
+            """)
+
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "Address to serve on.") var listen = "127.0.0.1:8080"
+    @Option(help: "Address of GET /stats (per-version statistics as JSON).") var admin = "127.0.0.1:8081"
+    @Option(help: "Where the appId comes from: jwt, jwt:CLAIM, header:NAME, cookie:NAME, query:NAME.") var identity = "jwt"
+    @Option(name: .customLong("jwt-secret-file"), help: "File holding the HS256 secret tokens must be signed with.")
+    var jwtSecretFile: String?
+    @Option(name: .customLong("host-route"), help: "HOST=SERVICE: requests for HOST go to SERVICE (repeatable).")
+    var hostRoutes: [String] = []
+    @Option(name: .customLong("prefix-route"), help: "/PREFIX=SERVICE: paths under PREFIX go to SERVICE (repeatable).")
+    var prefixRoutes: [String] = []
+    @Option(name: .customLong("access-log"), help: "JSON-lines access log file.") var accessLog = "grayscale-access.log"
+    @Option(name: .customLong("max-body-bytes"), help: "Larger request bodies get 413.") var maxBodyBytes = 10 * 1024 * 1024
+    @Option(name: .customLong("max-header-bytes"), help: "Larger header blocks get 431.") var maxHeaderBytes = 32 * 1024
+    @Option(name: .customLong("max-connections"), help: "Client connections beyond this are closed.") var maxConnections = 10_000
+    @Option(name: .customLong("idle-timeout"), help: "Close idle client connections after this long.") var idleTimeout = "60s"
+    @Option(name: .customLong("upstream-timeout"), help: "No upstream response within this long gets 504.") var upstreamTimeout = "30s"
+    @Option(name: .customLong("stats-window"), help: "Length of one statistics window.") var statsWindow = "10s"
+    @Option(help: "Event loop threads (default: one per core).") var threads = System.coreCount
+
+    func validate() throws {
+        for (name, value) in [("--idle-timeout", idleTimeout), ("--upstream-timeout", upstreamTimeout), ("--stats-window", statsWindow)]
+        where (parseDuration(value) ?? 0) <= 0 {
+            throw ValidationError("\(name): expected a duration such as 30s or 1m (got '\(value)')")
+        }
+        _ = try Self.address(listen, "--listen")
+        _ = try Self.address(admin, "--admin")
+        _ = try matching()
+    }
+
+    static func address(_ text: String, _ option: String) throws -> (host: String, port: Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+            throw ValidationError("\(option): expected HOST:PORT, e.g. 127.0.0.1:8080 (got '\(text)')")
+        }
+        return (String(text[..<colon]), port)
+    }
+
+    func matching() throws -> ServiceMatching {
+        func pairs(_ values: [String], _ option: String) throws -> [(String, String)] {
+            try values.map { value in
+                let parts = value.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                    throw ValidationError("\(option): expected KEY=SERVICE (got '\(value)')")
+                }
+                return (parts[0], parts[1])
+            }
+        }
+        return ServiceMatching(
+            hosts: Dictionary(try pairs(hostRoutes, "--host-route").map { ($0.lowercased(), $1) }, uniquingKeysWith: { $1 }),
+            prefixes: try pairs(prefixRoutes, "--prefix-route").map { (prefix: $0, service: $1) })
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "grayscale.proxy")
+        logger.logLevel = .info
+        let secret = try Self.jwtSecret(file: jwtSecretFile)
+        let identitySource: IdentitySource
+        do { identitySource = try IdentitySource(parsing: identity, hs256Secret: secret) } catch { throw ValidationError(error.description) }
+        let listenAddress = try Self.address(listen, "--listen"), adminAddress = try Self.address(admin, "--admin")
+        let db = try database.open()
+        let matching = try matching()
+        let configuration = ProxyConfiguration(
+            host: listenAddress.host, port: listenAddress.port, identity: identitySource, matching: matching,
+            maxHeaderBytes: maxHeaderBytes, maxBodyBytes: maxBodyBytes,
+            idleTimeout: .seconds(Int64(parseDuration(idleTimeout)!)),
+            upstreamResponseTimeout: .seconds(Int64(parseDuration(upstreamTimeout)!)), maxConnections: maxConnections)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let log = try AccessLog(path: accessLog)
+        let statistics = ProxyStatistics(windowSeconds: parseDuration(statsWindow)!, retainedWindows: max(1, 3600 / parseDuration(statsWindow)!))
+        let proxy = ProxyServer(configuration: configuration, table: RoutingTable(states: try db.allServiceStates(), matching: matching),
+                                statistics: statistics, accessLog: log, group: group)
+        let address = try await proxy.start()
+        let adminServer = try await AdminHTTPServer(host: adminAddress.host, port: adminAddress.port, group: group) { head in
+            statistics.response(to: head)
+        }
+        logger.info("proxy listening", metadata: ["address": "\(address)", "stats": "http://\(adminServer.localAddress)/stats",
+                                                  "database": "\(db.path)", "accessLog": "\(accessLog)"])
+        let services: [any Service] = [
+            SplitWatchService(database: db, proxy: proxy, matching: matching, logger: logger),
+            ShutdownService(logger: logger) {
+                try await proxy.stop()
+                try await adminServer.stop()
+                log.close()
+            },
+        ]
+        let serviceGroup = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
+        try await group.shutdownGracefully()
+    }
+
+    /// The HS256 secret: from the file, else $GRAYSCALE_JWT_SECRET, else none (claims are read unverified).
+    static func jwtSecret(file: String?) throws -> [UInt8]? {
+        if let file {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ValidationError("--jwt-secret-file: cannot read '\(file)'")
+            }
+            return Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
+        }
+        return ProcessInfo.processInfo.environment["GRAYSCALE_JWT_SECRET"].map { Array($0.utf8) }
+    }
+}
+
+/// Rebuilds the proxy's routing table whenever the database changes.
+struct SplitWatchService: Service {
+    let database: GrayscaleDatabase
+    let proxy: ProxyServer
+    let matching: ServiceMatching
+    let logger: Logger
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            do {
+                try await database.watchServiceStates { states in
+                    let table = RoutingTable(states: states, matching: matching)
+                    proxy.update(table)
+                    for (service, problem) in table.unroutable { logger.warning("service not routable", metadata: ["service": "\(service)", "why": "\(problem)"]) }
+                    logger.info("routing table updated", metadata: ["splits": "\(states.compactMap { $0.split.map { "\($0.service)#\($0.revision)" } }.joined(separator: " "))"])
+                }
+            } catch is CancellationError {}
+        }
+    }
+}
+
+/// Waits for SIGTERM/SIGINT, then stops accepting and flushes.
+struct ShutdownService: Service {
+    let logger: Logger
+    let onShutdown: @Sendable () async throws -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        logger.info("shutting down: no new connections; in-flight requests finish")
+        try await onShutdown()
+    }
+}
