@@ -254,16 +254,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             exchange.timeout?.cancel()
             exchange.status = head.status
             context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
-            if head.status == .switchingProtocols && exchange.isUpgrade {
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-                startTunnel(exchange, upstream: upstream, context: context)
-            }
         case .body(let body):
             exchange.bytesOut += body.readableBytes
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             if !context.channel.isWritable {
                 upstream.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }
+        case .end(let trailers) where exchange.status == .switchingProtocols && exchange.isUpgrade:
+            // The upstream's decoder has stopped at the upgrade: from here on, bytes.
+            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            startTunnel(exchange, upstream: upstream, context: context)
         case .end(let trailers):
             let status = exchange.status ?? .ok
             state = .idle

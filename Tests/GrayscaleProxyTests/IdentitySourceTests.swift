@@ -1,0 +1,82 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleProxy
+import NIOHTTP1
+import Testing
+
+@Suite("Identity from requests")
+struct IdentitySourceTests {
+    func head(_ headers: [(String, String)], uri: String = "/") -> HTTPRequestHead {
+        HTTPRequestHead(version: .http1_1, method: .GET, uri: uri, headers: HTTPHeaders(headers))
+    }
+
+    @Test("the appId claim of a bearer JWT, string or number")
+    func jwtClaims() {
+        let source = IdentitySource()
+        #expect(source.appId(in: head([("Authorization", "Bearer \(makeJWT(["appId": "app-42", "sub": "x"]))")])) == "app-42")
+        #expect(source.appId(in: head([("authorization", "bearer \(makeJWT(["nested": ["appId": "no"], "appId": 1253970226]))")])) == "1253970226")
+        #expect(IdentitySource(kind: .bearerJWT(claim: "uid")).appId(in: head([("Authorization", "Bearer \(makeJWT(["uid": "u-1"]))")])) == "u-1")
+    }
+
+    @Test("malformed tokens are no identity, never an error", arguments: [
+        "Bearer", "Bearer ", "Basic abc", "Bearer a.b", "Bearer a.b.c.d", "Bearer !!!.###.sig", "Bearer eyJ.eyJ.x",
+        "Bearer \(makeJWT(["other": 1]))", "Bearer \(makeJWT(["appId": ["a", "b"]]))", "Bearer \(makeJWT(["appId": ""]))",
+    ])
+    func malformed(value: String) {
+        #expect(IdentitySource().appId(in: head([("Authorization", value)])) == nil)
+    }
+
+    @Test("with an HS256 secret only correctly signed tokens name a user")
+    func hs256() {
+        let secret = Array("s3cret".utf8)
+        let source = IdentitySource(kind: .bearerJWT(claim: "appId"), hs256Secret: secret)
+        let good = makeJWT(["appId": "signed"], hs256Secret: secret)
+        let forged = makeJWT(["appId": "signed"], hs256Secret: Array("other".utf8))
+        #expect(source.appId(in: head([("Authorization", "Bearer \(good)")])) == "signed")
+        #expect(source.appId(in: head([("Authorization", "Bearer \(forged)")])) == nil)
+        #expect(source.appId(in: head([("Authorization", "Bearer \(makeJWT(["appId": "signed"]))")])) == nil)
+    }
+
+    @Test("a named header, cookie or query parameter")
+    func alternatives() throws {
+        #expect(try IdentitySource(parsing: "header:X-App-Id").appId(in: head([("x-app-id", "h-1")])) == "h-1")
+        #expect(try IdentitySource(parsing: "cookie:app").appId(in: head([("cookie", "a=b; app=c-1; z=y")])) == "c-1")
+        #expect(try IdentitySource(parsing: "query:appId").appId(in: head([], uri: "/x?q=1&appId=q-1")) == "q-1")
+        #expect(try IdentitySource(parsing: "query:appId").appId(in: head([], uri: "/x?appIdx=no")) == nil)
+        #expect(throws: IdentitySourceError.self) { try IdentitySource(parsing: "bogus") }
+    }
+}
+
+@Suite("Per-version statistics")
+struct ProxyStatisticsTests {
+    @Test("windows count requests, errors by class and distinct affected users")
+    func windows() {
+        let statistics = ProxyStatistics(windowSeconds: 10, retainedWindows: 3)
+        let release = ReleaseRef(number: 8, label: "v2.1.1")
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        func record(_ offset: Double, _ appId: String?, _ status: Int, _ error: ErrorClass?, micros: UInt64 = 1000) {
+            statistics.record(RequestOutcome(service: "engine", release: release, appId: appId, status: status, errorClass: error,
+                                             latencyMicros: micros, at: t0.addingTimeInterval(offset)))
+        }
+        record(0, "a", 200, nil)
+        record(1, "a", 503, .upstream5xx)
+        record(2, "a", 502, .connectFailure)
+        record(3, "b", 504, .timeout, micros: 30_000)
+        record(4, nil, 502, .connectFailure)
+        record(5, "c", 413, .rejected)
+        record(12, "d", 503, .upstream5xx)
+        let all = statistics.snapshot().versions.first!
+        #expect(all.windows.count == 2)
+        #expect(all.totals.requests == 7)
+        #expect(all.totals.errors == 5)
+        #expect(all.totals.errorsByClass == ["upstream5xx": 2, "connectFailure": 2, "timeout": 1, "rejected": 1])
+        #expect(all.totals.affectedUsers == 3)
+        #expect(all.totals.anonymousErrors == 1)
+        #expect(all.windows[0].latencyMs.max >= 29.9)
+        let recent = statistics.snapshot(since: t0.addingTimeInterval(11)).versions.first!
+        #expect(recent.totals.requests == 1)
+        // Retention: windows older than three are dropped.
+        record(45, "e", 200, nil)
+        #expect(statistics.snapshot().versions.first!.windows.map(\.requests) == [1])
+    }
+}

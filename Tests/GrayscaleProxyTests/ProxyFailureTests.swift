@@ -1,0 +1,149 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleProxy
+import NIOCore
+import Testing
+
+/// Point 4 of the proxy issue: every bad input and upstream failure gets its exact
+/// status, names the version it was routed to, and is counted as that version's error.
+@Suite("Proxy bad input and failures", .serialized)
+struct ProxyFailureTests {
+    static func statistics(_ harness: ProxyHarness, release: Int) -> WindowStatistics? {
+        harness.proxy.statistics.snapshot().versions.first { $0.release == release }?.totals
+    }
+
+    @Test("a malformed request gets 400")
+    func malformed() async throws {
+        try await ProxyHarness.run { harness in
+            let socket = try RawSocket(port: harness.port)
+            try socket.send("GET / HTTP/1.1\r\nHost: x\r\nthis is not a header\r\n\r\n")
+            socket.receive()
+            #expect(socket.text.hasPrefix("HTTP/1.1 400 Bad Request"))
+        }
+    }
+
+    @Test("a header block over the limit gets 431")
+    func headerTooLarge() async throws {
+        try await ProxyHarness.run(configuration: ProxyConfiguration(maxHeaderBytes: 1024)) { harness in
+            let socket = try RawSocket(port: harness.port)
+            try socket.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "a", count: 4096))\r\n\r\n")
+            socket.receive()
+            #expect(socket.text.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large"))
+        }
+    }
+
+    @Test("a body over the limit gets 413, by Content-Length or by counting a chunked body")
+    func bodyTooLarge() async throws {
+        try await ProxyHarness.run(configuration: ProxyConfiguration(maxBodyBytes: 1000)) { harness in
+            try harness.setCanary("100")
+            let declared = try RawSocket(port: harness.port)
+            try declared.send("POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(makeJWT(["appId": "big"]))\r\nContent-Length: 5000\r\n\r\n")
+            declared.receive()
+            #expect(declared.text.hasPrefix("HTTP/1.1 413 Payload Too Large"))
+            #expect(declared.text.lowercased().contains("x-grayscale-version: engine@8 (v2.1.1)"))
+
+            let chunked = try RawSocket(port: harness.port)
+            let chunk = String(repeating: "z", count: 600)
+            try chunked.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n\(chunk)\r\n258\r\n\(chunk)\r\n0\r\n\r\n")
+            chunked.receive()
+            #expect(chunked.text.hasPrefix("HTTP/1.1 413 Payload Too Large"))
+            #expect(Self.statistics(harness, release: 8)?.errorsByClass["rejected"] ?? 0 >= 1)
+        }
+    }
+
+    @Test("a chunked body under the limit streams through intact")
+    func chunkedPassesThrough() async throws {
+        try await ProxyHarness.run { harness in
+            let socket = try RawSocket(port: harness.port)
+            try socket.send("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+            socket.receive()
+            #expect(socket.text.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(socket.text.hasSuffix("hello world"))
+        }
+    }
+
+    @Test("an upstream that refuses connections gets 502 naming the version, counted as its connect failure")
+    func upstreamRefuses() async throws {
+        try await ProxyHarness.run(canaryUpstream: "http://127.0.0.1:1") { harness in
+            try harness.setCanary("100")
+            let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                try await client.send("/", headers: [ProxyHarness.bearer("someone")])
+            }
+            #expect(response.status == 502)
+            #expect(response.version == "engine@8 (v2.1.1)")
+            let stats = try #require(Self.statistics(harness, release: 8))
+            #expect(stats.errorsByClass["connectFailure"] == 1)
+            #expect(stats.errors == 1)
+            #expect(stats.affectedUsers == 1)
+        }
+    }
+
+    @Test("an upstream that resets before answering gets 502")
+    func upstreamResets() async throws {
+        try await ProxyHarness.run { harness in
+            let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                try await client.send("/reset")
+            }
+            #expect(response.status == 502)
+            #expect(response.version == "engine@7 (v2.1.0)")
+        }
+    }
+
+    @Test("an upstream slower than the timeout gets 504")
+    func upstreamTimeout() async throws {
+        try await ProxyHarness.run(configuration: ProxyConfiguration(upstreamResponseTimeout: .milliseconds(300))) { harness in
+            let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                try await client.send("/slow")
+            }
+            #expect(response.status == 504)
+            #expect(response.version == "engine@7 (v2.1.0)")
+            #expect(Self.statistics(harness, release: 7)?.errorsByClass["timeout"] == 1)
+        }
+    }
+
+    @Test("an upstream 5xx passes through and counts as that version's error")
+    func upstream5xx() async throws {
+        try await ProxyHarness.run { harness in
+            let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                try await client.send("/status/503", headers: [ProxyHarness.bearer("u1")])
+            }
+            #expect(response.status == 503)
+            #expect(Self.statistics(harness, release: 7)?.errorsByClass["upstream5xx"] == 1)
+            #expect(Self.statistics(harness, release: 7)?.affectedUsers == 1)
+        }
+    }
+
+    @Test("an idle client connection is closed after the idle timeout")
+    func idleTimeout() async throws {
+        try await ProxyHarness.run(configuration: ProxyConfiguration(idleTimeout: .milliseconds(200))) { harness in
+            let socket = try RawSocket(port: harness.port, timeout: 5)
+            #expect(socket.isClosedByPeer())
+        }
+    }
+
+    @Test("connections over the cap are closed at once; the others keep working")
+    func connectionCap() async throws {
+        try await ProxyHarness.run(configuration: ProxyConfiguration(maxConnections: 2)) { harness in
+            let first = try RawSocket(port: harness.port), second = try RawSocket(port: harness.port)
+            try await Task.sleep(for: .milliseconds(100))
+            let third = try RawSocket(port: harness.port, timeout: 5)
+            #expect(third.isClosedByPeer())
+            try first.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            first.receive { String(decoding: $0, as: UTF8.self).contains("version 7") }
+            #expect(first.text.hasPrefix("HTTP/1.1 200 OK"))
+            _ = second
+        }
+    }
+
+    @Test("hop-by-hop headers are dropped and X-Forwarded-For is added")
+    func forwardedHeaders() async throws {
+        try await ProxyHarness.run { harness in
+            let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                try await client.send("/", headers: [("connection", "keep-alive, x-secret"), ("x-secret", "drop me"), ("x-forwarded-for", "10.1.2.3")])
+            }
+            #expect(response.body.contains("forwarded-for 10.1.2.3, 127.0.0.1"))
+            #expect(response.headers.first(name: "keep-alive") == nil)
+            #expect(response.headers.first(name: "x-upstream-version") == "7")
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking TCP client for byte-exact protocol tests (malformed requests, WebSocket frames).
+final class RawSocket {
+    private let fd: Int32
+    private(set) var received: [UInt8] = []
+
+    init(port: Int, timeout: Double = 5) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw RawSocketError.failed("socket") }
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            close(fd)
+            throw RawSocketError.failed("connect")
+        }
+    }
+
+    deinit { close(fd) }
+
+    func send(_ text: String) throws { try send(Array(text.utf8)) }
+
+    func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { throw RawSocketError.failed("send") }
+            offset += sent
+        }
+    }
+
+    /// Reads until `done` says the bytes so far are enough, the peer closes, or the timeout passes.
+    @discardableResult
+    func receive(until done: ([UInt8]) -> Bool = { _ in false }) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !done(received) {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { break }
+            received.append(contentsOf: buffer[0..<count])
+        }
+        return received
+    }
+
+    var text: String { String(decoding: received, as: UTF8.self) }
+
+    /// True when the peer has closed the connection (a read returns end of file).
+    func isClosedByPeer() -> Bool {
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, 0) == 0
+    }
+
+    /// The bytes up to and including the end of an HTTP head have arrived.
+    static func headComplete(_ bytes: [UInt8]) -> Bool {
+        String(decoding: bytes, as: UTF8.self).contains("\r\n\r\n")
+    }
+}
+
+enum RawSocketError: Error { case failed(String) }
