@@ -273,11 +273,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             } else {
                 upstream.channel.close(promise: nil)
             }
+            // Recorded before the last byte goes out, so whoever sees the response also sees it counted.
+            finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
             let keepAlive = exchange.keepAlive
             context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                 if !keepAlive { context.close(promise: nil) }
             }
-            finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
         }
     }
 
@@ -313,15 +314,15 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         headers.add(name: "content-length", value: String(body.utf8.count))
         if let exchange { headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader) }
         if close { headers.add(name: "connection", value: "close") }
+        if let exchange {
+            exchange.bytesOut += body.utf8.count
+            finish(exchange, status: status, errorClass: errorClass, error: error)
+        }
         let version = exchange?.head.version ?? .http1_1
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if close { context.close(promise: nil) }
-        }
-        if let exchange {
-            exchange.bytesOut += body.utf8.count
-            finish(exchange, status: status, errorClass: errorClass, error: error)
         }
         if !close, case .answered = state { state = .idle }
     }
