@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/ordo-one/malloc-interposer", from: "1.6.1"),
     ],
     targets: [
         .systemLibrary(
@@ -72,6 +73,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
+        ),
+        // The routing-decision benchmark (Benchmarks/proxy.sh runs it with the interposer preloaded).
+        .executableTarget(
+            name: "grayscale-bench",
+            dependencies: [
+                "GrayscaleCore",
+                "GrayscaleProxy",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
+            ],
+            path: "Benchmarks/RoutingBenchmark"
         ),
         .testTarget(
             name: "GrayscaleCoreTests",

@@ -23,18 +23,47 @@ public struct MurmurHash3: Sendable {
 
     @inlinable
     public mutating func append<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
-        for byte in bytes {
-            tail |= UInt32(byte) << (8 * tailCount)
-            tailCount += 1
-            length &+= 1
-            if tailCount == 4 {
-                h1 ^= Self.scramble(tail)
-                h1 = (h1 << 13) | (h1 >> 19)
-                h1 = h1 &* 5 &+ 0xe654_6b64
-                tail = 0
-                tailCount = 0
-            }
+        let done: Void? = bytes.withContiguousStorageIfAvailable { append(UnsafeRawBufferPointer($0)) }
+        guard done == nil else { return }
+        for byte in bytes { appendByte(byte) }
+    }
+
+    /// Whole 4-byte blocks straight from memory; only the ends go byte by byte.
+    @inlinable
+    public mutating func append(_ buffer: UnsafeRawBufferPointer) {
+        var offset = 0
+        while tailCount != 0, offset < buffer.count {
+            appendByte(buffer[offset])
+            offset += 1
         }
+        while offset + 4 <= buffer.count {
+            mixBlock(UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            length &+= 4
+            offset += 4
+        }
+        while offset < buffer.count {
+            appendByte(buffer[offset])
+            offset += 1
+        }
+    }
+
+    @inlinable
+    mutating func appendByte(_ byte: UInt8) {
+        tail |= UInt32(byte) << (8 * tailCount)
+        tailCount += 1
+        length &+= 1
+        if tailCount == 4 {
+            mixBlock(tail)
+            tail = 0
+            tailCount = 0
+        }
+    }
+
+    @inlinable
+    mutating func mixBlock(_ block: UInt32) {
+        h1 ^= Self.scramble(block)
+        h1 = (h1 << 13) | (h1 >> 19)
+        h1 = h1 &* 5 &+ 0xe654_6b64
     }
 
     /// The hash of everything appended so far.
