@@ -133,7 +133,7 @@ public struct AccessLogLine: Sendable {
             out.append(contentsOf: String(value).utf8)
         }
         out.append(UInt8(ascii: "{"))
-        key("time", first: true); string(Self.formatTime(time))
+        key("time", first: true); Self.appendTime(time, to: &out)
         key("service"); string(service)
         key("release"); number(release)
         key("label"); string(label)
@@ -143,7 +143,7 @@ public struct AccessLogLine: Sendable {
         key("method"); string(method)
         key("path"); string(path)
         key("status"); number(status)
-        key("latencyMs"); out.append(contentsOf: String(format: "%.3f", latencyMs).utf8)
+        key("latencyMs"); Self.appendMillis(latencyMs, to: &out)
         key("upstream"); string(upstream)
         key("bytesIn"); number(bytesIn)
         key("bytesOut"); number(bytesOut)
@@ -155,13 +155,39 @@ public struct AccessLogLine: Sendable {
         value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
     }
 
-    /// RFC 3339 UTC with milliseconds, e.g. 2026-11-25T06:00:00.123Z.
-    static func formatTime(_ date: Date) -> String {
-        var seconds = time_t(date.timeIntervalSince1970.rounded(.down))
-        let millis = Int((date.timeIntervalSince1970 - Double(seconds)) * 1000)
+    /// RFC 3339 UTC with milliseconds, e.g. "2026-11-25T06:00:00.123Z", written digit by digit.
+    static func appendTime(_ date: Date, to out: inout [UInt8]) {
+        let totalMillis = Int((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(totalMillis / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
-                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), millis)
+        func digits(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
+                divisor /= 10
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+        digits(Int(parts.tm_year) + 1900, 4); out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2); out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2); out.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2); out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2); out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2); out.append(UInt8(ascii: "."))
+        digits(totalMillis % 1000, 3)
+        out.append(contentsOf: "Z\"".utf8)
+    }
+
+    /// Milliseconds with three decimals, e.g. 12.345.
+    static func appendMillis(_ millis: Double, to out: inout [UInt8]) {
+        let micros = max(0, Int((millis * 1000).rounded()))
+        out.append(contentsOf: String(micros / 1000).utf8)
+        out.append(UInt8(ascii: "."))
+        let fraction = micros % 1000
+        out.append(UInt8(ascii: "0") + UInt8(fraction / 100))
+        out.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
+        out.append(UInt8(ascii: "0") + UInt8(fraction % 10))
     }
 }

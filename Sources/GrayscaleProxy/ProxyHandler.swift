@@ -11,13 +11,21 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     typealias OutboundOut = HTTPServerResponsePart
 
     static let name = "grayscale.proxy"
-    static let serverHandlerNames = ["grayscale.http.encoder", "grayscale.http.decoder", "grayscale.http.pipeline", "grayscale.idle"]
+    static let serverHandlerNames = ["grayscale.http.encoder", "grayscale.http.decoder", "grayscale.http.pipeline"]
 
     private let shared: ProxyShared
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext?
     private var state = State.idle
     private var clientAddress = ""
+    /// True between a read from the client and its read-complete: writes to the upstream
+    /// made meanwhile are flushed once, at read-complete.
+    private var inClientRead = false
+    /// Client reads are paused while an exchange waits for a new upstream connection.
+    private var clientReadsPaused = false
+    /// When the last exchange ended (or the connection opened): the idle timeout counts from here.
+    private var idleSince = NIODeadline.now()
+    private var idleCheck: Scheduled<Void>?
 
     enum State {
         case idle
@@ -69,14 +77,34 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
+        scheduleIdleCheck(context: context)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    /// One timer per connection, re-armed a quarter timeout apart, rather than work on every read and write.
+    private func scheduleIdleCheck(context: ChannelHandlerContext) {
+        let timeout = shared.configuration.idleTimeout
+        let interval = TimeAmount.nanoseconds(max(timeout.nanoseconds / 4, 1_000_000))
+        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
+            guard let context = self.context else { return }
+            if case .idle = self.state, NIODeadline.now() - self.idleSince >= timeout {
+                context.close(promise: nil)
+            } else {
+                self.scheduleIdleCheck(context: context)
+            }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
+        self.context = nil
+    }
 
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        inClientRead = true
         switch (state, part) {
         case (.idle, .head(let head)):
             begin(head, context: context)
@@ -92,13 +120,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
         case (.forwarding(let exchange, let upstream), .end(let trailers)):
             exchange.requestEnded = true
-            upstream.channel.writeAndFlush(HTTPClientRequestPart.end(trailers), promise: nil)
+            upstream.channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
         case (.answered, _), (.tunnel, _), (.idle, _), (.forwarding, .head):
             break
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        inClientRead = false
         if case .forwarding(_, let upstream) = state { upstream.channel.flush() }
     }
 
@@ -121,14 +150,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if case .forwarding(_, let upstream) = state {
             upstream.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
         }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent, case .idle = state {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -176,12 +197,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             return
         }
         state = .connecting(exchange, buffered: [])
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: shared.configuration.upstreamResponseTimeout) {
             self.timedOut(exchange, context: context)
         }
         pool.connection(to: exchange.target.upstream) { result in
             self.connected(result, exchange: exchange, context: context)
+        }
+        if case .connecting(let waiting, _) = state, waiting === exchange {
+            // A new connection is being made: hold further request bytes in the socket meanwhile.
+            clientReadsPaused = true
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
     }
 
@@ -190,7 +215,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             if case .success(let connection) = result { pool.release(connection) }
             return
         }
-        context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        if clientReadsPaused {
+            clientReadsPaused = false
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+        }
         switch result {
         case .failure(let error):
             exchange.timeout?.cancel()
@@ -209,7 +237,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 case .head: break
                 }
             }
-            upstream.channel.flush()
+            if !inClientRead { upstream.channel.flush() }
         }
     }
 
@@ -256,7 +284,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
         case .body(let body):
             exchange.bytesOut += body.readableBytes
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             if !context.channel.isWritable {
                 upstream.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }
@@ -267,6 +295,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .end(let trailers):
             let status = exchange.status ?? .ok
             state = .idle
+            idleSince = .now()
             upstream.handler.exchange = nil
             if exchange.requestEnded && !Self.upstreamWantsClose(upstream) {
                 pool.release(upstream)
@@ -275,9 +304,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
             // Recorded before the last byte goes out, so whoever sees the response also sees it counted.
             finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
-            let keepAlive = exchange.keepAlive
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
-                if !keepAlive { context.close(promise: nil) }
+            if exchange.keepAlive {
+                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            } else {
+                context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
+                    context.close(promise: nil)
+                }
             }
         }
     }
@@ -294,6 +326,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             context.close(promise: nil)
             finish(exchange, status: .badGateway, errorClass: .connectFailure, error: "upstream closed mid-response")
         }
+    }
+
+    /// The end of one read from the upstream: what it delivered goes out in one write.
+    func upstreamReadComplete() {
+        if case .forwarding = state { context?.flush() }
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
@@ -324,7 +361,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if close { context.close(promise: nil) }
         }
-        if !close, case .answered = state { state = .idle }
+        if !close, case .answered = state {
+            state = .idle
+            idleSince = .now()
+        }
     }
 
     private func finish(_ exchange: Exchange, status: HTTPResponseStatus, errorClass: ErrorClass?, error: String?) {
@@ -343,15 +383,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     // MARK: - Headers
 
     /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy.
-    static let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+    static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
                                         "proxy-authenticate", "proxy-authorization"]
 
     static func strippingHopByHop(_ headers: HTTPHeaders) -> HTTPHeaders {
-        var named = Set(headers[canonicalForm: "connection"].map { $0.lowercased() })
-        named.formUnion(hopByHop)
+        // Headers the Connection header names are hop-by-hop too (keep-alive and close name none).
+        let named = headers[canonicalForm: "connection"].filter { !isASCIICaseInsensitiveEqual($0, "keep-alive") && !isASCIICaseInsensitiveEqual($0, "close") }
         var result = HTTPHeaders()
-        for (name, value) in headers where !named.contains(name.lowercased()) {
-            result.add(name: name, value: value)
+        for (name, value) in headers {
+            let dropped = hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) }
+                || named.contains { isASCIICaseInsensitiveEqual(name, $0) }
+            if !dropped { result.add(name: name, value: value) }
         }
         return result
     }
@@ -423,4 +465,17 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             upstream.channel.close(promise: nil)
         }
     }
+}
+
+/// Compares header names without allocating lowercased copies.
+@inline(__always)
+func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: StaticString) -> Bool {
+    let right = UnsafeBufferPointer(start: rhs.utf8Start, count: rhs.utf8CodeUnitCount)
+    guard lhs.utf8.count == right.count else { return false }
+    return zip(lhs.utf8, right).allSatisfy { $0 | 0x20 == $1 | 0x20 }
+}
+
+@inline(__always)
+func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: some StringProtocol) -> Bool {
+    lhs.utf8.count == rhs.utf8.count && zip(lhs.utf8, rhs.utf8).allSatisfy { $0 | 0x20 == $1 | 0x20 }
 }

@@ -19,8 +19,8 @@ final class UpstreamPool {
     /// Hands `completion` an idle connection to `upstream`, or a new one, on this loop.
     func connection(to upstream: Upstream, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
         eventLoop.preconditionInEventLoop()
-        while var connections = idle[upstream], let connection = connections.popLast() {
-            idle[upstream] = connections
+        // Popped in place: copying the list out of the dictionary would allocate on every request.
+        while let connection = idle[upstream]?.popLast() {
             if connection.channel.isActive { return completion(.success(connection)) }
         }
         ClientBootstrap(group: eventLoop)
@@ -86,6 +86,7 @@ struct UpstreamConnection {
 protocol UpstreamExchange: AnyObject {
     func upstreamRead(_ part: HTTPClientResponsePart)
     func upstreamClosed()
+    func upstreamReadComplete()
     func upstreamWritabilityChanged(isWritable: Bool)
 }
 
@@ -105,6 +106,10 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         exchange?.upstreamRead(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        exchange?.upstreamReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

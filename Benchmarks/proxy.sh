@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Grayscale's proxy against nginx as a plain reverse proxy, same upstream, same
+# keep-alive settings, one worker thread each, alternating wrk runs. Then the
+# routing decision alone (ns and heap allocations per decision) and each proxy's
+# memory with 1,000 open connections.
+#
+#   Benchmarks/proxy.sh [duration=10s] [connections=64] [rounds=3]
+#
+# Both proxies write an access log. Only loopback addresses are used.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10s}
+connections=${2:-64}
+rounds=${3:-3}
+
+sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+for tool in wrk nginx; do
+  command -v $tool >/dev/null || command -v /usr/sbin/$tool >/dev/null || {
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+swift build -c release --product grayscale >/dev/null
+swift build -c release --product grayscale-bench >/dev/null
+bin=$(swift build -c release --show-bin-path)
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$work/up.pid" ] && kill "$(cat "$work/up.pid")" 2>/dev/null || true
+  [ -f "$work/px.pid" ] && kill "$(cat "$work/px.pid")" 2>/dev/null || true
+  sleep 0.3; rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || ulimit -n 4096
+
+upstream_port=18100 grayscale_port=18101 admin_port=18102 nginx_port=18103
+
+cat > "$work/upstream.conf" <<CONF
+worker_processes 1; pid $work/up.pid; error_log $work/up.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
+  server { listen 127.0.0.1:$upstream_port; location / { return 200 "hello from release 8\n"; } } }
+CONF
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1; pid $work/px.pid; error_log $work/px.err;
+events { worker_connections 8192; }
+http { access_log $work/nginx-access.log; keepalive_requests 1000000; keepalive_timeout 60s;
+  upstream releases { server 127.0.0.1:$upstream_port; keepalive 128; }
+  server { listen 127.0.0.1:$nginx_port;
+    location / { proxy_pass http://releases; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+CONF
+"$NGINX" -p "$work" -c "$work/upstream.conf"
+"$NGINX" -p "$work" -c "$work/proxy.conf"
+
+export GRAYSCALE_DB="$work/grayscale.sqlite"
+"$bin/grayscale" release publish --service engine --number 7 --label v2.1.0 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
+"$bin/grayscale" release publish --service engine --number 8 --label v2.1.1 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
+"$bin/grayscale" traffic set --service engine --range 20:55 >/dev/null
+"$bin/grayscale" proxy --listen "127.0.0.1:$grayscale_port" --admin "127.0.0.1:$admin_port" --threads 1 \
+  --access-log "$work/grayscale-access.log" 2>"$work/grayscale.err" &
+grayscale_pid=$!; pids+=("$grayscale_pid")
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$grayscale_port/" && break; sleep 0.1; done
+
+payload=$(printf '{"appId":"1253970226","iss":"sls"}' | base64 | tr '+/' '-_' | tr -d '=\n')
+token="eyJhbGciOiJIUzI1NiJ9.$payload.c2ln"
+
+to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
+run() { # name port
+  local out; out=$(wrk -t1 -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" "http://127.0.0.1:$2/v1/deploy")
+  local rps p50 p99 errors
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
+  errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  printf "%-10s round %s  %10s req/s  p50 %8s ms  p99 %8s ms  %s\n" "$1" "$round" "$rps" "$p50" "$p99" "$errors" >&2
+  echo "$1 $rps $p50 $p99"
+}
+
+echo "== wrk -t1 -c$connections -d$duration, $rounds alternating rounds (grayscale: --threads 1; nginx: 1 worker)" >&2
+wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$grayscale_port/" >/dev/null   # warm up both
+wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$nginx_port/" >/dev/null
+results="$work/results"
+for round in $(seq "$rounds"); do
+  run grayscale "$grayscale_port" >> "$results"
+  run nginx "$nginx_port" >> "$results"
+done
+awk '
+  { rps[$1] = rps[$1] " " $2; p50[$1] = p50[$1] " " $3; p99[$1] = p99[$1] " " $4 }
+  function median(list,   n, a, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }; return a[int((n + 1) / 2)] }
+  END {
+    g = median(rps["grayscale"]); n = median(rps["nginx"])
+    printf "\nmedian     grayscale %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", g, median(p50["grayscale"]), median(p99["grayscale"])
+    printf "median     nginx     %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", n, median(p50["nginx"]), median(p99["nginx"])
+    printf "throughput ratio grayscale/nginx: %.2f   p99 ratio: %.2f\n", g / n, median(p99["grayscale"]) / median(p99["nginx"])
+  }' "$results"
+
+echo
+echo "== the routing decision alone (malloc-interposer preloaded)"
+LD_PRELOAD="$bin/libMallocInterposerSwift.so" "$bin/grayscale-bench"
+
+echo
+echo "== memory with 1,000 open keep-alive connections"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+nginx_worker=$(pgrep -P "$(cat "$work/px.pid")" | head -1)
+for target in "grayscale $grayscale_pid $grayscale_port" "nginx $nginx_worker $nginx_port"; do
+  set -- $target
+  before=$(rss "$2")
+  python3 - "$3" "$2" "$before" "$1" <<'PY'
+import socket, sys, time
+port, pid, before, name = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sockets = []
+for _ in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    sockets.append(s)
+for s in sockets:
+    s.recv(65536)
+time.sleep(0.5)
+after = int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")))
+print(f"{name:10} RSS {before/1024:7.1f} MiB idle -> {after/1024:7.1f} MiB with 1000 connections ({(after-before)/1000:.1f} KiB per connection)")
+for s in sockets:
+    s.close()
+PY
+done
