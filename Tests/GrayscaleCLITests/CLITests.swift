@@ -135,4 +135,25 @@ struct CLITests {
             #expect(after != nil && after == before)
         }
     }
+
+    @Test("logs filters the access log by service, version, status class, user and time")
+    func logs() throws {
+        defer { cli.remove() }
+        let now = ISO8601DateFormatter().string(from: Date())
+        func line(_ release: Int, _ appId: String, _ status: Int, time: String? = nil) -> String {
+            #"{"time":"\#(time ?? now)","service":"engine","release":\#(release),"label":"v\#(release)","route":"canary","appId":"\#(appId)","bucket":1,"method":"GET","path":"/","status":\#(status),"latencyMs":1.5,"upstream":"127.0.0.1:1","bytesIn":0,"bytesOut":2,"error":null}"#
+        }
+        let file = cli.directory.appendingPathComponent("access.log")
+        try [line(8, "a", 200), line(8, "b", 502), line(7, "c", 503), line(8, "b", 504, time: "2020-01-01T00:00:00.000Z"), "garbage"]
+            .joined(separator: "\n").write(to: file, atomically: true, encoding: .utf8)
+        let output = try cli.run(["logs", "--file", file.path, "--service", "engine", "--version", "8", "--status", "5xx",
+                                  "--since", "1h", "--format", "json"], database: false)
+        #expect(output.status == 0, "\(output.stderr)")
+        let lines = try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [[String: Any]])
+        #expect(lines.map { $0["status"] as? Int } == [502])
+        #expect(output.stderr.contains("access.log:5: not an access-log line, skipped"))
+        let byUser = try cli.run(["logs", "--file", file.path, "--app-id", "c"], database: false)
+        #expect(byUser.stdout.contains("7 (v7)"))
+        #expect(!byUser.stdout.contains("8 (v8)"))
+    }
 }
