@@ -1,0 +1,49 @@
+import Foundation
+
+/// What one version did over one analysis interval, from whichever metrics source.
+public struct VersionObservation: Codable, Hashable, Sendable {
+    public var requests: Int
+    /// Server-side errors (5xx, connect failures, timeouts).
+    public var errors: Int
+    /// appIds that got at least one server-side error in the interval; nil when the
+    /// source cannot tell users apart (Prometheus), and errors then count per request.
+    public var affectedUsers: [String]?
+    /// Errors of requests without an identity.
+    public var anonymousErrors: Int
+    public var p50Ms: Double?
+    public var p99Ms: Double?
+
+    public init(requests: Int, errors: Int, affectedUsers: [String]? = nil, anonymousErrors: Int = 0,
+                p50Ms: Double? = nil, p99Ms: Double? = nil) {
+        self.requests = requests
+        self.errors = errors
+        self.affectedUsers = affectedUsers
+        self.anonymousErrors = anonymousErrors
+        self.p50Ms = p50Ms
+        self.p99Ms = p99Ms
+    }
+
+    public var errorRate: Double { requests == 0 ? 0 : Double(errors) / Double(requests) }
+}
+
+/// Canary and stable over the same interval.
+public struct IntervalObservation: Codable, Hashable, Sendable {
+    public var from: Date
+    public var to: Date
+    public var canary: VersionObservation
+    public var stable: VersionObservation
+
+    public init(from: Date, to: Date, canary: VersionObservation, stable: VersionObservation) {
+        self.from = from
+        self.to = to
+        self.canary = canary
+        self.stable = stable
+    }
+
+    /// The canary's share of requests: under "canary as good as stable", the chance
+    /// that an error came from the canary.
+    public var canaryShare: Double {
+        let total = canary.requests + stable.requests
+        return total == 0 ? 0 : Double(canary.requests) / Double(total)
+    }
+}

@@ -1,0 +1,284 @@
+import Foundation
+
+/// What the controller does after a tick. The runtime commits all of them, with the
+/// new rollout state, in one transaction, then performs what lies outside the database.
+public enum ControllerAction: Hashable, Sendable {
+    /// Give the canary these users (the release stays canary).
+    case setSplit(CanaryRange, nonAuthWeight: Int, reason: String)
+    /// Everything back to stable.
+    case rollBack(reason: String)
+    /// The canary becomes stable.
+    case promote(reason: String)
+    /// Check the new release's upstream directly before any user reaches it.
+    case runSmokeChecks(release: ReleaseRef, upstream: String, checks: [RolloutPolicy.SmokeCheck])
+    case recordVerdict(Verdict)
+    case audit(action: String, actor: String, detail: String, outcome: String)
+    case notify(String)
+}
+
+/// Everything one tick decides from.
+public struct ReconcileInput: Sendable {
+    public var policy: RolloutPolicy
+    public var service: ServiceState
+    public var rollout: RolloutState?
+    /// The metrics of the interval that just ended; nil when none was due.
+    public var observation: ObservationResult?
+    public var smoke: SmokeOutcome?
+    public var commands: [HumanCommand]
+    public var now: Date
+
+    public init(policy: RolloutPolicy, service: ServiceState, rollout: RolloutState?, observation: ObservationResult? = nil,
+                smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], now: Date) {
+        self.policy = policy
+        self.service = service
+        self.rollout = rollout
+        self.observation = observation
+        self.smoke = smoke
+        self.commands = commands
+        self.now = now
+    }
+}
+
+/// The one place that decides: `(policy, state, observations, commands, now) -> (state, actions)`.
+/// No I/O and no clock: `now` is an input.
+public enum Reconciler {
+    public static let actor = "grayscale-controller"
+
+    public static func reconcile(_ input: ReconcileInput) -> (rollout: RolloutState?, actions: [ControllerAction]) {
+        var run = Run(input: input)
+        run.reconcile()
+        if var rollout = run.rollout, rollout != input.rollout || !run.actions.isEmpty {
+            rollout.updatedAt = input.now
+            run.rollout = rollout
+        }
+        return (run.rollout, run.actions)
+    }
+
+    struct Run {
+        let input: ReconcileInput
+        var rollout: RolloutState?
+        var actions: [ControllerAction] = []
+
+        init(input: ReconcileInput) {
+            self.input = input
+            self.rollout = input.rollout
+        }
+
+        var policy: RolloutPolicy { input.policy }
+        var now: Date { input.now }
+        var service: String { input.service.service }
+
+        mutating func reconcile() {
+            guard let canary = input.service.canary, let split = input.service.split else {
+                endOutsideController()
+                return
+            }
+            var state = current(for: canary, split: split)
+            if split.revision != state.knownSplitRevision {
+                // Someone else (CLI, bot) changed the split: a human pin.
+                state.manual = true
+                state.knownSplitRevision = split.revision
+                state.step = policy.steps.lastIndex { $0 <= split.range.widthHundredths } ?? -1
+                state.stepStartedAt = now
+                state.stepRequests = 0
+            }
+            for command in input.commands {
+                guard apply(command, to: &state, split: split) else {
+                    rollout = state
+                    return
+                }
+            }
+            if state.phase == .verifying {
+                guard let smoke = input.smoke, smoke.release == state.release.number else {
+                    rollout = state
+                    return
+                }
+                if let failed = smoke.checks.first(where: { !$0.passed }) {
+                    end(&state, .rolledBack, .rollBack(reason: "smoke check \(failed.name) failed: \(failed.detail)"))
+                    return
+                }
+                state.phase = .progressing
+                say(&state, "smoke checks passed (\(smoke.checks.map(\.name).joined(separator: ", ")))", action: "smoke")
+            }
+            if judge(&state, split: split) == .rolledBack { return }
+            advance(&state)
+            rollout = state
+        }
+
+        /// The rollout of `canary`: the stored one, or a new one for a newly published canary.
+        mutating func current(for canary: Release, split: TrafficSplit) -> RolloutState {
+            if let existing = rollout, existing.release.number == canary.number, existing.phase.isActive { return existing }
+            let verifying = !policy.smokeChecks.isEmpty
+            var state = RolloutState(service: service, release: canary.ref, phase: verifying ? .verifying : .progressing,
+                                     detectRatio: policy.analysis.errorRate.detectRatio, splitRevision: split.revision, now: now)
+            if verifying {
+                actions.append(.runSmokeChecks(release: canary.ref, upstream: canary.upstream, checks: policy.smokeChecks))
+                say(&state, "canary \(canary.ref) published; running \(policy.smokeChecks.count) smoke check(s) before any user sees it",
+                    action: "verify")
+            } else {
+                say(&state, "canary \(canary.ref) published; rollout under policy \(policy.name)", action: "start")
+            }
+            return state
+        }
+
+        /// The canary was rolled back, finished or superseded outside the controller.
+        mutating func endOutsideController() {
+            guard var state = rollout, state.phase.isActive else { return }
+            switch input.service.release(number: state.release.number)?.status {
+            case .stable?, .retired?: state.phase = .promoted
+            case .superseded?: state.phase = .superseded
+            default: state.phase = .rolledBack
+            }
+            state.holdReason = nil
+            state.updatedAt = now
+            rollout = state
+        }
+
+        /// Applies one human command; false when the rollout ended.
+        mutating func apply(_ command: HumanCommand, to state: inout RolloutState, split: TrafficSplit) -> Bool {
+            switch command.kind {
+            case .rollback:
+                end(&state, .rolledBack, .rollBack(reason: "rolled back by \(command.actor)"), actor: command.actor)
+                return false
+            case .finish(let force):
+                if !force, let verdict = state.lastVerdict, verdict.outcome == .fail {
+                    actions.append(.audit(action: "finish", actor: command.actor,
+                                          detail: "refused: the last verdict failed (\(verdict.reason)); use --force to finish anyway",
+                                          outcome: "refused"))
+                    actions.append(.notify("\(service): finish refused for \(command.actor): the last verdict failed (\(verdict.reason))"))
+                    return true
+                }
+                end(&state, .promoted, .promote(reason: "finished by \(command.actor)\(force ? " (forced)" : "")"), actor: command.actor)
+                return false
+            case .setRange(let range, let weight):
+                state.manual = true
+                state.phase = .holding
+                state.step = policy.steps.lastIndex { $0 <= range.widthHundredths } ?? -1
+                startStep(&state)
+                actions.append(.setSplit(range, nonAuthWeight: weight ?? range.widthHundredths, reason: "set by \(command.actor)"))
+                say(&state, "\(command.actor) set the canary to \(range) (manual mode: no automatic advance until resume)",
+                    action: "manual", actor: command.actor)
+            case .pause:
+                state.manual = true
+                say(&state, "paused by \(command.actor): no automatic advance until resume", action: "pause", actor: command.actor)
+            case .resume:
+                state.manual = false
+                state.step = policy.steps.lastIndex { $0 <= split.range.widthHundredths } ?? -1
+                startStep(&state)  // the step's minimum time counts from the resume
+                say(&state, "resumed by \(command.actor): automatic rollout continues", action: "resume", actor: command.actor)
+            case .initialize:
+                state.manual = false
+                if state.phase != .verifying {
+                    state.step = 0
+                    applyStep(&state, reason: "initialized by \(command.actor)")
+                }
+            }
+            return true
+        }
+
+        enum JudgeOutcome { case continuing, rolledBack }
+
+        /// Judges the interval's metrics; rolls back on a critical failure or too many failures.
+        mutating func judge(_ state: inout RolloutState, split: TrafficSplit) -> JudgeOutcome {
+            guard let observation = input.observation, !split.range.isEmpty || state.step >= 0 else { return .continuing }
+            let verdict: Verdict
+            switch observation {
+            case .unavailable(let problem):
+                state.metricsFailures += 1
+                verdict = Verdict(.inconclusive, "metrics unavailable: \(problem)", numbers: ["metricsFailures": Double(state.metricsFailures)])
+                if state.metricsFailures == 3 {
+                    actions.append(.notify("\(service): metrics for canary \(state.release) failed 3 times in a row (\(problem)); the rollout holds"))
+                }
+            case .observed(let interval):
+                state.metricsFailures = 0
+                state.stepRequests += interval.canary.requests
+                verdict = CanaryJudge.judge(interval, analysis: policy.analysis, test: &state.test, stepRequests: state.stepRequests)
+            }
+            state.lastVerdict = verdict
+            state.lastVerdictAt = now
+            actions.append(.recordVerdict(verdict))
+            guard verdict.outcome == .fail else {
+                state.consecutiveFailures = 0
+                return .continuing
+            }
+            state.consecutiveFailures += 1
+            guard verdict.critical || state.consecutiveFailures >= policy.analysis.failureLimit else { return .continuing }
+            let why = verdict.critical ? verdict.reason : "\(state.consecutiveFailures) failed intervals in a row: \(verdict.reason)"
+            end(&state, .rolledBack, .rollBack(reason: why))
+            return .rolledBack
+        }
+
+        /// Advances to the next step, or promotes, when the step has lasted and passed.
+        mutating func advance(_ state: inout RolloutState) {
+            guard state.phase != .verifying else { return }
+            if state.manual {
+                state.phase = .holding
+                state.holdReason = "manual mode: a human set the split; resume to continue"
+                return
+            }
+            guard policy.window.contains(now) else {
+                state.phase = .holding
+                state.holdReason = "outside the promotion window (\(policy.window.summary))"
+                return
+            }
+            state.phase = .progressing
+            state.holdReason = nil
+            guard state.step >= 0, let started = state.stepStartedAt else {
+                state.step = 0
+                applyStep(&state, reason: "first step")
+                return
+            }
+            guard now.timeIntervalSince(started) >= Double(policy.stepMinimum) else { return }
+            guard let verdict = state.lastVerdict, verdict.outcome == .pass, let at = state.lastVerdictAt, at > started else {
+                state.holdReason = "waiting for a passing verdict in this step" + (state.lastVerdict.map { " (last: \($0.reason))" } ?? "")
+                return
+            }
+            if state.step >= policy.steps.count - 1 {
+                end(&state, .promoted, .promote(reason: "every step passed"))
+                return
+            }
+            state.step += 1
+            applyStep(&state, reason: "step \(state.step) passed")
+        }
+
+        mutating func applyStep(_ state: inout RolloutState, reason: String) {
+            let width = policy.steps[state.step]
+            let range = try! CanaryRange.prefix(hundredths: width)
+            let weight: Int
+            switch policy.nonAuthWeight {
+            case .followsStep: weight = width
+            case .fixed(let fixed): weight = fixed
+            }
+            startStep(&state)
+            actions.append(.setSplit(range, nonAuthWeight: weight, reason: reason))
+            say(&state, "canary \(state.release) now at \(formatHundredths(width))% of users (step \(state.step + 1) of \(policy.steps.count); \(reason))",
+                action: "step")
+        }
+
+        func startStep(_ state: inout RolloutState) {
+            state.stepStartedAt = now
+            state.stepRequests = 0
+            state.consecutiveFailures = 0
+        }
+
+        mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ action: ControllerAction, actor: String = Reconciler.actor) {
+            state.phase = phase
+            state.holdReason = nil
+            state.updatedAt = now
+            actions.append(action)
+            let text: String
+            switch action {
+            case .rollBack(let reason): text = "rolled back canary \(state.release): \(reason); all traffic on stable"
+            case .promote(let reason): text = "promoted \(state.release) to stable: \(reason)"
+            default: text = "rollout ended"
+            }
+            say(&state, text, action: phase == .promoted ? "promote" : "rollback", actor: actor)
+            rollout = state
+        }
+
+        mutating func say(_ state: inout RolloutState, _ text: String, action: String, actor: String = Reconciler.actor) {
+            actions.append(.audit(action: action, actor: actor, detail: text, outcome: "done"))
+            actions.append(.notify("\(service): \(text)"))
+        }
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+
+/// Where the rollout of one canary release stands. Stored after every tick.
+public struct RolloutState: Codable, Hashable, Sendable {
+    public enum Phase: String, Codable, Hashable, Sendable {
+        /// Smoke checks run against the release's upstream; no user sees it yet.
+        case verifying
+        /// Moving through the policy's steps.
+        case progressing
+        /// Not advancing: outside the promotion window, or pinned by a human.
+        case holding
+        case promoted
+        case rolledBack
+        case superseded
+
+        public var isActive: Bool { self == .verifying || self == .progressing || self == .holding }
+    }
+
+    public var service: String
+    public var release: ReleaseRef
+    public var phase: Phase
+    /// Index into the policy's steps; -1 before the first step.
+    public var step: Int
+    public var stepStartedAt: Date?
+    /// Pinned by a human: no automatic advance until resumed; automatic rollback stays armed.
+    public var manual: Bool
+    /// Why the rollout is not advancing, when it is not.
+    public var holdReason: String?
+    public var test: SequentialErrorTest
+    /// Canary requests since the current step began.
+    public var stepRequests: Int
+    public var consecutiveFailures: Int
+    public var metricsFailures: Int
+    public var lastVerdict: Verdict?
+    public var lastVerdictAt: Date?
+    /// The split revision this rollout last wrote or accepted; another revision means a human changed it.
+    public var knownSplitRevision: Int
+    public var startedAt: Date
+    public var updatedAt: Date
+
+    public init(service: String, release: ReleaseRef, phase: Phase, detectRatio: Double, splitRevision: Int, now: Date) {
+        self.service = service
+        self.release = release
+        self.phase = phase
+        step = -1
+        stepStartedAt = nil
+        manual = false
+        holdReason = nil
+        test = SequentialErrorTest(detectRatio: detectRatio)
+        stepRequests = 0
+        consecutiveFailures = 0
+        metricsFailures = 0
+        lastVerdict = nil
+        lastVerdictAt = nil
+        knownSplitRevision = splitRevision
+        startedAt = now
+        updatedAt = now
+    }
+}
+
+/// An order from a human (bot, CLI, admin API) for the controller.
+public struct HumanCommand: Codable, Hashable, Sendable {
+    public enum Kind: Codable, Hashable, Sendable {
+        /// `-c`: start the rollout from the policy's first step, automatic.
+        case initialize
+        /// `-g -p …`: pin this range (manual mode).
+        case setRange(CanaryRange, nonAuthWeight: Int?)
+        case pause
+        case resume
+        /// `-r`: everything back to stable.
+        case rollback
+        /// `-f`: the canary becomes stable; refused over failing verdicts unless forced.
+        case finish(force: Bool)
+    }
+
+    public var kind: Kind
+    public var actor: String
+    public var text: String?
+
+    public init(_ kind: Kind, actor: String, text: String? = nil) {
+        self.kind = kind
+        self.actor = actor
+        self.text = text
+    }
+}
+
+/// Whether a metrics source answered for the interval.
+public enum ObservationResult: Hashable, Sendable {
+    case observed(IntervalObservation)
+    case unavailable(String)
+}
+
+/// Results of the smoke checks a `runSmokeChecks` action asked for.
+public struct SmokeOutcome: Codable, Hashable, Sendable {
+    public struct Check: Codable, Hashable, Sendable {
+        public var name: String
+        public var passed: Bool
+        public var detail: String
+
+        public init(name: String, passed: Bool, detail: String) {
+            self.name = name
+            self.passed = passed
+            self.detail = detail
+        }
+    }
+
+    public var release: Int
+    public var checks: [Check]
+
+    public init(release: Int, checks: [Check]) {
+        self.release = release
+        self.checks = checks
+    }
+}

@@ -1,0 +1,260 @@
+import Foundation
+import Testing
+@testable import GrayscaleCore
+
+/// Drives the reconciler the way the runtime does, with a manual clock: apply the
+/// actions to the service state, remember the split revision, feed the next tick.
+struct RolloutDriver {
+    var policy: RolloutPolicy
+    var service = ServiceState(service: "engine")
+    var rollout: RolloutState?
+    var now: Date
+    var log: [ControllerAction] = []
+    var smokeRequested = false
+
+    init(policy: RolloutPolicy = .standard, start: Date) {
+        self.policy = policy
+        self.now = start
+        try! service.publish(ReleaseDraft(service: "engine", number: 7, label: "v2.1.0", upstream: "http://127.0.0.1:9007"), salt: "s7", at: start)
+        try! service.publish(ReleaseDraft(service: "engine", number: 8, label: "v2.1.1", upstream: "http://127.0.0.1:9008"), salt: "s8", at: start)
+    }
+
+    @discardableResult
+    mutating func tick(_ observation: ObservationResult? = nil, smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [],
+                       advancing seconds: Double = 60) -> [ControllerAction] {
+        now = now.addingTimeInterval(seconds)
+        let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
+                                                         smoke: smoke, commands: commands, now: now))
+        try! service.apply(result.actions, at: now)
+        rollout = result.rollout
+        if let split = service.split { rollout?.knownSplitRevision = split.revision }
+        if result.actions.contains(where: { if case .runSmokeChecks = $0 { true } else { false } }) { smokeRequested = true }
+        log += result.actions
+        return result.actions
+    }
+
+    var percent: Double { Double(service.split?.range.widthHundredths ?? 0) / 100 }
+
+    /// One healthy minute at the current split: 1,000 requests per minute in all.
+    func healthy(errorsPerThousand: Double = 1) -> ObservationResult {
+        let canaryRequests = Int(10 * max(percent, 0))
+        let stableRequests = 1000 - canaryRequests
+        return .observed(IntervalObservation(
+            from: now, to: now.addingTimeInterval(60),
+            canary: VersionObservation(requests: canaryRequests, errors: 0, affectedUsers: [], p50Ms: 40, p99Ms: 200),
+            stable: VersionObservation(requests: stableRequests, errors: Int(errorsPerThousand), affectedUsers: Int(errorsPerThousand) > 0 ? ["s-\(Int(now.timeIntervalSince1970))"] : [],
+                                       p50Ms: 40, p99Ms: 210)))
+    }
+}
+
+@Suite("Reconciler")
+struct ReconcilerTests {
+    /// Wednesday 2026-11-25 14:00 in Shanghai (the default window opens).
+    static let wednesday = ISO8601DateFormatter().date(from: "2026-11-25T06:00:00Z")!
+    /// Tuesday 2026-11-24 10:00 in Shanghai.
+    static let tuesday = ISO8601DateFormatter().date(from: "2026-11-24T02:00:00Z")!
+
+    func policy(minRequests: Int = 50, smoke: [RolloutPolicy.SmokeCheck] = []) -> RolloutPolicy {
+        var policy = RolloutPolicy.standard
+        policy.analysis.minRequests = minRequests
+        policy.smokeChecks = smoke
+        return policy
+    }
+
+    @Test("a healthy release walks every step and is promoted")
+    func healthyPromotes() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        #expect(driver.percent == 1)
+        var seen: [Double] = [1]
+        for _ in 0..<200 {
+            driver.tick(driver.healthy())
+            if seen.last != driver.percent, driver.service.canary != nil { seen.append(driver.percent) }
+            if driver.rollout?.phase == .promoted { break }
+        }
+        #expect(seen == [1, 5, 25, 50, 100])
+        #expect(driver.rollout?.phase == .promoted)
+        #expect(driver.service.stable?.number == 8)
+        #expect(driver.service.canary == nil)
+        // Each step lasted at least its minimum.
+        #expect(driver.now.timeIntervalSince(Self.wednesday) >= Double(5 * RolloutPolicy.standard.stepMinimum))
+    }
+
+    @Test("a release failing for 7.5% of users is rolled back at the first step")
+    func failingRollsBackAtFirstStep() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        var minute = 0
+        while driver.rollout?.phase.isActive == true, minute < 30 {
+            minute += 1
+            // 26 users on the canary at 1%; two of them (7.5%) fail on every request.
+            let failing = minute % 2 == 0 ? ["u-1"] : ["u-2"]
+            driver.tick(.observed(IntervalObservation(
+                from: driver.now, to: driver.now.addingTimeInterval(60),
+                canary: VersionObservation(requests: 10, errors: 2, affectedUsers: failing),
+                stable: VersionObservation(requests: 990, errors: 1, affectedUsers: ["s-\(minute)"]))))
+        }
+        #expect(driver.rollout?.phase == .rolledBack)
+        #expect(driver.rollout?.step == 0)
+        #expect(driver.service.release(number: 8)?.status == .rolledBack)
+        #expect(driver.service.split?.canary == nil)
+        let verdict = try? #require(driver.rollout?.lastVerdict)
+        #expect(verdict?.outcome == .fail)
+        #expect(verdict?.critical == true)
+        #expect((verdict?.numbers["likelihoodRatio"] ?? 0) >= 100)
+    }
+
+    @Test("one user failing on every version cannot roll back a good release alone")
+    func noisyUserAlone() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        for _ in 0..<40 where driver.rollout?.phase.isActive == true {
+            let canaryRequests = Int(10 * driver.percent)
+            driver.tick(.observed(IntervalObservation(
+                from: driver.now, to: driver.now.addingTimeInterval(60),
+                canary: VersionObservation(requests: canaryRequests, errors: 3, affectedUsers: ["noisy"]),
+                stable: VersionObservation(requests: 1000 - canaryRequests, errors: 1, affectedUsers: ["s"]))))
+        }
+        #expect(driver.rollout?.phase != .rolledBack)
+        #expect(driver.service.release(number: 8)?.status != .rolledBack)
+    }
+
+    @Test("an idle canary (no traffic) stays inconclusive and holds its step")
+    func idleHolds() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        for _ in 0..<60 {
+            driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now.addingTimeInterval(60),
+                                                      canary: VersionObservation(requests: 0, errors: 0, affectedUsers: []),
+                                                      stable: VersionObservation(requests: 1000, errors: 1, affectedUsers: ["s"]))))
+        }
+        #expect(driver.percent == 1)
+        #expect(driver.rollout?.step == 0)
+        #expect(driver.rollout?.lastVerdict?.outcome == .inconclusive)
+        #expect(driver.rollout?.holdReason?.contains("waiting for a passing verdict") == true)
+    }
+
+    @Test("metrics that fail give inconclusive, are notified after three failures, and never promote")
+    func metricsFailures() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        var notified = 0
+        for _ in 0..<30 {
+            let actions = driver.tick(.unavailable("GET /stats: connection refused"))
+            notified += actions.filter { if case .notify(let text) = $0 { text.contains("failed 3 times") } else { false } }.count
+        }
+        #expect(driver.percent == 1)
+        #expect(notified == 1)
+        #expect(driver.rollout?.lastVerdict?.reason.hasPrefix("metrics unavailable") == true)
+    }
+
+    @Test("a release published outside the window holds until Wednesday 14:00, then proceeds")
+    func windowHolds() {
+        var driver = RolloutDriver(policy: policy(), start: Self.tuesday)
+        driver.tick()
+        #expect(driver.percent == 0)
+        #expect(driver.rollout?.phase == .holding)
+        #expect(driver.rollout?.holdReason?.contains("outside the promotion window") == true)
+        // Tick every 10 minutes until Wednesday 14:00 Shanghai (06:00Z).
+        while driver.now < Self.wednesday.addingTimeInterval(-600) {
+            driver.tick(advancing: 600)
+            #expect(driver.percent == 0)
+        }
+        driver.tick(advancing: 600)
+        #expect(driver.now >= Self.wednesday)
+        #expect(driver.percent == 1)
+        #expect(driver.rollout?.phase == .progressing)
+    }
+
+    @Test("rollback is allowed outside the window")
+    func rollbackOutsideWindow() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        driver.tick(driver.healthy(), advancing: 24 * 3600)  // Thursday: window closed
+        #expect(driver.rollout?.phase == .holding)
+        driver.tick(commands: [HumanCommand(.rollback, actor: "oncall")])
+        #expect(driver.rollout?.phase == .rolledBack)
+        #expect(driver.service.split?.canary == nil)
+    }
+
+    @Test("a human -g -p 30 pins manual mode; automatic rollback stays armed; resume releases it")
+    func manualMode() throws {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        driver.tick(commands: [HumanCommand(.setRange(try .parse(percent: "30"), nonAuthWeight: nil), actor: "kaiyuzeng", text: "-g -m engine -p 30")])
+        #expect(driver.percent == 30)
+        #expect(driver.rollout?.manual == true)
+        for _ in 0..<30 { driver.tick(driver.healthy()) }
+        #expect(driver.percent == 30, "manual mode must not advance")
+        #expect(driver.rollout?.phase == .holding)
+        driver.tick(driver.healthy(), commands: [HumanCommand(.resume, actor: "kaiyuzeng")])
+        #expect(driver.rollout?.manual == false)
+        for _ in 0..<15 { driver.tick(driver.healthy()) }
+        #expect(driver.percent == 50, "after resume the rollout continues from the step the human left")
+
+        // A split written by someone else (the CLI) pins manual mode too.
+        try driver.service.setCanaryTraffic(range: .parse(percent: "20:55"))
+        driver.tick(driver.healthy())
+        #expect(driver.rollout?.manual == true)
+        // And rollback still fires in manual mode.
+        driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now, canary: VersionObservation(requests: 360, errors: 200, affectedUsers: (0..<100).map { "u\($0)" }),
+                                                  stable: VersionObservation(requests: 640, errors: 1, affectedUsers: ["s"]))))
+        #expect(driver.rollout?.phase == .rolledBack)
+    }
+
+    @Test("finish is refused over a failing verdict unless forced")
+    func finishRefused() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        var analysis = driver.policy.analysis
+        analysis.failureLimit = 5
+        driver.policy.analysis = analysis
+        driver.tick()
+        driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now, canary: VersionObservation(requests: 100, errors: 0, p99Ms: 9000),
+                                                  stable: VersionObservation(requests: 900, errors: 0, p99Ms: 200))))
+        #expect(driver.rollout?.lastVerdict?.outcome == .fail)
+        let refused = driver.tick(commands: [HumanCommand(.finish(force: false), actor: "kaiyuzeng")])
+        #expect(refused.contains { if case .audit(_, _, _, "refused") = $0 { true } else { false } })
+        #expect(driver.service.canary?.number == 8)
+        driver.tick(commands: [HumanCommand(.finish(force: true), actor: "kaiyuzeng")])
+        #expect(driver.service.stable?.number == 8)
+        #expect(driver.rollout?.phase == .promoted)
+    }
+
+    @Test("a smoke check failure rolls back before any user sees the release")
+    func smokeFailure() {
+        let check = RolloutPolicy.SmokeCheck(name: "health", method: "GET", path: "/healthz", expectStatus: 200, timeout: 5)
+        var driver = RolloutDriver(policy: policy(smoke: [check]), start: Self.wednesday)
+        driver.tick()
+        #expect(driver.smokeRequested)
+        #expect(driver.rollout?.phase == .verifying)
+        driver.tick()
+        #expect(driver.percent == 0, "no user before the smoke checks pass")
+        driver.tick(smoke: SmokeOutcome(release: 8, checks: [.init(name: "health", passed: false, detail: "HTTP 500")]))
+        #expect(driver.rollout?.phase == .rolledBack)
+        #expect(driver.service.release(number: 8)?.status == .rolledBack)
+        #expect(driver.log.allSatisfy { if case .setSplit = $0 { false } else { true } })
+    }
+
+    @Test("passing smoke checks let the rollout start")
+    func smokePass() {
+        let check = RolloutPolicy.SmokeCheck(name: "health", method: "GET", path: "/healthz", expectStatus: 200, timeout: 5)
+        var driver = RolloutDriver(policy: policy(smoke: [check]), start: Self.wednesday)
+        driver.tick()
+        driver.tick(smoke: SmokeOutcome(release: 8, checks: [.init(name: "health", passed: true, detail: "HTTP 200")]))
+        #expect(driver.percent == 1)
+    }
+
+    @Test("publishing a new release supersedes the rollout; the new canary starts from the first step")
+    func supersede() throws {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        for _ in 0..<12 { driver.tick(driver.healthy()) }
+        #expect(driver.percent == 5)
+        try driver.service.publish(ReleaseDraft(service: "engine", number: 9, label: "v2.1.2", upstream: "http://127.0.0.1:9009"), salt: "s9", at: driver.now)
+        driver.tick()
+        #expect(driver.rollout?.release.number == 9)
+        #expect(driver.rollout?.step == 0)
+        #expect(driver.percent == 1)
+        #expect(driver.service.release(number: 8)?.status == .superseded)
+    }
+}
