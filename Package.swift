@@ -59,6 +59,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "GrayscaleServer",
+            dependencies: [
+                "GrayscaleCore",
+                "GrayscaleStore",
+                "GrayscaleProxy",
+                "GrayscaleIntegrations",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         .executableTarget(
             name: "grayscale",
             dependencies: [
@@ -66,6 +77,7 @@ let package = Package(
                 "GrayscaleStore",
                 "GrayscaleIntegrations",
                 "GrayscaleProxy",
+                "GrayscaleServer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -117,8 +129,27 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "GrayscaleServerTests",
+            dependencies: [
+                "GrayscaleServer",
+                "GrayscaleCore",
+                "GrayscaleStore",
+                "GrayscaleProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "GrayscaleCLITests",
-            dependencies: ["grayscale", "GrayscaleCore"]
+            dependencies: [
+                "grayscale",
+                "GrayscaleCore",
+                "GrayscaleStore",
+                "GrayscaleProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -96,6 +96,25 @@ public final class ProxyStatistics: Sendable {
                                   versions: versions.sorted { ($0.service, $0.release) < ($1.service, $1.release) })
     }
 
+    /// One release over the complete windows that start at or after `from` and end by
+    /// `to`: what the controller judges. Also returns where the covered span ends, the
+    /// `from` of the next call (so no window is counted twice).
+    public func observation(service: String, release: Int, from: Date, to: Date) -> (VersionObservation, covered: Date) {
+        let start = Int(from.timeIntervalSince1970.rounded(.up)), end = Int(to.timeIntervalSince1970.rounded(.down))
+        let coveredEnd = max(start, end - end % windowSeconds)
+        let windows = series.withLock { all in
+            (all[SeriesKey(service: service, release: release)]?.windows ?? []).filter {
+                $0.start >= start && $0.start + windowSeconds <= coveredEnd
+            }
+        }
+        let merged = Self.merge(windows, start: windows.first?.start ?? start)
+        let observation = VersionObservation(
+            requests: merged.requests, errors: merged.errors, affectedUsers: merged.affectedUserIds,
+            anonymousErrors: merged.anonymousErrors,
+            p50Ms: merged.requests > 0 ? merged.latencyMs.p50 : nil, p99Ms: merged.requests > 0 ? merged.latencyMs.p99 : nil)
+        return (observation, Date(timeIntervalSince1970: TimeInterval(coveredEnd)))
+    }
+
     static func merge(_ windows: [Window], start: Int) -> WindowStatistics {
         var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
         var errors = [Int](repeating: 0, count: ErrorClass.allCases.count)
@@ -120,6 +139,7 @@ public final class ProxyStatistics: Sendable {
             errors: errors.enumerated().filter { $0.offset != rejectedIndex }.reduce(0) { $0 + $1.element },
             errorsByClass: byClass,
             affectedUsers: users.count,
+            affectedUserIds: users.sorted(),
             anonymousErrors: anonymousErrors,
             latencyMs: LatencySummary(p50: millis(50), p90: millis(90), p99: millis(99),
                                       max: latency.totalCount == 0 ? 0 : Double(latency.max) / 1000)
@@ -184,6 +204,8 @@ public struct WindowStatistics: Codable, Sendable {
     public var errorsByClass: [String: Int]
     /// Distinct appIds that got at least one server-side error.
     public var affectedUsers: Int
+    /// Those appIds, for the controller's per-user evidence.
+    public var affectedUserIds: [String]
     /// Server-side errors of requests without an identity.
     public var anonymousErrors: Int
     public var latencyMs: LatencySummary

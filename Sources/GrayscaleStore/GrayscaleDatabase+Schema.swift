@@ -102,6 +102,35 @@ extension GrayscaleDatabase {
                 t.column("lastError", .text)
             }
         }
+        migrator.registerMigration("v2-controller") { db in
+            // The controller's state of each service's current rollout, compared and swapped by revision.
+            try db.create(table: "rolloutState") { t in
+                t.primaryKey("service", .text).references("service", onDelete: .restrict)
+                t.column("releaseNumber", .integer).notNull()
+                t.column("revision", .integer).notNull()
+                t.column("state", .jsonText).notNull()
+                t.column("updatedAt", .datetime).notNull()
+            }
+            try db.create(table: "verdict") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("service", .text).notNull()
+                t.column("releaseNumber", .integer).notNull()
+                t.column("at", .datetime).notNull()
+                t.column("outcome", .text).notNull()
+                t.column("reason", .text).notNull()
+                t.column("critical", .boolean).notNull()
+                t.column("numbers", .jsonText).notNull()
+            }
+            try db.create(index: "verdict_by_release", on: "verdict", columns: ["service", "releaseNumber", "id"])
+            // Human orders waiting for the controller's next tick.
+            try db.create(table: "controlCommand") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("service", .text).notNull()
+                t.column("command", .jsonText).notNull()
+                t.column("createdAt", .datetime).notNull()
+                t.column("consumedAt", .datetime)
+            }
+        }
         return migrator
     }
 }

@@ -139,7 +139,7 @@ extension GrayscaleDatabase {
     }
 
     static func store(_ after: ServiceState, replacing before: ServiceState, action: String,
-                      by who: Attribution, at now: Date, _ db: Database) throws {
+                      by who: Attribution, at now: Date, _ db: Database, audit: Bool = true) throws {
         for release in after.releases {
             let old = before.release(number: release.number)
             guard old != release else { continue }
@@ -152,6 +152,7 @@ extension GrayscaleDatabase {
                                      actor: who.actor, action: action, reason: who.reason, split: split)
             try change.insert(db)
         }
+        guard audit else { return }
         let changed = after != before
         let entry = AuditEntry(at: now, service: after.service, actor: who.actor, action: action, command: who.command,
                                reason: who.reason, outcome: changed ? "done" : "unchanged", detail: nil,

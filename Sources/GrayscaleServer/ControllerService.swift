@@ -1,0 +1,136 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleStore
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The reconcile loop on a clock: for every service with a canary, read the stored
+/// state, the metrics and the humans' commands, let the `Reconciler` decide, commit
+/// the decision in one transaction, then do what lies outside the database (smoke
+/// checks). The database is the source of truth: a restart continues the same rollout
+/// at the same step with the same split.
+public final class ControllerService: Service, Sendable {
+    public struct Configuration: Sendable {
+        /// How often the loop wakes; metrics are judged once per policy interval.
+        public var tick: Duration
+        /// Overrides every policy's analysis interval (for demos and tests).
+        public var analysisInterval: Double?
+        /// The notification channel when a policy names none.
+        public var defaultChannel: String
+
+        public init(tick: Duration = .seconds(5), analysisInterval: Double? = nil, defaultChannel: String = "#grayscale") {
+            self.tick = tick
+            self.analysisInterval = analysisInterval
+            self.defaultChannel = defaultChannel
+        }
+    }
+
+    let database: GrayscaleDatabase
+    let policiesFolder: String
+    let metrics: any MetricsSource
+    let smoke: SmokeChecker
+    let configuration: Configuration
+    let now: @Sendable () -> Date
+    let logger: Logger
+    private let memory = Mutex(Memory())
+
+    /// What a controller keeps between ticks and may lose on restart without harm.
+    struct Memory {
+        var observedUntil: [String: Date] = [:]
+        var smokeResults: [String: SmokeOutcome] = [:]
+        var policies: PolicyLibrary?
+    }
+
+    public init(database: GrayscaleDatabase, policiesFolder: String, metrics: any MetricsSource, smoke: SmokeChecker = SmokeChecker(),
+                configuration: Configuration = Configuration(), now: @escaping @Sendable () -> Date = { Date() }, logger: Logger) {
+        self.database = database
+        self.policiesFolder = policiesFolder
+        self.metrics = metrics
+        self.smoke = smoke
+        self.configuration = configuration
+        self.now = now
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        logger.info("controller started", metadata: ["database": "\(database.path)", "policies": "\(policiesFolder)"])
+        for service in try database.services() {
+            if let split = try? database.split(service) {
+                logger.info("continuing from the committed split", metadata: [
+                    "service": "\(service)", "revision": "\(split.revision)", "canary": "\(split.canary.map { "\($0.release) \($0.range)" } ?? "none")"])
+            }
+        }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await self.tickAll()
+                try? await Task.sleep(for: self.configuration.tick)
+            }
+        }
+        logger.info("controller stopped")
+    }
+
+    /// One pass over every service that needs the controller.
+    public func tickAll() async {
+        var library = memory.withLock { $0.policies } ?? PolicyLibrary(folder: policiesFolder)
+        do {
+            try library.reload()
+            for problem in library.problems { logger.error("policy not loaded", metadata: ["problem": "\(problem)"]) }
+        } catch {
+            logger.error("policies unavailable", metadata: ["problem": "\(error.message)"])
+        }
+        memory.withLock { [library] in $0.policies = library }
+        let services: [String]
+        do { services = try database.servicesNeedingControl() } catch {
+            logger.error("cannot list services", metadata: ["problem": "\(error.message)"])
+            return
+        }
+        for service in services {
+            do {
+                var again = try await tick(service, policy: library.policy(for: service))
+                // Smoke checks just finished: decide on them at once.
+                while again { again = try await tick(service, policy: library.policy(for: service)) }
+            } catch {
+                logger.warning("tick failed", metadata: ["service": "\(service)", "problem": "\(error)"])
+            }
+        }
+    }
+
+    /// One tick of one service; true when it should run again right away.
+    func tick(_ service: String, policy: RolloutPolicy) async throws -> Bool {
+        let snapshot = try database.controllerSnapshot(service)
+        let time = now()
+        var observation: ObservationResult?
+        if let canary = snapshot.service.canary, let stable = snapshot.service.stable, let rollout = snapshot.rollout,
+           rollout.release.number == canary.number, rollout.phase.isActive, rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) {
+            let interval = configuration.analysisInterval ?? Double(policy.analysis.interval)
+            let from = memory.withLock { $0.observedUntil[service] } ?? time.addingTimeInterval(-interval)
+            if time.timeIntervalSince(from) >= interval {
+                do {
+                    let observed = try await metrics.observe(service: service, canary: canary.ref, stable: stable.ref, from: from, to: time)
+                    memory.withLock { $0.observedUntil[service] = observed.to }
+                    observation = .observed(observed)
+                } catch {
+                    memory.withLock { $0.observedUntil[service] = time }
+                    observation = .unavailable("\(error)")
+                }
+            }
+        }
+        let smokeResult = memory.withLock { $0.smokeResults[service] }
+        let (rollout, actions) = Reconciler.reconcile(ReconcileInput(
+            policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: observation, smoke: smokeResult,
+            commands: snapshot.commands.map(\.command), now: time))
+        guard rollout != snapshot.rollout || !actions.isEmpty || !snapshot.commands.isEmpty else { return false }
+        if smokeResult != nil, rollout?.phase != .verifying { memory.withLock { $0.smokeResults[service] = nil } }
+        try database.commitTick(snapshot, rollout: rollout, actions: actions,
+                                notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+        for case .notify(let text) in actions { logger.info("\(text)") }
+        var ranSmoke = false
+        for case .runSmokeChecks(let release, let upstream, let checks) in actions {
+            let outcome = await smoke.run(checks, release: release, upstream: upstream)
+            memory.withLock { $0.smokeResults[service] = outcome }
+            ranSmoke = true
+        }
+        return ranSmoke
+    }
+}

@@ -1,0 +1,10 @@
+import Foundation
+import GrayscaleCore
+
+/// Where the controller gets per-version metrics. A source that fails throws; the
+/// controller turns that into an inconclusive verdict, never a promotion.
+public protocol MetricsSource: Sendable {
+    /// Canary and stable over the same span, starting at `from` and ending by `to`.
+    /// The returned observation's `to` is where the span it covers ends: the next `from`.
+    func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation
+}

@@ -1,0 +1,71 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleIntegrations
+import GrayscaleProxy
+
+/// The embedded proxy's statistics, read in process.
+public struct InProcessProxyMetrics: MetricsSource {
+    public let statistics: ProxyStatistics
+
+    public init(statistics: ProxyStatistics) { self.statistics = statistics }
+
+    public func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
+        let (canaryObservation, covered) = statistics.observation(service: service, release: canary.number, from: from, to: to)
+        let (stableObservation, _) = statistics.observation(service: service, release: stable.number, from: from, to: to)
+        return IntervalObservation(from: from, to: covered, canary: canaryObservation, stable: stableObservation)
+    }
+}
+
+/// `GET /stats` of one or more proxies, through libcurl, summed per version.
+public struct HTTPStatsMetrics: MetricsSource {
+    public let endpoints: [String]
+    public let client: CurlHTTPClient
+    public let timeout: Double
+
+    public init(endpoints: [String], client: CurlHTTPClient = CurlHTTPClient(), timeout: Double = 5) {
+        self.endpoints = endpoints
+        self.client = client
+        self.timeout = timeout
+    }
+
+    public func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
+        var windows: [(release: Int, window: WindowStatistics, length: Int)] = []
+        for endpoint in endpoints {
+            let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
+            let url = "\(base)/stats?since=\(Int(from.timeIntervalSince1970.rounded(.up)))"
+            let response = try await client.send(OutboundRequest(url: url, timeout: timeout))
+            guard response.status == 200 else {
+                throw GrayscaleError("GET \(base)/stats: HTTP \(response.status)")
+            }
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .iso8601
+            let snapshot: StatisticsSnapshot
+            do { snapshot = try decoder.decode(StatisticsSnapshot.self, from: response.body) } catch {
+                throw GrayscaleError("GET \(base)/stats: not a statistics snapshot (\(error))")
+            }
+            for version in snapshot.versions where version.service == service {
+                windows += version.windows.map { (version.release, $0, snapshot.windowSeconds) }
+            }
+        }
+        let end = Int(to.timeIntervalSince1970.rounded(.down)), start = Int(from.timeIntervalSince1970.rounded(.up))
+        let complete = windows.filter {
+            let windowStart = Int($0.window.start.timeIntervalSince1970)
+            return windowStart >= start && windowStart + $0.length <= end
+        }
+        let covered = complete.map { Int($0.window.start.timeIntervalSince1970) + $0.length }.max() ?? start
+        func sum(_ release: Int) -> VersionObservation {
+            let mine = complete.filter { $0.release == release }.map(\.window)
+            let requests = mine.reduce(0) { $0 + $1.requests }
+            // Percentiles do not add up: weigh each window's by its requests.
+            func weighted(_ value: (WindowStatistics) -> Double) -> Double? {
+                requests == 0 ? nil : mine.reduce(0) { $0 + value($1) * Double($1.requests) } / Double(requests)
+            }
+            return VersionObservation(requests: requests, errors: mine.reduce(0) { $0 + $1.errors },
+                                      affectedUsers: Array(Set(mine.flatMap(\.affectedUserIds))).sorted(),
+                                      anonymousErrors: mine.reduce(0) { $0 + $1.anonymousErrors },
+                                      p50Ms: weighted { $0.latencyMs.p50 }, p99Ms: weighted { $0.latencyMs.p99 })
+        }
+        return IntervalObservation(from: from, to: Date(timeIntervalSince1970: TimeInterval(covered)),
+                                   canary: sum(canary.number), stable: sum(stable.number))
+    }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import GrayscaleCore
+import GrayscaleServer
+import GrayscaleStore
+import Logging
+import ServiceLifecycle
+
+struct ControllerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "controller",
+        abstract: "Run the reconcile loop: judge each canary against stable, widen it step by step, or roll it back.",
+        discussion: "Metrics come from running proxies (--stats, repeatable) or Prometheus (--prometheus). Stop with SIGINT or SIGTERM.")
+
+    @OptionGroup var database: DatabaseOptions
+    @Option(help: "The rollout policies folder.") var policies = "policies"
+    @Option(help: "Base URL of a proxy's admin endpoint (its GET /stats); repeatable.") var stats: [String] = []
+    @Option(help: "Base URL of a Prometheus server, e.g. http://127.0.0.1:9090.") var prometheus: String?
+    @Option(name: .customLong("prometheus-requests"), help: "Query template for requests ({{service}}, {{version}}, {{window}}).")
+    var prometheusRequests = PrometheusMetrics.Queries.standard.requests
+    @Option(name: .customLong("prometheus-errors"), help: "Query template for server errors.")
+    var prometheusErrors = PrometheusMetrics.Queries.standard.errors
+    @Option(help: "How often the loop wakes.") var tick = "5s"
+    @Option(name: .customLong("analysis-interval"), help: "Override every policy's analysis interval (demos, tests).")
+    var analysisInterval: String?
+
+    func validate() throws {
+        guard (stats.isEmpty) != (prometheus == nil) else {
+            throw ValidationError("give the metrics source: --stats URL (repeatable) or --prometheus URL")
+        }
+        guard Self.tickDuration(tick) != nil else {
+            throw ValidationError("--tick: expected a duration such as 5s or 200ms (got '\(tick)')")
+        }
+        if let analysisInterval, parseDuration(analysisInterval) == nil {
+            throw ValidationError("--analysis-interval: expected a duration such as 1m (got '\(analysisInterval)')")
+        }
+    }
+
+    /// `5s`, `1m`, or milliseconds as `200ms`.
+    static func tickDuration(_ text: String) -> Duration? {
+        if text.hasSuffix("ms"), let millis = Int(text.dropLast(2)), millis > 0 { return .milliseconds(millis) }
+        return parseDuration(text).flatMap { $0 > 0 ? .seconds($0) : nil }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "grayscale.controller")
+        logger.logLevel = .info
+        let db = try database.open()
+        let source: any MetricsSource = prometheus.map {
+            PrometheusMetrics(baseURL: $0, queries: .init(requests: prometheusRequests, errors: prometheusErrors))
+        } ?? HTTPStatsMetrics(endpoints: stats)
+        let controller = ControllerService(
+            database: db, policiesFolder: policies, metrics: source,
+            configuration: .init(tick: Self.tickDuration(tick)!, analysisInterval: analysisInterval.flatMap(parseDuration).map(Double.init)),
+            logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [.init(service: controller)],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+struct RolloutCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rollout",
+        abstract: "See and steer the controller's rollouts.",
+        subcommands: [Status.self, Order.self])
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The rollout of a service: phase, step, last verdict and why.")
+
+        @OptionGroup var database: DatabaseOptions
+        @Option(help: "The service.") var service: String
+        @OptionGroup var format: FormatOptions
+
+        struct Report: Encodable {
+            var service: String
+            var release: ReleaseRef
+            var phase: String
+            var step: Int
+            var manual: Bool
+            var holdReason: String?
+            var lastVerdict: Verdict?
+            var likelihoodRatio: Double
+            var split: SplitSummary?
+        }
+
+        func run() throws {
+            let db = try database.open()
+            guard let rollout = try db.rolloutState(service) else {
+                throw GrayscaleError("\(service): no rollout yet (the controller starts one when a canary is published)")
+            }
+            let report = Report(service: service, release: rollout.release, phase: rollout.phase.rawValue, step: rollout.step,
+                                manual: rollout.manual, holdReason: rollout.holdReason, lastVerdict: rollout.lastVerdict,
+                                likelihoodRatio: rollout.test.likelihoodRatio, split: (try? db.split(service)).map(SplitSummary.init))
+            try format.emit(report) {
+                var lines = ["\(service): canary \(rollout.release), \(rollout.phase.rawValue), step \(rollout.step + 1)\(rollout.manual ? " (manual)" : "")"]
+                if let reason = rollout.holdReason { lines.append("Holding: \(reason)") }
+                if let verdict = rollout.lastVerdict { lines.append("Last verdict: \(verdict.outcome.rawValue): \(verdict.reason)") }
+                if let split = try? db.split(service) { lines += split.statusLines }
+                return lines.joined(separator: "\n")
+            }
+        }
+    }
+
+    struct Order: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "order",
+            abstract: "Queue an order for the controller's next tick: init, pause, resume, rollback, finish.")
+
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var actor: ActorOptions
+        @Option(help: "The service.") var service: String
+        @Argument(help: "init, pause, resume, rollback, finish or force-finish.") var order: String
+
+        func run() throws {
+            let kind: HumanCommand.Kind
+            switch order {
+            case "init": kind = .initialize
+            case "pause": kind = .pause
+            case "resume": kind = .resume
+            case "rollback": kind = .rollback
+            case "finish": kind = .finish(force: false)
+            case "force-finish": kind = .finish(force: true)
+            default: throw ValidationError("order: expected init, pause, resume, rollback, finish or force-finish (got '\(order)')")
+            }
+            let who = actor.attribution
+            try database.open().enqueue(HumanCommand(kind, actor: who.actor, text: who.command), for: service, at: Date())
+            print("Queued \(order) for \(service); the controller applies it on its next tick.")
+        }
+    }
+}
