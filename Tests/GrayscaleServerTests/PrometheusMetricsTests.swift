@@ -1,0 +1,149 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleServer
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+
+/// Exposes `http_requests_total{service,version,code}` growing at fixed rates:
+/// stable (7) 500 requests/s with 1% 5xx, canary (8) 100 requests/s with 10% 5xx.
+final class FixtureExporter: Sendable {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let channel: Channel
+    let started = Date()
+
+    var port: Int { channel.localAddress!.port! }
+
+    init() throws {
+        let started = self.started
+        channel = try ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(ExporterHandler(started: started))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).wait()
+    }
+
+    func stop() {
+        try? channel.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+private final class ExporterHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let started: Date
+
+    init(started: Date) { self.started = started }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        let seconds = Date().timeIntervalSince(started)
+        func line(_ version: Int, _ code: Int, _ perSecond: Double) -> String {
+            #"http_requests_total{service="engine",version="\#(version)",code="\#(code)"} \#(Int(seconds * perSecond))"#
+        }
+        let body = ["# HELP http_requests_total Requests by version and status.", "# TYPE http_requests_total counter",
+                    line(7, 200, 495), line(7, 503, 5), line(8, 200, 90), line(8, 503, 10), ""].joined(separator: "\n")
+        var headers = HTTPHeaders()
+        headers.add(name: "content-type", value: "text/plain; version=0.0.4")
+        headers.add(name: "content-length", value: String(body.utf8.count))
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
+
+/// A real Prometheus from Debian's package, on a loopback port, scraping the fixture every second.
+final class PrometheusServer {
+    let process = Process()
+    let directory: URL
+    let port: Int
+
+    init(scraping target: Int) throws {
+        guard let binary = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"].first(where: FileManager.default.isExecutableFile) else {
+            throw PrometheusMissing()
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("grayscale-prometheus-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        port = try Self.freePort()
+        let config = directory.appendingPathComponent("prometheus.yml")
+        try """
+            global: {scrape_interval: 1s, evaluation_interval: 1s}
+            scrape_configs:
+              - job_name: fixture
+                static_configs: [{targets: ["127.0.0.1:\(target)"]}]
+            """.write(to: config, atomically: true, encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--config.file=\(config.path)", "--storage.tsdb.path=\(directory.appendingPathComponent("data").path)",
+                             "--web.listen-address=127.0.0.1:\(port)", "--log.level=warn"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    static func freePort() throws -> Int {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
+        let port = channel.localAddress!.port!
+        try channel.close().wait()
+        return port
+    }
+}
+
+struct PrometheusMissing: Error, CustomStringConvertible {
+    var description: String { "prometheus is not installed: make test installs the Debian package 'prometheus'" }
+}
+
+@Suite("Prometheus metrics source", .serialized)
+struct PrometheusMetricsTests {
+    @Test("per-version rates from a real Prometheus, through libcurl, feed the judge")
+    func realPrometheus() async throws {
+        let exporter = try FixtureExporter()
+        defer { exporter.stop() }
+        let prometheus = try PrometheusServer(scraping: exporter.port)
+        defer { prometheus.stop() }
+        let source = PrometheusMetrics(baseURL: prometheus.url, queries: .init(
+            requests: #"sum(increase(http_requests_total{service="{{service}}",version="{{version}}"}[{{window}}]))"#,
+            errors: #"sum(increase(http_requests_total{service="{{service}}",version="{{version}}",code=~"5.."}[{{window}}]))"#))
+
+        // Wait until Prometheus has a few scrapes of both versions.
+        var observation: IntervalObservation?
+        for _ in 0..<60 {
+            try await Task.sleep(for: .seconds(1))
+            let now = Date()
+            if let observed = try? await source.observe(service: "engine", canary: ReleaseRef(number: 8, label: "v8"),
+                                                        stable: ReleaseRef(number: 7, label: "v7"),
+                                                        from: now.addingTimeInterval(-5), to: now),
+               observed.canary.requests >= 200, observed.stable.requests >= 1000 {
+                observation = observed
+                break
+            }
+        }
+        let observed = try #require(observation, "Prometheus never returned both versions")
+        #expect(observed.canary.affectedUsers == nil)
+        #expect(abs(observed.canary.errorRate - 0.10) < 0.03, "canary error rate \(observed.canary.errorRate)")
+        #expect(abs(observed.stable.errorRate - 0.01) < 0.006, "stable error rate \(observed.stable.errorRate)")
+
+        var test = SequentialErrorTest(detectRatio: 5)
+        let verdict = CanaryJudge.judge(observed, analysis: RolloutPolicy.standard.analysis, test: &test, stepRequests: observed.canary.requests)
+        #expect(verdict.outcome == .fail)
+        #expect(verdict.critical)
+
+        // A query Prometheus rejects is an error naming it, which the controller turns into "inconclusive".
+        await #expect(throws: (any Error).self) { try await source.instant("sum(rate(", at: Date()) }
+    }
+}
