@@ -119,6 +119,7 @@ let package = Package(
             name: "GrayscaleProxyTests",
             dependencies: [
                 "GrayscaleProxy",
+                "GrayscaleServer",
                 "GrayscaleCore",
                 "GrayscaleStore",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -4,7 +4,7 @@ import NIOPosix
 import NIOWebSocket
 
 /// A tiny upstream that answers as one release would: `version N` in the body and
-/// `x-upstream-version: N`. `/status/503` answers 503, `/slow` waits 3 s, `/reset`
+/// `x-upstream-version: N`. `/status/503` answers 503, release 8 answers 500 to paths naming "dotted", `/slow` waits 3 s, `/reset`
 /// closes without answering, `/echo` returns the request body, and a WebSocket
 /// upgrade echoes text frames as `vN:<text>`.
 final class VersionUpstream: Sendable {
@@ -67,6 +67,9 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
                 context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(3)) { self.answer(head, .ok, context: context) }
             case "/status/503":
                 answer(head, .serviceUnavailable, context: context)
+            case let uri where version == 8 && uri.contains("dotted"):
+                // The bad release: names like "xx.xx" are rejected by its new YAML rule.
+                answer(head, .internalServerError, context: context)
             default:
                 answer(head, .ok, context: context)
             }
