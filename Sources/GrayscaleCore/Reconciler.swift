@@ -12,7 +12,8 @@ public enum ControllerAction: Hashable, Sendable {
     /// Check the new release's upstream directly before any user reaches it.
     case runSmokeChecks(release: ReleaseRef, upstream: String, checks: [RolloutPolicy.SmokeCheck])
     case recordVerdict(Verdict)
-    case audit(action: String, actor: String, detail: String, outcome: String)
+    /// An audit entry; `command` is the human's text when a command caused it.
+    case audit(action: String, actor: String, detail: String, outcome: String, command: String? = nil)
     case notify(String)
 }
 
@@ -138,17 +139,18 @@ public enum Reconciler {
         mutating func apply(_ command: HumanCommand, to state: inout RolloutState, split: TrafficSplit) -> Bool {
             switch command.kind {
             case .rollback:
-                end(&state, .rolledBack, .rollBack(reason: "rolled back by \(command.actor)"), actor: command.actor)
+                end(&state, .rolledBack, .rollBack(reason: "rolled back by \(command.actor)"), actor: command.actor, command: command.text)
                 return false
             case .finish(let force):
                 if !force, let verdict = state.lastVerdict, verdict.outcome == .fail {
                     actions.append(.audit(action: "finish", actor: command.actor,
                                           detail: "refused: the last verdict failed (\(verdict.reason)); use --force to finish anyway",
-                                          outcome: "refused"))
+                                          outcome: "refused", command: command.text))
                     actions.append(.notify("\(service): finish refused for \(command.actor): the last verdict failed (\(verdict.reason))"))
                     return true
                 }
-                end(&state, .promoted, .promote(reason: "finished by \(command.actor)\(force ? " (forced)" : "")"), actor: command.actor)
+                end(&state, .promoted, .promote(reason: "finished by \(command.actor)\(force ? " (forced)" : "")"), actor: command.actor,
+                    command: command.text)
                 return false
             case .setRange(let range, let weight):
                 state.manual = true
@@ -157,20 +159,22 @@ public enum Reconciler {
                 startStep(&state)
                 actions.append(.setSplit(range, nonAuthWeight: weight ?? range.widthHundredths, reason: "set by \(command.actor)"))
                 say(&state, "\(command.actor) set the canary to \(range) (manual mode: no automatic advance until resume)",
-                    action: "manual", actor: command.actor)
+                    action: "manual", actor: command.actor, command: command.text)
             case .pause:
                 state.manual = true
-                say(&state, "paused by \(command.actor): no automatic advance until resume", action: "pause", actor: command.actor)
+                say(&state, "paused by \(command.actor): no automatic advance until resume", action: "pause", actor: command.actor,
+                    command: command.text)
             case .resume:
                 state.manual = false
                 state.step = policy.steps.lastIndex { $0 <= split.range.widthHundredths } ?? -1
                 startStep(&state)  // the step's minimum time counts from the resume
-                say(&state, "resumed by \(command.actor): automatic rollout continues", action: "resume", actor: command.actor)
+                say(&state, "resumed by \(command.actor): automatic rollout continues", action: "resume", actor: command.actor,
+                    command: command.text)
             case .initialize:
                 state.manual = false
                 if state.phase != .verifying {
                     state.step = 0
-                    applyStep(&state, reason: "initialized by \(command.actor)")
+                    applyStep(&state, reason: "initialized by \(command.actor)", actor: command.actor, command: command.text)
                 }
             }
             return true
@@ -241,7 +245,7 @@ public enum Reconciler {
             applyStep(&state, reason: "step \(state.step) passed")
         }
 
-        mutating func applyStep(_ state: inout RolloutState, reason: String) {
+        mutating func applyStep(_ state: inout RolloutState, reason: String, actor: String = Reconciler.actor, command: String? = nil) {
             let width = policy.steps[state.step]
             let range = try! CanaryRange.prefix(hundredths: width)
             let weight: Int
@@ -252,7 +256,7 @@ public enum Reconciler {
             startStep(&state)
             actions.append(.setSplit(range, nonAuthWeight: weight, reason: reason))
             say(&state, "canary \(state.release) now at \(formatHundredths(width))% of users (step \(state.step + 1) of \(policy.steps.count); \(reason))",
-                action: "step")
+                action: "step", actor: actor, command: command)
         }
 
         func startStep(_ state: inout RolloutState) {
@@ -261,7 +265,8 @@ public enum Reconciler {
             state.consecutiveFailures = 0
         }
 
-        mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ action: ControllerAction, actor: String = Reconciler.actor) {
+        mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ action: ControllerAction, actor: String = Reconciler.actor,
+                          command: String? = nil) {
             state.phase = phase
             state.holdReason = nil
             state.updatedAt = now
@@ -272,12 +277,13 @@ public enum Reconciler {
             case .promote(let reason): text = "promoted \(state.release) to stable: \(reason)"
             default: text = "rollout ended"
             }
-            say(&state, text, action: phase == .promoted ? "promote" : "rollback", actor: actor)
+            say(&state, text, action: phase == .promoted ? "promote" : "rollback", actor: actor, command: command)
             rollout = state
         }
 
-        mutating func say(_ state: inout RolloutState, _ text: String, action: String, actor: String = Reconciler.actor) {
-            actions.append(.audit(action: action, actor: actor, detail: text, outcome: "done"))
+        mutating func say(_ state: inout RolloutState, _ text: String, action: String, actor: String = Reconciler.actor,
+                          command: String? = nil) {
+            actions.append(.audit(action: action, actor: actor, detail: text, outcome: "done", command: command))
             actions.append(.notify("\(service): \(text)"))
         }
     }

@@ -96,6 +96,36 @@ public final class ControllerService: Service, Sendable {
         }
     }
 
+    /// Runs a human's command now, through the reconciler, and commits the result: the
+    /// way the bot and the admin API act. Returns the service and rollout afterwards and
+    /// what the reconciler did.
+    public func execute(_ command: HumanCommand, service: String) async throws
+        -> (service: ServiceState, rollout: RolloutState?, actions: [ControllerAction]) {
+        var library = PolicyLibrary(folder: policiesFolder)
+        try? library.reload()
+        let policy = library.policy(for: service)
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let snapshot = try database.controllerSnapshot(service)
+            let time = now()
+            let (rollout, actions) = Reconciler.reconcile(ReconcileInput(
+                policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: nil,
+                smoke: memory.withLock { $0.smokeResults[service] }, commands: snapshot.commands.map(\.command) + [command], now: time))
+            do {
+                let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,
+                                                    notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+                for case .runSmokeChecks(let release, let upstream, let checks) in actions {
+                    let outcome = await smoke.run(checks, release: release, upstream: upstream)
+                    memory.withLock { $0.smokeResults[service] = outcome }
+                }
+                return (after, try database.rolloutState(service), actions)
+            } catch {
+                lastError = error  // another writer got in between: read again
+            }
+        }
+        throw lastError!
+    }
+
     /// One tick of one service; true when it should run again right away.
     func tick(_ service: String, policy: RolloutPolicy) async throws -> Bool {
         let snapshot = try database.controllerSnapshot(service)

@@ -8,3 +8,12 @@ public protocol MetricsSource: Sendable {
     /// The returned observation's `to` is where the span it covers ends: the next `from`.
     func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation
 }
+
+/// For processes that act on commands but judge nothing (the bot's CLI twin).
+public struct NoMetrics: MetricsSource {
+    public init() {}
+
+    public func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
+        throw GrayscaleError("this process has no metrics source")
+    }
+}

@@ -48,6 +48,9 @@ struct CommandRow: Codable, FetchableRecord, PersistableRecord {
 }
 
 extension GrayscaleDatabase {
+    /// Audit actions of the reconciler that change the split.
+    static let splitActions: Set<String> = ["step", "manual", "rollback", "promote"]
+
     public func controllerSnapshot(_ service: String) throws(GrayscaleError) -> ControllerSnapshot {
         try read("read \(service) for the controller") { db in
             let state = try Self.loadState(service, db)
@@ -111,11 +114,11 @@ extension GrayscaleDatabase {
             var splitRecorded = false
             for action in actions {
                 switch action {
-                case .audit(let name, let actor, let detail, let outcome):
-                    // The first entry carries the split change, if the tick made one.
-                    let carriesSplit = !splitRecorded && before.split != after.split
+                case .audit(let name, let actor, let detail, let outcome, let command):
+                    // The entry of the action that moved traffic carries the split change.
+                    let carriesSplit = !splitRecorded && before.split != after.split && Self.splitActions.contains(name)
                     splitRecorded = splitRecorded || carriesSplit
-                    try AuditEntry(at: now, service: service, actor: actor, action: name, command: nil, reason: nil, outcome: outcome,
+                    try AuditEntry(at: now, service: service, actor: actor, action: name, command: command, reason: nil, outcome: outcome,
                                    detail: detail, splitBefore: carriesSplit ? before.split : nil,
                                    splitAfter: carriesSplit ? after.split : nil).insert(db)
                 case .notify(let text):
@@ -141,6 +144,17 @@ extension GrayscaleDatabase {
                 try db.execute(sql: "UPDATE controlCommand SET consumedAt = ? WHERE id = ?", arguments: [now, id])
             }
             return after
+        }
+    }
+}
+
+extension GrayscaleDatabase {
+    /// Audits a command that was refused before it reached the controller.
+    public func recordRefusal(service: String, actor: String, action: String, command: String, detail: String,
+                              split: TrafficSplit?, at now: Date) throws(GrayscaleError) {
+        try write("audit a refused \(action)") { db in
+            try AuditEntry(at: now, service: service, actor: actor, action: action, command: command, reason: nil,
+                           outcome: "refused", detail: detail, splitBefore: split, splitAfter: split).insert(db)
         }
     }
 }

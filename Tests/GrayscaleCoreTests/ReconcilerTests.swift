@@ -213,7 +213,7 @@ struct ReconcilerTests {
                                                   stable: VersionObservation(requests: 900, errors: 0, p99Ms: 200))))
         #expect(driver.rollout?.lastVerdict?.outcome == .fail)
         let refused = driver.tick(commands: [HumanCommand(.finish(force: false), actor: "kaiyuzeng")])
-        #expect(refused.contains { if case .audit(_, _, _, "refused") = $0 { true } else { false } })
+        #expect(refused.contains { if case .audit(_, _, _, "refused", _) = $0 { true } else { false } })
         #expect(driver.service.canary?.number == 8)
         driver.tick(commands: [HumanCommand(.finish(force: true), actor: "kaiyuzeng")])
         #expect(driver.service.stable?.number == 8)

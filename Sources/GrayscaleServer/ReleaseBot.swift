@@ -1,0 +1,108 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleStore
+
+/// The release bot: parses a command, checks who may run it, has the controller carry
+/// it out through the reconciler, audits it, and renders the reply. Slack and the
+/// CLI twin (`grayscale bot`) both go through here.
+public struct ReleaseBot: Sendable {
+    public let database: GrayscaleDatabase
+    public let controller: ControllerService
+    public let policiesFolder: String
+    /// Users allowed to change traffic besides each policy's `slack.operators`.
+    public let operators: [String]
+
+    public init(database: GrayscaleDatabase, controller: ControllerService, policiesFolder: String, operators: [String] = []) {
+        self.database = database
+        self.controller = controller
+        self.policiesFolder = policiesFolder
+        self.operators = operators
+    }
+
+    /// Runs `text` as `executor` and returns the reply. Never throws: every problem is a reply.
+    public func handle(_ text: String, executor: String) async -> String {
+        let command: BotCommand
+        do { command = try BotCommand.parse(text) } catch { return error.description }
+        guard let service = command.service else { return BotReply.help }
+        var library = PolicyLibrary(folder: policiesFolder)
+        try? library.reload()
+        let policy = library.policy(for: service)
+        let state: ServiceState
+        do { state = try database.serviceState(service) } catch {
+            return "Executor: @\(executor)\nGrayScale Status: Failed: \(error.message)"
+        }
+        let rollout = try? database.rolloutState(service)
+
+        switch command.action {
+        case .help:
+            return BotReply.help
+        case .list:
+            guard let split = state.split else { return "Executor: @\(executor)\nGrayScale Status: Failed: \(service) has no release yet" }
+            return BotReply.status(executor: executor, status: "Done", split: split, rollout: rollout, steps: policy.steps.count)
+                + "\n" + split.ruleLines.joined(separator: "\n")
+        case .status:
+            return BotReply.status(executor: executor, status: "Done", split: state.split, rollout: rollout, steps: policy.steps.count)
+        case .rules:
+            guard let split = state.split else { return "Executor: @\(executor)\nGrayScale Status: Failed: \(service) has no release yet" }
+            return BotReply.rules(executor: executor, split: split, policy: policy)
+        case .initialize, .gray, .finish, .rollback, .pause, .resume:
+            break
+        }
+
+        let allowed = operators + (policy.slack?.operators ?? [])
+        guard allowed.contains(executor) else {
+            let who = allowed.isEmpty ? "no operators are configured for \(service) (policy slack.operators)" : "operators: \(allowed.joined(separator: ", "))"
+            return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy,
+                          reason: "@\(executor) may only list (\(who))")
+        }
+        guard state.canary != nil else {
+            return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy,
+                          reason: "\(service) has no canary release; stable \(state.stable.map { "\($0.ref)" } ?? "none") takes all traffic")
+        }
+        let kind: HumanCommand.Kind
+        switch command.action {
+        case .initialize: kind = .initialize
+        case .gray(let range, let weight): kind = .setRange(range, nonAuthWeight: weight)
+        case .finish(let force): kind = .finish(force: force)
+        case .rollback: kind = .rollback
+        case .pause: kind = .pause
+        case .resume: kind = .resume
+        case .list, .status, .rules, .help: return BotReply.help
+        }
+        do {
+            let result = try await controller.execute(HumanCommand(kind, actor: executor, text: text), service: service)
+            for case .audit(_, _, let detail, "refused", _) in result.actions {
+                return BotReply.status(executor: executor, status: "Refused: \(detail)", split: result.service.split,
+                                       rollout: result.rollout, steps: policy.steps.count)
+            }
+            return BotReply.status(executor: executor, status: "Done", split: result.service.split, rollout: result.rollout,
+                                   steps: policy.steps.count)
+        } catch {
+            return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy, reason: "\(error)")
+        }
+    }
+
+    private func refuse(_ command: BotCommand, text: String, executor: String, state: ServiceState, rollout: RolloutState?,
+                        policy: RolloutPolicy, reason: String) -> String {
+        try? database.recordRefusal(service: state.service, actor: executor, action: command.action.auditName, command: text,
+                                    detail: reason, split: state.split, at: controller.now())
+        return BotReply.status(executor: executor, status: "Refused: \(reason)", split: state.split, rollout: rollout, steps: policy.steps.count)
+    }
+}
+
+extension BotCommand.Action {
+    var auditName: String {
+        switch self {
+        case .initialize: return "init"
+        case .gray: return "set-traffic"
+        case .finish: return "finish"
+        case .rollback: return "rollback"
+        case .list: return "list"
+        case .rules: return "rules"
+        case .pause: return "pause"
+        case .resume: return "resume"
+        case .status: return "status"
+        case .help: return "help"
+        }
+    }
+}
