@@ -59,4 +59,19 @@ extension GrayscaleDatabase {
                            arguments: [error, retryAt, id])
         }
     }
+
+    /// Every undelivered message, oldest first: the notifier sends each service's in order.
+    public func undeliveredNotifications(limit: Int = 1000) throws(GrayscaleError) -> [Notification] {
+        try read("read the outbox") { db in
+            try Notification.filter(Column("deliveredAt") == nil).order(Column("id")).limit(limit).fetchAll(db)
+        }
+    }
+
+    /// Records a Slack event id; false when it was already there (a retry).
+    public func markSlackEventHandled(_ eventId: String, at now: Date) throws(GrayscaleError) -> Bool {
+        try write("record a Slack event") { db in
+            try db.execute(sql: "INSERT OR IGNORE INTO slackEvent (eventId, receivedAt) VALUES (?, ?)", arguments: [eventId, now])
+            return db.changesCount == 1
+        }
+    }
 }

@@ -131,6 +131,13 @@ extension GrayscaleDatabase {
                 t.column("consumedAt", .datetime)
             }
         }
+        migrator.registerMigration("v3-slack") { db in
+            // Slack event ids already handled: a retry of one is acknowledged, not run again.
+            try db.create(table: "slackEvent") { t in
+                t.primaryKey("eventId", .text)
+                t.column("receivedAt", .datetime).notNull()
+            }
+        }
         return migrator
     }
 }

@@ -1,0 +1,89 @@
+import Foundation
+import GrayscaleCore
+
+/// Posts messages to Slack through libcurl: `chat.postMessage` with a bot token, or an
+/// incoming webhook. The token and webhook URL come from the environment or a file and
+/// never appear in errors or logs.
+public struct SlackClient: Sendable {
+    public enum Target: Sendable {
+        case botToken(String, apiBase: String)
+        case webhook(String)
+    }
+
+    public enum Result: Sendable, Equatable {
+        case delivered
+        /// Slack asked to wait (`429 Retry-After`).
+        case retryAfter(Double)
+        case failed(String)
+    }
+
+    public let target: Target
+    public let client: CurlHTTPClient
+
+    public init(target: Target, client: CurlHTTPClient = CurlHTTPClient()) {
+        self.target = target
+        self.client = client
+    }
+
+    /// From `GRAYSCALE_SLACK_BOT_TOKEN` (and `GRAYSCALE_SLACK_API`, default https://slack.com/api)
+    /// or `GRAYSCALE_SLACK_WEBHOOK_URL`; each may instead name a file with `_FILE`.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> SlackClient? {
+        func secret(_ name: String) -> String? {
+            if let value = environment[name], !value.isEmpty { return value }
+            if let file = environment[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
+                return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            return nil
+        }
+        if let token = secret("GRAYSCALE_SLACK_BOT_TOKEN") {
+            return SlackClient(target: .botToken(token, apiBase: environment["GRAYSCALE_SLACK_API"] ?? "https://slack.com/api"))
+        }
+        if let webhook = secret("GRAYSCALE_SLACK_WEBHOOK_URL") { return SlackClient(target: .webhook(webhook)) }
+        return nil
+    }
+
+    public func post(channel: String, text: String) async -> Result {
+        let payload: [String: String]
+        let request: OutboundRequest
+        switch target {
+        case .botToken(let token, let apiBase):
+            payload = ["channel": channel, "text": text]
+            request = OutboundRequest(method: "POST", url: "\(apiBase)/chat.postMessage",
+                                      headers: [("Content-Type", "application/json; charset=utf-8"), ("Authorization", "Bearer \(token)")],
+                                      body: try? JSONSerialization.data(withJSONObject: payload), timeout: 10)
+        case .webhook(let url):
+            payload = ["text": text]
+            request = OutboundRequest(method: "POST", url: url, headers: [("Content-Type", "application/json")],
+                                      body: try? JSONSerialization.data(withJSONObject: payload), timeout: 10)
+        }
+        let response: OutboundResponse
+        do { response = try await client.send(request) } catch {
+            return .failed("Slack unreachable: \(error.message)")
+        }
+        switch response.status {
+        case 200..<300:
+            // chat.postMessage answers 200 with {"ok": false, "error": …} on failure.
+            if case .botToken = target, let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any],
+               object["ok"] as? Bool == false {
+                return .failed("Slack refused the message: \(object["error"] as? String ?? "unknown error")")
+            }
+            return .delivered
+        case 429:
+            return .retryAfter(response.header("retry-after").flatMap(Double.init) ?? 30)
+        default:
+            return .failed("Slack answered HTTP \(response.status)")
+        }
+    }
+
+    /// Replies to a slash command through its `response_url`.
+    public func respond(to responseURL: String, text: String) async -> Result {
+        let body = try? JSONSerialization.data(withJSONObject: ["response_type": "in_channel", "text": text])
+        do {
+            let response = try await client.send(OutboundRequest(method: "POST", url: responseURL,
+                                                                 headers: [("Content-Type", "application/json")], body: body, timeout: 10))
+            return (200..<300).contains(response.status) ? .delivered : .failed("response_url answered HTTP \(response.status)")
+        } catch {
+            return .failed("response_url unreachable: \(error.message)")
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleIntegrations
+import GrayscaleStore
+import Logging
+import ServiceLifecycle
+
+/// Delivers the outbox to Slack: each service's messages in order (a message waits
+/// for the one before it), retried with exponential backoff, `Retry-After` honoured.
+/// The outbox is in SQLite, so nothing is lost while Slack is down or across restarts.
+public struct NotifierService: Service {
+    public let database: GrayscaleDatabase
+    public let slack: SlackClient
+    public let poll: Duration
+    /// The first retry's delay in seconds; it doubles each attempt up to `maxBackoff`.
+    public let baseBackoff: Double
+    public let maxBackoff: Double
+    let now: @Sendable () -> Date
+    let logger: Logger
+
+    public init(database: GrayscaleDatabase, slack: SlackClient, poll: Duration = .milliseconds(500), baseBackoff: Double = 2,
+                maxBackoff: Double = 300, now: @escaping @Sendable () -> Date = { Date() }, logger: Logger) {
+        self.database = database
+        self.slack = slack
+        self.poll = poll
+        self.baseBackoff = baseBackoff
+        self.maxBackoff = maxBackoff
+        self.now = now
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do { _ = try await deliverDue() } catch { logger.warning("outbox unavailable", metadata: ["problem": "\(error)"]) }
+                try? await Task.sleep(for: poll)
+            }
+        }
+    }
+
+    /// Sends every service's oldest undelivered message that is due; returns how many went out.
+    @discardableResult
+    public func deliverDue() async throws -> Int {
+        var delivered = 0
+        var blocked = Set<String>()
+        for message in try database.undeliveredNotifications() {
+            guard let id = message.id else { continue }
+            let key = message.service ?? ""
+            guard !blocked.contains(key) else { continue }
+            guard message.nextAttemptAt <= now() else {
+                blocked.insert(key)  // later messages of this service wait for it
+                continue
+            }
+            switch await slack.post(channel: message.channel, text: message.text) {
+            case .delivered:
+                try database.markDelivered(id, at: now())
+                delivered += 1
+            case .retryAfter(let seconds):
+                try database.markFailed(id, error: "rate limited (Retry-After \(seconds)s)", retryAt: now().addingTimeInterval(seconds))
+                blocked.insert(key)
+            case .failed(let problem):
+                let delay = min(maxBackoff, baseBackoff * pow(2, Double(message.attempts)))
+                try database.markFailed(id, error: problem, retryAt: now().addingTimeInterval(delay))
+                logger.warning("notification not delivered", metadata: ["id": "\(id)", "problem": "\(problem)", "retryIn": "\(delay)s"])
+                blocked.insert(key)
+            }
+        }
+        return delivered
+    }
+}

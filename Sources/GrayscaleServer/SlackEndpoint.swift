@@ -1,0 +1,105 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleIntegrations
+import GrayscaleStore
+import Logging
+import NIOHTTP1
+
+/// `POST /slack/events` (Events API: `url_verification`, `app_mention`) and
+/// `POST /slack/commands` (slash commands). Every request must carry a valid, recent
+/// signature; the command runs after the acknowledgement, and its reply goes to the
+/// channel through the outbox (mentions) or to the slash command's `response_url`.
+public struct SlackEndpoint: Sendable {
+    public let signature: SlackSignature
+    public let bot: ReleaseBot
+    public let slack: SlackClient?
+    public let now: @Sendable () -> Date
+    public let logger: Logger
+
+    public init(signature: SlackSignature, bot: ReleaseBot, slack: SlackClient?, now: @escaping @Sendable () -> Date = { Date() },
+                logger: Logger) {
+        self.signature = signature
+        self.bot = bot
+        self.slack = slack
+        self.now = now
+        self.logger = logger
+    }
+
+    public func respond(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
+        let path = request.head.uri.split(separator: "?").first.map(String.init) ?? request.head.uri
+        guard request.head.method == .POST, path == "/slack/events" || path == "/slack/commands" else {
+            return .init(status: .notFound, body: "not found: POST /slack/events or /slack/commands\n")
+        }
+        do {
+            try signature.verify(timestamp: request.head.headers.first(name: "x-slack-request-timestamp"),
+                                 signature: request.head.headers.first(name: "x-slack-signature"), body: request.body, now: now())
+        } catch {
+            logger.warning("rejected an unsigned or badly signed Slack request", metadata: ["why": "\(error)"])
+            return .init(status: .unauthorized, body: "\(error)\n")
+        }
+        return path == "/slack/events" ? await event(request) : await slashCommand(request)
+    }
+
+    private func event(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any] else {
+            return .init(status: .badRequest, body: "expected a JSON event\n")
+        }
+        if object["type"] as? String == "url_verification", let challenge = object["challenge"] as? String {
+            return .init(status: .ok, contentType: "application/json", body: String(decoding: try! JSONSerialization.data(withJSONObject: ["challenge": challenge]), as: UTF8.self))
+        }
+        guard object["type"] as? String == "event_callback", let event = object["event"] as? [String: Any],
+              let eventId = object["event_id"] as? String
+        else { return .init(status: .ok) }
+        guard event["type"] as? String == "app_mention", let text = event["text"] as? String, let user = event["user"] as? String,
+              let channel = event["channel"] as? String
+        else { return .init(status: .ok) }
+        do {
+            guard try bot.database.markSlackEventHandled(eventId, at: now()) else {
+                logger.info("Slack retry of an event already handled", metadata: ["event": "\(eventId)",
+                            "retry": "\(request.head.headers.first(name: "x-slack-retry-num") ?? "-")"])
+                return .init(status: .ok)
+            }
+        } catch {
+            return .init(status: .internalServerError, body: "\(error)\n")  // Slack retries; nothing ran
+        }
+        let bot = self.bot, logger = self.logger, now = self.now
+        Task {
+            let reply = await bot.handle(text, executor: user)
+            do {
+                try bot.database.enqueue(channel: channel, text: reply, service: try? BotCommand.parse(text).service, at: now())
+            } catch {
+                logger.error("reply not queued", metadata: ["problem": "\(error)"])
+            }
+        }
+        return .init(status: .ok)
+    }
+
+    private func slashCommand(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
+        let fields = Self.formFields(request.body)
+        guard let user = fields["user_id"] else { return .init(status: .badRequest, body: "missing user_id\n") }
+        let text = fields["text"] ?? ""
+        let bot = self.bot, slack = self.slack, logger = self.logger
+        if let responseURL = fields["response_url"], let slack {
+            Task {
+                let reply = await bot.handle(text, executor: user)
+                if case .failed(let problem) = await slack.respond(to: responseURL, text: reply) {
+                    logger.warning("slash command reply not delivered", metadata: ["problem": "\(problem)"])
+                }
+            }
+            return .init(status: .ok, contentType: "application/json", body: #"{"response_type":"ephemeral","text":"Working on it…"}"#)
+        }
+        // No way to answer later: answer now.
+        let reply = await bot.handle(text, executor: user)
+        return .init(status: .ok, contentType: "application/json",
+                     body: String(decoding: try! JSONSerialization.data(withJSONObject: ["response_type": "in_channel", "text": reply]), as: UTF8.self))
+    }
+
+    static func formFields(_ body: [UInt8]) -> [String: String] {
+        var fields: [String: String] = [:]
+        for pair in String(decoding: body, as: UTF8.self).split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        }
+        return fields
+    }
+}

@@ -1,0 +1,181 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleIntegrations
+import GrayscaleServer
+import GrayscaleStore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Testing
+
+@Suite("Slack request signatures")
+struct SlackSignatureTests {
+    static let secret = Array("8f742231b10e8888abcd99yyyzzz85a5".utf8)
+    static let timestamp = "1531420618"
+    static let body = Array("token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c".utf8)
+    static let expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
+    static let then = Date(timeIntervalSince1970: 1_531_420_618 + 30)
+
+    @Test("Slack's published test vector")
+    func vector() throws {
+        let signature = SlackSignature(secret: Self.secret)
+        #expect(signature.signature(timestamp: Self.timestamp, body: Self.body) == Self.expected)
+        try signature.verify(timestamp: Self.timestamp, signature: Self.expected, body: Self.body, now: Self.then)
+    }
+
+    @Test("a tampered body, a stale timestamp or a missing header is refused")
+    func refusals() {
+        let signature = SlackSignature(secret: Self.secret)
+        #expect(throws: SlackSignature.Failure.badSignature) {
+            try signature.verify(timestamp: Self.timestamp, signature: Self.expected, body: Self.body + Array("&x=1".utf8), now: Self.then)
+        }
+        #expect(throws: SlackSignature.Failure.staleTimestamp) {
+            try signature.verify(timestamp: Self.timestamp, signature: Self.expected, body: Self.body, now: Self.then.addingTimeInterval(600))
+        }
+        #expect(throws: SlackSignature.Failure.missingHeaders) {
+            try signature.verify(timestamp: nil, signature: Self.expected, body: Self.body, now: Self.then)
+        }
+        #expect(throws: SlackSignature.Failure.missingHeaders) {
+            try signature.verify(timestamp: Self.timestamp, signature: nil, body: Self.body, now: Self.then)
+        }
+        #expect(throws: SlackSignature.Failure.badSignature) {
+            try signature.verify(timestamp: Self.timestamp, signature: "v0=00", body: Self.body, now: Self.then)
+        }
+    }
+}
+
+/// A database with engine 7 (stable) and 8 (canary) and a policy naming U0OPERATOR as operator.
+struct SlackFixture {
+    let directory: URL
+    let database: GrayscaleDatabase
+    let policies: String
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("grayscale-slack-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("policies"), withIntermediateDirectories: true)
+        policies = directory.appendingPathComponent("policies").path
+        try """
+            service: engine
+            slack: {channel: "#serverless-tencent", operators: [U0OPERATOR]}
+            """.write(toFile: policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        database = try GrayscaleDatabase.open(path: directory.appendingPathComponent("grayscale.sqlite").path)
+        let who = Attribution(actor: "test")
+        try database.publish(ReleaseDraft(service: "engine", number: 7, label: "v2.1.0", upstream: "http://127.0.0.1:1"), salt: "a", by: who, at: Date())
+        try database.publish(ReleaseDraft(service: "engine", number: 8, label: "v2.1.1", upstream: "http://127.0.0.1:2"), salt: "b", by: who, at: Date())
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+
+    func bot() -> ReleaseBot {
+        let controller = ControllerService(database: database, policiesFolder: policies, metrics: NoMetrics(), logger: Logger(label: "test"))
+        return ReleaseBot(database: database, controller: controller, policiesFolder: policies)
+    }
+}
+
+@Suite("Slack endpoint and notifier", .serialized)
+struct SlackEndpointTests {
+    static let secret = Array("test-signing-secret".utf8)
+
+    func post(_ port: Int, _ path: String, body: String, signed: Bool = true, timestamp: Date = Date(),
+              headers extra: [(String, String)] = []) async throws -> OutboundResponse {
+        let stamp = String(Int(timestamp.timeIntervalSince1970))
+        var headers: [(name: String, value: String)] = [("Content-Type", path.hasSuffix("events") ? "application/json" : "application/x-www-form-urlencoded")]
+        headers.append(("X-Slack-Request-Timestamp", stamp))
+        if signed { headers.append(("X-Slack-Signature", SlackSignature(secret: Self.secret).signature(timestamp: stamp, body: Array(body.utf8)))) }
+        headers += extra.map { (name: $0.0, value: $0.1) }
+        return try await CurlHTTPClient().send(OutboundRequest(method: "POST", url: "http://127.0.0.1:\(port)\(path)", headers: headers,
+                                                               body: Data(body.utf8), timeout: 5))
+    }
+
+    static func mention(_ id: String, _ text: String, user: String = "U0OPERATOR") -> String {
+        #"{"type":"event_callback","event_id":"\#(id)","event":{"type":"app_mention","user":"\#(user)","channel":"C0RELEASE","text":"\#(text)"}}"#
+    }
+
+    @Test("a signed app_mention changes the split; the reply reaches Slack through the outbox; bad requests change nothing")
+    func endToEnd() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let fake = try FakeSlack()
+        defer { fake.stop() }
+        let slack = SlackClient(target: .botToken("xoxb-test-token", apiBase: fake.url))
+        let endpoint = SlackEndpoint(signature: SlackSignature(secret: Self.secret), bot: fixture.bot(), slack: slack, logger: Logger(label: "test"))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await HTTPEndpointServer(host: "127.0.0.1", port: 0, group: group) { await endpoint.respond($0) }
+        let port = server.localAddress.port!
+        let notifier = NotifierService(database: fixture.database, slack: slack, baseBackoff: 0.05, logger: Logger(label: "test"))
+
+        // url_verification answers the challenge.
+        let challenge = try await post(port, "/slack/events", body: #"{"type":"url_verification","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}"#)
+        #expect(challenge.status == 200)
+        #expect(String(decoding: challenge.body, as: UTF8.self).contains("3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"))
+
+        // Unsigned, badly signed and replayed requests: 401, nothing changes.
+        let text = "<@U0LAN0Z89> -g -m engine -p 20:55"
+        #expect(try await post(port, "/slack/events", body: Self.mention("Ev1", text), signed: false).status == 401)
+        #expect(try await post(port, "/slack/events", body: Self.mention("Ev1", text), signed: false, headers: [("X-Slack-Signature", "v0=deadbeef")]).status == 401)
+        #expect(try await post(port, "/slack/events", body: Self.mention("Ev1", text), timestamp: Date().addingTimeInterval(-600)).status == 401)
+        #expect(try fixture.database.split("engine").range.isEmpty)
+
+        // The signed mention: acknowledged at once, then carried out.
+        #expect(try await post(port, "/slack/events", body: Self.mention("Ev1", text)).status == 200)
+        for _ in 0..<100 where try fixture.database.split("engine").range.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(try fixture.database.split("engine").range.description == "[20 - 55]")
+        // Slack retries the same event: acknowledged, not run again.
+        #expect(try await post(port, "/slack/events", body: Self.mention("Ev1", text), headers: [("X-Slack-Retry-Num", "1")]).status == 200)
+        // A non-operator may only list.
+        #expect(try await post(port, "/slack/events", body: Self.mention("Ev2", "<@U0LAN0Z89> -r -m engine", user: "U0VISITOR")).status == 200)
+
+        for _ in 0..<100 {
+            try await notifier.deliverDue()
+            if fake.delivered.filter({ $0.json["channel"] == "C0RELEASE" }).count >= 2 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let replies = fake.delivered.filter { $0.json["channel"] == "C0RELEASE" }.compactMap { $0.json["text"] }
+        #expect(replies.count == 2)
+        #expect(replies.first?.contains("Executor: @U0OPERATOR\nGrayScale Status: Done") == true)
+        #expect(replies.first?.contains("Canary Version 8(v 2.1.1) appid range: [20 - 55]\nNon-Auth GrayScale Weight: 36%") == true)
+        #expect(replies.last?.contains("GrayScale Status: Refused: @U0VISITOR may only list") == true)
+        #expect(fake.received.withLockedValue { $0 }.allSatisfy { $0.path == "/chat.postMessage" && $0.authorization == "Bearer xoxb-test-token" })
+        #expect(try fixture.database.split("engine").canary != nil, "the visitor's rollback must not run")
+        let audit = try fixture.database.auditLog(service: "engine")
+        #expect(audit.contains { $0.actor == "U0OPERATOR" && $0.command == text && $0.splitAfter?.range.description == "[20 - 55]" })
+        #expect(audit.contains { $0.actor == "U0VISITOR" && $0.outcome == "refused" })
+        #expect(audit.filter { $0.actor == "U0OPERATOR" && $0.action == "manual" }.count == 1, "the retried event ran twice")
+
+        try await server.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("with Slack failing (500, then 429) every notification is delivered once, in order per service, across a restart")
+    func outboxSurvivesOutage() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let fake = try FakeSlack()
+        defer { fake.stop() }
+        fake.script.withLockedValue { $0 = [(500, nil), (500, nil), (500, nil), (429, 1), (500, nil)] }
+        let slack = SlackClient(target: .botToken("xoxb-test", apiBase: fake.url))
+        for index in 1...6 {
+            try fixture.database.enqueue(channel: "#releases", text: "engine message \(index)", service: "engine", at: Date())
+            try fixture.database.enqueue(channel: "#releases", text: "events message \(index)", service: "events", at: Date())
+        }
+        var notifier = NotifierService(database: fixture.database, slack: slack, baseBackoff: 0.05, logger: Logger(label: "test"))
+        for round in 0..<400 {
+            if round == 5 {
+                // A restart: a new process, a new connection to the same file.
+                notifier = NotifierService(database: try GrayscaleDatabase.open(path: fixture.database.path), slack: slack,
+                                           baseBackoff: 0.05, logger: Logger(label: "test"))
+            }
+            try await notifier.deliverDue()
+            if fake.delivered.count == 12 { break }
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        let texts = fake.delivered.compactMap { $0.json["text"] }
+        #expect(texts.count == 12)
+        #expect(Set(texts).count == 12, "a message was delivered twice")
+        #expect(texts.filter { $0.hasPrefix("engine") } == (1...6).map { "engine message \($0)" })
+        #expect(texts.filter { $0.hasPrefix("events") } == (1...6).map { "events message \($0)" })
+        #expect(fake.received.withLockedValue { $0.count } > 12, "Slack's failures were not exercised")
+        #expect(try fixture.database.undeliveredNotifications().isEmpty)
+    }
+}
