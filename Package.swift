@@ -60,6 +60,10 @@ let package = Package(
             ]
         ),
         .target(
+            name: "GrayscaleSimulation",
+            dependencies: ["GrayscaleCore", .product(name: "Yams", package: "Yams")]
+        ),
+        .target(
             name: "GrayscaleServer",
             dependencies: [
                 "GrayscaleCore",
@@ -82,6 +86,7 @@ let package = Package(
                 "GrayscaleIntegrations",
                 "GrayscaleProxy",
                 "GrayscaleServer",
+                "GrayscaleSimulation",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -132,6 +137,11 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
+        ),
+        .testTarget(
+            name: "GrayscaleSimulationTests",
+            dependencies: ["GrayscaleSimulation", "GrayscaleCore"],
+            resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "GrayscaleServerTests",

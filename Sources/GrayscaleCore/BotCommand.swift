@@ -147,3 +147,18 @@ public struct BotCommandError: Error, Hashable, Sendable, CustomStringConvertibl
     /// The reply: the first problem, then the usage.
     public var description: String { "Sorry, I could not run that: \(problem).\n\(BotCommand.usage)" }
 }
+
+extension BotCommand.Action {
+    /// The controller's command for a bot action; nil for read-only actions.
+    public var humanCommand: HumanCommand.Kind? {
+        switch self {
+        case .initialize: return .initialize
+        case .gray(let range, let weight): return .setRange(range, nonAuthWeight: weight)
+        case .finish(let force): return .finish(force: force)
+        case .rollback: return .rollback
+        case .pause: return .pause
+        case .resume: return .resume
+        case .list, .rules, .status, .help: return nil
+        }
+    }
+}

@@ -59,16 +59,7 @@ public struct ReleaseBot: Sendable {
             return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy,
                           reason: "\(service) has no canary release; stable \(state.stable.map { "\($0.ref)" } ?? "none") takes all traffic")
         }
-        let kind: HumanCommand.Kind
-        switch command.action {
-        case .initialize: kind = .initialize
-        case .gray(let range, let weight): kind = .setRange(range, nonAuthWeight: weight)
-        case .finish(let force): kind = .finish(force: force)
-        case .rollback: kind = .rollback
-        case .pause: kind = .pause
-        case .resume: kind = .resume
-        case .list, .status, .rules, .help: return BotReply.help
-        }
+        guard let kind = command.action.humanCommand else { return BotReply.help }
         do {
             let result = try await controller.execute(HumanCommand(kind, actor: executor, text: text), service: service)
             for case .audit(_, _, let detail, "refused", _) in result.actions {

@@ -156,4 +156,32 @@ struct CLITests {
         #expect(byUser.stdout.contains("7 (v7)"))
         #expect(!byUser.stdout.contains("8 (v8)"))
     }
+
+    @Test("simulate runs the incident library from the repository root and fails when an expectation does")
+    func simulateLibrary() throws {
+        defer { cli.remove() }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let process = Process()
+        process.executableURL = CLIRunner.binary
+        process.arguments = ["simulate", "simulations/"]
+        process.currentDirectoryURL = root
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+        #expect(text.contains("passed, 0 failed"))
+
+        // The same incident with an expectation it cannot meet exits 1.
+        let strict = try String(contentsOf: root.appendingPathComponent("simulations/yaml-name-rule.yaml"), encoding: .utf8)
+            .replacingOccurrences(of: "affectedUsersAtMost: 5", with: "affectedUsersAtMost: 0")
+            .replacingOccurrences(of: "policy: policies/default.yaml", with: "policy: \(root.path)/policies/default.yaml")
+        let file = cli.directory.appendingPathComponent("strict.yaml")
+        try strict.write(to: file, atomically: true, encoding: .utf8)
+        let failed = try cli.run(["simulate", file.path], database: false)
+        #expect(failed.status == 1)
+        #expect(failed.stdout.contains("expect affectedUsersAtMost ≤ 0"))
+        #expect(failed.stdout.contains("FAILED"))
+    }
 }

@@ -1,0 +1,114 @@
+import Foundation
+import GrayscaleCore
+
+/// A scenario replayed under its policy, beside the two baselines on the same traffic.
+public struct SimulationReport: Codable, Sendable, Equatable {
+    public var scenario: String
+    public var description: String
+    public var seed: UInt64
+    public var policy: String
+    public var grayscale: SimulationRun
+    public var noGrayscale: SimulationRun
+    public var fixedSteps: SimulationRun
+    public var expectations: [ExpectationResult]
+    public var passed: Bool
+
+    public struct ExpectationResult: Codable, Sendable, Equatable {
+        public var name: String
+        public var expected: String
+        public var actual: String
+        public var ok: Bool
+    }
+
+    public static func make(_ scenario: Scenario, seed: UInt64? = nil) -> SimulationReport {
+        let seed = seed ?? scenario.seed
+        let grayscale = SimulationEngine.run(scenario, mode: .grayscale, seed: seed)
+        var results: [ExpectationResult] = []
+        if let outcome = scenario.expect.outcome {
+            results.append(.init(name: "outcome", expected: outcome, actual: grayscale.outcome, ok: grayscale.outcome == outcome))
+        }
+        if let most = scenario.expect.affectedUsersAtMost {
+            results.append(.init(name: "affectedUsersAtMost", expected: "≤ \(most)", actual: String(grayscale.usersHurt),
+                                 ok: grayscale.usersHurt <= most))
+        }
+        if let within = scenario.expect.rollbackWithin {
+            let actual = grayscale.rolledBackAfter
+            results.append(.init(name: "rollbackWithin", expected: "≤ \(formatDuration(within))",
+                                 actual: actual.map(formatDuration) ?? "no rollback", ok: actual.map { $0 <= within } ?? false))
+        }
+        return SimulationReport(
+            scenario: scenario.name, description: scenario.description, seed: seed, policy: scenario.policySource,
+            grayscale: grayscale,
+            noGrayscale: SimulationEngine.run(scenario, mode: .noGrayscale, seed: seed),
+            fixedSteps: SimulationEngine.run(scenario, mode: .fixedSteps, seed: seed),
+            expectations: results, passed: results.allSatisfy(\.ok))
+    }
+
+    /// Stable JSON: sorted keys, the same bytes for the same seed.
+    public func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try! encoder.encode(self), as: UTF8.self)
+    }
+
+    /// The side-by-side table a person reads.
+    public var text: String {
+        func cell(_ value: String) -> String { value.padding(toLength: 14, withPad: " ", startingAt: 0) }
+        func row(_ name: String, _ value: (SimulationRun) -> String) -> String {
+            name.padding(toLength: 22, withPad: " ", startingAt: 0) + cell(value(grayscale)) + cell(value(fixedSteps)) + value(noGrayscale)
+        }
+        let duration: (Int?) -> String = { $0.map(formatDuration) ?? "-" }
+        var lines = ["\(scenario): \(description)", "policy \(policy), seed \(seed)",
+                     row("", { $0.mode == .grayscale ? "grayscale" : $0.mode == .fixedSteps ? "fixed steps" : "no grayscale" }),
+                     row("outcome", \.outcome),
+                     row("detected after", { duration($0.detectedAfter) }),
+                     row("rolled back after", { duration($0.rolledBackAfter) }),
+                     row("requests", { String($0.requests) }),
+                     row("requests failed", { String($0.requestsFailed) }),
+                     row("users hurt", { String($0.usersHurt) }),
+                     row("user-minutes exposed", { String(format: "%.0f", $0.userMinutesExposed) }),
+                     row("false rollback", { $0.falseRollback ? "yes" : "no" })]
+        if let reason = grayscale.rollbackReason { lines.append("why: \(reason)") }
+        for result in expectations {
+            lines.append("expect \(result.name) \(result.expected): \(result.actual) \(result.ok ? "ok" : "FAILED")")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// `--runs N`: the spread of outcomes over seeds.
+public struct MonteCarloReport: Codable, Sendable {
+    public var scenario: String
+    public var runs: Int
+    public var usersHurt: Distribution
+    public var rolledBackAfter: Distribution?
+    public var rollbackRate: Double
+    /// Of runs whose rolled-back release had no fault.
+    public var falseRollbackRate: Double
+    public var simulatedRequests: Int
+
+    public struct Distribution: Codable, Sendable {
+        public var mean: Double
+        public var p50: Double
+        public var p95: Double
+
+        init?(_ values: [Double]) {
+            guard !values.isEmpty else { return nil }
+            let sorted = values.sorted()
+            mean = (sorted.reduce(0, +) / Double(sorted.count) * 100).rounded() / 100
+            p50 = sorted[(sorted.count - 1) / 2]
+            p95 = sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.95).rounded(.up)) - 1)]
+        }
+    }
+
+    public static func make(_ scenario: Scenario, runs: Int) -> MonteCarloReport {
+        let results = (0..<runs).map { SimulationEngine.run(scenario, mode: .grayscale, seed: scenario.seed &+ UInt64($0)) }
+        return MonteCarloReport(
+            scenario: scenario.name, runs: runs,
+            usersHurt: Distribution(results.map { Double($0.usersHurt) })!,
+            rolledBackAfter: Distribution(results.compactMap(\.rolledBackAfter).map(Double.init)),
+            rollbackRate: Double(results.filter { $0.outcome == "rolledBack" }.count) / Double(runs),
+            falseRollbackRate: Double(results.filter(\.falseRollback).count) / Double(runs),
+            simulatedRequests: results.reduce(0) { $0 + $1.requests })
+    }
+}
