@@ -4,7 +4,12 @@ import Foundation
 /// of users, each version's error rate, the verdicts, and the rollback or promotion.
 public enum SimulationChart {
     public static func svg(_ report: SimulationReport) -> String {
-        let run = report.grayscale
+        var run = report.grayscale
+        // Show the rollout, not hours of quiet after it: up to a while after the last event.
+        if let last = run.timeline.last(where: { $0.event == "rollback" || $0.event == "promote" }) {
+            let until = min(run.timeline.last?.at ?? 0, last.at + max(600, last.at / 2))
+            run.timeline = run.timeline.filter { $0.at <= until }
+        }
         let width = 960.0, height = 420.0, left = 60.0, right = 20.0, top = 50.0, bottom = 60.0
         let plotWidth = width - left - right, plotHeight = height - top - bottom
         let end = Double(max(1, (run.timeline.last?.at ?? 0)))
@@ -34,6 +39,7 @@ public enum SimulationChart {
         parts.append(##"<path d="\##(path(run.timeline.map { (x($0.at), yPercent($0.canaryPercent)) }))" fill="none" stroke="#1f6feb" stroke-width="2"/>"##)
         parts.append(##"<path d="\##(path(run.timeline.map { (x($0.at), yRate($0.stableErrorRate)) }))" fill="none" stroke="#2da44e" stroke-width="1.5"/>"##)
         parts.append(##"<path d="\##(path(run.timeline.map { (x($0.at), yRate($0.canaryErrorRate)) }))" fill="none" stroke="#cf222e" stroke-width="1.5"/>"##)
+        var labels = 0
         for point in run.timeline {
             if let verdict = point.verdict {
                 let color = verdict == "fail" ? "#cf222e" : verdict == "pass" ? "#2da44e" : "#bbbbbb"
@@ -42,7 +48,8 @@ public enum SimulationChart {
             if let event = point.event, event == "rollback" || event == "promote" || event.hasPrefix("published") {
                 let color = event == "rollback" ? "#cf222e" : event == "promote" ? "#2da44e" : "#6e7781"
                 parts.append(String(format: ##"<line x1="%.1f" x2="%.1f" y1="%.0f" y2="%.0f" stroke="%@" stroke-dasharray="4 3"/>"##, x(point.at), x(point.at), top, height - bottom, color))
-                parts.append(String(format: ##"<text x="%.1f" y="%.0f" fill="%@">%@</text>"##, x(point.at) + 4, top + 14, color, escape(event)))
+                parts.append(String(format: ##"<text x="%.1f" y="%.0f" fill="%@">%@</text>"##, x(point.at) + 4, top + 14 + Double(labels % 3) * 14, color, escape(event)))
+                labels += 1
             }
         }
         let legend = [("#1f6feb", "canary % of users"), ("#cf222e", "canary error rate"), ("#2da44e", "stable error rate"), ("#bbbbbb", "verdicts (pass / fail / inconclusive)")]
