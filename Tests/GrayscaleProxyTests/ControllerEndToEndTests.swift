@@ -11,13 +11,14 @@ import Testing
 /// controller → split in SQLite → proxy. Nothing is stubbed but the users.
 @Suite("Controller and proxy end to end", .serialized)
 struct ControllerEndToEndTests {
-    func policies() throws -> String {
+    /// A policy with short steps; `stepMinimum` long enough keeps a rollout on its first step.
+    func policies(stepMinimum: String = "2s") throws -> String {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("grayscale-e2e-policies-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try """
             name: default
             steps: [5, 20, 50, 100]
-            stepMinimum: 2s
+            stepMinimum: \(stepMinimum)
             analysis: {interval: 1s, minRequests: 20}
             window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
             """.write(to: folder.appendingPathComponent("default.yaml"), atomically: true, encoding: .utf8)
@@ -25,9 +26,10 @@ struct ControllerEndToEndTests {
     }
 
     /// Runs users against the proxy and the controller on a 100 ms tick until `done` or 40 s.
-    func run(_ harness: ProxyHarness, users: Int, dottedEvery: Int?, until done: @escaping @Sendable () throws -> Bool) async throws {
+    func run(_ harness: ProxyHarness, users: Int, dottedEvery: Int?, stepMinimum: String = "2s",
+             until done: @escaping @Sendable () throws -> Bool) async throws {
         let controller = ControllerService(
-            database: harness.database, policiesFolder: try policies(), metrics: InProcessProxyMetrics(statistics: harness.proxy.statistics),
+            database: harness.database, policiesFolder: try policies(stepMinimum: stepMinimum), metrics: InProcessProxyMetrics(statistics: harness.proxy.statistics),
             configuration: .init(tick: .milliseconds(100)), logger: Logger(label: "test"))
         let proxy = harness.proxy!, database = harness.database
         let watcher = Task { try await database.watchServiceStates(every: .milliseconds(50)) { proxy.update(RoutingTable(states: $0)) } }
@@ -66,7 +68,8 @@ struct ControllerEndToEndTests {
     func badReleaseRolledBack() async throws {
         try await ProxyHarness.run { harness in
             let database = harness.database
-            try await run(harness, users: 1000, dottedEvery: 13) {
+            // The first step lasts longer than the test: the bad release must be caught there, however busy the machine.
+            try await run(harness, users: 1000, dottedEvery: 13, stepMinimum: "10m") {
                 try database.serviceState("engine").release(number: 8)?.status == .rolledBack
             }
             let state = try database.serviceState("engine")
