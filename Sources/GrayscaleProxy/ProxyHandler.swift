@@ -53,6 +53,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var bytesOut = 0
         var status: HTTPResponseStatus?
         var requestEnded = false
+        var finished = false
         var timeout: Scheduled<Void>?
 
         init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?,
@@ -137,8 +138,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             exchange.timeout?.cancel()
             upstream.handler.exchange = nil
             upstream.channel.close(promise: nil)  // mid-exchange: never reuse
+            if !exchange.finished {
+                exchange.finished = true
+                shared.exchangeEnded()
+            }
         case .connecting(let exchange, _):
             exchange.timeout?.cancel()
+            if !exchange.finished {
+                exchange.finished = true
+                shared.exchangeEnded()
+            }
         case .idle, .answered, .tunnel:
             break
         }
@@ -191,12 +200,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             started: .now(), keepAlive: head.isKeepAlive, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
 
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.configuration.maxBodyBytes {
+            shared.exchangeStarted()
             state = .answered
             respondAndClose(.payloadTooLarge, body: "413 request body over \(shared.configuration.maxBodyBytes) bytes\n",
                             context: context, exchange: exchange)
             return
         }
         state = .connecting(exchange, buffered: [])
+        shared.exchangeStarted()
         exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: shared.configuration.upstreamResponseTimeout) {
             self.timedOut(exchange, context: context)
         }
@@ -368,10 +379,15 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     private func finish(_ exchange: Exchange, status: HTTPResponseStatus, errorClass: ErrorClass?, error: String?) {
+        guard !exchange.finished else { return }
+        exchange.finished = true
+        shared.exchangeEnded()
         let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
         let now = shared.configuration.now()
-        shared.statistics.record(RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
-                                                status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now))
+        let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
+                                     status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now)
+        shared.statistics.record(outcome)
+        shared.metrics?.record(outcome, route: exchange.route.target)
         shared.accessLog?.append(AccessLogLine(
             time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
             route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,

@@ -12,13 +12,16 @@ final class ProxyShared: Sendable {
     let configuration: ProxyConfiguration
     let statistics: ProxyStatistics
     let accessLog: AccessLog?
+    let metrics: RequestMetrics?
     private let tableBox: NIOLockedValueBox<RoutingTable>
     private let openConnections = Atomic<Int>(0)
+    private let activeExchanges = Atomic<Int>(0)
 
-    init(configuration: ProxyConfiguration, table: RoutingTable, statistics: ProxyStatistics, accessLog: AccessLog?) {
+    init(configuration: ProxyConfiguration, table: RoutingTable, statistics: ProxyStatistics, accessLog: AccessLog?, metrics: RequestMetrics?) {
         self.configuration = configuration
         self.statistics = statistics
         self.accessLog = accessLog
+        self.metrics = metrics
         self.tableBox = NIOLockedValueBox(table)
     }
 
@@ -40,6 +43,10 @@ final class ProxyShared: Sendable {
     func connectionClosed() { openConnections.wrappingSubtract(1, ordering: .relaxed) }
 
     var connections: Int { openConnections.load(ordering: .relaxed) }
+
+    func exchangeStarted() { activeExchanges.wrappingAdd(1, ordering: .relaxed) }
+    func exchangeEnded() { activeExchanges.wrappingSubtract(1, ordering: .relaxed) }
+    var exchanges: Int { activeExchanges.load(ordering: .relaxed) }
 }
 
 /// The embedded reverse proxy: HTTP/1.1 on one address, every request routed to the
@@ -52,9 +59,9 @@ public final class ProxyServer: Sendable {
     private let channel = NIOLockedValueBox<Channel?>(nil)
 
     public init(configuration: ProxyConfiguration, table: RoutingTable, statistics: ProxyStatistics = ProxyStatistics(),
-                accessLog: AccessLog? = nil, group: EventLoopGroup) {
+                accessLog: AccessLog? = nil, metrics: RequestMetrics? = nil, group: EventLoopGroup) {
         self.statistics = statistics
-        self.shared = ProxyShared(configuration: configuration, table: table, statistics: statistics, accessLog: accessLog)
+        self.shared = ProxyShared(configuration: configuration, table: table, statistics: statistics, accessLog: accessLog, metrics: metrics)
         self.group = group
     }
 
@@ -65,6 +72,21 @@ public final class ProxyServer: Sendable {
 
     /// Open client connections.
     public var connectionCount: Int { shared.connections }
+
+    /// Requests between their head and the end of their response.
+    public var inFlightCount: Int { shared.exchanges }
+
+    /// Stops accepting, lets the requests in flight finish (up to `timeout`), then
+    /// closes every connection: a graceful shutdown.
+    public func drain(timeout: Duration = .seconds(10)) async throws {
+        guard let channel = channel.withLockedValue({ $0 }) else { return }
+        try await channel.close()
+        let deadline = ContinuousClock.now + timeout
+        while shared.exchanges > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await stop()
+    }
 
     /// Binds and starts accepting; returns the bound address (useful with port 0).
     @discardableResult

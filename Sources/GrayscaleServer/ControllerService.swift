@@ -33,6 +33,7 @@ public final class ControllerService: Service, Sendable {
     let configuration: Configuration
     let now: @Sendable () -> Date
     let logger: Logger
+    let controllerMetrics: ControllerMetrics?
     private let memory = Mutex(Memory())
 
     /// What a controller keeps between ticks and may lose on restart without harm.
@@ -43,7 +44,8 @@ public final class ControllerService: Service, Sendable {
     }
 
     public init(database: GrayscaleDatabase, policiesFolder: String, metrics: any MetricsSource, smoke: SmokeChecker = SmokeChecker(),
-                configuration: Configuration = Configuration(), now: @escaping @Sendable () -> Date = { Date() }, logger: Logger) {
+                configuration: Configuration = Configuration(), now: @escaping @Sendable () -> Date = { Date() }, logger: Logger,
+                controllerMetrics: ControllerMetrics? = nil) {
         self.database = database
         self.policiesFolder = policiesFolder
         self.metrics = metrics
@@ -51,6 +53,7 @@ public final class ControllerService: Service, Sendable {
         self.configuration = configuration
         self.now = now
         self.logger = logger
+        self.controllerMetrics = controllerMetrics
     }
 
     public func run() async throws {
@@ -114,6 +117,7 @@ public final class ControllerService: Service, Sendable {
             do {
                 let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,
                                                     notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+                controllerMetrics?.observe(service: after, rollout: rollout, actions: actions)
                 for case .runSmokeChecks(let release, let upstream, let checks) in actions {
                     let outcome = await smoke.run(checks, release: release, upstream: upstream)
                     memory.withLock { $0.smokeResults[service] = outcome }
@@ -152,8 +156,9 @@ public final class ControllerService: Service, Sendable {
             commands: snapshot.commands.map(\.command), now: time))
         guard rollout != snapshot.rollout || !actions.isEmpty || !snapshot.commands.isEmpty else { return false }
         if smokeResult != nil, rollout?.phase != .verifying { memory.withLock { $0.smokeResults[service] = nil } }
-        try database.commitTick(snapshot, rollout: rollout, actions: actions,
-                                notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+        let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,
+                                            notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+        controllerMetrics?.observe(service: after, rollout: rollout, actions: actions)
         for case .notify(let text) in actions { logger.info("\(text)") }
         var ranSmoke = false
         for case .runSmokeChecks(let release, let upstream, let checks) in actions {

@@ -6,6 +6,7 @@ import GrayscaleStore
 import Logging
 import NIOCore
 import NIOPosix
+import GrayscaleServer
 import ServiceLifecycle
 
 struct ProxyCommand: AsyncParsableCommand {
@@ -116,38 +117,5 @@ struct ProxyCommand: AsyncParsableCommand {
             return Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
         }
         return ProcessInfo.processInfo.environment["GRAYSCALE_JWT_SECRET"].map { Array($0.utf8) }
-    }
-}
-
-/// Rebuilds the proxy's routing table whenever the database changes.
-struct SplitWatchService: Service {
-    let database: GrayscaleDatabase
-    let proxy: ProxyServer
-    let matching: ServiceMatching
-    let logger: Logger
-
-    func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do {
-                try await database.watchServiceStates { states in
-                    let table = RoutingTable(states: states, matching: matching)
-                    proxy.update(table)
-                    for (service, problem) in table.unroutable { logger.warning("service not routable", metadata: ["service": "\(service)", "why": "\(problem)"]) }
-                    logger.info("routing table updated", metadata: ["splits": "\(states.compactMap { $0.split.map { "\($0.service)#\($0.revision)" } }.joined(separator: " "))"])
-                }
-            } catch is CancellationError {}
-        }
-    }
-}
-
-/// Waits for SIGTERM/SIGINT, then stops accepting and flushes.
-struct ShutdownService: Service {
-    let logger: Logger
-    let onShutdown: @Sendable () async throws -> Void
-
-    func run() async throws {
-        try? await gracefulShutdown()
-        logger.info("shutting down: no new connections; in-flight requests finish")
-        try await onShutdown()
     }
 }

@@ -1,0 +1,123 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleIntegrations
+import GrayscaleProxy
+import GrayscaleStore
+import Logging
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+/// `grayscale serve`: the proxy, the split watcher, the controller, the admin server
+/// (dashboard, API, /stats, /metrics, Slack) and the notifier as services of one
+/// `ServiceGroup`. SIGTERM or SIGINT: stop accepting, let requests in flight finish,
+/// commit nothing half-done (every tick is one transaction), leave the outbox for the next start.
+public struct GrayscaleServe: Sendable {
+    public let configuration: ServeConfiguration
+    public let environment: [String: String]
+    public let logger: Logger
+
+    public init(configuration: ServeConfiguration, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger) {
+        self.configuration = configuration
+        self.environment = environment
+        self.logger = logger
+    }
+
+    static func address(_ text: String) -> (String, Int) {
+        let colon = text.lastIndex(of: ":")!
+        return (String(text[..<colon]), Int(text[text.index(after: colon)...])!)
+    }
+
+    /// A secret from `NAME` or the file named by `NAME_FILE`.
+    func secret(_ name: String) -> String? {
+        if let value = environment[name], !value.isEmpty { return value }
+        if let file = environment[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return nil
+    }
+
+    public func run() async throws {
+        let database = try GrayscaleDatabase.open(path: configuration.database)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let registry = PrometheusCollectorRegistry()
+        let matching = ServiceMatching(hosts: configuration.hosts, prefixes: configuration.prefixes)
+        let identity: IdentitySource
+        do { identity = try IdentitySource(parsing: configuration.identity, hs256Secret: secret("GRAYSCALE_JWT_SECRET").map { Array($0.utf8) }) } catch {
+            throw GrayscaleError("proxy.identity: \(error)")
+        }
+        let (proxyHost, proxyPort) = Self.address(configuration.proxyListen)
+        let statistics = ProxyStatistics(windowSeconds: configuration.statsWindow, retainedWindows: max(1, 3600 / configuration.statsWindow))
+        let accessLog = try AccessLog(path: configuration.accessLog)
+        let proxy = ProxyServer(
+            configuration: ProxyConfiguration(host: proxyHost, port: proxyPort, identity: identity, matching: matching,
+                                              maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes,
+                                              idleTimeout: .seconds(Int64(configuration.idleTimeout)),
+                                              upstreamResponseTimeout: .seconds(Int64(configuration.upstreamTimeout)),
+                                              maxConnections: configuration.maxConnections),
+            table: RoutingTable(states: try database.allServiceStates(), matching: matching), statistics: statistics, accessLog: accessLog,
+            metrics: RequestMetrics(registry: registry), group: group)
+        let controller = ControllerService(
+            database: database, policiesFolder: configuration.policies, metrics: InProcessProxyMetrics(statistics: statistics),
+            configuration: .init(tick: .seconds(configuration.controllerTick), analysisInterval: configuration.analysisInterval.map(Double.init),
+                                 defaultChannel: configuration.defaultChannel),
+            logger: logger, controllerMetrics: ControllerMetrics(registry: registry))
+        let operators = configuration.operators + (secret("GRAYSCALE_OPERATORS")?.split(separator: ",").map(String.init) ?? [])
+        let bot = ReleaseBot(database: database, controller: controller, policiesFolder: configuration.policies, operators: operators)
+        let slackClient = SlackClient.fromEnvironment(environment)
+        let slackEndpoint = secret("GRAYSCALE_SLACK_SIGNING_SECRET").map {
+            SlackEndpoint(signature: SlackSignature(secret: Array($0.utf8)), bot: bot, slack: slackClient, logger: logger)
+        }
+        let api = AdminAPI(database: database, statistics: statistics, registry: registry, bot: bot, slack: slackEndpoint,
+                           adminToken: secret("GRAYSCALE_ADMIN_TOKEN"))
+
+        let proxyAddress = try await proxy.start()
+        let (adminHost, adminPort) = Self.address(configuration.adminListen)
+        let admin = try await HTTPEndpointServer(host: adminHost, port: adminPort, group: group) { await api.respond($0) }
+        logger.info("grayscale serving", metadata: [
+            "proxy": "\(proxyAddress)", "dashboard": "http://\(configuration.adminListen)/", "database": "\(configuration.database)",
+            "slack": "\(slackEndpoint == nil ? "endpoint off (no GRAYSCALE_SLACK_SIGNING_SECRET)" : "POST /slack/events, /slack/commands")",
+            "notifications": "\(slackClient == nil ? "to the log (no Slack token or webhook)" : "to Slack")"])
+
+        var services: [any Service] = [
+            SplitWatchService(database: database, proxy: proxy, matching: matching, logger: logger),
+            controller,
+            ShutdownService(logger: logger) {
+                try await proxy.drain()
+                try await admin.stop()
+                accessLog.close()
+            },
+        ]
+        if let slackClient {
+            services.append(NotifierService(database: database, slack: slackClient, logger: logger))
+        } else {
+            services.append(LogNotifier(database: database, logger: logger))
+        }
+        let serviceGroup = ServiceGroup(configuration: .init(services: services.map { .init(service: $0) },
+                                                             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// Without Slack, notifications go to the log (so the demo shows what Slack would get).
+struct LogNotifier: Service {
+    let database: GrayscaleDatabase
+    let logger: Logger
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                if let due = try? database.undeliveredNotifications() {
+                    for message in due {
+                        guard let id = message.id else { continue }
+                        logger.notice("slack \(message.channel): \(message.text)")
+                        try? database.markDelivered(id, at: Date())
+                    }
+                }
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+}
