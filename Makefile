@@ -7,7 +7,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev
 TEST_PACKAGES := prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps install-packages build test demo clean
+.PHONY: deps test-deps install-packages build test demo walkthrough clean
 
 deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES)"
@@ -35,6 +35,9 @@ test: test-deps
 
 demo: build
 	./scripts/demo.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
+
+walkthrough: build
+	./scripts/walkthrough.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
 
 clean:
 	rm -rf .build

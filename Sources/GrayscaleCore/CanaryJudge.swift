@@ -50,11 +50,11 @@ public enum CanaryJudge {
             return String(format: "canary p99 latency %.0f ms is over the %.0f ms bound", p99, bound)
         }
         if let ratio = latency.p99MaxRatio, let canaryP99 = canary.p99Ms, let stableP99 = stable.p99Ms, stableP99 > 0,
-           canaryP99 > ratio * stableP99 {
+           canaryP99 > ratio * stableP99, canaryP99 - stableP99 >= latency.minDifferenceMs {
             return String(format: "canary p99 latency %.0f ms is over %.2f× stable's %.0f ms", canaryP99, ratio, stableP99)
         }
         if let ratio = latency.p50MaxRatio, let canaryP50 = canary.p50Ms, let stableP50 = stable.p50Ms, stableP50 > 0,
-           canaryP50 > ratio * stableP50 {
+           canaryP50 > ratio * stableP50, canaryP50 - stableP50 >= latency.minDifferenceMs {
             return String(format: "canary p50 latency %.0f ms is over %.2f× stable's %.0f ms", canaryP50, ratio, stableP50)
         }
         return nil

@@ -114,7 +114,7 @@ extension RolloutPolicy {
             }
         }
         if let node = fields["latency"] {
-            let latency = try reader.fields(node, "analysis.latency", known: ["p50MaxRatio", "p99MaxRatio", "p99MaxMs"])
+            let latency = try reader.fields(node, "analysis.latency", known: ["p50MaxRatio", "p99MaxRatio", "p99MaxMs", "minDifferenceMs"])
             func bound(_ name: String, _ keyPath: WritableKeyPath<Latency, Double?>, _ range: ClosedRange<Double>) throws(GrayscaleError) {
                 guard latency.values[name] != nil else { return }
                 analysis.latency[keyPath: keyPath] = try latency[name].map { node throws(GrayscaleError) in
@@ -124,6 +124,9 @@ extension RolloutPolicy {
             try bound("p50MaxRatio", \.p50MaxRatio, 1...100)
             try bound("p99MaxRatio", \.p99MaxRatio, 1...100)
             try bound("p99MaxMs", \.p99MaxMs, 0...3_600_000)
+            if let node = latency["minDifferenceMs"] {
+                analysis.latency.minDifferenceMs = try reader.double(node, "analysis.latency.minDifferenceMs", in: 0...3_600_000)
+            }
         }
         return analysis
     }

@@ -53,6 +53,9 @@ public struct RolloutPolicy: Hashable, Sendable {
         public var p99MaxRatio: Double?
         /// Absolute p99 bound in milliseconds.
         public var p99MaxMs: Double?
+        /// Ratios only fail when the canary is also at least this many milliseconds slower:
+        /// at a few milliseconds, a ratio is noise.
+        public var minDifferenceMs: Double
     }
 
     public struct SmokeCheck: Hashable, Sendable {
@@ -83,7 +86,7 @@ extension RolloutPolicy {
             interval: 60,
             minRequests: 50,
             errorRate: ErrorRate(alpha: 0.01, beta: 0.01, detectRatio: 5, maxRate: 0.2),
-            latency: Latency(p50MaxRatio: 1.5, p99MaxRatio: 1.5, p99MaxMs: 2000),
+            latency: Latency(p50MaxRatio: 1.5, p99MaxRatio: 1.5, p99MaxMs: 2000, minDifferenceMs: 50),
             failureLimit: 2
         ),
         window: try! PromotionWindow(days: [.wednesday], start: TimeOfDay(minutes: 14 * 60),
