@@ -3,8 +3,8 @@
 
 SWIFT ?= swift
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev
-# What the tests need besides: a real Prometheus for the metrics-source test.
-TEST_PACKAGES := prometheus
+# What the tests need besides: a real Prometheus (and promtool) and a headless browser.
+TEST_PACKAGES := prometheus chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps test-deps install-packages build test demo walkthrough clean

@@ -152,7 +152,10 @@ let package = Package(
         .testTarget(
             name: "GrayscaleServerTests",
             dependencies: [
+                "grayscale",
                 "GrayscaleServer",
+                "GrayscaleIntegrations",
+                .product(name: "Yams", package: "Yams"),
                 "GrayscaleCore",
                 "GrayscaleStore",
                 "GrayscaleProxy",

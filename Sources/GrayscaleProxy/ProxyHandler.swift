@@ -197,7 +197,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let route = service.split.route(appId: appId, requestedChannel: requested, anonymousDraw: draw)
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId,
-            started: .now(), keepAlive: head.isKeepAlive, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
+            started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
 
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.configuration.maxBodyBytes {
             shared.exchangeStarted()

@@ -16,6 +16,11 @@ final class ProxyShared: Sendable {
     private let tableBox: NIOLockedValueBox<RoutingTable>
     private let openConnections = Atomic<Int>(0)
     private let activeExchanges = Atomic<Int>(0)
+    private let drainingFlag = Atomic<Bool>(false)
+
+    /// Set at shutdown: responses close their connections instead of keeping them alive.
+    var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
+    func startDraining() { drainingFlag.store(true, ordering: .relaxed) }
 
     init(configuration: ProxyConfiguration, table: RoutingTable, statistics: ProxyStatistics, accessLog: AccessLog?, metrics: RequestMetrics?) {
         self.configuration = configuration
@@ -80,6 +85,7 @@ public final class ProxyServer: Sendable {
     /// closes every connection: a graceful shutdown.
     public func drain(timeout: Duration = .seconds(10)) async throws {
         guard let channel = channel.withLockedValue({ $0 }) else { return }
+        shared.startDraining()
         try await channel.close()
         let deadline = ContinuousClock.now + timeout
         while shared.exchanges > 0, ContinuousClock.now < deadline {
