@@ -86,7 +86,9 @@ public final class ProxyServer: Sendable {
     public func drain(timeout: Duration = .seconds(10)) async throws {
         guard let channel = channel.withLockedValue({ $0 }) else { return }
         shared.startDraining()
-        try await channel.close()
+        if channel.isActive { try await channel.close() }
+        // Requests already on the wire but not yet read get a moment to arrive.
+        try await Task.sleep(for: .milliseconds(250))
         let deadline = ContinuousClock.now + timeout
         while shared.exchanges > 0, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
@@ -141,7 +143,7 @@ public final class ProxyServer: Sendable {
     /// Stops accepting new connections; connections already open finish their requests.
     public func stop() async throws {
         guard let channel = channel.withLockedValue({ $0 }) else { return }
-        try await channel.close()
+        if channel.isActive { try await channel.close() }
         for (_, pool) in pools.withLockedValue({ $0 }) {
             try await pool.eventLoop.submit { pool.value.closeAll() }.get()
         }

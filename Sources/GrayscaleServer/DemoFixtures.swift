@@ -74,7 +74,8 @@ public struct DemoTraffic: Sendable {
         self.connections = connections
     }
 
-    static func token(_ appId: String) -> String {
+    /// An unsigned JWT carrying `appId`.
+    public static func token(_ appId: String) -> String {
         func encode(_ text: String) -> String {
             Data(text.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
                 .replacingOccurrences(of: "=", with: "")

@@ -276,3 +276,116 @@ struct ServeEndToEndTests {
         #expect(png.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47]))
     }
 }
+
+/// Keep-alive clients that note when each request was sent and whether it got a whole 200.
+struct RequestLog: Sendable {
+    var sentAt: Date
+    var ok: Bool
+}
+
+func hammer(port: Int, group: EventLoopGroup, connections: Int, until stop: NIOLockedValueBox<Bool>) async -> [RequestLog] {
+    await withTaskGroup(of: [RequestLog].self) { tasks in
+        for connection in 0..<connections {
+            tasks.addTask {
+                var log: [RequestLog] = []
+                var index = 0
+                while !stop.withLockedValue({ $0 }) {
+                    do {
+                        let channel = try await ClientBootstrap(group: group).connect(host: "127.0.0.1", port: port) { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                                return try NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>(wrappingChannelSynchronously: channel)
+                            }
+                        }
+                        try await channel.executeThenClose { inbound, outbound in
+                            var responses = inbound.makeAsyncIterator()
+                            while !stop.withLockedValue({ $0 }) {
+                                index += 1
+                                var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/deploy?name=app-\(index)")
+                                head.headers.add(name: "host", value: "engine")
+                                head.headers.add(name: "authorization", value: "Bearer " + DemoTraffic.token("user-\(connection)-\(index % 97)"))
+                                let sent = Date()
+                                do {
+                                    try await outbound.write(.head(head))
+                                    try await outbound.write(.end(nil))
+                                    var status = 0, complete = false, close = false
+                                    while let part = try await responses.next() {
+                                        if case .head(let response) = part {
+                                            status = Int(response.status.code)
+                                            close = response.headers.first(name: "connection")?.lowercased() == "close"
+                                        }
+                                        if case .end = part { complete = true; break }
+                                    }
+                                    log.append(RequestLog(sentAt: sent, ok: complete && status == 200))
+                                    if !complete || close { return }
+                                } catch {
+                                    log.append(RequestLog(sentAt: sent, ok: false))
+                                    return
+                                }
+                            }
+                        }
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(50))  // refused after shutdown: nothing was sent
+                    }
+                }
+                return log
+            }
+        }
+        var all: [RequestLog] = []
+        for await log in tasks { all += log }
+        return all
+    }
+}
+
+extension ServeEndToEndTests {
+    @Test("SIGTERM during traffic: no request already sent fails, and the next start resumes the rollout")
+    func gracefulShutdown() async throws {
+        let harness = try ServeHarness()
+        do {
+            let stable = try await harness.upstream(label: "v2.1.0", failDotted: false)
+            let good = try await harness.upstream(label: "v2.1.1", failDotted: false)
+            try harness.cli(["release", "publish", "--service", "engine", "--number", "7", "--label", "v2.1.0", "--upstream", stable])
+            try await harness.startServe()
+            try harness.cli(["release", "publish", "--service", "engine", "--number", "8", "--label", "v2.1.1", "--upstream", good])
+            let stop = NIOLockedValueBox(false)
+            let port = harness.proxyPort, group: EventLoopGroup = harness.group
+            let clients = Task { await hammer(port: port, group: group, connections: 16, until: stop) }
+            // Let the rollout get past its first step.
+            let widened = try await harness.waitFor(40) {
+                let report = try? await harness.json("/api/v1/services/engine/rollout") as? [String: Any]
+                return (report?["rollout"] as? [String: Any])?["step"] as? Int ?? 0 >= 1
+            }
+            #expect(widened)
+            let terminatedAt = Date()
+            harness.serve?.terminate()  // SIGTERM
+            harness.serve?.waitUntilExit()
+            try await Task.sleep(for: .milliseconds(300))
+            stop.withLockedValue { $0 = true }
+            let log = await clients.value
+            let before = log.filter { $0.sentAt < terminatedAt }
+            #expect(before.count > 100)
+            let failedBefore = before.filter { !$0.ok }.count
+            #expect(failedBefore == 0, "\(failedBefore) requests sent before SIGTERM failed")
+            #expect(harness.serve?.terminationStatus == 0)
+
+            // The next start continues the same rollout at the same split.
+            let database = try GrayscaleDatabase.open(path: harness.database)
+            let splitAtStop = try database.split("engine")
+            let rolloutAtStop = try #require(try database.rolloutState("engine"))
+            try await harness.startServe()
+            try await Task.sleep(for: .seconds(2))
+            let splitAfter = try database.split("engine")
+            let rolloutAfter = try #require(try database.rolloutState("engine"))
+            #expect(rolloutAfter.release == rolloutAtStop.release)
+            #expect(rolloutAfter.step >= rolloutAtStop.step)
+            if rolloutAfter.phase.isActive {
+                #expect(splitAfter.canary?.release == splitAtStop.canary?.release)
+                #expect((splitAfter.canary?.range.widthHundredths ?? 0) >= (splitAtStop.canary?.range.widthHundredths ?? 0), "the restart reset the split")
+            }
+        } catch {
+            await harness.stop()
+            throw error
+        }
+        await harness.stop()
+    }
+}
