@@ -4,6 +4,7 @@ import GrayscaleIntegrations
 import GrayscaleProxy
 import GrayscaleStore
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import Prometheus
@@ -42,6 +43,8 @@ public struct GrayscaleServe: Sendable {
         let database = try GrayscaleDatabase.open(path: configuration.database)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let registry = PrometheusCollectorRegistry()
+        // Anything recorded through swift-metrics in this process is exported on /metrics too.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let matching = ServiceMatching(hosts: configuration.hosts, prefixes: configuration.prefixes)
         let identity: IdentitySource
         do { identity = try IdentitySource(parsing: configuration.identity, hs256Secret: secret("GRAYSCALE_JWT_SECRET").map { Array($0.utf8) }) } catch {
