@@ -206,7 +206,10 @@ public enum Reconciler {
                 return .continuing
             }
             state.consecutiveFailures += 1
-            guard verdict.critical || state.consecutiveFailures >= policy.analysis.failureLimit else { return .continuing }
+            guard verdict.critical || state.consecutiveFailures >= policy.analysis.failureLimit else {
+                actions.append(.notify("\(service): canary \(state.release) failed a check (\(state.consecutiveFailures) of \(policy.analysis.failureLimit) before rollback): \(verdict.reason)"))
+                return .continuing
+            }
             let why = verdict.critical ? verdict.reason : "\(state.consecutiveFailures) failed intervals in a row: \(verdict.reason)"
             end(&state, .rolledBack, .rollBack(reason: why))
             return .rolledBack
@@ -216,13 +219,11 @@ public enum Reconciler {
         mutating func advance(_ state: inout RolloutState) {
             guard state.phase != .verifying else { return }
             if state.manual {
-                state.phase = .holding
-                state.holdReason = "manual mode: a human set the split; resume to continue"
+                hold(&state, "manual mode: a human set the split; resume to continue")
                 return
             }
             guard policy.window.contains(now) else {
-                state.phase = .holding
-                state.holdReason = "outside the promotion window (\(policy.window.summary))"
+                hold(&state, "outside the promotion window (\(policy.window.summary))")
                 return
             }
             state.phase = .progressing
@@ -243,6 +244,14 @@ public enum Reconciler {
             }
             state.step += 1
             applyStep(&state, reason: "step \(state.step) passed")
+        }
+
+        /// Holds the rollout; says so once when it starts holding for this reason.
+        mutating func hold(_ state: inout RolloutState, _ reason: String) {
+            let changed = state.phase != .holding || state.holdReason != reason
+            state.phase = .holding
+            state.holdReason = reason
+            if changed { actions.append(.notify("\(service): canary \(state.release) holds at \(formatHundredths(input.service.split?.range.widthHundredths ?? 0))%: \(reason)")) }
         }
 
         mutating func applyStep(_ state: inout RolloutState, reason: String, actor: String = Reconciler.actor, command: String? = nil) {

@@ -4,7 +4,7 @@ import NIOHTTP1
 
 extension ProxyStatistics {
     /// `GET /stats[?since=UNIX_SECONDS|ISO8601]`: the statistics snapshot as JSON.
-    public func response(to head: HTTPRequestHead) -> AdminHTTPServer.Response {
+    public func response(to head: HTTPRequestHead) -> HTTPEndpointServer.Response {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         guard head.method == .GET, path == "/stats" else {
             return .text(.notFound, "not found: GET /stats[?since=UNIX_SECONDS|ISO8601]\n")
@@ -23,12 +23,12 @@ extension ProxyStatistics {
         guard let data = try? encoder.encode(snapshot(since: since)) else {
             return .text(.internalServerError, "cannot encode statistics\n")
         }
-        return AdminHTTPServer.Response(status: .ok, contentType: "application/json", body: ByteBuffer(bytes: data))
+        return HTTPEndpointServer.Response(status: .ok, contentType: "application/json", body: String(decoding: data, as: UTF8.self))
     }
 }
 
-extension AdminHTTPServer.Response {
+extension HTTPEndpointServer.Response {
     public static func text(_ status: HTTPResponseStatus, _ text: String) -> Self {
-        Self(status: status, contentType: "text/plain; charset=utf-8", body: ByteBuffer(string: text))
+        Self(status: status, contentType: "text/plain; charset=utf-8", body: text)
     }
 }

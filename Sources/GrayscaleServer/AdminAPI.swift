@@ -43,8 +43,7 @@ public struct AdminAPI: Sendable {
         case (.GET, "metrics"):
             return Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToString())
         case (.GET, "stats"):
-            let stats = statistics.response(to: request.head)
-            return Response(status: stats.status, contentType: stats.contentType, body: String(buffer: stats.body))
+            return statistics.response(to: request.head)
         case (.POST, "slack"):
             guard let slack else { return Response(status: .notFound, body: "Slack is not configured (set GRAYSCALE_SLACK_SIGNING_SECRET)\n") }
             return await slack.respond(request)

@@ -1,6 +1,7 @@
 import Foundation
 import GrayscaleCore
 import GrayscaleIntegrations
+import GrayscaleProxy
 import GrayscaleStore
 import Logging
 import NIOHTTP1

@@ -89,8 +89,8 @@ struct ProxyCommand: AsyncParsableCommand {
         let proxy = ProxyServer(configuration: configuration, table: RoutingTable(states: try db.allServiceStates(), matching: matching),
                                 statistics: statistics, accessLog: log, group: group)
         let address = try await proxy.start()
-        let adminServer = try await AdminHTTPServer(host: adminAddress.host, port: adminAddress.port, group: group) { head in
-            statistics.response(to: head)
+        let adminServer = try await HTTPEndpointServer(host: adminAddress.host, port: adminAddress.port, group: group) { request in
+            statistics.response(to: request.head)
         }
         logger.info("proxy listening", metadata: ["address": "\(address)", "stats": "http://\(adminServer.localAddress)/stats",
                                                   "database": "\(db.path)", "accessLog": "\(accessLog)"])

@@ -34,13 +34,13 @@ struct SplitMix64: RandomNumberGenerator {
 
 /// Whole rollouts through the real reconciler, one tick a minute, users requesting at
 /// random; `canaryFails(user, requests)` says how many of a canary user's requests fail.
-struct SimulatedRollout {
+struct SimulatedRollout: Sendable {
     var users: Int
     var requestsPerUserPerMinute: Double
     var baseErrorRate: Double
     var policy: RolloutPolicy = .standard
     /// Extra failures of a canary user, given the user index and their requests this minute.
-    var canaryFailures: (Int, Int, inout SplitMix64) -> Int = { _, _, _ in 0 }
+    var canaryFailures: @Sendable (Int, Int, inout SplitMix64) -> Int = { _, _, _ in 0 }
 
     struct Result {
         var rolledBack: Bool
@@ -87,14 +87,23 @@ struct SimulatedRollout {
     }
 }
 
+
+/// Runs CPU-heavy work on a thread of its own, so it does not hold the cooperative
+/// pool (2 threads on 2 cores) that tests with sockets and async code need meanwhile.
+func offThePool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: work()) }.start()
+    }
+}
+
 @Suite("Sequential test, Monte Carlo")
 struct SequentialTestMonteCarloTests {
     @Test("under the null, false rollbacks over 2,000 whole rollouts stay within α")
-    func nullFalseRollbackRate() {
+    func nullFalseRollbackRate() async {
         // A busy service: 10,000 users, 0.5% errors on both versions, judged every minute.
         let simulation = SimulatedRollout(users: 10_000, requestsPerUserPerMinute: 0.2, baseErrorRate: 0.005)
         let runs = 2000
-        let rollbacks = (0..<runs).filter { simulation.run(seed: UInt64($0) &* 7919 &+ 1).rolledBack }.count
+        let rollbacks = await offThePool { (0..<runs).filter { simulation.run(seed: UInt64($0) &* 7919 &+ 1).rolledBack }.count }
         let rate = Double(rollbacks) / Double(runs)
         let alpha = RolloutPolicy.standard.analysis.errorRate.alpha
         // Monte Carlo slack: three standard errors of a rate α over 2,000 runs.
@@ -104,7 +113,7 @@ struct SequentialTestMonteCarloTests {
     }
 
     @Test("the design document's incident: rolled back before more than 3 users, on average, got an error from the canary")
-    func incident() {
+    func incident() async {
         // 2,590 users, 12 requests an hour each, 0.1% base errors; 7.5% of users (a name
         // like xx.xx) fail every request on the canary. The canary starts at 1%.
         var simulation = SimulatedRollout(users: 2590, requestsPerUserPerMinute: 0.2, baseErrorRate: 0.001)
@@ -113,7 +122,7 @@ struct SequentialTestMonteCarloTests {
             [0, 13, 26].contains(user % 40) ? requests : 0
         }
         let runs = 400
-        let results = (0..<runs).map { simulation.run(seed: UInt64($0) &+ 99) }
+        let results = await offThePool { [simulation] in (0..<runs).map { simulation.run(seed: UInt64($0) &+ 99) } }
         let rolledBack = results.filter(\.rolledBack).count
         let meanHurt = Double(results.map(\.hurtUsers).reduce(0, +)) / Double(runs)
         print("incident: rolled back in \(rolledBack) of \(runs) runs; mean canary users hurt \(meanHurt); without grayscale 194")
@@ -122,14 +131,14 @@ struct SequentialTestMonteCarloTests {
     }
 
     @Test("a milder regression (canary errors 3× stable's) is rolled back before the rollout passes 25%")
-    func milderRegression() {
+    func milderRegression() async {
         var simulation = SimulatedRollout(users: 10_000, requestsPerUserPerMinute: 0.2, baseErrorRate: 0.005)
         simulation.canaryFailures = { _, requests, random in
             // Twice the base rate again on top of it: 3× in all.
             (0..<requests).filter { _ in random.uniform() < 0.01 }.count
         }
         let runs = 200
-        let results = (0..<runs).map { simulation.run(seed: UInt64($0) &+ 5000) }
+        let results = await offThePool { [simulation] in (0..<runs).map { simulation.run(seed: UInt64($0) &+ 5000) } }
         let early = results.filter { $0.rolledBack && $0.percentAtEnd <= 25 }.count
         print("3× regression: rolled back at or before 25% in \(early) of \(runs) runs")
         #expect(early == runs)

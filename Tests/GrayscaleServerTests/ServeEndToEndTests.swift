@@ -95,7 +95,7 @@ final class ServeHarness {
     }
 
     func get(_ path: String) async throws -> OutboundResponse {
-        try await client.send(OutboundRequest(url: admin + path, timeout: 5))
+        try await client.send(OutboundRequest(url: admin + path, timeout: 20))
     }
 
     func json(_ path: String) async throws -> Any {

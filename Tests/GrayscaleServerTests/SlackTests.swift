@@ -1,6 +1,7 @@
 import Foundation
 import GrayscaleCore
 import GrayscaleIntegrations
+import GrayscaleProxy
 import GrayscaleServer
 import GrayscaleStore
 import Logging
@@ -85,7 +86,7 @@ struct SlackEndpointTests {
         if signed { headers.append(("X-Slack-Signature", SlackSignature(secret: Self.secret).signature(timestamp: stamp, body: Array(body.utf8)))) }
         headers += extra.map { (name: $0.0, value: $0.1) }
         return try await CurlHTTPClient().send(OutboundRequest(method: "POST", url: "http://127.0.0.1:\(port)\(path)", headers: headers,
-                                                               body: Data(body.utf8), timeout: 5))
+                                                               body: Data(body.utf8), timeout: 20))
     }
 
     static func mention(_ id: String, _ text: String, user: String = "U0OPERATOR") -> String {
