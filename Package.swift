@@ -46,6 +46,7 @@ let package = Package(
             dependencies: [
                 "GrayscaleCore",
                 "CCurl",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -125,10 +126,12 @@ let package = Package(
             name: "GrayscaleIntegrationsTests",
             dependencies: [
                 "GrayscaleIntegrations",
+                "GrayscaleCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            resources: [.copy("Fixtures")]
         ),
         .testTarget(
             name: "GrayscaleProxyTests",

@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+import GrayscaleCore
+@testable import GrayscaleIntegrations
+
+@Suite("Tencent Cloud TC3-HMAC-SHA256")
+struct TencentCloudSignerTests {
+    /// Tencent's documented example.
+    let signer = TencentCloudSigner(secretId: "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE", secretKey: "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE",
+                                    service: "cvm", host: "cvm.tencentcloudapi.com")
+    let payload = #"{"Limit": 1, "Filters": [{"Values": ["\u672a\u547d\u540d"], "Name": "instance-name"}]}"#
+    let timestamp = 1_551_113_065
+
+    @Test("the canonical request")
+    func canonicalRequest() {
+        #expect(signer.canonicalRequest(payload: payload) == """
+            POST
+            /
+
+            content-type:application/json; charset=utf-8
+            host:cvm.tencentcloudapi.com
+
+            content-type;host
+            35e9c5b0e3ae67532d3c9f17ead6c90222632e5b1ff7f6e89887f1398934f064
+            """)
+    }
+
+    @Test("the string to sign")
+    func stringToSign() {
+        #expect(signer.stringToSign(payload: payload, timestamp: timestamp) == """
+            TC3-HMAC-SHA256
+            1551113065
+            2019-02-25/cvm/tc3_request
+            5ffe6a04c0664d6b969fab9a13bdab201d63ee709638e2749d62a09ca18d7031
+            """)
+    }
+
+    @Test("the documented signature and Authorization header")
+    func signature() {
+        #expect(signer.signature(payload: payload, timestamp: timestamp) == "72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168")
+        #expect(signer.authorization(payload: payload, timestamp: timestamp) ==
+            "TC3-HMAC-SHA256 Credential=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE/2019-02-25/cvm/tc3_request, SignedHeaders=content-type;host, Signature=72e494ea809ad7a8c8f7a4507b9bddcbaa8e581f516e8da2f66e2c5a96525168")
+    }
+}
+
+@Suite("SCF alias routing")
+struct SCFAliasTests {
+    func split(_ percent: String?) throws -> TrafficSplit {
+        let range = try percent.map { try CanaryRange.parse(percent: $0) }
+        return TrafficSplit(service: "engine", revision: 3, stable: ReleaseRef(number: 7, label: "v2.1.0"),
+                            canary: range.map { .init(release: ReleaseRef(number: 8, label: "v2.1.1"), salt: "s8", range: $0) },
+                            nonAuthWeight: range?.widthHundredths ?? 0)
+    }
+
+    func golden(_ name: String, _ payload: String) throws {
+        if ProcessInfo.processInfo.environment["GRAYSCALE_RECORD_GOLDEN"] == "1" {
+            let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/scf/\(name).json")
+            try payload.write(to: source, atomically: true, encoding: .utf8)
+        }
+        let url = try #require(Bundle.module.url(forResource: name, withExtension: "json", subdirectory: "Fixtures/scf"))
+        #expect(payload == (try String(contentsOf: url, encoding: .utf8)), "UpdateAlias payload \(name) differs from its golden file")
+    }
+
+    @Test("split → UpdateAlias payloads for 0%, 1%, 20:55, 100% and a rollback", arguments: [
+        ("zero", "0"), ("one-percent", "1"), ("twenty-to-fifty-five", "20:55"), ("everyone", "100"), ("rollback", nil),
+    ] as [(String, String?)])
+    func payloads(name: String, percent: String?) throws {
+        try golden(name, SCFAlias.updateAliasPayload(function: "sls-engine", alias: "grayscale", namespace: "default",
+                                                     routingHeader: "X-Grayscale-Bucket", split: split(percent)))
+    }
+
+    @Test("the routing header: a user's own bucket; anonymous inside the range with the non-auth weight")
+    func routingBucket() throws {
+        let split = try split("20:55")
+        let range = try CanaryRange.parse(percent: "20:55")
+        #expect(SCFAlias.routingBucket(split: split, appId: "app-42", draw: 0, position: 0) == Bucket.of(appId: "app-42", salt: "s8").value)
+        var inside = 0
+        for index in 0..<10_000 {
+            let bucket = SCFAlias.routingBucket(split: split, appId: nil, draw: Double(index) / 10_000, position: Double(index * 7919 % 10_000) / 10_000)
+            #expect((0..<Bucket.count).contains(bucket))
+            if range.contains(Bucket(bucket)) { inside += 1 }
+        }
+        #expect(inside == 3600, "anonymous requests inside the canary range: \(inside) of 10,000")
+    }
+}
