@@ -83,3 +83,69 @@ struct SCFAliasTests {
         #expect(inside == 3600, "anonymous requests inside the canary range: \(inside) of 10,000")
     }
 }
+
+@Suite("SCF traffic driver against a fake SCF API", .serialized)
+struct SCFTrafficDriverTests {
+    func driver(_ fake: FakeSCF, secretKey: String = FakeSCF.secretKey) -> SCFTrafficDriver {
+        SCFTrafficDriver(client: TencentCloudClient(endpoint: fake.endpoint, service: "scf", version: "2018-04-16", region: "ap-guangzhou",
+                                                    secretId: FakeSCF.secretId, secretKey: secretKey, baseBackoff: 0.01),
+                         function: "sls-engine", alias: "grayscale")
+    }
+
+    func split(_ percent: String?) throws -> TrafficSplit {
+        let range = try percent.map { try CanaryRange.parse(percent: $0) }
+        return TrafficSplit(service: "engine", revision: 1, stable: ReleaseRef(number: 7, label: "v2.1.0"),
+                            canary: range.map { .init(release: ReleaseRef(number: 8, label: "v2.1.1"), salt: "s8", range: $0) },
+                            nonAuthWeight: range?.widthHundredths ?? 0)
+    }
+
+    func alias(_ fake: FakeSCF) -> (version: String?, expression: String?) {
+        fake.state.withLockedValue { state in
+            let alias = state.aliases["default/sls-engine/grayscale"]
+            return (alias?.functionVersion, alias?.matches.first?["Expression"])
+        }
+    }
+
+    @Test("a whole rollout and its rollback, each step read back; throttling in the middle is retried")
+    func rollout() async throws {
+        let fake = try FakeSCF()
+        defer { fake.stop() }
+        let driver = driver(fake)
+        for (percent, expression) in [("1", "[0,100)"), ("5", "[0,500)"), ("20:55", "[2000,5600)"), ("50", "[0,5000)"), ("100", "[0,10000)")] {
+            if percent == "20:55" { fake.state.withLockedValue { $0.injectedErrors = ["RequestLimitExceeded", "RequestLimitExceeded"] } }
+            try await driver.apply(split(percent))
+            #expect(alias(fake).version == "7")
+            #expect(alias(fake).expression == expression)
+        }
+        try await driver.apply(split(nil))  // rollback: the stable version only
+        #expect(alias(fake).version == "7")
+        #expect(alias(fake).expression == nil)
+        let calls = fake.state.withLockedValue { $0.calls }
+        #expect(calls.filter { $0 == "UpdateAlias" }.count == 8, "6 splits plus 2 throttled attempts")
+        #expect(calls.filter { $0 == "GetAlias" }.count == 6)
+        #expect(try await driver.publishVersion(description: "v2.1.2") == 2)
+    }
+
+    @Test("a read-back mismatch is an error with Tencent's request id, not a success")
+    func mismatch() async throws {
+        let fake = try FakeSCF()
+        defer { fake.stop() }
+        fake.state.withLockedValue { $0.corruptReadBack = true }
+        let error = await #expect(throws: TencentCloudError.self) { try await driver(fake).apply(split("5")) }
+        #expect(error?.code == "ReadBackMismatch")
+        #expect(error?.requestId?.isEmpty == false)
+    }
+
+    @Test("a wrong key is an auth failure, not retried; resource errors are not retried either")
+    func authFailure() async throws {
+        let fake = try FakeSCF()
+        defer { fake.stop() }
+        let error = await #expect(throws: TencentCloudError.self) { try await driver(fake, secretKey: "wrong").apply(split("5")) }
+        #expect(error?.code == "AuthFailure.SignatureFailure")
+        #expect(error?.requestId != nil)
+        fake.state.withLockedValue { $0.injectedErrors = ["ResourceNotFound.Function"] }
+        let missing = await #expect(throws: TencentCloudError.self) { try await driver(fake).apply(split("5")) }
+        #expect(missing?.code == "ResourceNotFound.Function")
+        #expect(fake.state.withLockedValue { $0.calls.count } == 1, "neither error may be retried")
+    }
+}
