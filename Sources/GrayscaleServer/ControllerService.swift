@@ -34,6 +34,8 @@ public final class ControllerService: Service, Sendable {
     let now: @Sendable () -> Date
     let logger: Logger
     let controllerMetrics: ControllerMetrics?
+    /// Services whose splits also go to a platform (an SCF alias, …).
+    let drivers: [String: any TrafficDriver]
     private let memory = Mutex(Memory())
 
     /// What a controller keeps between ticks and may lose on restart without harm.
@@ -41,11 +43,15 @@ public final class ControllerService: Service, Sendable {
         var observedUntil: [String: Date] = [:]
         var smokeResults: [String: SmokeOutcome] = [:]
         var policies: PolicyLibrary?
+        /// The split revision each driver last applied and read back.
+        var appliedRevision: [String: Int] = [:]
+        /// The revision whose failure was already notified.
+        var notifiedFailure: [String: Int] = [:]
     }
 
     public init(database: GrayscaleDatabase, policiesFolder: String, metrics: any MetricsSource, smoke: SmokeChecker = SmokeChecker(),
                 configuration: Configuration = Configuration(), now: @escaping @Sendable () -> Date = { Date() }, logger: Logger,
-                controllerMetrics: ControllerMetrics? = nil) {
+                controllerMetrics: ControllerMetrics? = nil, drivers: [String: any TrafficDriver] = [:]) {
         self.database = database
         self.policiesFolder = policiesFolder
         self.metrics = metrics
@@ -54,6 +60,7 @@ public final class ControllerService: Service, Sendable {
         self.now = now
         self.logger = logger
         self.controllerMetrics = controllerMetrics
+        self.drivers = drivers
     }
 
     public func run() async throws {
@@ -89,6 +96,8 @@ public final class ControllerService: Service, Sendable {
             return
         }
         for service in services {
+            // A platform that does not show the committed split yet: apply it first, judge nothing meanwhile.
+            guard await syncDriver(service) else { continue }
             do {
                 var again = try await tick(service, policy: library.policy(for: service))
                 // Smoke checks just finished: decide on them at once.
@@ -128,6 +137,34 @@ public final class ControllerService: Service, Sendable {
             }
         }
         throw lastError!
+    }
+
+    /// Applies the committed split through the service's driver if it has not been yet.
+    /// True when the platform shows the committed split (or the service has no driver).
+    @discardableResult
+    public func syncDriver(_ service: String) async -> Bool {
+        guard let driver = drivers[service] else { return true }
+        guard let split = try? database.split(service) else { return true }
+        if memory.withLock({ $0.appliedRevision[service] }) == split.revision { return true }
+        do {
+            try await driver.apply(split)
+            memory.withLock { $0.appliedRevision[service] = split.revision }
+            logger.info("split applied", metadata: ["service": "\(service)", "driver": "\(driver.name)", "revision": "\(split.revision)"])
+            return true
+        } catch {
+            logger.error("split not applied; the rollout holds until it is", metadata: [
+                "service": "\(service)", "driver": "\(driver.name)", "revision": "\(split.revision)", "problem": "\(error)"])
+            let first = memory.withLock { memory -> Bool in
+                defer { memory.notifiedFailure[service] = split.revision }
+                return memory.notifiedFailure[service] != split.revision
+            }
+            if first {
+                _ = try? database.enqueue(channel: configuration.defaultChannel,
+                                      text: "\(service): \(driver.name) did not take split revision \(split.revision) (\(error)); retrying, the rollout holds",
+                                      service: service, at: now())
+            }
+            return false
+        }
     }
 
     /// One tick of one service; true when it should run again right away.

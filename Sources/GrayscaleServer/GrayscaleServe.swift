@@ -61,11 +61,23 @@ public struct GrayscaleServe: Sendable {
                                               maxConnections: configuration.maxConnections),
             table: RoutingTable(states: try database.allServiceStates(), matching: matching), statistics: statistics, accessLog: accessLog,
             metrics: RequestMetrics(registry: registry), group: group)
+        var drivers: [String: any TrafficDriver] = [:]
+        if !configuration.scf.isEmpty {
+            guard let secretId = secret("TENCENTCLOUD_SECRET_ID"), let secretKey = secret("TENCENTCLOUD_SECRET_KEY") else {
+                throw GrayscaleError("services: an scf service needs TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY in the environment")
+            }
+            for (service, settings) in configuration.scf {
+                let client = TencentCloudClient(endpoint: settings.endpoint, service: "scf", version: "2018-04-16", region: settings.region,
+                                                secretId: secretId, secretKey: secretKey)
+                drivers[service] = SCFTrafficDriver(client: client, function: settings.function, alias: settings.alias,
+                                                    namespace: settings.namespace, routingHeader: settings.routingHeader)
+            }
+        }
         let controller = ControllerService(
             database: database, policiesFolder: configuration.policies, metrics: InProcessProxyMetrics(statistics: statistics),
             configuration: .init(tick: .seconds(configuration.controllerTick), analysisInterval: configuration.analysisInterval.map(Double.init),
                                  defaultChannel: configuration.defaultChannel),
-            logger: logger, controllerMetrics: ControllerMetrics(registry: registry))
+            logger: logger, controllerMetrics: ControllerMetrics(registry: registry), drivers: drivers)
         let operators = configuration.operators + (secret("GRAYSCALE_OPERATORS")?.split(separator: ",").map(String.init) ?? [])
         let bot = ReleaseBot(database: database, controller: controller, policiesFolder: configuration.policies, operators: operators)
         let slackClient = SlackClient.fromEnvironment(environment)

@@ -22,6 +22,17 @@ public struct ServeConfiguration: Sendable {
     /// service → hosts and path prefixes that route to it.
     public var hosts: [String: String] = [:]
     public var prefixes: [(prefix: String, service: String)] = []
+    /// Services whose splits also drive a Tencent SCF alias.
+    public var scf: [String: SCFSettings] = [:]
+
+    public struct SCFSettings: Sendable, Equatable {
+        public var function: String
+        public var alias: String
+        public var region: String
+        public var namespace = "default"
+        public var routingHeader = "X-Grayscale-Bucket"
+        public var endpoint = "https://scf.tencentcloudapi.com/"
+    }
     public var controllerTick = 5
     public var analysisInterval: Int?
     public var defaultChannel = "#grayscale"
@@ -79,7 +90,20 @@ public struct ServeConfiguration: Sendable {
             for (key, value) in mapping {
                 let service = try reader.string(key, "services")
                 do { try ServiceName.validate(service) } catch { throw reader.error(key, "services.\(service)", error.message) }
-                let fields = try reader.fields(value, "services.\(service)", known: ["hosts", "prefixes"])
+                let fields = try reader.fields(value, "services.\(service)", known: ["hosts", "prefixes", "scf"])
+                if let scfNode = fields["scf"] {
+                    let path = "services.\(service).scf"
+                    let scf = try reader.fields(scfNode, path, known: ["function", "alias", "region", "namespace", "routingHeader", "endpoint"])
+                    func required(_ name: String) throws(GrayscaleError) -> String {
+                        guard let node = scf[name] else { throw reader.error(scfNode, "\(path).\(name)", "required") }
+                        return try reader.string(node, "\(path).\(name)")
+                    }
+                    var settings = SCFSettings(function: try required("function"), alias: try required("alias"), region: try required("region"))
+                    if let node = scf["namespace"] { settings.namespace = try reader.string(node, "\(path).namespace") }
+                    if let node = scf["routingHeader"] { settings.routingHeader = try reader.string(node, "\(path).routingHeader") }
+                    if let node = scf["endpoint"] { settings.endpoint = try reader.string(node, "\(path).endpoint") }
+                    configuration.scf[service] = settings
+                }
                 for host in try fields["hosts"].map({ node throws(GrayscaleError) in try reader.strings(node, "services.\(service).hosts") }) ?? [] {
                     configuration.hosts[host.lowercased()] = service
                 }
