@@ -80,6 +80,15 @@ public struct AdminAPI: Sendable {
                 default:
                     return Self.problem(.notFound, "no route for GET /api/v1/services/\(service)/\(parts[2])")
                 }
+            case (.GET, "routing", 1):
+                // Long poll: answers at once when the routing differs from `after`, else when it changes (25 s at most).
+                let deadline = Date().addingTimeInterval(25)
+                var snapshot = RoutingSnapshot(states: try database.allServiceStates())
+                while snapshot.version == query["after"], Date() < deadline {
+                    try await Task.sleep(for: .milliseconds(100))
+                    snapshot = RoutingSnapshot(states: try database.allServiceStates())
+                }
+                return try Self.json(snapshot)
             case (.GET, "audit", 1):
                 return try Self.json(try database.auditLog(service: query["service"], limit: min(1000, Int(query["limit"] ?? "") ?? 100)))
             case (.POST, "commands", 1):

@@ -182,7 +182,8 @@ public final class ControllerService: Service, Sendable {
                     memory.withLock { $0.observedUntil[service] = observed.to }
                     observation = .observed(observed)
                 } catch {
-                    memory.withLock { $0.observedUntil[service] = time }
+                    // The span stays unobserved: the next tick asks for it again.
+                    memory.withLock { $0.observedUntil[service] = from }
                     observation = .unavailable("\(error)")
                 }
             }

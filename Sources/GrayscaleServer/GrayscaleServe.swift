@@ -74,7 +74,10 @@ public struct GrayscaleServe: Sendable {
             }
         }
         let controller = ControllerService(
-            database: database, policiesFolder: configuration.policies, metrics: InProcessProxyMetrics(statistics: statistics),
+            database: database, policiesFolder: configuration.policies,
+            metrics: configuration.fleetStats.isEmpty
+                ? InProcessProxyMetrics(statistics: statistics) as any MetricsSource
+                : HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats),
             configuration: .init(tick: .seconds(configuration.controllerTick), analysisInterval: configuration.analysisInterval.map(Double.init),
                                  defaultChannel: configuration.defaultChannel),
             logger: logger, controllerMetrics: ControllerMetrics(registry: registry), drivers: drivers)

@@ -34,6 +34,8 @@ public struct ServeConfiguration: Sendable {
         public var endpoint = "https://scf.tencentcloudapi.com/"
     }
     public var controllerTick = 5
+    /// Admin URLs of fleet proxies whose /stats the controller adds to this process's own.
+    public var fleetStats: [String] = []
     public var analysisInterval: Int?
     public var defaultChannel = "#grayscale"
     /// Slack users allowed to change traffic, besides each policy's operators.
@@ -119,7 +121,8 @@ public struct ServeConfiguration: Sendable {
             }
         }
         if let node = top["controller"] {
-            let fields = try reader.fields(node, "controller", known: ["tick", "analysisInterval"])
+            let fields = try reader.fields(node, "controller", known: ["tick", "analysisInterval", "stats"])
+            if let value = fields["stats"] { configuration.fleetStats = try reader.strings(value, "controller.stats") }
             if let value = fields["tick"] { configuration.controllerTick = try positive(value, "controller.tick", reader) }
             if let value = fields["analysisInterval"] { configuration.analysisInterval = try positive(value, "controller.analysisInterval", reader) }
         }

@@ -20,6 +20,8 @@ struct ProxyCommand: AsyncParsableCommand {
 
     @OptionGroup var database: DatabaseOptions
     @Option(help: "Address to serve on.") var listen = "127.0.0.1:8080"
+    @Option(help: "Follow this controller's routing table (the admin URL of grayscale serve) instead of a database of its own.")
+    var controller: String?
     @Option(help: "Address of GET /stats (per-version statistics as JSON).") var admin = "127.0.0.1:8081"
     @Option(help: "Where the appId comes from: jwt, jwt:CLAIM, header:NAME, cookie:NAME, query:NAME.") var identity = "jwt"
     @Option(name: .customLong("jwt-secret-file"), help: "File holding the HS256 secret tokens must be signed with.")
@@ -76,7 +78,7 @@ struct ProxyCommand: AsyncParsableCommand {
         let identitySource: IdentitySource
         do { identitySource = try IdentitySource(parsing: identity, hs256Secret: secret) } catch { throw ValidationError(error.description) }
         let listenAddress = try Self.address(listen, "--listen"), adminAddress = try Self.address(admin, "--admin")
-        let db = try database.open()
+        let db = controller == nil ? try database.open() : nil
         let matching = try matching()
         let configuration = ProxyConfiguration(
             host: listenAddress.host, port: listenAddress.port, identity: identitySource, matching: matching,
@@ -86,16 +88,17 @@ struct ProxyCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let log = try AccessLog(path: accessLog)
         let statistics = ProxyStatistics(windowSeconds: parseDuration(statsWindow)!, retainedWindows: max(1, 3600 / parseDuration(statsWindow)!))
-        let proxy = ProxyServer(configuration: configuration, table: RoutingTable(states: try db.allServiceStates(), matching: matching),
+        let proxy = ProxyServer(configuration: configuration, table: RoutingTable(states: try db?.allServiceStates() ?? [], matching: matching),
                                 statistics: statistics, accessLog: log, group: group)
         let address = try await proxy.start()
         let adminServer = try await HTTPEndpointServer(host: adminAddress.host, port: adminAddress.port, group: group) { request in
             statistics.response(to: request.head)
         }
         logger.info("proxy listening", metadata: ["address": "\(address)", "stats": "http://\(adminServer.localAddress)/stats",
-                                                  "database": "\(db.path)", "accessLog": "\(accessLog)"])
+                                                  "routing": "\(db?.path ?? "following \(controller ?? "")")", "accessLog": "\(accessLog)"])
         let services: [any Service] = [
-            SplitWatchService(database: db, proxy: proxy, matching: matching, logger: logger),
+            db.map { SplitWatchService(database: $0, proxy: proxy, matching: matching, logger: logger) as any Service }
+                ?? RoutingFollower(controller: controller!, proxy: proxy, matching: matching, logger: logger),
             ShutdownService(logger: logger) {
                 try await proxy.stop()
                 try await adminServer.stop()

@@ -47,6 +47,13 @@ final class ServeHarness {
             """.write(to: directory.appendingPathComponent("grayscale.yaml"), atomically: true, encoding: .utf8)
     }
 
+    /// Adds lines to the configuration file (before `startServe`).
+    func configure(appending extra: String) throws {
+        let file = directory.appendingPathComponent("grayscale.yaml")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        try (text.replacingOccurrences(of: "controller: {tick: 1s}", with: "") + extra).write(to: file, atomically: true, encoding: .utf8)
+    }
+
     var database: String { directory.appendingPathComponent("grayscale.sqlite").path }
     var accessLog: String { directory.appendingPathComponent("access.log").path }
     var admin: String { "http://127.0.0.1:\(adminPort)" }
