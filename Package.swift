@@ -125,6 +125,7 @@ let package = Package(
         .testTarget(
             name: "GrayscaleIntegrationsTests",
             dependencies: [
+                "grayscale",
                 "GrayscaleIntegrations",
                 "GrayscaleCore",
                 .product(name: "NIOCore", package: "swift-nio"),

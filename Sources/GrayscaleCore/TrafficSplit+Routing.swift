@@ -71,3 +71,23 @@ extension TrafficSplit {
         return Route(target: draw.value < nonAuthWeight ? .canary : .stable, reason: .anonymousWeight, bucket: draw)
     }
 }
+
+extension TrafficSplit {
+    /// The bucket to put in a platform's routing header (Tencent SCF's alias rules) so
+    /// that the platform picks the version `route` chose: the user's own bucket when it
+    /// agrees, otherwise one inside the canary range for the canary and outside it for
+    /// stable (`-1` when the range covers every bucket). SCF cannot mix weights and rules,
+    /// so anonymous requests and list or opt-in decisions travel this way too.
+    public func routingBucket(for route: Route) -> Int {
+        guard let canary, !canary.range.isEmpty else { return route.bucket?.value ?? -1 }
+        let range = canary.range
+        if let bucket = route.bucket, range.contains(bucket) == (route.target == .canary) { return bucket.value }
+        switch route.target {
+        case .canary:
+            return route.bucket.map { range.lower + $0.value % range.widthHundredths } ?? range.lower
+        case .stable:
+            if range.lower > 0 { return route.bucket.map { $0.value % range.lower } ?? 0 }
+            return range.upper < Bucket.count ? range.upper : -1
+        }
+    }
+}

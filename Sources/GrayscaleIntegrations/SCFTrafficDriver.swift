@@ -37,6 +37,12 @@ public struct SCFTrafficDriver: Sendable {
         }
     }
 
+    /// `ListVersionByFunction`: the function's published version numbers.
+    public func versions() async throws(TencentCloudError) -> [Int] {
+        let response = try await client.call("ListVersionByFunction", ["FunctionName": function, "Namespace": namespace])
+        return (response["Versions"] as? [[String: Any]] ?? []).compactMap { ($0["Version"] as? String).flatMap(Int.init) }
+    }
+
     /// `PublishVersion`: the new function version's number, to record as a release.
     public func publishVersion(description: String) async throws(TencentCloudError) -> Int {
         let response = try await client.call("PublishVersion", ["FunctionName": function, "Namespace": namespace, "Description": description])

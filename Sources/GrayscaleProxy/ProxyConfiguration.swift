@@ -20,6 +20,9 @@ public struct ProxyConfiguration: Sendable {
     public var maxConnections: Int
     /// Idle keep-alive connections kept per upstream and event loop.
     public var maxIdleUpstreamConnections: Int
+    /// When set, each forwarded request carries the bucket a platform's routing rules
+    /// (Tencent SCF aliases) need to pick the version the split chose.
+    public var routingHeader: String?
     /// The wall clock for statistics windows and the access log.
     public var now: @Sendable () -> Date
 

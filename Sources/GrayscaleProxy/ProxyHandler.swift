@@ -41,6 +41,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     final class Exchange {
         let head: HTTPRequestHead
         let service: String
+        /// The value of the routing header, when the proxy writes one.
+        var routingBucket: Int?
         let target: ServiceRoute.Target
         let route: Route
         let appId: String?
@@ -199,6 +201,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId,
             started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
 
+        if shared.configuration.routingHeader != nil { exchange.routingBucket = service.split.routingBucket(for: route) }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.configuration.maxBodyBytes {
             shared.exchangeStarted()
             state = .answered
@@ -425,6 +428,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
         headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
         headers.replaceOrAdd(name: "x-grayscale-route", value: Self.routeName(exchange.route))
+        if let name = shared.configuration.routingHeader, let bucket = exchange.routingBucket {
+            headers.replaceOrAdd(name: name, value: String(bucket))
+        }
         return HTTPRequestHead(version: .http1_1, method: exchange.head.method, uri: exchange.head.uri, headers: headers)
     }
 

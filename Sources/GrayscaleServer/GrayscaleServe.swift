@@ -53,12 +53,13 @@ public struct GrayscaleServe: Sendable {
         let (proxyHost, proxyPort) = Self.address(configuration.proxyListen)
         let statistics = ProxyStatistics(windowSeconds: configuration.statsWindow, retainedWindows: max(1, 3600 / configuration.statsWindow))
         let accessLog = try AccessLog(path: configuration.accessLog)
+        var proxyConfiguration = ProxyConfiguration(
+            host: proxyHost, port: proxyPort, identity: identity, matching: matching, maxHeaderBytes: configuration.maxHeaderBytes,
+            maxBodyBytes: configuration.maxBodyBytes, idleTimeout: .seconds(Int64(configuration.idleTimeout)),
+            upstreamResponseTimeout: .seconds(Int64(configuration.upstreamTimeout)), maxConnections: configuration.maxConnections)
+        proxyConfiguration.routingHeader = configuration.routingHeader
         let proxy = ProxyServer(
-            configuration: ProxyConfiguration(host: proxyHost, port: proxyPort, identity: identity, matching: matching,
-                                              maxHeaderBytes: configuration.maxHeaderBytes, maxBodyBytes: configuration.maxBodyBytes,
-                                              idleTimeout: .seconds(Int64(configuration.idleTimeout)),
-                                              upstreamResponseTimeout: .seconds(Int64(configuration.upstreamTimeout)),
-                                              maxConnections: configuration.maxConnections),
+            configuration: proxyConfiguration,
             table: RoutingTable(states: try database.allServiceStates(), matching: matching), statistics: statistics, accessLog: accessLog,
             metrics: RequestMetrics(registry: registry), group: group)
         var drivers: [String: any TrafficDriver] = [:]

@@ -19,6 +19,8 @@ public struct ServeConfiguration: Sendable {
     public var idleTimeout = 60
     public var upstreamTimeout = 30
     public var statsWindow = 10
+    /// The header the proxy writes each request's bucket into (for SCF alias rules).
+    public var routingHeader: String?
     /// service → hosts and path prefixes that route to it.
     public var hosts: [String: String] = [:]
     public var prefixes: [(prefix: String, service: String)] = []
@@ -67,7 +69,8 @@ public struct ServeConfiguration: Sendable {
         }
         if let node = top["proxy"] {
             let fields = try reader.fields(node, "proxy", known: ["listen", "identity", "accessLog", "maxBodyBytes", "maxHeaderBytes",
-                                                                  "maxConnections", "idleTimeout", "upstreamTimeout", "statsWindow"])
+                                                                  "maxConnections", "idleTimeout", "upstreamTimeout", "statsWindow", "routingHeader"])
+            if let value = fields["routingHeader"] { configuration.routingHeader = try reader.string(value, "proxy.routingHeader") }
             if let value = fields["listen"] { configuration.proxyListen = try address(value, "proxy.listen") }
             if let value = fields["identity"] {
                 let identity = try reader.string(value, "proxy.identity")

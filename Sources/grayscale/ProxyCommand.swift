@@ -38,6 +38,8 @@ struct ProxyCommand: AsyncParsableCommand {
     @Option(name: .customLong("upstream-timeout"), help: "No upstream response within this long gets 504.") var upstreamTimeout = "30s"
     @Option(name: .customLong("stats-window"), help: "Length of one statistics window.") var statsWindow = "10s"
     @Option(help: "Event loop threads (default: one per core).") var threads = System.coreCount
+    @Option(name: .customLong("routing-header"), help: "Write each request's bucket into this header (for Tencent SCF alias rules).")
+    var routingHeader: String?
 
     func validate() throws {
         for (name, value) in [("--idle-timeout", idleTimeout), ("--upstream-timeout", upstreamTimeout), ("--stats-window", statsWindow)]
@@ -85,10 +87,12 @@ struct ProxyCommand: AsyncParsableCommand {
             maxHeaderBytes: maxHeaderBytes, maxBodyBytes: maxBodyBytes,
             idleTimeout: .seconds(Int64(parseDuration(idleTimeout)!)),
             upstreamResponseTimeout: .seconds(Int64(parseDuration(upstreamTimeout)!)), maxConnections: maxConnections)
+        var proxyConfiguration = configuration
+        proxyConfiguration.routingHeader = routingHeader
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let log = try AccessLog(path: accessLog)
         let statistics = ProxyStatistics(windowSeconds: parseDuration(statsWindow)!, retainedWindows: max(1, 3600 / parseDuration(statsWindow)!))
-        let proxy = ProxyServer(configuration: configuration, table: RoutingTable(states: try db?.allServiceStates() ?? [], matching: matching),
+        let proxy = ProxyServer(configuration: proxyConfiguration, table: RoutingTable(states: try db?.allServiceStates() ?? [], matching: matching),
                                 statistics: statistics, accessLog: log, group: group)
         let address = try await proxy.start()
         let adminServer = try await HTTPEndpointServer(host: adminAddress.host, port: adminAddress.port, group: group) { request in

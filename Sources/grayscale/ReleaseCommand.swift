@@ -1,29 +1,47 @@
 import ArgumentParser
 import Foundation
 import GrayscaleCore
+import GrayscaleIntegrations
 import GrayscaleStore
 
-struct ReleaseCommand: ParsableCommand {
+struct ReleaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "release",
         abstract: "Publish, list, roll back and finish releases.",
         subcommands: [Publish.self, List.self, Rollback.self, Finish.self]
     )
 
-    struct Publish: ParsableCommand {
+    struct Publish: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Record a new release: the first of a service becomes stable, later ones the canary (with no users yet).")
+            abstract: "Record a new release: the first of a service becomes stable, later ones the canary (with no users yet).",
+            discussion: """
+                With --scf-function, publishes a new version of that Tencent SCF function (PublishVersion) and records it with
+                that version as its number. Credentials: $TENCENTCLOUD_SECRET_ID and $TENCENTCLOUD_SECRET_KEY (or _FILE).
+                """)
 
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var actor: ActorOptions
         @Option(help: "The service (the bot's -m module), e.g. engine.") var service: String
-        @Option(help: "The platform's release number (function version); must increase.") var number: Int
+        @Option(help: "The platform's release number (function version); must increase.") var number: Int?
+        @Option(name: .customLong("scf-function"), help: "Publish a version of this Tencent SCF function and use its number.")
+        var scfFunction: String?
+        @Option(name: .customLong("scf-region"), help: "The SCF region, e.g. ap-guangzhou.") var scfRegion = "ap-guangzhou"
+        @Option(name: .customLong("scf-namespace"), help: "The SCF namespace.") var scfNamespace = "default"
+        @Option(name: .customLong("scf-endpoint"), help: "The Cloud API endpoint.") var scfEndpoint = "https://scf.tencentcloudapi.com/"
         @Option(help: "The human label, e.g. v2.1.1.") var label: String
         @Option(help: "Where the release serves, e.g. http://127.0.0.1:9008.") var upstream: String
         @Option(help: "The git ref it was built from.") var ref: String?
         @OptionGroup var format: FormatOptions
 
-        func run() throws {
+        func validate() throws {
+            guard (number == nil) != (scfFunction == nil) else {
+                throw ValidationError("give --number, or --scf-function to publish a new SCF version and use its number")
+            }
+        }
+
+        func run() async throws {
+            let number: Int
+            if let given = self.number { number = given } else { number = try await publishSCFVersion() }
             let draft = ReleaseDraft(service: service, number: number, label: label, upstream: upstream, sourceRef: ref)
             let state = try database.open().publish(draft, salt: Salt.random(), by: actor.attribution, at: Date())
             let release = state.release(number: number)!
@@ -32,6 +50,26 @@ struct ReleaseCommand: ParsableCommand {
                     ? "stable (first release of \(service)): it takes all traffic"
                     : "canary, with no users until a split is set (grayscale traffic set)"
                 return "Published \(service) \(release.ref) as \(role)\nSalt: \(release.salt)"
+            }
+        }
+
+        /// PublishVersion on Tencent SCF: the new function version is the release number.
+        func publishSCFVersion() async throws -> Int {
+            let environment = ProcessInfo.processInfo.environment
+            func secret(_ name: String) -> String? {
+                environment[name] ?? environment[name + "_FILE"].flatMap { FileManager.default.contents(atPath: $0) }
+                    .map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
+            }
+            guard let function = scfFunction, let id = secret("TENCENTCLOUD_SECRET_ID"), let key = secret("TENCENTCLOUD_SECRET_KEY") else {
+                throw ValidationError("--scf-function needs TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY in the environment")
+            }
+            let client = TencentCloudClient(endpoint: scfEndpoint, service: "scf", version: "2018-04-16", region: scfRegion,
+                                            secretId: id, secretKey: key)
+            do {
+                return try await SCFTrafficDriver(client: client, function: function, alias: "", namespace: scfNamespace)
+                    .publishVersion(description: "\(service) \(label)\(ref.map { " (\($0))" } ?? "")")
+            } catch {
+                throw GrayscaleError("SCF PublishVersion of \(function): \(error)")
             }
         }
     }

@@ -104,6 +104,8 @@ private final class FakeSCFHandler: ChannelInboundHandler {
                 guard let alias = state.aliases[key] else { return error("ResourceNotFound.Alias", "no alias \(key)") }
                 return ["FunctionVersion": state.corruptReadBack ? "1" : alias.functionVersion, "Name": parameters["Name"] ?? "",
                         "RoutingConfig": ["AddtionVersionMatchs": alias.matches], "RequestId": requestId]
+            case "ListVersionByFunction":
+                return ["Versions": (1...state.versions).map { ["Version": String($0)] }, "RequestId": requestId]
             case "PublishVersion":
                 state.versions += 1
                 return ["FunctionVersion": String(state.versions), "RequestId": requestId]

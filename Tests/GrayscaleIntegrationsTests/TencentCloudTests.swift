@@ -69,18 +69,34 @@ struct SCFAliasTests {
                                                      routingHeader: "X-Grayscale-Bucket", split: split(percent)))
     }
 
-    @Test("the routing header: a user's own bucket; anonymous inside the range with the non-auth weight")
+    @Test("the routing header makes the platform pick the version the split chose, for users, lists and anonymous requests")
     func routingBucket() throws {
-        let split = try split("20:55")
+        var split = try split("20:55")
+        split.denyList = ["vip"]
+        split.allowList = ["tester"]
         let range = try CanaryRange.parse(percent: "20:55")
-        #expect(SCFAlias.routingBucket(split: split, appId: "app-42", draw: 0, position: 0) == Bucket.of(appId: "app-42", salt: "s8").value)
+        func platformPicks(_ bucket: Int) -> RouteTarget { bucket >= 0 && range.contains(Bucket(bucket)) ? .canary : .stable }
+        // Users: their own bucket; lists: a bucket that makes the platform agree.
+        for appId in ["app-42", "app-43", "vip", "tester"] + (0..<500).map({ "user-\($0)" }) {
+            let route = split.route(appId: appId, requestedChannel: nil, anonymousDraw: Bucket(0))
+            let bucket = split.routingBucket(for: route)
+            #expect(platformPicks(bucket) == route.target, "\(appId)")
+            if route.reason == .inRange || route.reason == .outOfRange { #expect(bucket == Bucket.of(appId: appId, salt: "s8").value) }
+        }
+        // Anonymous requests: inside the range with the non-auth weight (36%), outside otherwise.
         var inside = 0
-        for index in 0..<10_000 {
-            let bucket = SCFAlias.routingBucket(split: split, appId: nil, draw: Double(index) / 10_000, position: Double(index * 7919 % 10_000) / 10_000)
-            #expect((0..<Bucket.count).contains(bucket))
-            if range.contains(Bucket(bucket)) { inside += 1 }
+        for draw in 0..<10_000 {
+            let route = split.route(appId: nil, requestedChannel: nil, anonymousDraw: Bucket(draw))
+            let bucket = split.routingBucket(for: route)
+            #expect(platformPicks(bucket) == route.target)
+            if platformPicks(bucket) == .canary { inside += 1 }
         }
         #expect(inside == 3600, "anonymous requests inside the canary range: \(inside) of 10,000")
+        // A canary for everyone: a denied user must still reach stable.
+        let everyone = try self.split("100")
+        var denied = everyone
+        denied.denyList = ["vip"]
+        #expect(denied.routingBucket(for: denied.route(appId: "vip")) == -1)
     }
 }
 
@@ -124,6 +140,7 @@ struct SCFTrafficDriverTests {
         #expect(calls.filter { $0 == "UpdateAlias" }.count == 8, "6 splits plus 2 throttled attempts")
         #expect(calls.filter { $0 == "GetAlias" }.count == 6)
         #expect(try await driver.publishVersion(description: "v2.1.2") == 2)
+        #expect(try await driver.versions() == [1, 2])
     }
 
     @Test("a read-back mismatch is an error with Tencent's request id, not a success")
@@ -147,5 +164,36 @@ struct SCFTrafficDriverTests {
         let missing = await #expect(throws: TencentCloudError.self) { try await driver(fake).apply(split("5")) }
         #expect(missing?.code == "ResourceNotFound.Function")
         #expect(fake.state.withLockedValue { $0.calls.count } == 1, "neither error may be retried")
+    }
+}
+
+@Suite("grayscale release publish --scf-function", .serialized)
+struct SCFPublishCLITests {
+    @Test("publishes a new SCF version and records it as the release number")
+    func publish() throws {
+        let fake = try FakeSCF()
+        defer { fake.stop() }
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("grayscale-scf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().appendingPathComponent("grayscale")
+        process.arguments = ["release", "publish", "--service", "engine", "--scf-function", "sls-engine", "--scf-endpoint", fake.endpoint,
+                             "--label", "v2.1.1", "--upstream", "http://127.0.0.1:9000", "--db", directory.appendingPathComponent("g.sqlite").path,
+                             "--format", "json"]
+        var environment = ProcessInfo.processInfo.environment
+        environment["TENCENTCLOUD_SECRET_ID"] = FakeSCF.secretId
+        environment["TENCENTCLOUD_SECRET_KEY"] = FakeSCF.secretKey
+        process.environment = environment
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let release = try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+        #expect(release["number"] as? Int == 2)
+        #expect(release["status"] as? String == "stable")
+        #expect(fake.state.withLockedValue { $0.calls } == ["PublishVersion"])
     }
 }

@@ -146,4 +146,20 @@ struct ProxyFailureTests {
             #expect(response.headers.first(name: "x-upstream-version") == "7")
         }
     }
+
+    @Test("with a routing header, each forwarded request carries the bucket the platform needs")
+    func routingHeader() async throws {
+        var configuration = ProxyConfiguration()
+        configuration.routingHeader = "X-Grayscale-Bucket"
+        try await ProxyHarness.run(configuration: configuration) { harness in
+            try harness.setCanary("20:55")
+            let bodies = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                [try await client.send("/", headers: [ProxyHarness.bearer("app-42")]).body, try await client.send("/").body]
+            }
+            #expect(bodies[0].hasSuffix("bucket \(Bucket.of(appId: "app-42", salt: ProxyHarness.canarySalt).value)"))
+            let anonymous = try #require(Int(bodies[1].split(separator: " ").last ?? ""))
+            let range = try CanaryRange.parse(percent: "20:55")
+            #expect(range.contains(Bucket(anonymous)) == bodies[1].hasPrefix("version 8"), "the bucket agrees with the version chosen")
+        }
+    }
 }

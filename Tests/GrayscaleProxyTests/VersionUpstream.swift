@@ -79,7 +79,7 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
     private func answer(_ head: HTTPRequestHead, _ status: HTTPResponseStatus, context: ChannelHandlerContext) {
         let text = head.uri == "/echo"
             ? String(buffer: body)
-            : "version \(version) path \(head.uri) tagged \(head.headers.first(name: "x-grayscale-version") ?? "-") forwarded-for \(head.headers.first(name: "x-forwarded-for") ?? "-") connection \(head.headers.first(name: "connection") ?? "-")"
+            : "version \(version) path \(head.uri) tagged \(head.headers.first(name: "x-grayscale-version") ?? "-") forwarded-for \(head.headers.first(name: "x-forwarded-for") ?? "-") connection \(head.headers.first(name: "connection") ?? "-") bucket \(head.headers.first(name: "x-grayscale-bucket") ?? "-")"
         var headers = HTTPHeaders()
         headers.add(name: "content-length", value: String(text.utf8.count))
         headers.add(name: "x-upstream-version", value: String(version))
