@@ -26,16 +26,20 @@ public struct ReconcileInput: Sendable {
     public var observation: ObservationResult?
     public var smoke: SmokeOutcome?
     public var commands: [HumanCommand]
+    /// Set when the platform (an SCF alias) does not show the committed split yet: the
+    /// rollout judges and may roll back, but does not advance.
+    public var platformLag: String?
     public var now: Date
 
     public init(policy: RolloutPolicy, service: ServiceState, rollout: RolloutState?, observation: ObservationResult? = nil,
-                smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], now: Date) {
+                smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], platformLag: String? = nil, now: Date) {
         self.policy = policy
         self.service = service
         self.rollout = rollout
         self.observation = observation
         self.smoke = smoke
         self.commands = commands
+        self.platformLag = platformLag
         self.now = now
     }
 }
@@ -224,6 +228,10 @@ public enum Reconciler {
             }
             guard policy.window.contains(now) else {
                 hold(&state, "outside the promotion window (\(policy.window.summary))")
+                return
+            }
+            if let lag = input.platformLag {
+                hold(&state, "the platform does not show the split yet (\(lag))")
                 return
             }
             state.phase = .progressing

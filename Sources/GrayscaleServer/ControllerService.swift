@@ -96,15 +96,17 @@ public final class ControllerService: Service, Sendable {
             return
         }
         for service in services {
-            // A platform that does not show the committed split yet: apply it first, judge nothing meanwhile.
-            guard await syncDriver(service) else { continue }
+            // A platform that does not show the committed split yet holds the rollout (the reconciler decides how).
+            let lag = await syncDriver(service) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
             do {
-                var again = try await tick(service, policy: library.policy(for: service))
+                var again = try await tick(service, policy: library.policy(for: service), platformLag: lag)
                 // Smoke checks just finished: decide on them at once.
-                while again { again = try await tick(service, policy: library.policy(for: service)) }
+                while again { again = try await tick(service, policy: library.policy(for: service), platformLag: lag) }
             } catch {
                 logger.warning("tick failed", metadata: ["service": "\(service)", "problem": "\(error)"])
             }
+            // Whatever the tick committed goes to the platform now, a rollback above all.
+            if drivers[service] != nil { await syncDriver(service) }
         }
     }
 
@@ -168,7 +170,7 @@ public final class ControllerService: Service, Sendable {
     }
 
     /// One tick of one service; true when it should run again right away.
-    func tick(_ service: String, policy: RolloutPolicy) async throws -> Bool {
+    func tick(_ service: String, policy: RolloutPolicy, platformLag: String? = nil) async throws -> Bool {
         let snapshot = try database.controllerSnapshot(service)
         let time = now()
         var observation: ObservationResult?
@@ -191,7 +193,7 @@ public final class ControllerService: Service, Sendable {
         let smokeResult = memory.withLock { $0.smokeResults[service] }
         let (rollout, actions) = Reconciler.reconcile(ReconcileInput(
             policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: observation, smoke: smokeResult,
-            commands: snapshot.commands.map(\.command), now: time))
+            commands: snapshot.commands.map(\.command), platformLag: platformLag, now: time))
         guard rollout != snapshot.rollout || !actions.isEmpty || !snapshot.commands.isEmpty else { return false }
         if smokeResult != nil, rollout?.phase != .verifying { memory.withLock { $0.smokeResults[service] = nil } }
         let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,

@@ -21,10 +21,10 @@ struct RolloutDriver {
 
     @discardableResult
     mutating func tick(_ observation: ObservationResult? = nil, smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [],
-                       advancing seconds: Double = 60) -> [ControllerAction] {
+                       platformLag: String? = nil, advancing seconds: Double = 60) -> [ControllerAction] {
         now = now.addingTimeInterval(seconds)
         let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
-                                                         smoke: smoke, commands: commands, now: now))
+                                                         smoke: smoke, commands: commands, platformLag: platformLag, now: now))
         try! service.apply(result.actions, at: now)
         rollout = result.rollout
         if let split = service.split { rollout?.knownSplitRevision = split.revision }
@@ -199,6 +199,21 @@ struct ReconcilerTests {
         // And rollback still fires in manual mode.
         driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now, canary: VersionObservation(requests: 360, errors: 200, affectedUsers: (0..<100).map { "u\($0)" }),
                                                   stable: VersionObservation(requests: 640, errors: 1, affectedUsers: ["s"]))))
+        #expect(driver.rollout?.phase == .rolledBack)
+    }
+
+    @Test("while the platform lags the rollout does not advance, but still rolls back a bad canary")
+    func platformLag() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        #expect(driver.percent == 1)
+        for _ in 0..<20 { driver.tick(driver.healthy(), platformLag: "scf:engine/grayscale throttled") }
+        #expect(driver.percent == 1, "no advance while the platform lags")
+        #expect(driver.rollout?.holdReason?.contains("the platform does not show the split yet") == true)
+        driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now,
+                                                  canary: VersionObservation(requests: 10, errors: 8, affectedUsers: ["a", "b", "c", "d", "e", "f"]),
+                                                  stable: VersionObservation(requests: 990, errors: 0, affectedUsers: []))),
+                    platformLag: "scf:engine/grayscale throttled")
         #expect(driver.rollout?.phase == .rolledBack)
     }
 

@@ -51,12 +51,13 @@ struct TrafficDriverTests {
                               now: { clock.withLockedValue { $0 } }, logger: Logger(label: "test"), drivers: ["engine": driver])
         }
         let first = controller()
-        for _ in 0..<2 {
-            await first.tickAll()
-            clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
-        }
+        // Both attempts of the first pass fail (before and after the tick).
+        await first.tickAll()
+        clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
         #expect(driver.applied.withLockedValue { $0 }.isEmpty)
-        #expect(try fixture.database.rolloutState("engine") == nil, "the rollout must not start while the platform lags")
+        let held = try #require(try fixture.database.rolloutState("engine"))
+        #expect(held.step == -1, "the rollout must not give the canary users while the platform lags")
+        #expect(held.holdReason?.contains("the platform does not show the split yet") == true)
         let notices = try fixture.database.undeliveredNotifications().filter { $0.text.contains("did not take split revision") }
         #expect(notices.count == 1)
 
