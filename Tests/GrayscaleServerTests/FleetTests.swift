@@ -42,12 +42,12 @@ struct FleetTests {
                 let response = try? await client.send(OutboundRequest(url: "http://127.0.0.1:\(port)/v1/deploy?name=x", headers: [("Authorization", "Bearer " + DemoTraffic.token(appId))], timeout: 5))
                 return response?.header("x-grayscale-version")
             }
-            // Everyone starts on stable.
+            // Every proxy has a routing table (the controller may already have given the canary its first step).
             let started = try await harness.waitFor(20) {
                 var all = true
                 for port in ports {
                     let seen = await version(through: port.proxy, appId: "someone")
-                    all = all && seen == "engine@7 (v2.1.0)"
+                    all = all && (seen?.hasPrefix("engine@") ?? false)
                 }
                 return all
             }
