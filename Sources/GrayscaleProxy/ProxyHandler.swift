@@ -55,6 +55,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var bytesOut = 0
         var status: HTTPResponseStatus?
         var requestEnded = false
+        /// The upstream's answer allows reusing its connection (not `Connection: close`, not HTTP/1.0 without keep-alive).
+        var upstreamKeepAlive = true
         var finished = false
         var timeout: Scheduled<Void>?
 
@@ -295,6 +297,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .head(let head):
             exchange.timeout?.cancel()
             exchange.status = head.status
+            exchange.upstreamKeepAlive = head.isKeepAlive
             context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
         case .body(let body):
             exchange.bytesOut += body.readableBytes
@@ -311,7 +314,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             state = .idle
             idleSince = .now()
             upstream.handler.exchange = nil
-            if exchange.requestEnded && !Self.upstreamWantsClose(upstream) {
+            if exchange.requestEnded && exchange.upstreamKeepAlive && upstream.channel.isActive {
                 pool.release(upstream)
             } else {
                 upstream.channel.close(promise: nil)
@@ -452,7 +455,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             && head.headers.first(name: "upgrade")?.lowercased() == "websocket"
     }
 
-    static func upstreamWantsClose(_ upstream: UpstreamConnection) -> Bool { !upstream.channel.isActive }
 
     static func routeName(_ route: Route) -> String {
         switch route.reason {

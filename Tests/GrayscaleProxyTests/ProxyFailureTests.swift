@@ -162,4 +162,16 @@ struct ProxyFailureTests {
             #expect(range.contains(Bucket(anonymous)) == bodies[1].hasPrefix("version 8"), "the bucket agrees with the version chosen")
         }
     }
+
+    @Test("an upstream connection the upstream closes after its answer is not reused")
+    func upstreamConnectionClose() async throws {
+        try await ProxyHarness.run { harness in
+            let statuses = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                var statuses: [Int] = []
+                for path in ["/close", "/", "/close", "/close", "/"] { statuses.append(try await client.send(path).status) }
+                return statuses
+            }
+            #expect(statuses == [200, 200, 200, 200, 200])
+        }
+    }
 }

@@ -48,6 +48,7 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
     let version: Int
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
+    private var closing = false
 
     init(version: Int) { self.version = version }
 
@@ -59,7 +60,7 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
         case .body(var chunk):
             body.writeBuffer(&chunk)
         case .end:
-            guard let head else { return }
+            guard let head, !closing else { return }
             switch head.uri {
             case "/reset":
                 context.close(promise: nil)
@@ -84,9 +85,16 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
         headers.add(name: "content-length", value: String(text.utf8.count))
         headers.add(name: "x-upstream-version", value: String(version))
         headers.add(name: "keep-alive", value: "timeout=5")
+        let close = head.uri == "/close"
+        if close { headers.add(name: "connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
         context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if close {
+            // Like a server that said "close": it reads nothing more and hangs up a moment later.
+            closing = true
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(150)) { context.close(promise: nil) }
+        }
     }
 }
 
