@@ -57,6 +57,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var requestEnded = false
         /// The upstream's answer allows reusing its connection (not `Connection: close`, not HTTP/1.0 without keep-alive).
         var upstreamKeepAlive = true
+        /// Sent again once on a new connection after a reused one was closed under it.
+        var retried = false
         var finished = false
         var timeout: Scheduled<Void>?
 
@@ -332,7 +334,18 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     func upstreamClosed() {
-        guard let context, case .forwarding(let exchange, _) = state else { return }
+        guard let context, case .forwarding(let exchange, let upstream) = state else { return }
+        // A pooled connection the upstream closed just as it was reused (its keep-alive timeout):
+        // an idempotent request without a body is sent again, once, on a new connection.
+        if exchange.status == nil, upstream.reused, !exchange.retried, exchange.requestEnded, exchange.bytesIn == 0,
+           [HTTPMethod.GET, .HEAD, .OPTIONS].contains(exchange.head.method) {
+            exchange.retried = true
+            state = .connecting(exchange, buffered: [.end(nil)])
+            pool.connection(to: exchange.target.upstream, fresh: true) { result in
+                self.connected(result, exchange: exchange, context: context)
+            }
+            return
+        }
         exchange.timeout?.cancel()
         state = .answered
         if exchange.status == nil {

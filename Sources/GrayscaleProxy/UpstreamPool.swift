@@ -16,11 +16,12 @@ final class UpstreamPool {
         self.maxIdle = maxIdle
     }
 
-    /// Hands `completion` an idle connection to `upstream`, or a new one, on this loop.
-    func connection(to upstream: Upstream, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+    /// Hands `completion` an idle connection to `upstream` (unless `fresh`), or a new one, on this loop.
+    func connection(to upstream: Upstream, fresh: Bool = false, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
         eventLoop.preconditionInEventLoop()
         // Popped in place: copying the list out of the dictionary would allocate on every request.
-        while let connection = idle[upstream]?.popLast() {
+        while !fresh, var connection = idle[upstream]?.popLast() {
+            connection.reused = true
             if connection.channel.isActive { return completion(.success(connection)) }
         }
         ClientBootstrap(group: eventLoop)
@@ -80,6 +81,8 @@ struct UpstreamConnection {
     let channel: Channel
     let handler: UpstreamHandler
     let upstream: Upstream
+    /// Taken from the pool rather than just connected: the upstream may have closed it meanwhile.
+    var reused = false
 }
 
 /// What an exchange using an upstream connection is told.

@@ -174,4 +174,19 @@ struct ProxyFailureTests {
             #expect(statuses == [200, 200, 200, 200, 200])
         }
     }
+
+    @Test("a GET on a pooled connection the upstream just closed is sent again on a new one, once")
+    func retryOnStaleConnection() async throws {
+        try await ProxyHarness.run { harness in
+            let statuses = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                [try await client.send("/").status, try await client.send("/drop-if-reused").status, try await client.send("/").status]
+            }
+            #expect(statuses == [200, 200, 200])
+            // A POST is not repeated: its body may have been acted on.
+            let post = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                [try await client.send(.POST, "/echo", body: "a").status, try await client.send(.POST, "/drop-if-reused", body: "b").status]
+            }
+            #expect(post == [200, 502])
+        }
+    }
 }

@@ -49,6 +49,7 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
     private var head: HTTPRequestHead?
     private var body = ByteBuffer()
     private var closing = false
+    private var requestsOnConnection = 0
 
     init(version: Int) { self.version = version }
 
@@ -61,7 +62,11 @@ private final class VersionHandler: ChannelInboundHandler, RemovableChannelHandl
             body.writeBuffer(&chunk)
         case .end:
             guard let head, !closing else { return }
+            requestsOnConnection += 1
             switch head.uri {
+            case "/drop-if-reused" where requestsOnConnection > 1:
+                // Like an upstream whose keep-alive timeout fired as the request arrived.
+                context.close(promise: nil)
             case "/reset":
                 context.close(promise: nil)
             case "/slow":
