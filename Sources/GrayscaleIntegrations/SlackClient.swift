@@ -28,13 +28,7 @@ public struct SlackClient: Sendable {
     /// From `GRAYSCALE_SLACK_BOT_TOKEN` (and `GRAYSCALE_SLACK_API`, default https://slack.com/api)
     /// or `GRAYSCALE_SLACK_WEBHOOK_URL`; each may instead name a file with `_FILE`.
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> SlackClient? {
-        func secret(_ name: String) -> String? {
-            if let value = environment[name], !value.isEmpty { return value }
-            if let file = environment[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
-                return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            }
-            return nil
-        }
+        func secret(_ name: String) -> String? { Secret.read(name, environment: environment) }
         if let token = secret("GRAYSCALE_SLACK_BOT_TOKEN") {
             return SlackClient(target: .botToken(token, apiBase: environment["GRAYSCALE_SLACK_API"] ?? "https://slack.com/api"))
         }

@@ -47,8 +47,6 @@ final class ProxyShared: Sendable {
 
     func connectionClosed() { openConnections.wrappingSubtract(1, ordering: .relaxed) }
 
-    var connections: Int { openConnections.load(ordering: .relaxed) }
-
     func exchangeStarted() { activeExchanges.wrappingAdd(1, ordering: .relaxed) }
     func exchangeEnded() { activeExchanges.wrappingSubtract(1, ordering: .relaxed) }
     var exchanges: Int { activeExchanges.load(ordering: .relaxed) }
@@ -72,14 +70,6 @@ public final class ProxyServer: Sendable {
 
     /// Swaps in a new routing table: new requests use it at once, requests in flight finish on the old one.
     public func update(_ table: RoutingTable) { shared.table = table }
-
-    public var table: RoutingTable { shared.table }
-
-    /// Open client connections.
-    public var connectionCount: Int { shared.connections }
-
-    /// Requests between their head and the end of their response.
-    public var inFlightCount: Int { shared.exchanges }
 
     /// Stops accepting, lets the requests in flight finish (up to `timeout`), then
     /// closes every connection: a graceful shutdown.

@@ -113,11 +113,13 @@ public final class ControllerService: Service, Sendable {
     /// Runs a human's command now, through the reconciler, and commits the result: the
     /// way the bot and the admin API act. Returns the service and rollout afterwards and
     /// what the reconciler did.
-    public func execute(_ command: HumanCommand, service: String) async throws
+    public func execute(_ command: HumanCommand, service: String, policy given: RolloutPolicy? = nil) async throws
         -> (service: ServiceState, rollout: RolloutState?, actions: [ControllerAction]) {
-        var library = PolicyLibrary(folder: policiesFolder)
-        try? library.reload()
-        let policy = library.policy(for: service)
+        let policy = given ?? {
+            var library = PolicyLibrary(folder: policiesFolder)
+            try? library.reload()
+            return library.policy(for: service)
+        }()
         var lastError: (any Error)?
         for _ in 0..<5 {
             let snapshot = try database.controllerSnapshot(service)

@@ -25,19 +25,13 @@ public struct GrayscaleServe: Sendable {
         self.logger = logger
     }
 
+    /// Listen addresses were checked when the configuration was read.
     static func address(_ text: String) -> (String, Int) {
-        let colon = text.lastIndex(of: ":")!
-        return (String(text[..<colon]), Int(text[text.index(after: colon)...])!)
+        let address = HostPort(parsing: text)!
+        return (address.host, address.port)
     }
 
-    /// A secret from `NAME` or the file named by `NAME_FILE`.
-    func secret(_ name: String) -> String? {
-        if let value = environment[name], !value.isEmpty { return value }
-        if let file = environment[name + "_FILE"], let data = FileManager.default.contents(atPath: file) {
-            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        return nil
-    }
+    func secret(_ name: String) -> String? { Secret.read(name, environment: environment) }
 
     public func run() async throws {
         let database = try GrayscaleDatabase.open(path: configuration.database)

@@ -61,7 +61,7 @@ public struct ReleaseBot: Sendable {
         }
         guard let kind = command.action.humanCommand else { return BotReply.help }
         do {
-            let result = try await controller.execute(HumanCommand(kind, actor: executor, text: text), service: service)
+            let result = try await controller.execute(HumanCommand(kind, actor: executor, text: text), service: service, policy: policy)
             for case .audit(_, _, let detail, "refused", _) in result.actions {
                 return BotReply.status(executor: executor, status: "Refused: \(detail)", split: result.service.split,
                                        rollout: result.rollout, steps: policy.steps.count)

@@ -62,9 +62,9 @@ public struct ServeConfiguration: Sendable {
         if let node = top["policies"] { configuration.policies = try reader.string(node, "policies") }
         func address(_ node: Node, _ field: String) throws(GrayscaleError) -> String {
             let text = try reader.string(node, field)
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port),
-                  colon > text.startIndex
-            else { throw reader.error(node, field, "expected HOST:PORT, e.g. 127.0.0.1:8080 (got '\(text)')") }
+            guard HostPort(parsing: text) != nil else {
+                throw reader.error(node, field, "expected HOST:PORT, e.g. 127.0.0.1:8080 (got '\(text)')")
+            }
             return text
         }
         if let node = top["proxy"] {

@@ -52,10 +52,10 @@ struct ProxyCommand: AsyncParsableCommand {
     }
 
     static func address(_ text: String, _ option: String) throws -> (host: String, port: Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+        guard let address = HostPort(parsing: text) else {
             throw ValidationError("\(option): expected HOST:PORT, e.g. 127.0.0.1:8080 (got '\(text)')")
         }
-        return (String(text[..<colon]), port)
+        return (address.host, address.port)
     }
 
     func matching() throws -> ServiceMatching {
@@ -123,6 +123,6 @@ struct ProxyCommand: AsyncParsableCommand {
             }
             return Array(String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines).utf8)
         }
-        return ProcessInfo.processInfo.environment["GRAYSCALE_JWT_SECRET"].map { Array($0.utf8) }
+        return Secret.read("GRAYSCALE_JWT_SECRET").map { Array($0.utf8) }
     }
 }

@@ -55,12 +55,7 @@ struct ReleaseCommand: AsyncParsableCommand {
 
         /// PublishVersion on Tencent SCF: the new function version is the release number.
         func publishSCFVersion() async throws -> Int {
-            let environment = ProcessInfo.processInfo.environment
-            func secret(_ name: String) -> String? {
-                environment[name] ?? environment[name + "_FILE"].flatMap { FileManager.default.contents(atPath: $0) }
-                    .map { String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }
-            }
-            guard let function = scfFunction, let id = secret("TENCENTCLOUD_SECRET_ID"), let key = secret("TENCENTCLOUD_SECRET_KEY") else {
+            guard let function = scfFunction, let id = Secret.read("TENCENTCLOUD_SECRET_ID"), let key = Secret.read("TENCENTCLOUD_SECRET_KEY") else {
                 throw ValidationError("--scf-function needs TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY in the environment")
             }
             let client = TencentCloudClient(endpoint: scfEndpoint, service: "scf", version: "2018-04-16", region: scfRegion,
