@@ -1,62 +1,71 @@
 import Foundation
 
-/// Judges one analysis interval of a canary against stable. Pure: the sequential
-/// test's state is passed in and updated.
+/// Judges a canary against stable on the evidence so far. Pure: the evidence is passed
+/// in and updated.
 public enum CanaryJudge {
     /// - Parameters:
-    ///   - observation: canary and stable over the interval just ended.
-    ///   - stepRequests: canary requests since the current step began, this interval included.
-    public static func judge(_ observation: IntervalObservation, analysis: RolloutPolicy.Analysis,
-                             test: inout SequentialErrorTest, stepRequests: Int) -> Verdict {
-        test.update(with: observation)
+    ///   - observation: canary and stable over the span just ended.
+    ///   - share: the canary's share of randomized users at the current step (0–1).
+    ///   - stepRequests: canary requests since the current step began, this span included.
+    public static func judge(_ observation: IntervalObservation, analysis: RolloutPolicy.Analysis, evidence: inout CanaryEvidence,
+                             share: Double, stepRequests: Int) -> Verdict {
         let canary = observation.canary, stable = observation.stable
-        let threshold = 1 / analysis.errorRate.alpha
+        if let canaryEvidence = canary.evidence, let stableEvidence = stable.evidence {
+            evidence.update(canary: canaryEvidence, stable: stableEvidence)
+        } else {
+            evidence.updateWithoutUnits(canaryRequests: canary.requests, canaryErrors: canary.errors,
+                                        stableRequests: stable.requests, stableErrors: stable.errors)
+        }
+        let threshold = 1 / evidence.alpha
+        let progress = evidence.acceptanceProgress(share: share)
         var numbers: [String: Double] = [
             "canaryRequests": Double(canary.requests), "stableRequests": Double(stable.requests),
             "canaryErrors": Double(canary.errors), "stableErrors": Double(stable.errors),
-            "canaryErrorRate": canary.errorRate, "stableErrorRate": stable.errorRate,
-            "canaryShare": observation.canaryShare, "likelihoodRatio": test.likelihoodRatio, "threshold": threshold,
-            "canaryEvents": Double(test.canaryEvents), "stableEvents": Double(test.stableEvents),
+            "eValue": evidence.eValue, "threshold": threshold,
+            "errorEValue": exp(min(evidence.errorLogE, 690)), "latencyEValue": exp(min(evidence.latencyLogE, 690)),
+            "canaryFailingUnits": Double(evidence.canaryFailures), "stableFailingUnits": Double(evidence.stableFailures),
+            "canarySlowRequests": Double(evidence.canarySlow), "stableSlowRequests": Double(evidence.stableSlow),
+            "acceptanceHave": Double(progress.have), "acceptanceNeed": Double(progress.need),
             "stepRequests": Double(stepRequests), "minRequests": Double(analysis.minRequests),
         ]
         if let p99 = canary.p99Ms { numbers["canaryP99Ms"] = p99 }
         if let p99 = stable.p99Ms { numbers["stableP99Ms"] = p99 }
+        return verdict(evidence, numbers: numbers, progress: progress, stepRequests: stepRequests, minRequests: analysis.minRequests)
+    }
 
-        if test.rejects(alpha: analysis.errorRate.alpha) {
-            return Verdict(.fail, String(format: "canary errors above stable's: likelihood ratio %.1f reached 1/α = %.0f (canary %d of %d requests failed, stable %d of %d)",
-                                         test.likelihoodRatio, threshold, canary.errors, canary.requests, stable.errors, stable.requests),
-                           critical: true, numbers: numbers)
+    /// The verdict the evidence supports, in words a release engineer reads in Slack.
+    static func verdict(_ evidence: CanaryEvidence, numbers: [String: Double], progress: (have: Int, need: Int), stepRequests: Int,
+                        minRequests: Int) -> Verdict {
+        let threshold = 1 / evidence.alpha
+        if evidence.rejects {
+            let latencyDrove = evidence.errorWeight < 1
+                && log(1 - evidence.errorWeight) + evidence.latencyLogE > log(evidence.errorWeight) + evidence.errorLogE
+            let reason = latencyDrove
+                ? String(format: "canary slower than stable by more than %.0f ms: e-value %@ reached 1/α = %.0f (%d canary and %d stable requests over stable's p99 threshold)",
+                         evidence.latencyEffectMs ?? 0, format(evidence.eValue), threshold, evidence.canarySlow, evidence.stableSlow)
+                : String(format: "canary errors above stable's: e-value %@ reached 1/α = %.0f (%d failing units on the canary, %d on stable)",
+                         format(evidence.eValue), threshold, evidence.canaryFailures, evidence.stableFailures)
+            return Verdict(.fail, reason, critical: true, numbers: numbers)
         }
-        let enoughInInterval = canary.requests >= analysis.minRequests && stable.requests >= analysis.minRequests
-        if let maxRate = analysis.errorRate.maxRate, canary.requests >= analysis.minRequests, canary.errorRate > maxRate {
-            return Verdict(.fail, String(format: "canary error rate %.2f%% is over the %.2f%% bound (%d of %d requests)",
-                                         canary.errorRate * 100, maxRate * 100, canary.errors, canary.requests),
-                           critical: true, numbers: numbers)
-        }
-        if enoughInInterval, let failure = latencyFailure(canary: canary, stable: stable, latency: analysis.latency) {
-            return Verdict(.fail, failure, numbers: numbers)
-        }
-        guard stepRequests >= analysis.minRequests else {
-            return Verdict(.inconclusive, "too little traffic: \(stepRequests) canary requests this step, \(analysis.minRequests) needed",
+        let ratio = format(evidence.detectRatio)
+        if !evidence.accepts {
+            return Verdict(.inconclusive, "waiting for evidence: \(progress.have) of \(progress.need) failing units needed to rule out a canary \(ratio)× worse than stable (e-value \(format(evidence.eValue)) of \(format(threshold)))",
                            numbers: numbers)
         }
-        return Verdict(.pass, String(format: "canary healthy: %d of %d requests failed (stable %d of %d), likelihood ratio %.2f below %.0f",
-                                     canary.errors, canary.requests, stable.errors, stable.requests, test.likelihoodRatio, threshold),
+        guard stepRequests >= minRequests else {
+            return Verdict(.inconclusive, "too little traffic: \(stepRequests) canary requests this step, \(minRequests) needed", numbers: numbers)
+        }
+        if evidence.stepFailures == 0 {
+            return Verdict(.pass, "canary healthy: no unit failed on either version in this step (\(stepRequests) canary requests)", numbers: numbers)
+        }
+        return Verdict(.pass, "canary healthy: a canary \(ratio)× worse than stable is ruled out (\(evidence.canaryFailures) failing units on the canary, \(evidence.stableFailures) on stable; e-value \(format(evidence.eValue)) of \(format(threshold)))",
                        numbers: numbers)
     }
 
-    static func latencyFailure(canary: VersionObservation, stable: VersionObservation, latency: RolloutPolicy.Latency) -> String? {
-        if let bound = latency.p99MaxMs, let p99 = canary.p99Ms, p99 > bound {
-            return String(format: "canary p99 latency %.0f ms is over the %.0f ms bound", p99, bound)
-        }
-        if let ratio = latency.p99MaxRatio, let canaryP99 = canary.p99Ms, let stableP99 = stable.p99Ms, stableP99 > 0,
-           canaryP99 > ratio * stableP99, canaryP99 - stableP99 >= latency.minDifferenceMs {
-            return String(format: "canary p99 latency %.0f ms is over %.2f× stable's %.0f ms", canaryP99, ratio, stableP99)
-        }
-        if let ratio = latency.p50MaxRatio, let canaryP50 = canary.p50Ms, let stableP50 = stable.p50Ms, stableP50 > 0,
-           canaryP50 > ratio * stableP50, canaryP50 - stableP50 >= latency.minDifferenceMs {
-            return String(format: "canary p50 latency %.0f ms is over %.2f× stable's %.0f ms", canaryP50, ratio, stableP50)
-        }
-        return nil
+    /// Two significant figures, without exponents for everyday sizes.
+    static func format(_ value: Double) -> String {
+        if value >= 1e6 { return String(format: "%.1e", value) }
+        if value >= 10 || value == value.rounded() { return String(format: "%.0f", value) }
+        return String(format: value >= 1 ? "%.1f" : "%.2f", value)
     }
 }

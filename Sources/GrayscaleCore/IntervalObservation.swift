@@ -5,20 +5,17 @@ public struct VersionObservation: Codable, Hashable, Sendable {
     public var requests: Int
     /// Server-side errors (5xx, connect failures, timeouts).
     public var errors: Int
-    /// appIds that got at least one server-side error in the interval; nil when the
-    /// source cannot tell users apart (Prometheus), and errors then count per request.
-    public var affectedUsers: [String]?
-    /// Errors of requests without an identity.
-    public var anonymousErrors: Int
+    /// The randomized traffic the judge may use (failing units, latency histogram); nil
+    /// when the source cannot tell units apart (Prometheus), and errors then count per request.
+    public var evidence: VersionEvidence?
+    /// For people: percentiles of all of the version's traffic. The judge never uses them.
     public var p50Ms: Double?
     public var p99Ms: Double?
 
-    public init(requests: Int, errors: Int, affectedUsers: [String]? = nil, anonymousErrors: Int = 0,
-                p50Ms: Double? = nil, p99Ms: Double? = nil) {
+    public init(requests: Int, errors: Int, evidence: VersionEvidence? = nil, p50Ms: Double? = nil, p99Ms: Double? = nil) {
         self.requests = requests
         self.errors = errors
-        self.affectedUsers = affectedUsers
-        self.anonymousErrors = anonymousErrors
+        self.evidence = evidence
         self.p50Ms = p50Ms
         self.p99Ms = p99Ms
     }
@@ -40,8 +37,7 @@ public struct IntervalObservation: Codable, Hashable, Sendable {
         self.stable = stable
     }
 
-    /// The canary's share of requests: under "canary as good as stable", the chance
-    /// that an error came from the canary.
+    /// The canary's share of requests.
     public var canaryShare: Double {
         let total = canary.requests + stable.requests
         return total == 0 ? 0 : Double(canary.requests) / Double(total)

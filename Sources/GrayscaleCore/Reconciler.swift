@@ -5,6 +5,8 @@ import Foundation
 public enum ControllerAction: Hashable, Sendable {
     /// Give the canary these users (the release stays canary).
     case setSplit(CanaryRange, nonAuthWeight: Int, reason: String)
+    /// The policy's allow and deny lists and opt-in, for the split's routing.
+    case setRules(allowList: [String], denyList: [String], optIn: Bool)
     /// Everything back to stable.
     case rollBack(reason: String)
     /// The canary becomes stable.
@@ -84,8 +86,7 @@ public enum Reconciler {
                 state.manual = true
                 state.knownSplitRevision = split.revision
                 state.step = policy.steps.lastIndex { $0 <= split.range.widthHundredths } ?? -1
-                state.stepStartedAt = now
-                state.stepRequests = 0
+                startStep(&state)
             }
             for command in input.commands {
                 guard apply(command, to: &state, split: split) else {
@@ -115,7 +116,7 @@ public enum Reconciler {
             if let existing = rollout, existing.release.number == canary.number, existing.phase.isActive { return existing }
             let verifying = !policy.smokeChecks.isEmpty
             var state = RolloutState(service: service, release: canary.ref, phase: verifying ? .verifying : .progressing,
-                                     detectRatio: policy.analysis.errorRate.detectRatio, splitRevision: split.revision, now: now)
+                                     evidence: CanaryEvidence(policy: policy), splitRevision: split.revision, now: now)
             if verifying {
                 actions.append(.runSmokeChecks(release: canary.ref, upstream: canary.upstream, checks: policy.smokeChecks))
                 say(&state, "canary \(canary.ref) published; running \(policy.smokeChecks.count) smoke check(s) before any user sees it",
@@ -186,7 +187,7 @@ public enum Reconciler {
 
         enum JudgeOutcome { case continuing, rolledBack }
 
-        /// Judges the interval's metrics; rolls back on a critical failure or too many failures.
+        /// Adds the span's evidence; rolls back at once when the rollout's one α is spent.
         mutating func judge(_ state: inout RolloutState, split: TrafficSplit) -> JudgeOutcome {
             guard let observation = input.observation, !split.range.isEmpty || state.step >= 0 else { return .continuing }
             let verdict: Verdict
@@ -200,22 +201,14 @@ public enum Reconciler {
             case .observed(let interval):
                 state.metricsFailures = 0
                 state.stepRequests += interval.canary.requests
-                verdict = CanaryJudge.judge(interval, analysis: policy.analysis, test: &state.test, stepRequests: state.stepRequests)
+                verdict = CanaryJudge.judge(interval, analysis: policy.analysis, evidence: &state.evidence,
+                                            share: Double(split.range.widthHundredths) / Double(Bucket.count), stepRequests: state.stepRequests)
             }
             state.lastVerdict = verdict
             state.lastVerdictAt = now
             actions.append(.recordVerdict(verdict))
-            guard verdict.outcome == .fail else {
-                state.consecutiveFailures = 0
-                return .continuing
-            }
-            state.consecutiveFailures += 1
-            guard verdict.critical || state.consecutiveFailures >= policy.analysis.failureLimit else {
-                actions.append(.notify("\(service): canary \(state.release) failed a check (\(state.consecutiveFailures) of \(policy.analysis.failureLimit) before rollback): \(verdict.reason)"))
-                return .continuing
-            }
-            let why = verdict.critical ? verdict.reason : "\(state.consecutiveFailures) failed intervals in a row: \(verdict.reason)"
-            end(&state, .rolledBack, .rollBack(reason: why))
+            guard verdict.outcome == .fail else { return .continuing }
+            end(&state, .rolledBack, .rollBack(reason: verdict.reason))
             return .rolledBack
         }
 
@@ -243,11 +236,14 @@ public enum Reconciler {
             }
             guard now.timeIntervalSince(started) >= Double(policy.stepMinimum) else { return }
             guard let verdict = state.lastVerdict, verdict.outcome == .pass, let at = state.lastVerdictAt, at > started else {
-                state.holdReason = "waiting for a passing verdict in this step" + (state.lastVerdict.map { " (last: \($0.reason))" } ?? "")
+                let waiting = state.lastVerdictAt.map { $0 > started } == true ? state.lastVerdict?.reason ?? "" : "waiting for the first verdict"
+                state.holdReason = "step \(state.step + 1) of \(policy.steps.count): \(waiting)"
                 return
             }
             if state.step >= policy.steps.count - 1 {
-                end(&state, .promoted, .promote(reason: "every step passed"))
+                let holdback = policy.holdback > 0 && policy.steps[state.step] == Bucket.count
+                    ? " (final verdict with \(formatHundredths(policy.holdback))% held back on stable)" : ""
+                end(&state, .promoted, .promote(reason: "every step passed\(holdback)"))
                 return
             }
             state.step += 1
@@ -263,7 +259,11 @@ public enum Reconciler {
         }
 
         mutating func applyStep(_ state: inout RolloutState, reason: String, actor: String = Reconciler.actor, command: String? = nil) {
-            let width = policy.steps[state.step]
+            let width = policy.width(ofStep: state.step)
+            if let split = input.service.split, policy.routesLists,
+               split.allowList != policy.allowList || split.denyList != policy.denyList || split.optInAllowed != policy.optIn {
+                actions.append(.setRules(allowList: policy.allowList, denyList: policy.denyList, optIn: policy.optIn))
+            }
             let range = try! CanaryRange.prefix(hundredths: width)
             let weight: Int
             switch policy.nonAuthWeight {
@@ -279,7 +279,7 @@ public enum Reconciler {
         func startStep(_ state: inout RolloutState) {
             state.stepStartedAt = now
             state.stepRequests = 0
-            state.consecutiveFailures = 0
+            state.evidence.startStep()
         }
 
         mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ action: ControllerAction, actor: String = Reconciler.actor,

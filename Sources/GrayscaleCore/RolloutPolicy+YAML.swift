@@ -20,7 +20,7 @@ extension RolloutPolicy {
         let root = try reader.root(of: text)
         let top = try reader.fields(root, "", known: [
             "name", "service", "steps", "stepMinimum", "nonAuthWeight", "analysis", "window",
-            "smokeChecks", "slack", "allowList", "denyList", "optIn",
+            "smokeChecks", "slack", "allowList", "denyList", "optIn", "holdback",
         ])
         var policy = RolloutPolicy.standard
         policy.name = defaultName
@@ -65,6 +65,14 @@ extension RolloutPolicy {
             }
         }
         if let node = top["optIn"] { policy.optIn = try reader.bool(node, "optIn") }
+        if let node = top["holdback"] {
+            policy.holdback = try reader.percent(node, "holdback")
+            guard policy.holdback < Bucket.count else { throw reader.error(node, "holdback", "must be less than 100 percent") }
+        }
+        if let step = policy.steps.dropLast().first(where: { $0 >= Bucket.count - policy.holdback }) {
+            throw reader.error(top["holdback"] ?? top["steps"] ?? root, "holdback",
+                               "step \(formatHundredths(step))% is not below 100% minus the holdback (\(formatHundredths(Bucket.count - policy.holdback))%)")
+        }
         return policy
     }
 
@@ -84,7 +92,10 @@ extension RolloutPolicy {
     }
 
     private static func readAnalysis(_ node: Node, _ reader: YAMLReader, base: Analysis) throws(GrayscaleError) -> Analysis {
-        let fields = try reader.fields(node, "analysis", known: ["interval", "minRequests", "failureLimit", "errorRate", "latency"])
+        try reader.refuseRemoved(node, "analysis", [
+            "failureLimit": "every check spends the rollout's one α, so a failing check rolls back at once",
+        ])
+        let fields = try reader.fields(node, "analysis", known: ["interval", "minRequests", "errorRate", "latency"])
         var analysis = base
         if let node = fields["interval"] {
             analysis.interval = try reader.duration(node, "analysis.interval")
@@ -93,11 +104,11 @@ extension RolloutPolicy {
         if let node = fields["minRequests"] {
             analysis.minRequests = try reader.int(node, "analysis.minRequests", in: 1...1_000_000_000)
         }
-        if let node = fields["failureLimit"] {
-            analysis.failureLimit = try reader.int(node, "analysis.failureLimit", in: 1...1000)
-        }
         if let node = fields["errorRate"] {
-            let rate = try reader.fields(node, "analysis.errorRate", known: ["alpha", "beta", "detectRatio", "maxRate"])
+            try reader.refuseRemoved(node, "analysis.errorRate", [
+                "maxRate": "a fixed bound judged every interval rolled good releases back on noise; the canary is judged against stable",
+            ])
+            let rate = try reader.fields(node, "analysis.errorRate", known: ["alpha", "beta", "detectRatio"])
             if let node = rate["alpha"] {
                 analysis.errorRate.alpha = try reader.double(node, "analysis.errorRate.alpha", in: 0...0.5, exclusiveLower: true)
             }
@@ -107,25 +118,15 @@ extension RolloutPolicy {
             if let node = rate["detectRatio"] {
                 analysis.errorRate.detectRatio = try reader.double(node, "analysis.errorRate.detectRatio", in: 1...1000, exclusiveLower: true)
             }
-            if rate.values["maxRate"] != nil {
-                analysis.errorRate.maxRate = try rate["maxRate"].map { node throws(GrayscaleError) in
-                    try reader.double(node, "analysis.errorRate.maxRate", in: 0...1, exclusiveLower: true)
-                }
-            }
         }
         if let node = fields["latency"] {
-            let latency = try reader.fields(node, "analysis.latency", known: ["p50MaxRatio", "p99MaxRatio", "p99MaxMs", "minDifferenceMs"])
-            func bound(_ name: String, _ keyPath: WritableKeyPath<Latency, Double?>, _ range: ClosedRange<Double>) throws(GrayscaleError) {
-                guard latency.values[name] != nil else { return }
-                analysis.latency[keyPath: keyPath] = try latency[name].map { node throws(GrayscaleError) in
-                    try reader.double(node, "analysis.latency.\(name)", in: range, exclusiveLower: true)
+            let why = "percentiles of one interval are noise and were judged outside α; latency is now one anytime-valid test of the whole distribution with minDifferenceMs as its minimum effect"
+            try reader.refuseRemoved(node, "analysis.latency", ["p50MaxRatio": why, "p99MaxRatio": why, "p99MaxMs": why])
+            let latency = try reader.fields(node, "analysis.latency", known: ["minDifferenceMs"])
+            if latency.values["minDifferenceMs"] != nil {
+                analysis.latency.minDifferenceMs = try latency["minDifferenceMs"].map { node throws(GrayscaleError) in
+                    try reader.double(node, "analysis.latency.minDifferenceMs", in: 0...3_600_000)
                 }
-            }
-            try bound("p50MaxRatio", \.p50MaxRatio, 1...100)
-            try bound("p99MaxRatio", \.p99MaxRatio, 1...100)
-            try bound("p99MaxMs", \.p99MaxMs, 0...3_600_000)
-            if let node = latency["minDifferenceMs"] {
-                analysis.latency.minDifferenceMs = try reader.double(node, "analysis.latency.minDifferenceMs", in: 0...3_600_000)
             }
         }
         return analysis

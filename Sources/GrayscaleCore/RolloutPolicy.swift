@@ -14,10 +14,26 @@ public struct RolloutPolicy: Hashable, Sendable {
     public var window: PromotionWindow
     public var smokeChecks: [SmokeCheck]
     public var slack: Slack?
+    /// appIds that always get the canary (internal testers) and that never do. Routed
+    /// and counted, but not evidence: the hash did not choose them.
     public var allowList: [String]
     public var denyList: [String]
-    /// Whether users may opt in or out with `X-Grayscale-Channel`.
+    /// Whether users may opt in or out with `X-Grayscale-Channel` (not evidence either).
     public var optIn: Bool
+    /// Hundredths of a percent of randomized users kept on stable at the last step, until
+    /// the final verdict; then the canary takes everyone. Without it the last step would
+    /// judge nothing: with every user on the canary there is nothing to compare.
+    public var holdback: Int
+
+    /// The canary's width at step `index`: the policy's percent, except that the last
+    /// step keeps the holdback on stable until the final verdict.
+    public func width(ofStep index: Int) -> Int {
+        index == steps.count - 1 ? min(steps[index], Bucket.count - holdback) : steps[index]
+    }
+
+    /// Whether the policy says anything about lists or opt-in; if not, the split keeps
+    /// whatever rules a human set with `traffic rules`.
+    public var routesLists: Bool { !allowList.isEmpty || !denyList.isEmpty || optIn }
 
     public enum NonAuthWeight: Hashable, Sendable {
         /// Requests without a token get the canary with the width of the user range.
@@ -29,33 +45,27 @@ public struct RolloutPolicy: Hashable, Sendable {
     public struct Analysis: Hashable, Sendable {
         /// Seconds between two judgements.
         public var interval: Int
-        /// Requests each version needs in an interval before any verdict; fewer is inconclusive.
+        /// Canary requests a step needs at least before it may pass.
         public var minRequests: Int
         public var errorRate: ErrorRate
         public var latency: Latency
-        /// Consecutive failed intervals before a rollback.
-        public var failureLimit: Int
     }
 
     public struct ErrorRate: Hashable, Sendable {
-        /// Bound on the probability of rolling back a release as good as stable, over the whole rollout.
+        /// Bound on the probability of ever rolling back a release as good as stable, over
+        /// the whole rollout and every check (errors and latency share it).
         public var alpha: Double
-        /// Bound on the probability of missing a release whose error rate is `detectRatio` times stable's.
+        /// Bound on the probability that a step advances although the canary makes units
+        /// fail `detectRatio` times as often as stable.
         public var beta: Double
-        /// The error-rate ratio against stable the sequential test is built to detect.
+        /// How much worse than stable (ratio of failing units) a canary must be caught.
         public var detectRatio: Double
-        /// A canary error rate above this fails at once (critical), whatever stable does.
-        public var maxRate: Double?
     }
 
     public struct Latency: Hashable, Sendable {
-        public var p50MaxRatio: Double?
-        public var p99MaxRatio: Double?
-        /// Absolute p99 bound in milliseconds.
-        public var p99MaxMs: Double?
-        /// Ratios only fail when the canary is also at least this many milliseconds slower:
-        /// at a few milliseconds, a ratio is noise.
-        public var minDifferenceMs: Double
+        /// The smallest slowdown, in milliseconds, that counts: the latency test asks whether
+        /// the canary's distribution is more than this slower than stable's. nil: not judged.
+        public var minDifferenceMs: Double?
     }
 
     public struct SmokeCheck: Hashable, Sendable {
@@ -85,9 +95,8 @@ extension RolloutPolicy {
         analysis: Analysis(
             interval: 60,
             minRequests: 50,
-            errorRate: ErrorRate(alpha: 0.01, beta: 0.01, detectRatio: 5, maxRate: 0.2),
-            latency: Latency(p50MaxRatio: 1.5, p99MaxRatio: 1.5, p99MaxMs: 2000, minDifferenceMs: 50),
-            failureLimit: 2
+            errorRate: ErrorRate(alpha: 0.01, beta: 0.01, detectRatio: 5),
+            latency: Latency(minDifferenceMs: 50)
         ),
         window: try! PromotionWindow(days: [.wednesday], start: TimeOfDay(minutes: 14 * 60),
                                      end: TimeOfDay(minutes: 18 * 60), timeZone: "Asia/Shanghai"),
@@ -95,6 +104,7 @@ extension RolloutPolicy {
         slack: nil,
         allowList: [],
         denyList: [],
-        optIn: false
+        optIn: false,
+        holdback: 500
     )
 }

@@ -26,10 +26,10 @@ public struct RolloutState: Codable, Hashable, Sendable {
     public var manual: Bool
     /// Why the rollout is not advancing, when it is not.
     public var holdReason: String?
-    public var test: SequentialErrorTest
+    /// The tests' state and every failing unit they have counted: what the next verdict builds on.
+    public var evidence: CanaryEvidence
     /// Canary requests since the current step began.
     public var stepRequests: Int
-    public var consecutiveFailures: Int
     public var metricsFailures: Int
     public var lastVerdict: Verdict?
     public var lastVerdictAt: Date?
@@ -38,7 +38,7 @@ public struct RolloutState: Codable, Hashable, Sendable {
     public var startedAt: Date
     public var updatedAt: Date
 
-    public init(service: String, release: ReleaseRef, phase: Phase, detectRatio: Double, splitRevision: Int, now: Date) {
+    public init(service: String, release: ReleaseRef, phase: Phase, evidence: CanaryEvidence, splitRevision: Int, now: Date) {
         self.service = service
         self.release = release
         self.phase = phase
@@ -46,9 +46,8 @@ public struct RolloutState: Codable, Hashable, Sendable {
         stepStartedAt = nil
         manual = false
         holdReason = nil
-        test = SequentialErrorTest(detectRatio: detectRatio)
+        self.evidence = evidence
         stepRequests = 0
-        consecutiveFailures = 0
         metricsFailures = 0
         lastVerdict = nil
         lastVerdictAt = nil

@@ -8,6 +8,8 @@ extension ServiceState {
             switch action {
             case .setSplit(let range, let weight, _):
                 try setCanaryTraffic(range: range, nonAuthWeight: weight)
+            case .setRules(let allowList, let denyList, let optIn):
+                if split != nil { try setRules(allowList: allowList, denyList: denyList, optInAllowed: optIn) }
             case .rollBack:
                 if canary != nil { try rollBack(at: now) }
             case .promote:

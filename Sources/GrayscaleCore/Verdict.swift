@@ -10,7 +10,7 @@ public struct Verdict: Codable, Hashable, Sendable {
 
     public var outcome: Outcome
     public var reason: String
-    /// A failure that rolls back at once rather than after `failureLimit` intervals.
+    /// A failure that rolls back at once (every failure does since checks share one α).
     public var critical: Bool
     /// Counts, rates, the test statistic and its threshold: why, in numbers.
     public var numbers: [String: Double]
@@ -19,6 +19,7 @@ public struct Verdict: Codable, Hashable, Sendable {
         self.outcome = outcome
         self.reason = reason
         self.critical = critical
-        self.numbers = numbers
+        // Stored as JSON, which has no infinity: a number beyond any meaning is clamped.
+        self.numbers = numbers.mapValues { $0.isNaN ? 0 : min(max($0, -Double.greatestFiniteMagnitude), .greatestFiniteMagnitude) }
     }
 }

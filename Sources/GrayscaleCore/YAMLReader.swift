@@ -45,6 +45,15 @@ public struct YAMLReader: Sendable {
         return Fields(path: path, values: values)
     }
 
+    /// Refuses fields that once existed and were removed, saying why, rather than as unknown.
+    public func refuseRemoved(_ node: Node, _ path: String, _ removed: [String: String]) throws(GrayscaleError) {
+        guard let mapping = node.mapping else { return }
+        for (key, _) in mapping {
+            guard let name = key.scalar?.string, let why = removed[name] else { continue }
+            throw error(key, path.isEmpty ? name : "\(path).\(name)", "no longer supported: \(why)")
+        }
+    }
+
     public struct Fields {
         public let path: String
         public let values: [String: Node]

@@ -46,6 +46,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let target: ServiceRoute.Target
         let route: Route
         let appId: String?
+        /// The randomized unit this request belongs to; nil for lists and opt-in.
+        let unit: UnitEvent?
         let started: NIODeadline
         let keepAlive: Bool
         let isUpgrade: Bool
@@ -62,13 +64,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var finished = false
         var timeout: Scheduled<Void>?
 
-        init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?,
+        init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
              started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
             self.head = head
             self.service = service
             self.target = target
             self.route = route
             self.appId = appId
+            self.unit = unit
             self.started = started
             self.keepAlive = keepAlive
             self.isUpgrade = isUpgrade
@@ -190,19 +193,33 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let appId = shared.configuration.identity.appId(in: head)
         let requested = head.headers.first(name: "x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
         var stickyCookie: String?
-        var draw = Bucket(0)
+        var clientId: Substring?
         if appId == nil {
+            // An anonymous client is a unit of its own: a random id in a sticky cookie, placed by
+            // the canary's salted hash like a user, so each release draws new clients.
             if let pinned = head.headers[canonicalForm: "cookie"].lazy.compactMap({ cookieValue("grayscale_sticky", in: $0) }).first,
-               let value = Int(pinned), (0..<Bucket.count).contains(value) {
-                draw = Bucket(value)
+               Self.isClientId(pinned) {
+                clientId = pinned
             } else {
-                draw = Bucket(Int.random(in: 0..<Bucket.count))
-                stickyCookie = "grayscale_sticky=\(draw.value); Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
+                let fresh = String(UInt64.random(in: .min ... .max), radix: 16)
+                clientId = Substring(fresh)
+                stickyCookie = "grayscale_sticky=\(fresh); Path=/; Max-Age=2592000; HttpOnly; SameSite=Lax"
             }
         }
-        let route = service.split.route(appId: appId, requestedChannel: requested, anonymousDraw: draw)
+        let split = service.split
+        let draw = clientId.map { Bucket.of(appId: "a:\($0)", salt: split.canary?.salt ?? "") } ?? Bucket(0)
+        let route = split.route(appId: appId, requestedChannel: requested, anonymousDraw: draw)
+        let unit: UnitEvent?
+        switch route.reason {
+        case .inRange, .outOfRange:
+            unit = appId.map { UnitEvent(unit: "u:\($0)", canary: route.target == .canary, lower: split.range.lower, upper: split.range.upper) }
+        case .anonymousWeight:
+            unit = clientId.map { UnitEvent(unit: "a:\($0)", canary: route.target == .canary, lower: 0, upper: split.nonAuthWeight) }
+        case .noCanary, .allowList, .denyList, .optIn:
+            unit = nil  // not randomized: served and counted, never evidence
+        }
         let exchange = Exchange(
-            head: head, service: service.service, target: service.target(route.target), route: route, appId: appId,
+            head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
             started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
 
         if shared.configuration.routingHeader != nil { exchange.routingBucket = service.split.routingBucket(for: route) }
@@ -404,7 +421,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
         let now = shared.configuration.now()
         let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
-                                     status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now)
+                                     status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now, unit: exchange.unit)
         shared.statistics.record(outcome)
         shared.metrics?.record(outcome, route: exchange.route.target)
         shared.accessLog?.append(AccessLogLine(
@@ -413,6 +430,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             method: exchange.head.method.rawValue, path: exchange.head.uri, status: Int(status.code),
             latencyMs: Double(micros) / 1000, upstream: exchange.target.upstream.description,
             bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut, error: error))
+    }
+
+    /// A sticky cookie's client id: 1 to 32 letters, digits, `-` or `_`; anything else gets a new one.
+    static func isClientId(_ value: Substring) -> Bool {
+        !value.isEmpty && value.utf8.count <= 32
+            && value.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 45 || $0 == 95 }
     }
 
     // MARK: - Headers

@@ -24,8 +24,13 @@ public struct RequestOutcome: Sendable {
     public var errorClass: ErrorClass?
     public var latencyMicros: UInt64
     public var at: Date
+    /// The randomized unit (user or sticky anonymous client) and the split it was routed by;
+    /// nil for traffic that was not randomized (lists, opt-in), which is never evidence.
+    public var unit: UnitEvent?
 
-    public init(service: String, release: ReleaseRef, appId: String?, status: Int, errorClass: ErrorClass?, latencyMicros: UInt64, at: Date) {
+    public init(service: String, release: ReleaseRef, appId: String?, status: Int, errorClass: ErrorClass?, latencyMicros: UInt64, at: Date,
+                unit: UnitEvent? = nil) {
+        self.unit = unit
         self.service = service
         self.release = release
         self.appId = appId
@@ -61,6 +66,9 @@ public final class ProxyStatistics: Sendable {
         var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
         var affectedUsers: Set<String> = []
         var anonymousErrors = 0
+        /// Randomized traffic, for the judge; `failedUnits` keeps one failure per unit.
+        var evidence = VersionEvidence()
+        var failedUnits: Set<String> = []
 
         init(start: Int) { self.start = start }
     }
@@ -109,8 +117,7 @@ public final class ProxyStatistics: Sendable {
         }
         let merged = Self.merge(windows, start: windows.first?.start ?? start)
         let observation = VersionObservation(
-            requests: merged.requests, errors: merged.errors, affectedUsers: merged.affectedUserIds,
-            anonymousErrors: merged.anonymousErrors,
+            requests: merged.requests, errors: merged.errors, evidence: merged.evidence ?? VersionEvidence(),
             p50Ms: merged.requests > 0 ? merged.latencyMs.p50 : nil, p99Ms: merged.requests > 0 ? merged.latencyMs.p99 : nil)
         return (observation, Date(timeIntervalSince1970: TimeInterval(coveredEnd)))
     }
@@ -120,7 +127,9 @@ public final class ProxyStatistics: Sendable {
         var errors = [Int](repeating: 0, count: ErrorClass.allCases.count)
         var users: Set<String> = []
         var requests = 0, anonymousErrors = 0
+        var evidence = VersionEvidence()
         for window in windows {
+            evidence.merge(window.evidence)
             requests += window.requests
             for index in errors.indices { errors[index] += window.errors[index] }
             latency.add(window.latency)
@@ -141,6 +150,7 @@ public final class ProxyStatistics: Sendable {
             affectedUsers: users.count,
             affectedUserIds: users.sorted(),
             anonymousErrors: anonymousErrors,
+            evidence: evidence,
             latencyMs: LatencySummary(p50: millis(50), p90: millis(90), p99: millis(99),
                                       max: latency.totalCount == 0 ? 0 : Double(latency.max) / 1000)
         )
@@ -170,6 +180,11 @@ extension ProxyStatistics.Window {
     mutating func add(_ outcome: RequestOutcome) {
         requests += 1
         _ = latency.record(outcome.latencyMicros)
+        if let unit = outcome.unit {
+            let failed = outcome.errorClass.map { $0 != .rejected } ?? false
+            evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000,
+                            failure: failed && failedUnits.insert(unit.unit).inserted ? unit : nil)
+        }
         guard let errorClass = outcome.errorClass else { return }
         errors[ErrorClass.allCases.firstIndex(of: errorClass)!] += 1
         guard errorClass != .rejected else { return }
@@ -208,6 +223,9 @@ public struct WindowStatistics: Codable, Sendable {
     public var affectedUserIds: [String]
     /// Server-side errors of requests without an identity.
     public var anonymousErrors: Int
+    /// Randomized traffic only: what the controller judges (fleet proxies send it here);
+    /// nil from a proxy older than the evidence.
+    public var evidence: VersionEvidence?
     public var latencyMs: LatencySummary
 }
 

@@ -134,7 +134,7 @@ public struct AdminAPI: Sendable {
         var manual: Bool
         var holdReason: String?
         var lastVerdict: Verdict?
-        var likelihoodRatio: Double
+        var eValue: Double
         var startedAt: Date
         var updatedAt: Date
 
@@ -145,7 +145,7 @@ public struct AdminAPI: Sendable {
             manual = rollout.manual
             holdReason = rollout.holdReason
             lastVerdict = rollout.lastVerdict
-            likelihoodRatio = rollout.test.likelihoodRatio
+            eValue = rollout.evidence.eValue
             startedAt = rollout.startedAt
             updatedAt = rollout.updatedAt
         }

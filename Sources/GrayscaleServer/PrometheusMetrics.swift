@@ -54,7 +54,7 @@ public struct PrometheusMetrics: MetricsSource {
             }
             let requests = try await value(queries.requests) ?? 0
             let errors = try await value(queries.errors) ?? 0
-            return VersionObservation(requests: Int(requests.rounded()), errors: Int(errors.rounded()), affectedUsers: nil,
+            return VersionObservation(requests: Int(requests.rounded()), errors: Int(errors.rounded()),
                                       p50Ms: try await value(queries.p50Ms), p99Ms: try await value(queries.p99Ms))
         }
         return IntervalObservation(from: from, to: to, canary: try await version(canary), stable: try await version(stable))

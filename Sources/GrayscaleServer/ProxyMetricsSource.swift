@@ -54,16 +54,15 @@ public struct HTTPStatsMetrics: MetricsSource {
         }
         let covered = complete.map { Int($0.window.start.timeIntervalSince1970) + $0.length }.max() ?? start
         func sum(_ release: Int) -> VersionObservation {
-            let mine = complete.filter { $0.release == release }.map(\.window)
-            let requests = mine.reduce(0) { $0 + $1.requests }
-            // Percentiles do not add up: weigh each window's by its requests.
-            func weighted(_ value: (WindowStatistics) -> Double) -> Double? {
-                requests == 0 ? nil : mine.reduce(0) { $0 + value($1) * Double($1.requests) } / Double(requests)
+            // Windows in time order, so that each unit keeps its first failure; histograms add up,
+            // percentiles are read off the sum (never averaged).
+            let mine = complete.filter { $0.release == release }.map(\.window).sorted { $0.start < $1.start }
+            var evidence: VersionEvidence? = VersionEvidence()
+            for window in mine {
+                if let more = window.evidence { evidence?.merge(more) } else { evidence = nil }
             }
-            return VersionObservation(requests: requests, errors: mine.reduce(0) { $0 + $1.errors },
-                                      affectedUsers: Array(Set(mine.flatMap(\.affectedUserIds))).sorted(),
-                                      anonymousErrors: mine.reduce(0) { $0 + $1.anonymousErrors },
-                                      p50Ms: weighted { $0.latencyMs.p50 }, p99Ms: weighted { $0.latencyMs.p99 })
+            return VersionObservation(requests: mine.reduce(0) { $0 + $1.requests }, errors: mine.reduce(0) { $0 + $1.errors },
+                                      evidence: evidence, p50Ms: evidence?.percentileMs(0.5), p99Ms: evidence?.percentileMs(0.99))
         }
         return IntervalObservation(from: from, to: Date(timeIntervalSince1970: TimeInterval(covered)),
                                    canary: sum(canary.number), stable: sum(stable.number))

@@ -23,7 +23,7 @@ extension Scenario {
         let root = try reader.root(of: text)
         let top = try reader.fields(root, "", known: [
             "name", "description", "seed", "start", "duration", "population", "traffic", "baseline", "releases", "policy",
-            "commands", "expect", "noisyUsers", "humanDelay",
+            "commands", "expect", "noisyUsers", "humanDelay", "window", "platform",
         ])
         func required(_ name: String) throws(GrayscaleError) -> Node {
             guard let node = top[name] else { throw reader.error(root, name, "required") }
@@ -39,7 +39,9 @@ extension Scenario {
         guard duration > 0 else { throw reader.error(top["duration"], "duration", "must be more than 0s") }
 
         let populationNode = try required("population")
-        let populationFields = try reader.fields(populationNode, "population", known: ["users", "anonymousShare", "traits"])
+        let populationFields = try reader.fields(populationNode, "population", known: [
+            "users", "anonymousShare", "traits", "activitySigma", "anonymousClients", "brokenAnonymousClients", "allowListed",
+        ])
         guard let usersNode = populationFields["users"] else { throw reader.error(populationNode, "population.users", "required") }
         var traits: [String: Double] = [:]
         if let node = populationFields["traits"] {
@@ -49,12 +51,28 @@ extension Scenario {
                 traits[trait] = try reader.double(value, "population.traits.\(trait)", in: 0...1)
             }
         }
-        let population = Population(
+        var population = Population(
             users: try reader.int(usersNode, "population.users", in: 1...10_000_000),
             anonymousShare: try populationFields["anonymousShare"].map { node throws(GrayscaleError) in
                 try reader.double(node, "population.anonymousShare", in: 0...0.99)
             } ?? 0,
             traits: traits)
+        if let node = populationFields["activitySigma"] { population.activitySigma = try reader.double(node, "population.activitySigma", in: 0...4) }
+        if let node = populationFields["anonymousClients"] {
+            population.anonymousClients = try reader.int(node, "population.anonymousClients", in: 1...10_000_000)
+        }
+        if let node = populationFields["brokenAnonymousClients"] {
+            population.brokenAnonymousClients = try reader.int(node, "population.brokenAnonymousClients", in: 0...population.anonymousClients)
+        }
+        if let node = populationFields["allowListed"] {
+            let fields = try reader.fields(node, "population.allowListed", known: ["requestsPerHour", "errorRate"])
+            population.allowListedRequestsPerHour = try fields["requestsPerHour"].map { node throws(GrayscaleError) in
+                try reader.double(node, "population.allowListed.requestsPerHour", in: 0...1_000_000)
+            } ?? 60
+            population.allowListedErrorRate = try fields["errorRate"].map { node throws(GrayscaleError) in
+                try reader.double(node, "population.allowListed.errorRate", in: 0...1)
+            } ?? 0
+        }
 
         var traffic = Traffic(requestsPerUserPerHour: 12, shape: .flat)
         if let node = top["traffic"] {
@@ -73,12 +91,20 @@ extension Scenario {
 
         var baseline = Baseline(errorRate: 0.001, p50Ms: 40, p99Ms: 220)
         if let node = top["baseline"] {
-            let fields = try reader.fields(node, "baseline", known: ["errorRate", "latencyMs"])
+            let fields = try reader.fields(node, "baseline", known: ["errorRate", "latencyMs", "coldStart"])
+            if let cold = fields["coldStart"] {
+                let coldFields = try reader.fields(cold, "baseline.coldStart", known: ["latencyMs", "for"])
+                if let ms = coldFields["latencyMs"] { baseline.coldStartMs = try reader.double(ms, "baseline.coldStart.latencyMs", in: 0...600_000) }
+                if let span = coldFields["for"] { baseline.coldStartSeconds = try reader.duration(span, "baseline.coldStart.for") }
+            }
             if let rate = fields["errorRate"] { baseline.errorRate = try reader.double(rate, "baseline.errorRate", in: 0...1) }
             if let latency = fields["latencyMs"] {
                 let latencyFields = try reader.fields(latency, "baseline.latencyMs", known: ["p50", "p99"])
                 if let p50 = latencyFields["p50"] { baseline.p50Ms = try reader.double(p50, "baseline.latencyMs.p50", in: 0...600_000) }
                 if let p99 = latencyFields["p99"] { baseline.p99Ms = try reader.double(p99, "baseline.latencyMs.p99", in: 0...600_000) }
+                guard baseline.p99Ms >= baseline.p50Ms else {
+                    throw reader.error(latency, "baseline.latencyMs.p99", "must be at least p50 (\(baseline.p50Ms))")
+                }
             }
         }
 
@@ -167,6 +193,14 @@ extension Scenario {
             if let within = fields["rollbackWithin"] { expect.rollbackWithin = try reader.duration(within, "expect.rollbackWithin") }
         }
 
+        var platform = Platform(applyLag: 0, rollbackDelay: 0)
+        if let node = top["platform"] {
+            let fields = try reader.fields(node, "platform", known: ["applyLag", "rollbackDelay"])
+            if let lag = fields["applyLag"] { platform.applyLag = try reader.duration(lag, "platform.applyLag") }
+            if let delay = fields["rollbackDelay"] { platform.rollbackDelay = try reader.duration(delay, "platform.rollbackDelay") }
+        }
+        let window = try top["window"].map { node throws(GrayscaleError) in try reader.duration(node, "window") } ?? 10
+        guard window > 0 else { throw reader.error(top["window"], "window", "must be at least 1s") }
         let offset = TimeZone(iso8601Offset: startText)?.secondsFromGMT() ?? 0
         return Scenario(
             name: name, description: try top["description"].map { node throws(GrayscaleError) in try reader.string(node, "description") } ?? "",
@@ -175,11 +209,11 @@ extension Scenario {
             releases: releases, policy: policy, policySource: policySource, commands: commands,
             noisyUsers: try top["noisyUsers"].map { node throws(GrayscaleError) in try reader.int(node, "noisyUsers", in: 0...population.users) } ?? 0,
             humanDelay: try top["humanDelay"].map { node throws(GrayscaleError) in try reader.duration(node, "humanDelay") } ?? 1800,
-            expect: expect)
+            window: window, platform: platform, expect: expect)
     }
 
     private static func readFault(_ node: Node, _ reader: YAMLReader, path: String, traits: [String: Double]) throws(GrayscaleError) -> Fault {
-        let fields = try reader.fields(node, path, known: ["users", "anonymous", "requests", "errorRate", "latencyMs", "from"])
+        let fields = try reader.fields(node, path, known: ["users", "anonymous", "requests", "errorRate", "latencyMs", "from", "fromPercent"])
         var target = Fault.Target.everyone
         var targets = 0
         if let users = fields["users"] {
@@ -206,7 +240,8 @@ extension Scenario {
         let latency = try fields["latencyMs"].map { node throws(GrayscaleError) in try reader.double(node, "\(path).latencyMs", in: 0...600_000) } ?? 0
         guard errorRate > 0 || latency > 0 else { throw reader.error(node, path, "a fault needs errorRate or latencyMs") }
         return Fault(target: target, errorRate: errorRate, latencyMs: latency,
-                     from: try fields["from"].map { node throws(GrayscaleError) in try reader.duration(node, "\(path).from") } ?? 0)
+                     from: try fields["from"].map { node throws(GrayscaleError) in try reader.duration(node, "\(path).from") } ?? 0,
+                     fromWidth: try fields["fromPercent"].map { node throws(GrayscaleError) in try reader.percent(node, "\(path).fromPercent") } ?? 0)
     }
 }
 

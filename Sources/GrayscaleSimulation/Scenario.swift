@@ -23,12 +23,30 @@ public struct Scenario: Sendable {
     public var noisyUsers: Int
     /// Seconds after the first error from a bad release before a human rolls it back (baselines).
     public var humanDelay: Int
+    /// Seconds per statistics window: how often the controller sees new evidence.
+    public var window: Int
+    public var platform: Platform
     public var expect: Expectations
+
+    /// How the platform takes a committed split: after `applyLag` seconds, a rollback after `rollbackDelay`.
+    public struct Platform: Sendable {
+        public var applyLag: Int
+        public var rollbackDelay: Int
+    }
 
     public struct Population: Sendable {
         public var users: Int
         public var anonymousShare: Double
         public var traits: [String: Double]
+        /// Spread of activity between users: log-normal with this σ (0: everyone alike).
+        public var activitySigma: Double = 0
+        /// Anonymous clients that keep their sticky cookie (they carry `anonymousShare` of the requests).
+        public var anonymousClients: Int = 500
+        /// Of those, clients whose requests fail on every version (a broken script).
+        public var brokenAnonymousClients: Int = 0
+        /// The policy's allow-listed appIds as clients: requests per hour each, and the share that fail on every version.
+        public var allowListedRequestsPerHour: Double = 0
+        public var allowListedErrorRate: Double = 0
     }
 
     public struct Traffic: Sendable {
@@ -38,10 +56,14 @@ public struct Scenario: Sendable {
         public enum Shape: String, Sendable { case flat, businessHours = "business-hours" }
     }
 
+    /// Every version's background: errors, and a log-normal latency through p50 and p99.
     public struct Baseline: Sendable {
         public var errorRate: Double
         public var p50Ms: Double
         public var p99Ms: Double
+        /// Extra latency of a version's first requests (cold instances), fading over `coldStartSeconds`.
+        public var coldStartMs: Double = 0
+        public var coldStartSeconds: Int = 0
     }
 
     public struct Expectations: Sendable {
@@ -75,6 +97,8 @@ public struct Fault: Sendable {
     public var errorRate: Double
     public var latencyMs: Double
     public var from: Int
+    /// Starts only once the canary's width reaches this many hundredths of a percent.
+    public var fromWidth: Int = 0
 }
 
 public struct ScenarioCommand: Sendable {

@@ -79,9 +79,12 @@ public struct SimulationRun: Codable, Sendable, Equatable {
     }
 }
 
-/// A discrete-event simulation on a virtual clock: users request at random, the real
-/// bucketing routes them, faults fail them, and (in grayscale mode) the real
-/// reconciler and judges see the per-version metrics the proxy would report.
+/// A simulation on a virtual clock, request by request: clients of every kind send
+/// requests at their own rate, the real `TrafficSplit` routes them by the real hash,
+/// faults and background errors fail them, latency is drawn with noise and heavy tails,
+/// and each window's randomized traffic becomes the same `VersionEvidence` the proxy
+/// hands the controller. In grayscale mode the real reconciler and judge decide; the
+/// platform takes a committed split after its apply lag (a rollback after its delay).
 public struct SimulationEngine {
     let scenario: Scenario
     let mode: SimulationMode
@@ -94,47 +97,85 @@ public struct SimulationEngine {
 
     // MARK: - The population
 
-    struct User {
-        var appId: String
+    struct Client {
+        enum Kind { case user, anonymous, allowListed }
+        var id: String
+        var kind: Kind
         var traits: UInt64
-        var noisy: Bool
+        /// Fails every request on every version (a broken client).
+        var broken: Bool
+        var errorRate: Double
     }
 
-    mutating func makeUsers() -> (users: [User], traitBits: [String: UInt64]) {
-        let traitNames = scenario.population.traits.keys.sorted()
+    /// Everyone who sends requests, and the cumulative rates (per second) to draw a sender from.
+    mutating func makeClients() -> (clients: [Client], cumulative: [Double], traitBits: [String: UInt64]) {
+        let population = scenario.population
+        let traitNames = population.traits.keys.sorted()
         var bits: [String: UInt64] = [:]
         for (index, name) in traitNames.enumerated() { bits[name] = 1 << UInt64(index) }
-        var users: [User] = []
-        users.reserveCapacity(scenario.population.users)
-        for index in 0..<scenario.population.users {
+        var clients: [Client] = [], rates: [Double] = []
+        let perUser = scenario.traffic.requestsPerUserPerHour / 3600
+        let sigma = population.activitySigma
+        // Log-normal activity with mean 1: exp(σZ − σ²/2).
+        func activity() -> Double { sigma == 0 ? 1 : exp(sigma * random.normal() - sigma * sigma / 2) }
+        for index in 0..<population.users {
             var mask: UInt64 = 0
-            for name in traitNames where random.uniform() < scenario.population.traits[name]! { mask |= bits[name]! }
-            users.append(User(appId: "app-\(100_000 + index)", traits: mask, noisy: false))
+            for name in traitNames where random.uniform() < population.traits[name]! { mask |= bits[name]! }
+            clients.append(Client(id: "app-\(100_000 + index)", kind: .user, traits: mask, broken: false, errorRate: 0))
+            rates.append(perUser * activity())
         }
-        for _ in 0..<scenario.noisyUsers {
-            users[Int(random.next() % UInt64(users.count))].noisy = true
+        for _ in 0..<scenario.noisyUsers { clients[Int(random.next() % UInt64(population.users))].broken = true }
+        if population.anonymousShare > 0 {
+            let total = perUser * Double(population.users) * population.anonymousShare / (1 - population.anonymousShare)
+            let each = total / Double(population.anonymousClients)
+            for index in 0..<population.anonymousClients {
+                clients.append(Client(id: String(format: "%016llx", random.next()), kind: .anonymous, traits: 0,
+                                      broken: index < population.brokenAnonymousClients, errorRate: 0))
+                rates.append(each * activity())
+            }
         }
-        return (users, bits)
+        if population.allowListedRequestsPerHour > 0 {
+            for appId in scenario.policy.allowList {
+                clients.append(Client(id: appId, kind: .allowListed, traits: 0, broken: false, errorRate: population.allowListedErrorRate))
+                rates.append(population.allowListedRequestsPerHour / 3600)
+            }
+        }
+        var cumulative: [Double] = [], sum = 0.0
+        for rate in rates {
+            sum += rate
+            cumulative.append(sum)
+        }
+        return (clients, cumulative, bits)
     }
 
     // MARK: - The run
 
     mutating func run() -> SimulationRun {
-        let (users, traitBits) = makeUsers()
+        let (clients, cumulative, traitBits) = makeClients()
+        let totalRate = cumulative.last ?? 0
         let policy = scenario.policy
-        let tick = max(1, policy.analysis.interval)
+        let window = scenario.window
         let first = scenario.releases[0]
         let releasesByNumber = Dictionary(uniqueKeysWithValues: scenario.releases.map { ($0.number, $0) })
+        let latencySigma = scenario.baseline.p99Ms > scenario.baseline.p50Ms && scenario.baseline.p50Ms > 0
+            ? log(scenario.baseline.p99Ms / scenario.baseline.p50Ms) / 2.326 : 0
 
         var service = ServiceState(service: first.service)
         try! service.publish(ReleaseDraft(service: first.service, number: first.number - 1, label: "stable",
                                           upstream: "http://stable.simulated"), salt: random.salt(), at: scenario.start)
         var rollout: RolloutState?
         var publishedAt: [Int: Int] = [:]
+        /// When a version first served traffic (its instances were cold then).
+        var firstServed: [Int: Int] = [first.number - 1: -1_000_000]
+        /// When each fault started (faults that wait for a width start later).
+        var faultStarted: [Int: [Int?]] = [:]
         var nextRelease = 0, nextCommand = 0
         var observation: ObservationResult?
         var pendingSmoke: SmokeOutcome?
 
+        // What the platform routes by: committed splits take effect after the apply lag.
+        var effective = service.split
+        var pendingSplits: [(at: Int, split: TrafficSplit?)] = []
         // Baselines keep their own routing: everyone on one version, or a timer-driven prefix.
         var baselineCanary: (number: Int, salt: String, since: Int)?
         var humanRollbackAt: Int?
@@ -148,9 +189,7 @@ public struct SimulationEngine {
         var falseRollback = false
         var rollbackReason: String?
         var timeline: [SimulationRun.TimelinePoint] = []
-
-        var cachedSalt = ""
-        var buckets = [Int](repeating: 0, count: users.count)
+        var pendingEvent: String?
 
         var time = 0
         while time < scenario.duration {
@@ -163,14 +202,11 @@ public struct SimulationEngine {
                 try! service.publish(ReleaseDraft(service: release.service, number: release.number, label: release.label,
                                                   upstream: "http://\(release.number).simulated"), salt: random.salt(), at: now)
                 publishedAt[release.number] = time
-                if release.isBad, firstFaultStart == nil {
-                    firstFaultStart = time + (release.faults.map(\.from).min() ?? 0)
-                }
-                if mode != .grayscale {
-                    baselineCanary = (release.number, service.canary!.salt, time)
-                }
+                faultStarted[release.number] = release.faults.map { $0.fromWidth == 0 ? time + $0.from : nil }
+                if mode != .grayscale { baselineCanary = (release.number, service.canary!.salt, time) }
                 event = "published \(release.number)"
                 nextRelease += 1
+                pendingSplits.append((time, service.split))
             }
 
             // Who decides.
@@ -186,15 +222,17 @@ public struct SimulationEngine {
                 }
                 let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
                                                                  smoke: pendingSmoke, commands: commands, now: now))
+                let before = service.split
                 try? service.apply(result.actions, at: now)
                 rollout = result.rollout
                 if let split = service.split { rollout?.knownSplitRevision = split.revision }
                 pendingSmoke = nil
+                var delay = scenario.platform.applyLag
                 for action in result.actions {
                     switch action {
                     case .runSmokeChecks(let release, _, let checks):
                         // Smoke checks pass unless the release fails for everyone from the start.
-                        let broken = releasesByNumber[release.number]?.faults.contains { $0.target == .everyone && $0.from == 0 && $0.errorRate >= 0.5 } ?? false
+                        let broken = releasesByNumber[release.number]?.faults.contains { $0.target == .everyone && $0.from == 0 && $0.fromWidth == 0 && $0.errorRate >= 0.5 } ?? false
                         pendingSmoke = SmokeOutcome(release: release.number, checks: checks.map {
                             .init(name: $0.name, passed: !broken, detail: broken ? "HTTP 500" : "HTTP 200")
                         })
@@ -202,6 +240,7 @@ public struct SimulationEngine {
                         if detectedAt == nil, let start = firstFaultStart, time >= start { detectedAt = time }
                     case .rollBack(let reason):
                         event = "rollback"
+                        delay = scenario.platform.rollbackDelay
                         if rollbackReason == nil { rollbackReason = reason }
                         if rolledBackAt == nil, let start = firstFaultStart, time >= start { rolledBackAt = time }
                         if let number = rollout?.release.number, releasesByNumber[number]?.isBad == false { falseRollback = true }
@@ -213,6 +252,7 @@ public struct SimulationEngine {
                         break
                     }
                 }
+                if service.split != before { pendingSplits.append((time + delay, service.split)) }
             case .noGrayscale, .fixedSteps:
                 if let at = humanRollbackAt, time >= at, let canary = baselineCanary {
                     baselineCanary = nil
@@ -230,102 +270,105 @@ public struct SimulationEngine {
                         _ = try? service.finish(at: now)
                     }
                 }
+                effective = service.split
+                if let canary = baselineCanary, effective?.canary != nil {
+                    let width = baselineWidth(since: canary.since, at: time)
+                    effective?.canary?.range = (try? CanaryRange.prefix(hundredths: width)) ?? .empty
+                    effective?.nonAuthWeight = width
+                }
+                pendingSplits.removeAll()
+            }
+            while let next = pendingSplits.first, next.at <= time {
+                effective = next.split
+                pendingSplits.removeFirst()
             }
 
-            // The traffic of [time, time + tick) on the split now in force.
-            let canaryNumber: Int?
-            let canaryRange: CanaryRange
-            let nonAuthWeight: Int
-            let salt: String
-            switch mode {
-            case .grayscale:
-                canaryNumber = service.split?.canary?.release.number
-                canaryRange = service.split?.range ?? .empty
-                nonAuthWeight = service.split?.nonAuthWeight ?? 0
-                salt = service.split?.canary?.salt ?? ""
-            case .noGrayscale, .fixedSteps:
-                canaryNumber = baselineCanary?.number
-                let width = baselineCanary.map { baselineWidth(since: $0.since, at: time) } ?? 0
-                canaryRange = (try? CanaryRange.prefix(hundredths: width)) ?? .empty
-                nonAuthWeight = width
-                salt = baselineCanary?.salt ?? ""
+            // The traffic of [time, time + window) on the split the platform shows.
+            let split = effective
+            let canaryNumber = split?.canary?.release.number
+            let stableNumber = split?.stable.number ?? (first.number - 1)
+            let width = canaryNumber == nil ? 0 : split?.range.widthHundredths ?? 0
+            for number in [stableNumber] + (canaryNumber.map { [$0] } ?? []) where firstServed[number] == nil { firstServed[number] = time }
+            for (number, starts) in faultStarted {
+                let release = releasesByNumber[number]!
+                for (index, fault) in release.faults.enumerated() where starts[index] == nil && fault.fromWidth > 0 {
+                    if canaryNumber == number, width >= fault.fromWidth { faultStarted[number]![index] = time }
+                }
             }
-            let stableNumber = service.stable?.number ?? (first.number - 1)
-            if salt != cachedSalt, !salt.isEmpty {
-                for index in users.indices { buckets[index] = Bucket.of(appId: users[index].appId, salt: salt).value }
-                cachedSalt = salt
+            if firstFaultStart == nil {
+                firstFaultStart = faultStarted.filter { releasesByNumber[$0.key]!.isBad }.values.flatMap { $0.compactMap { $0 } }.min()
             }
+            func faults(_ number: Int) -> [Fault] {
+                guard let release = releasesByNumber[number], let starts = faultStarted[number] else { return [] }
+                return release.faults.enumerated().filter { starts[$0.offset].map { time >= $0 } ?? false }.map(\.element)
+            }
+            let faultsByVersion = [faults(stableNumber), canaryNumber.map(faults) ?? []]
+            let numbers = [stableNumber, canaryNumber ?? stableNumber]
 
-            let mean = scenario.traffic.requestsPerUserPerHour * Double(tick) / 3600 * shapeFactor(time)
-            let limit = exp(-mean)
-            var versions = [VersionTally(), VersionTally()]  // 0 stable, 1 canary
-            let faultsByVersion = [activeFaults(stableNumber, publishedAt: publishedAt, time: time, releases: releasesByNumber),
-                                   canaryNumber.map { activeFaults($0, publishedAt: publishedAt, time: time, releases: releasesByNumber) } ?? []]
-            let bad = [releasesByNumber[stableNumber]?.isBad ?? false, canaryNumber.flatMap { releasesByNumber[$0]?.isBad } ?? false]
-            let tickMinutes = Double(tick) / 60
-
-            for index in users.indices {
-                let onCanary = canaryNumber != nil && canaryRange.contains(Bucket(buckets[index]))
-                let slot = onCanary ? 1 : 0
-                if bad[slot] { exposure += tickMinutes }
-                let requests = random.poisson(mean: mean, limit: limit)
-                guard requests > 0 else { continue }
-                let user = users[index]
-                // Errors the release's faults cause (what "hurt" counts), and the background ones.
-                let faultFailure = faultProbability(faultsByVersion[slot], traits: user.traits, traitBits: traitBits, anonymous: false)
-                var faultErrors = 0, errors = 0
-                for _ in 0..<requests {
-                    if faultFailure >= 1 || (faultFailure > 0 && random.uniform() < faultFailure) {
-                        faultErrors += 1
-                    } else if user.noisy || random.uniform() < scenario.baseline.errorRate {
-                        errors += 1
-                    }
+            var evidence = [VersionEvidence(), VersionEvidence()]
+            var failedUnits: [Set<String>] = [[], []]
+            var tally = [VersionTally(), VersionTally()]
+            let requests = random.poisson(totalRate * Double(window) * shapeFactor(time))
+            let salt = split?.canary?.salt ?? ""
+            for _ in 0..<requests {
+                let index = pick(cumulative)
+                let client = clients[index]
+                let appId: String? = client.kind == .anonymous ? nil : client.id
+                let draw = client.kind == .anonymous ? Bucket.of(appId: "a:\(client.id)", salt: salt) : Bucket(0)
+                let route = split?.route(appId: appId, requestedChannel: nil, anonymousDraw: draw)
+                    ?? Route(target: .stable, reason: .noCanary, bucket: nil)
+                let slot = route.target == .canary && canaryNumber != nil ? 1 : 0
+                let faultFailure = faultProbability(faultsByVersion[slot], traits: client.traits, traitBits: traitBits,
+                                                    anonymous: client.kind == .anonymous)
+                let byFault = faultFailure > 0 && random.uniform() < faultFailure
+                let failed = byFault || client.broken || random.uniform() < max(client.errorRate, scenario.baseline.errorRate)
+                let latency = latencyMs(faultsByVersion[slot], sigma: latencySigma,
+                                        sinceFirstServed: time - (firstServed[numbers[slot]] ?? time))
+                tally[slot].requests += 1
+                if failed { tally[slot].errors += 1 }
+                if byFault {
+                    requestsFailed += 1
+                    if client.kind == .user { hurt.insert(index) }
                 }
-                errors += faultErrors
-                versions[slot].requests += requests
-                if errors > 0 {
-                    versions[slot].errors += errors
-                    versions[slot].affected.append(user.appId)
+                var unit: UnitEvent?
+                switch route.reason {
+                case .inRange, .outOfRange:
+                    unit = UnitEvent(unit: "u:\(client.id)", canary: slot == 1, lower: split!.range.lower, upper: split!.range.upper)
+                case .anonymousWeight:
+                    unit = UnitEvent(unit: "a:\(client.id)", canary: slot == 1, lower: 0, upper: split!.nonAuthWeight)
+                default:
+                    unit = nil
                 }
-                if faultErrors > 0 {
-                    hurt.insert(index)
-                    requestsFailed += faultErrors
-                }
-            }
-            // Requests without a token, drawn with the non-auth weight.
-            let share = scenario.population.anonymousShare
-            if share > 0 {
-                let anonymous = random.poisson(mean * Double(users.count) * share / (1 - share))
-                for _ in 0..<anonymous {
-                    let slot = canaryNumber != nil && Int(random.next() % UInt64(Bucket.count)) < nonAuthWeight ? 1 : 0
-                    versions[slot].requests += 1
-                    let faultFailure = faultProbability(faultsByVersion[slot], traits: 0, traitBits: traitBits, anonymous: true)
-                    let byFault = faultFailure > 0 && random.uniform() < faultFailure
-                    if byFault || random.uniform() < scenario.baseline.errorRate {
-                        versions[slot].errors += 1
-                        versions[slot].anonymousErrors += 1
-                        if byFault { requestsFailed += 1 }
-                    }
+                if let unit {
+                    evidence[slot].record(latencyMs: latency, failure: failed && failedUnits[slot].insert(unit.unit).inserted ? unit : nil)
                 }
             }
-            requestsTotal += versions[0].requests + versions[1].requests
+            requestsTotal += requests
+            if canaryNumber != nil, releasesByNumber[canaryNumber!]?.isBad == true {
+                exposure += Double(clients.count) * Double(width) / Double(Bucket.count) * Double(window) / 60
+            }
 
             // A human notices the first error of a bad release (baselines only).
-            if mode != .grayscale, humanRollbackAt == nil, baselineCanary != nil, !faultsByVersion[1].isEmpty, versions[1].errors > 0 {
-                humanRollbackAt = time + tick + scenario.humanDelay
+            if mode != .grayscale, humanRollbackAt == nil, baselineCanary != nil, !faultsByVersion[1].isEmpty, tally[1].errors > 0 {
+                humanRollbackAt = time + window + scenario.humanDelay
             }
 
-            let latency = faultsByVersion.map { latencyModel($0) }
             observation = .observed(IntervalObservation(
-                from: now, to: now.addingTimeInterval(TimeInterval(tick)),
-                canary: versions[1].observation(p50: latency[1].p50, p99: latency[1].p99),
-                stable: versions[0].observation(p50: latency[0].p50, p99: latency[0].p99)))
+                from: now, to: now.addingTimeInterval(TimeInterval(window)),
+                canary: VersionObservation(requests: tally[1].requests, errors: tally[1].errors, evidence: evidence[1],
+                                           p50Ms: evidence[1].percentileMs(0.5), p99Ms: evidence[1].percentileMs(0.99)),
+                stable: VersionObservation(requests: tally[0].requests, errors: tally[0].errors, evidence: evidence[0],
+                                           p50Ms: evidence[0].percentileMs(0.5), p99Ms: evidence[0].percentileMs(0.99))))
 
-            timeline.append(.init(at: time, canaryPercent: Double(canaryNumber == nil ? 0 : canaryRange.widthHundredths) / 100,
-                                  canaryErrorRate: versions[1].rate, stableErrorRate: versions[0].rate,
-                                  verdict: mode == .grayscale && rollout?.lastVerdictAt == now ? rollout?.lastVerdict?.outcome.rawValue : nil,
-                                  event: event))
-            time += tick
+            // The chart: one point a minute (or a window, when windows are longer).
+            pendingEvent = event ?? pendingEvent
+            if time % max(60, window) == 0 || time + window >= scenario.duration {
+                timeline.append(.init(at: time, canaryPercent: Double(width) / 100,
+                                      canaryErrorRate: tally[1].rate, stableErrorRate: tally[0].rate,
+                                      verdict: mode == .grayscale ? rollout?.lastVerdict?.outcome.rawValue : nil, event: pendingEvent))
+                pendingEvent = nil
+            }
+            time += window
         }
 
         return SimulationRun(
@@ -337,18 +380,22 @@ public struct SimulationEngine {
             timeline: timeline)
     }
 
+    /// A sender, in proportion to its rate.
+    mutating func pick(_ cumulative: [Double]) -> Int {
+        let target = random.uniform() * cumulative.last!
+        var low = 0, high = cumulative.count - 1
+        while low < high {
+            let mid = (low + high) / 2
+            if cumulative[mid] > target { high = mid } else { low = mid + 1 }
+        }
+        return low
+    }
+
     struct VersionTally {
         var requests = 0
         var errors = 0
-        var anonymousErrors = 0
-        var affected: [String] = []
 
         var rate: Double { requests == 0 ? 0 : (Double(errors) / Double(requests) * 1_000_000).rounded() / 1_000_000 }
-
-        func observation(p50: Double, p99: Double) -> VersionObservation {
-            VersionObservation(requests: requests, errors: errors, affectedUsers: affected, anonymousErrors: anonymousErrors,
-                               p50Ms: requests > 0 ? p50 : nil, p99Ms: requests > 0 ? p99 : nil)
-        }
     }
 
     /// The canary's width at `time` in the baselines: everything at once, or the policy's steps on a timer.
@@ -359,11 +406,6 @@ public struct SimulationEngine {
             let step = min(scenario.policy.steps.count - 1, (time - since) / max(1, scenario.policy.stepMinimum))
             return scenario.policy.steps[step]
         }
-    }
-
-    func activeFaults(_ number: Int, publishedAt: [Int: Int], time: Int, releases: [Int: ScenarioRelease]) -> [Fault] {
-        guard let release = releases[number], let published = publishedAt[number] else { return [] }
-        return release.faults.filter { time >= published + $0.from }
     }
 
     /// The chance a request fails because of the release's faults (the background error rate aside).
@@ -380,21 +422,21 @@ public struct SimulationEngine {
         return 1 - success
     }
 
-    /// p50 and p99 of a version: the baseline, shifted by the faults that slow enough of its requests.
-    func latencyModel(_ faults: [Fault]) -> (p50: Double, p99: Double) {
-        var p50 = scenario.baseline.p50Ms, p99 = scenario.baseline.p99Ms
-        for fault in faults where fault.latencyMs > 0 {
-            let share: Double
-            switch fault.target {
-            case .everyone: share = 1
-            case .requests(let value): share = value
-            case .trait(let name): share = scenario.population.traits[name] ?? 0
-            case .anonymous: share = scenario.population.anonymousShare
-            }
-            if share >= 0.5 { p50 += fault.latencyMs }
-            if share >= 0.01 { p99 += fault.latencyMs }
+    /// One request's latency: log-normal noise through the baseline's p50 and p99, a cold
+    /// start that fades, and the faults' slowdowns (a `requests` fault slows that share).
+    mutating func latencyMs(_ faults: [Fault], sigma: Double, sinceFirstServed: Int) -> Double {
+        var ms = scenario.baseline.p50Ms * exp(sigma * random.normal())
+        let cold = scenario.baseline.coldStartSeconds
+        if cold > 0, sinceFirstServed < cold {
+            ms += scenario.baseline.coldStartMs * Double(cold - sinceFirstServed) / Double(cold)
         }
-        return (p50, p99)
+        for fault in faults where fault.latencyMs > 0 {
+            switch fault.target {
+            case .requests(let share): if random.uniform() < share { ms += fault.latencyMs }
+            default: ms += fault.latencyMs
+            }
+        }
+        return ms
     }
 
     /// Traffic through the day: flat, or busier during local business hours.

@@ -129,7 +129,7 @@ extension GrayscaleDatabase {
                     try VerdictRecord(id: nil, service: service, releaseNumber: rollout?.release.number ?? 0, at: now,
                                       outcome: verdict.outcome.rawValue, reason: verdict.reason, critical: verdict.critical,
                                       numbers: verdict.numbers).insert(db)
-                case .setSplit, .rollBack, .promote, .runSmokeChecks:
+                case .setSplit, .setRules, .rollBack, .promote, .runSmokeChecks:
                     break
                 }
             }

@@ -80,7 +80,7 @@ struct RolloutCommand: ParsableCommand {
             var manual: Bool
             var holdReason: String?
             var lastVerdict: Verdict?
-            var likelihoodRatio: Double
+            var eValue: Double
             var split: SplitSummary?
         }
 
@@ -91,7 +91,7 @@ struct RolloutCommand: ParsableCommand {
             }
             let report = Report(service: service, release: rollout.release, phase: rollout.phase.rawValue, step: rollout.step,
                                 manual: rollout.manual, holdReason: rollout.holdReason, lastVerdict: rollout.lastVerdict,
-                                likelihoodRatio: rollout.test.likelihoodRatio, split: (try? db.split(service)).map(SplitSummary.init))
+                                eValue: rollout.evidence.eValue, split: (try? db.split(service)).map(SplitSummary.init))
             try format.emit(report) {
                 var lines = ["\(service): canary \(rollout.release), \(rollout.phase.rawValue), step \(rollout.step + 1)\(rollout.manual ? " (manual)" : "")"]
                 if let reason = rollout.holdReason { lines.append("Holding: \(reason)") }

@@ -106,7 +106,7 @@ struct BotReplyTests {
 
     func rollout(manual: Bool, verdict: Verdict?) -> RolloutState {
         var state = RolloutState(service: "sls_gray_test", release: ReleaseRef(number: 8, label: "v2.1.1"), phase: manual ? .holding : .progressing,
-                                 detectRatio: 5, splitRevision: 4, now: Date(timeIntervalSince1970: 0))
+                                 evidence: CanaryEvidence(policy: .standard), splitRevision: 4, now: Date(timeIntervalSince1970: 0))
         state.step = 1
         state.manual = manual
         state.lastVerdict = verdict

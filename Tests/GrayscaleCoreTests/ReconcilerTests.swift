@@ -35,15 +35,29 @@ struct RolloutDriver {
 
     var percent: Double { Double(service.split?.range.widthHundredths ?? 0) / 100 }
 
-    /// One healthy minute at the current split: 1,000 requests per minute in all.
-    func healthy(errorsPerThousand: Double = 1) -> ObservationResult {
+    /// One healthy minute at the current split: 1,000 requests per minute in all, and
+    /// `failingUnits` new users with an error, all on stable.
+    func healthy(failingUnits: Int = 20) -> ObservationResult {
         let canaryRequests = Int(10 * max(percent, 0))
-        let stableRequests = 1000 - canaryRequests
+        let minute = Int(now.timeIntervalSince1970) / 60
+        return observed(canaryRequests: canaryRequests, stableRequests: 1000 - canaryRequests, canaryFailing: [],
+                        stableFailing: (0..<failingUnits).map { "s-\(minute)-\($0)" })
+    }
+
+    /// A minute in which these users failed, each on the version the current split gave it.
+    func observed(canaryRequests: Int, stableRequests: Int, canaryFailing: [String], stableFailing: [String]) -> ObservationResult {
+        let range = service.split?.range ?? .empty
+        func evidence(_ requests: Int, _ failing: [String], canary: Bool) -> VersionEvidence {
+            var evidence = VersionEvidence()
+            evidence.requests = requests
+            evidence.latency[LatencyBuckets.index(ms: 40)] = requests
+            evidence.failures = failing.map { UnitEvent(unit: "u:\($0)", canary: canary, lower: range.lower, upper: range.upper) }
+            return evidence
+        }
         return .observed(IntervalObservation(
             from: now, to: now.addingTimeInterval(60),
-            canary: VersionObservation(requests: canaryRequests, errors: 0, affectedUsers: [], p50Ms: 40, p99Ms: 200),
-            stable: VersionObservation(requests: stableRequests, errors: Int(errorsPerThousand), affectedUsers: Int(errorsPerThousand) > 0 ? ["s-\(Int(now.timeIntervalSince1970))"] : [],
-                                       p50Ms: 40, p99Ms: 210)))
+            canary: VersionObservation(requests: canaryRequests, errors: canaryFailing.count, evidence: evidence(canaryRequests, canaryFailing, canary: true)),
+            stable: VersionObservation(requests: stableRequests, errors: stableFailing.count, evidence: evidence(stableRequests, stableFailing, canary: false))))
     }
 }
 
@@ -67,12 +81,12 @@ struct ReconcilerTests {
         driver.tick()
         #expect(driver.percent == 1)
         var seen: [Double] = [1]
-        for _ in 0..<200 {
+        for _ in 0..<2000 {
             driver.tick(driver.healthy())
             if seen.last != driver.percent, driver.service.canary != nil { seen.append(driver.percent) }
             if driver.rollout?.phase == .promoted { break }
         }
-        #expect(seen == [1, 5, 25, 50, 100])
+        #expect(seen == [1, 5, 25, 50, 95], "the last step holds 5% back on stable until the final verdict")
         #expect(driver.rollout?.phase == .promoted)
         #expect(driver.service.stable?.number == 8)
         #expect(driver.service.canary == nil)
@@ -89,10 +103,7 @@ struct ReconcilerTests {
             minute += 1
             // 26 users on the canary at 1%; two of them (7.5%) fail on every request.
             let failing = minute % 2 == 0 ? ["u-1"] : ["u-2"]
-            driver.tick(.observed(IntervalObservation(
-                from: driver.now, to: driver.now.addingTimeInterval(60),
-                canary: VersionObservation(requests: 10, errors: 2, affectedUsers: failing),
-                stable: VersionObservation(requests: 990, errors: 1, affectedUsers: ["s-\(minute)"]))))
+            driver.tick(driver.observed(canaryRequests: 10, stableRequests: 990, canaryFailing: failing, stableFailing: ["s-\(minute)"]))
         }
         #expect(driver.rollout?.phase == .rolledBack)
         #expect(driver.rollout?.step == 0)
@@ -101,7 +112,7 @@ struct ReconcilerTests {
         let verdict = try? #require(driver.rollout?.lastVerdict)
         #expect(verdict?.outcome == .fail)
         #expect(verdict?.critical == true)
-        #expect((verdict?.numbers["likelihoodRatio"] ?? 0) >= 100)
+        #expect((verdict?.numbers["eValue"] ?? 0) >= 100)
     }
 
     @Test("one user failing on every version cannot roll back a good release alone")
@@ -110,10 +121,8 @@ struct ReconcilerTests {
         driver.tick()
         for _ in 0..<40 where driver.rollout?.phase.isActive == true {
             let canaryRequests = Int(10 * driver.percent)
-            driver.tick(.observed(IntervalObservation(
-                from: driver.now, to: driver.now.addingTimeInterval(60),
-                canary: VersionObservation(requests: canaryRequests, errors: 3, affectedUsers: ["noisy"]),
-                stable: VersionObservation(requests: 1000 - canaryRequests, errors: 1, affectedUsers: ["s"]))))
+            driver.tick(driver.observed(canaryRequests: canaryRequests, stableRequests: 1000 - canaryRequests, canaryFailing: ["noisy"],
+                                        stableFailing: ["s"]))
         }
         #expect(driver.rollout?.phase != .rolledBack)
         #expect(driver.service.release(number: 8)?.status != .rolledBack)
@@ -124,14 +133,12 @@ struct ReconcilerTests {
         var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
         driver.tick()
         for _ in 0..<60 {
-            driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now.addingTimeInterval(60),
-                                                      canary: VersionObservation(requests: 0, errors: 0, affectedUsers: []),
-                                                      stable: VersionObservation(requests: 1000, errors: 1, affectedUsers: ["s"]))))
+            driver.tick(driver.observed(canaryRequests: 0, stableRequests: 1000, canaryFailing: [], stableFailing: ["s"]))
         }
         #expect(driver.percent == 1)
         #expect(driver.rollout?.step == 0)
         #expect(driver.rollout?.lastVerdict?.outcome == .inconclusive)
-        #expect(driver.rollout?.holdReason?.contains("waiting for a passing verdict") == true)
+        #expect(driver.rollout?.holdReason?.hasPrefix("step 1 of 5: waiting for evidence: 0 of ") == true)
     }
 
     @Test("metrics that fail give inconclusive, are notified after three failures, and never promote")
@@ -197,8 +204,7 @@ struct ReconcilerTests {
         driver.tick(driver.healthy())
         #expect(driver.rollout?.manual == true)
         // And rollback still fires in manual mode.
-        driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now, canary: VersionObservation(requests: 360, errors: 200, affectedUsers: (0..<100).map { "u\($0)" }),
-                                                  stable: VersionObservation(requests: 640, errors: 1, affectedUsers: ["s"]))))
+        driver.tick(driver.observed(canaryRequests: 360, stableRequests: 640, canaryFailing: (0..<100).map { "u\($0)" }, stableFailing: ["s"]))
         #expect(driver.rollout?.phase == .rolledBack)
     }
 
@@ -207,32 +213,14 @@ struct ReconcilerTests {
         var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
         driver.tick()
         #expect(driver.percent == 1)
-        for _ in 0..<20 { driver.tick(driver.healthy(), platformLag: "scf:engine/grayscale throttled") }
+        for _ in 0..<20 { driver.tick(driver.healthy(failingUnits: 1), platformLag: "scf:engine/grayscale throttled") }
         #expect(driver.percent == 1, "no advance while the platform lags")
         #expect(driver.rollout?.holdReason?.contains("the platform does not show the split yet") == true)
         driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now,
-                                                  canary: VersionObservation(requests: 10, errors: 8, affectedUsers: ["a", "b", "c", "d", "e", "f"]),
-                                                  stable: VersionObservation(requests: 990, errors: 0, affectedUsers: []))),
+                                                  canary: VersionObservation(requests: 10, errors: 8),
+                                                  stable: VersionObservation(requests: 990, errors: 0))),
                     platformLag: "scf:engine/grayscale throttled")
-        #expect(driver.rollout?.phase == .rolledBack)
-    }
-
-    @Test("finish is refused over a failing verdict unless forced")
-    func finishRefused() {
-        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
-        var analysis = driver.policy.analysis
-        analysis.failureLimit = 5
-        driver.policy.analysis = analysis
-        driver.tick()
-        driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now, canary: VersionObservation(requests: 100, errors: 0, p99Ms: 9000),
-                                                  stable: VersionObservation(requests: 900, errors: 0, p99Ms: 200))))
-        #expect(driver.rollout?.lastVerdict?.outcome == .fail)
-        let refused = driver.tick(commands: [HumanCommand(.finish(force: false), actor: "kaiyuzeng")])
-        #expect(refused.contains { if case .audit(_, _, _, "refused", _) = $0 { true } else { false } })
-        #expect(driver.service.canary?.number == 8)
-        driver.tick(commands: [HumanCommand(.finish(force: true), actor: "kaiyuzeng")])
-        #expect(driver.service.stable?.number == 8)
-        #expect(driver.rollout?.phase == .promoted)
+        #expect(driver.rollout?.phase == .rolledBack, "\(String(describing: driver.rollout?.lastVerdict))")
     }
 
     @Test("a smoke check failure rolls back before any user sees the release")

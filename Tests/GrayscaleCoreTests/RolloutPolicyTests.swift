@@ -7,7 +7,7 @@ struct RolloutPolicyTests {
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    static let topFields = "name, service, steps, stepMinimum, nonAuthWeight, analysis, window, smokeChecks, slack, allowList, denyList, optIn"
+    static let topFields = "name, service, steps, stepMinimum, nonAuthWeight, analysis, window, smokeChecks, slack, allowList, denyList, optIn, holdback"
 
     /// Every broken policy in Fixtures/broken-policies and the exact error it must give.
     static let broken: [(file: String, message: String)] = [
@@ -23,7 +23,7 @@ struct RolloutPolicyTests {
         ("syntax-error", "syntax-error.yaml:2: yaml: while parsing a flow sequence did not find expected ',' or ']'"),
         ("allow-and-deny", "allow-and-deny.yaml:3: denyList: appId 'qa-2' is also on the allow list"),
         ("smoke-path", "smoke-path.yaml:3: smokeChecks[0].path: must start with / (got 'healthz')"),
-        ("nested-unknown", "nested-unknown.yaml:4: analysis.errorRate.alfa: unknown field (known fields: alpha, beta, detectRatio, maxRate)"),
+        ("nested-unknown", "nested-unknown.yaml:4: analysis.errorRate.alfa: unknown field (known fields: alpha, beta, detectRatio)"),
         ("empty", "empty.yaml:1: document: the file is empty"),
         ("steps-not-list", "steps-not-list.yaml:1: steps: expected a list (got '25')"),
     ]
@@ -54,24 +54,42 @@ struct RolloutPolicyTests {
         #expect(engine.service == "engine")
         #expect(engine.steps == [50, 200, 1000, 2500, 5000, 10_000])
         #expect(engine.stepMinimum == 15 * 60)
-        #expect(engine.analysis.errorRate.maxRate == 0.05)
+        #expect(engine.analysis.latency.minDifferenceMs == 100)
+        #expect(engine.allowList == ["sls-internal-qa", "sls-internal-ci"])
+        #expect(engine.holdback == RolloutPolicy.standard.holdback)
         #expect(engine.analysis.errorRate.beta == RolloutPolicy.standard.analysis.errorRate.beta)
         #expect(engine.smokeChecks.map(\.path) == ["/healthz", "/v1/deploy/dry-run"])
         #expect(engine.smokeChecks[1].timeout == 10)
         #expect(engine.optIn)
     }
 
-    @Test("a fixed non-auth weight and an explicit null bound")
+    @Test("a fixed non-auth weight, latency not judged, a holdback")
     func nonAuthAndNullBound() throws {
         let policy = try RolloutPolicy.parse("""
             nonAuthWeight: 12.5
+            holdback: 2.5
             analysis:
               latency:
-                p99MaxMs: null
+                minDifferenceMs: null
             """, file: "inline.yaml")
         #expect(policy.nonAuthWeight == .fixed(1250))
-        #expect(policy.analysis.latency.p99MaxMs == nil)
-        #expect(policy.analysis.latency.p99MaxRatio == 1.5)
+        #expect(policy.analysis.latency.minDifferenceMs == nil)
+        #expect(policy.holdback == 250)
+        #expect(policy.width(ofStep: policy.steps.count - 1) == 9750)
+        #expect(policy.width(ofStep: 0) == 100)
+    }
+
+    @Test("removed checks are refused with the reason, at their line")
+    func removedFields() {
+        let cases: [(String, String)] = [
+            ("analysis:\n  failureLimit: 2\n", "removed.yaml:2: analysis.failureLimit: no longer supported: every check spends the rollout's one α, so a failing check rolls back at once"),
+            ("analysis:\n  errorRate:\n    maxRate: 0.05\n", "removed.yaml:3: analysis.errorRate.maxRate: no longer supported: a fixed bound judged every interval rolled good releases back on noise; the canary is judged against stable"),
+            ("analysis:\n  latency:\n    p99MaxRatio: 1.3\n", "removed.yaml:3: analysis.latency.p99MaxRatio: no longer supported: percentiles of one interval are noise and were judged outside α; latency is now one anytime-valid test of the whole distribution with minDifferenceMs as its minimum effect"),
+            ("steps: [5, 97, 100]\nholdback: 5\n", "removed.yaml:2: holdback: step 97% is not below 100% minus the holdback (95%)"),
+        ]
+        for (text, message) in cases {
+            #expect(throws: GrayscaleError(message)) { try RolloutPolicy.parse(text, file: "removed.yaml") }
+        }
     }
 
     @Test("durations read and print back")

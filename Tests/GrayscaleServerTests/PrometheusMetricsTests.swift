@@ -134,12 +134,13 @@ struct PrometheusMetricsTests {
             }
         }
         let observed = try #require(observation, "Prometheus never returned both versions")
-        #expect(observed.canary.affectedUsers == nil)
+        #expect(observed.canary.evidence == nil, "Prometheus cannot tell users apart")
         #expect(abs(observed.canary.errorRate - 0.10) < 0.03, "canary error rate \(observed.canary.errorRate)")
         #expect(abs(observed.stable.errorRate - 0.01) < 0.006, "stable error rate \(observed.stable.errorRate)")
 
-        var test = SequentialErrorTest(detectRatio: 5)
-        let verdict = CanaryJudge.judge(observed, analysis: RolloutPolicy.standard.analysis, test: &test, stepRequests: observed.canary.requests)
+        var evidence = CanaryEvidence(policy: .standard)
+        let verdict = CanaryJudge.judge(observed, analysis: RolloutPolicy.standard.analysis, evidence: &evidence, share: 0.2,
+                                        stepRequests: observed.canary.requests)
         #expect(verdict.outcome == .fail)
         #expect(verdict.critical)
 

@@ -34,7 +34,7 @@ final class ServeHarness {
             service: engine
             steps: [5, 25, 50, 100]
             stepMinimum: 4s
-            analysis: {interval: 1s, minRequests: 10, failureLimit: 2}
+            analysis: {interval: 1s, minRequests: 10}
             window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
             slack: {channel: "#releases"}
             """.write(to: directory.appendingPathComponent("policies/engine.yaml"), atomically: true, encoding: .utf8)
@@ -179,7 +179,7 @@ struct ServeEndToEndTests {
         let report = try #require(try await harness.json("/api/v1/services/engine/rollout") as? [String: Any])
         let verdicts = try #require(report["verdicts"] as? [[String: Any]])
         let failing = try #require(verdicts.last { $0["outcome"] as? String == "fail" })
-        #expect((failing["numbers"] as? [String: Double])?["likelihoodRatio"] ?? 0 >= 100 || (failing["reason"] as? String)?.contains("bound") == true)
+        #expect((failing["numbers"] as? [String: Double])?["eValue"] ?? 0 >= 100)
         let split = try #require(try await harness.json("/api/v1/services/engine/split") as? [String: Any])
         #expect(split["canary"] == nil || split["canary"] is NSNull, "the canary is gone from the split")
 

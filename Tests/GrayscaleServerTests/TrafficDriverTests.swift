@@ -22,11 +22,13 @@ final class RecordingDriver: TrafficDriver {
     }
 }
 
-/// Every interval healthy: enough canary traffic, no errors.
+/// Every interval healthy: enough canary traffic, no canary errors, and 100 new users
+/// with an error on stable (outside a 1% canary), so that each step gathers its evidence.
 struct HealthyMetrics: MetricsSource {
     func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
-        IntervalObservation(from: from, to: to, canary: VersionObservation(requests: 100, errors: 0, affectedUsers: []),
-                            stable: VersionObservation(requests: 900, errors: 0, affectedUsers: []))
+        let failing = (0..<100).map { _ in UnitEvent(unit: "u:\(UUID().uuidString)", canary: false, lower: 0, upper: 100) }
+        return IntervalObservation(from: from, to: to, canary: VersionObservation(requests: 100, errors: 0, evidence: VersionEvidence(requests: 100)),
+                                   stable: VersionObservation(requests: 900, errors: 100, evidence: VersionEvidence(requests: 900, failures: failing)))
     }
 }
 

@@ -72,7 +72,9 @@ struct SimulationTests {
         let scenario = try load("yaml-name-rule")
         let report = try await offThePool { MonteCarloReport.make(scenario, runs: 20) }
         #expect(report.runs == 20)
-        #expect(report.rollbackRate == 1)
+        // A run whose 1% cohort holds fewer than two broken users waits at 1% for evidence
+        // (hours at a 0.1% background): it is never promoted, and hurts no one else.
+        #expect(report.rollbackRate >= 0.3)
         #expect(report.usersHurt.mean <= 5)
         #expect(report.usersHurt.p95 >= report.usersHurt.p50)
         #expect(report.rolledBackAfter != nil)
@@ -94,7 +96,7 @@ struct SimulationTests {
         ("missing-name", "missing-name.yaml:1: name: required"),
         ("bad-start", "bad-start.yaml:2: start: expected an ISO 8601 time with an offset, e.g. 2026-11-25T14:00:00+08:00 (got 'next wednesday')"),
         ("bad-duration", "bad-duration.yaml:3: duration: expected a duration such as 30s, 10m or 1h30m (got 'six hours')"),
-        ("unknown-field", "unknown-field.yaml:6: expected: unknown field (known fields: name, description, seed, start, duration, population, traffic, baseline, releases, policy, commands, expect, noisyUsers, humanDelay)"),
+        ("unknown-field", "unknown-field.yaml:6: expected: unknown field (known fields: name, description, seed, start, duration, population, traffic, baseline, releases, policy, commands, expect, noisyUsers, humanDelay, window, platform)"),
         ("unknown-trait", "unknown-trait.yaml:13: releases[0].faults[0].users.trait: unknown trait 'dotted' (population.traits has: dottedName)"),
         ("share-over-one", "share-over-one.yaml:6: population.anonymousShare: must be at least 0.0 and at most 0.99 (got '1.5')"),
         ("numbers-decrease", "numbers-decrease.yaml:7: releases[1].number: release numbers must increase (got 7 after 8)"),

@@ -1,0 +1,287 @@
+import Foundation
+
+/// Everything the judge knows about one canary over its whole rollout: two
+/// anytime-valid tests (errors and latency) sharing one α, and the acceptance
+/// evidence that lets a step advance. Stored with the rollout after every tick;
+/// its parameters are frozen when the rollout starts.
+///
+/// **Why the error statistic keeps α whatever users do.** The hash (or the sticky
+/// cookie's salted hash) puts each unit in a bucket uniformly at random, independently
+/// of how often it sends requests or whether its client is broken. Take a unit's
+/// failure at a moment when the canary held buckets C, and let K be the buckets this
+/// unit may still be in given what earlier failures revealed (all of them at first).
+/// If the canary is no worse than stable, *when* a unit fails does not depend on its
+/// bucket, so the chance that this failure came from the canary is exactly
+/// p = |K ∩ C| / |K|. Under "the canary makes units fail r times as often" it is
+/// q = p·r / (p·r + 1 − p). The product of q/p (canary) and (1−q)/(1−p) (stable) over
+/// failures is a nonnegative martingale under the null for each r; a mixture over r is
+/// one too, so by Ville's inequality it reaches 1/α with probability at most α, however
+/// often it is looked at. A unit that fails a thousand times under the same C says
+/// nothing new (p becomes 0 or 1), so heavy users, chronic broken clients and sticky
+/// anonymous clients count once per split they are seen under. Traffic that was not
+/// randomized (allow and deny lists, opt-in) never reaches this statistic.
+///
+/// **Latency.** For a threshold T taken from stable's past histogram (so chosen before
+/// the data it judges) and the policy's minimum effect δ, the canary's requests above
+/// T + δ are compared with stable's above T. If the canary is at most δ slower in
+/// distribution, a slow request is the canary's with probability at most its request
+/// share ρ, and the same likelihood-ratio product is a supermartingale (conditioning on
+/// the number of slow requests gives a hypergeometric count, less spread than the
+/// binomial the ratio assumes). This part treats requests as independent: a user who
+/// is slow on every version weighs by their requests.
+///
+/// **Faults that start late.** Good evidence gathered early drives the error statistic
+/// far below 1, where a fault that starts at a later step would take long to lift it.
+/// So each step starts a fresh error e-process (1 until its step begins: step starts
+/// are stopping times), and the error e-value is their average with weights fixed when
+/// the rollout starts (`segmentWeights`; not-yet-started ones count as 1).
+///
+/// **One α.** The e-processes are averaged with fixed weights; an average of
+/// e-processes is an e-process, so rolling back when the average reaches 1/α keeps the
+/// chance of ever rolling back a release as good as stable at or below α.
+///
+/// **Acceptance (β).** A step advances only when the likelihood ratio of "the canary is
+/// `detectRatio` times worse" against "no worse", over the failures seen in this step,
+/// has fallen to β: if the canary were that bad, this happens with probability at most
+/// β (Ville's inequality under the alternative).
+public struct CanaryEvidence: Codable, Hashable, Sendable {
+    // Frozen when the rollout starts.
+    public var alpha: Double
+    public var beta: Double
+    public var detectRatio: Double
+    /// Minimum latency effect in milliseconds; nil when latency is not judged.
+    public var latencyEffectMs: Double?
+    /// The share of the e-value given to errors; the rest goes to latency.
+    public var errorWeight: Double
+    public var errorRatios: [Double]
+    public var latencyRatios: [Double]
+
+    /// Log likelihood ratio of each alternative in `errorRatios`, one list per started
+    /// segment (an e-process started at a step's start).
+    public var errorSegments: [[Double]]
+    /// Each segment's share of the error e-value; the first step's is the largest.
+    public var segmentWeights: [Double]
+    /// What earlier failures revealed of each unit's bucket: `[lower, upper, lower, upper, …]`.
+    public var units: [String: [Int]]
+    /// Failures that carried evidence, by version.
+    public var canaryFailures: Int
+    public var stableFailures: Int
+    /// Failures of units first seen after `maxUnits` were tracked: left out (which keeps α).
+    public var ignoredFailures: Int
+
+    /// Log likelihood ratio of a `detectRatio`-bad canary, over this step's failures.
+    public var stepLogLR: Double
+    /// The canary's share of randomized units in this step (the widest seen).
+    public var stepShare: Double
+    /// Failures (first per unit and span) seen in this step, on either version.
+    public var stepFailures: Int
+
+    /// Log likelihood ratios of the latency test: thresholds (stable's p90, p99) × `latencyRatios`.
+    public var latencyLogLR: [Double]
+    /// Stable's randomized requests per latency bucket so far: where thresholds come from.
+    public var stableLatency: [Int]
+    public var canarySlow: Int
+    public var stableSlow: Int
+
+    public static let maxUnits = 200_000
+    static let latencyQuantiles = [0.9, 0.99]
+    /// Stable requests needed before latency thresholds are drawn from them.
+    static let latencyHistory = 200
+
+    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?, steps: Int = 5) {
+        self.alpha = alpha
+        self.beta = beta
+        self.detectRatio = detectRatio
+        self.latencyEffectMs = latencyEffectMs
+        errorWeight = latencyEffectMs == nil ? 1 : 0.9
+        // From half the ratio the policy asks to detect up to gross breakage (a release
+        // that fails a few percent of users against a 0.1% background is 50–500× worse):
+        // gross breakage is caught after two or three failing users.
+        errorRatios = [max(1.5, detectRatio / 2), detectRatio, 2 * detectRatio, 20, 50, 100, 200, 500].sorted()
+        latencyRatios = [2, 5, 20, 50]
+        errorSegments = []
+        segmentWeights = steps <= 1 ? [1] : [0.6] + Array(repeating: 0.4 / Double(steps - 1), count: steps - 1)
+        units = [:]
+        canaryFailures = 0
+        stableFailures = 0
+        ignoredFailures = 0
+        stepLogLR = 0
+        stepShare = 0
+        stepFailures = 0
+        latencyLogLR = Array(repeating: 0, count: Self.latencyQuantiles.count * latencyRatios.count)
+        stableLatency = Array(repeating: 0, count: LatencyBuckets.count)
+        canarySlow = 0
+        stableSlow = 0
+    }
+
+    public init(policy: RolloutPolicy) {
+        self.init(alpha: policy.analysis.errorRate.alpha, beta: policy.analysis.errorRate.beta,
+                  detectRatio: policy.analysis.errorRate.detectRatio, latencyEffectMs: policy.analysis.latency.minDifferenceMs,
+                  steps: policy.steps.count)
+    }
+
+    // MARK: - The numbers
+
+    /// log of the error e-process: per segment the mixture over `errorRatios`, then the
+    /// weighted average over segments (a segment not started yet is worth 1).
+    public var errorLogE: Double {
+        var terms = errorSegments.enumerated().map { log(segmentWeights[$0.offset]) + logMeanExp($0.element) }
+        let unstarted = segmentWeights.dropFirst(errorSegments.count).reduce(0, +)
+        if unstarted > 0 { terms.append(log(unstarted)) }
+        return terms.isEmpty ? 0 : logSumExp(terms)
+    }
+    public var latencyLogE: Double { logMeanExp(latencyLogLR) }
+    /// log of the combined e-value; the canary is rolled back when it reaches log(1/α).
+    public var logE: Double {
+        guard errorWeight < 1 else { return errorLogE }
+        return logSumExp([log(errorWeight) + errorLogE, log(1 - errorWeight) + latencyLogE])
+    }
+    public var rejects: Bool { logE >= -log(alpha) }
+    /// Whether this step has the evidence to advance. When no unit failed on either
+    /// version in the step, a canary `detectRatio` times worse than stable would fail no
+    /// one either: the relative alternative is ruled out as it stands (the step still
+    /// needs its minimum time and requests).
+    public var accepts: Bool { stepLogLR <= log(beta) || stepFailures == 0 }
+    /// The e-value, capped so that it always encodes: beyond 1e300 nothing changes.
+    public var eValue: Double { exp(min(logE, 690)) }
+
+    /// Failing units of this step's kind still needed, at the step's share, for the
+    /// acceptance boundary if none of them is on the canary: (counted so far, needed in all).
+    public func acceptanceProgress(share: Double) -> (have: Int, need: Int) {
+        let p = min(max(share, stepShare), 0.9999)
+        guard p > 0 else { return (0, 0) }
+        let perStable = log(1 + p * (detectRatio - 1))
+        let need = Int((-log(beta) / perStable).rounded(.up))
+        let have = min(need, max(0, Int((-stepLogLR / perStable).rounded(.down))))
+        return (have, need)
+    }
+
+    // MARK: - Updates
+
+    /// A new step: acceptance starts again at the step's exposure.
+    public mutating func startStep() {
+        stepLogLR = 0
+        stepShare = 0
+        stepFailures = 0
+        if errorSegments.count < segmentWeights.count { errorSegments.append(Array(repeating: 0, count: errorRatios.count)) }
+    }
+
+    /// Adds one span of both versions' evidence.
+    public mutating func update(canary: VersionEvidence, stable: VersionEvidence) {
+        // Failures in the order they happened; a unit seen on both versions in one span
+        // counts once (the first), whatever its version.
+        var seen = Set<String>()
+        for event in (canary.failures + stable.failures) where seen.insert(event.unit).inserted {
+            stepFailures += 1
+            observe(event)
+        }
+        updateLatency(canary: canary, stable: stable)
+    }
+
+    /// Errors from a source that cannot tell units apart (Prometheus): each error is a
+    /// unit of its own, at the canary's request share. Valid only while errors are
+    /// independent; the proxies' statistics are preferred.
+    public mutating func updateWithoutUnits(canaryRequests: Int, canaryErrors: Int, stableRequests: Int, stableErrors: Int) {
+        let total = canaryRequests + stableRequests
+        guard total > 0, canaryRequests > 0, stableRequests > 0 else { return }
+        let p = Double(canaryRequests) / Double(total)
+        stepShare = max(stepShare, p)
+        stepFailures += canaryErrors + stableErrors
+        add(p: p, canary: canaryErrors, stable: stableErrors)
+    }
+
+    mutating func observe(_ event: UnitEvent) {
+        let lower = max(0, min(event.lower, Bucket.count)), upper = max(lower, min(event.upper, Bucket.count))
+        var known = units[event.unit] ?? [0, Bucket.count]
+        if units[event.unit] == nil, units.count >= Self.maxUnits {
+            ignoredFailures += 1
+            return
+        }
+        var size = 0, inside = 0
+        for index in stride(from: 0, to: known.count - 1, by: 2) {
+            size += known[index + 1] - known[index]
+            inside += max(0, min(known[index + 1], upper) - max(known[index], lower))
+        }
+        // What this failure reveals: the unit's bucket is inside C (canary) or outside it.
+        var revealed: [Int] = []
+        for index in stride(from: 0, to: known.count - 1, by: 2) {
+            let low = known[index], high = known[index + 1]
+            if event.canary {
+                let a = max(low, lower), b = min(high, upper)
+                if a < b { revealed += [a, b] }
+            } else {
+                if low < min(high, lower) { revealed += [low, min(high, lower)] }
+                if max(low, upper) < high { revealed += [max(low, upper), high] }
+            }
+        }
+        guard size > 0, !revealed.isEmpty else { return }  // inconsistent with what was known: no evidence
+        known = revealed
+        units[event.unit] = known
+        guard inside > 0, inside < size else { return }  // the version was certain: no evidence
+        let p = Double(inside) / Double(size)
+        stepShare = max(stepShare, Double(upper - lower) / Double(Bucket.count))
+        add(p: p, canary: event.canary ? 1 : 0, stable: event.canary ? 0 : 1)
+    }
+
+    /// `canary` and `stable` failures, each the canary's with probability `p` under the null.
+    mutating func add(p: Double, canary: Int, stable: Int) {
+        guard p > 0, p < 1, canary + stable > 0 else { return }
+        if errorSegments.isEmpty { startStep() }  // evidence before any step: the rollout has begun
+        canaryFailures += canary
+        stableFailures += stable
+        for segment in errorSegments.indices {
+            for (index, ratio) in errorRatios.enumerated() {
+                errorSegments[segment][index] += Self.logLR(p: p, ratio: ratio, canary: canary, stable: stable)
+            }
+        }
+        stepLogLR += Self.logLR(p: p, ratio: detectRatio, canary: canary, stable: stable)
+    }
+
+    /// log of (q/p)^canary ((1−q)/(1−p))^stable with q = p·r / (p·r + 1 − p).
+    static func logLR(p: Double, ratio: Double, canary: Int, stable: Int) -> Double {
+        let denominator = log1p(p * (ratio - 1))
+        return Double(canary) * (log(ratio) - denominator) - Double(stable) * denominator
+    }
+
+    mutating func updateLatency(canary: VersionEvidence, stable: VersionEvidence) {
+        defer {
+            for index in stableLatency.indices where index < stable.latency.count { stableLatency[index] += stable.latency[index] }
+        }
+        guard let effect = latencyEffectMs, canary.requests > 0, stable.requests > 0 else { return }
+        let history = stableLatency.reduce(0, +)
+        guard history >= Self.latencyHistory else { return }
+        let p = Double(canary.requests) / Double(canary.requests + stable.requests)
+        for (thresholdIndex, quantile) in Self.latencyQuantiles.enumerated() {
+            // T: the smallest bound with at least `quantile` of stable's past requests at or below it.
+            var cumulative = 0, stableBucket = LatencyBuckets.boundsMs.count - 1
+            for (index, count) in stableLatency.enumerated() {
+                cumulative += count
+                if Double(cumulative) >= quantile * Double(history) { stableBucket = index; break }
+            }
+            guard stableBucket < LatencyBuckets.boundsMs.count,
+                  let canaryBucket = LatencyBuckets.firstBound(atLeast: LatencyBuckets.boundsMs[stableBucket] + effect)
+            else { continue }
+            let stableAbove = stable.latency.dropFirst(stableBucket + 1).reduce(0, +)
+            let canaryAbove = canary.latency.dropFirst(canaryBucket + 1).reduce(0, +)
+            guard stableAbove + canaryAbove > 0 else { continue }
+            if thresholdIndex == Self.latencyQuantiles.count - 1 {
+                canarySlow += canaryAbove
+                stableSlow += stableAbove
+            }
+            for (ratioIndex, ratio) in latencyRatios.enumerated() {
+                latencyLogLR[thresholdIndex * latencyRatios.count + ratioIndex] +=
+                    Self.logLR(p: p, ratio: ratio, canary: canaryAbove, stable: stableAbove)
+            }
+        }
+    }
+}
+
+/// log(mean(exp(values))), without overflow.
+func logMeanExp(_ values: [Double]) -> Double {
+    values.isEmpty ? 0 : logSumExp(values) - log(Double(values.count))
+}
+
+func logSumExp(_ values: [Double]) -> Double {
+    guard let top = values.max(), top.isFinite else { return values.max() ?? -.infinity }
+    return top + log(values.reduce(0) { $0 + exp($1 - top) })
+}

@@ -1,0 +1,97 @@
+/// The first failure of one randomized unit in a span of time: which version the
+/// unit was on, and which buckets sent units to the canary when it happened.
+///
+/// A unit is what the hash randomized: an authenticated user (`u:<appId>`) or an
+/// anonymous client that keeps its sticky cookie (`a:<client id>`). Both are placed
+/// by a salted hash of their id; a unit is on the canary when its bucket lies in
+/// `lower ..< upper` (for anonymous clients `0 ..< nonAuthWeight`).
+public struct UnitEvent: Codable, Hashable, Sendable {
+    public var unit: String
+    public var canary: Bool
+    public var lower: Int
+    public var upper: Int
+
+    public init(unit: String, canary: Bool, lower: Int, upper: Int) {
+        self.unit = unit
+        self.canary = canary
+        self.lower = lower
+        self.upper = upper
+    }
+}
+
+/// Latency buckets shared by the proxy, the simulator and the judge: upper bounds in
+/// milliseconds, roughly logarithmic. Histograms over these add up across windows and
+/// proxies; percentiles never have to be averaged.
+public enum LatencyBuckets {
+    public static let boundsMs: [Double] = [
+        1, 2, 3, 5, 7, 10, 15, 20, 30, 40, 50, 70, 100, 150, 200, 250, 300, 400, 500, 700,
+        1000, 1500, 2000, 3000, 5000, 7000, 10_000, 20_000, 60_000,
+    ]
+    /// Buckets: one per bound, plus one above the last.
+    public static var count: Int { boundsMs.count + 1 }
+
+    /// The bucket of a latency: the first whose bound is at least `ms`.
+    @inlinable
+    public static func index(ms: Double) -> Int {
+        var low = 0, high = boundsMs.count
+        while low < high {
+            let mid = (low + high) / 2
+            if boundsMs[mid] >= ms { high = mid } else { low = mid + 1 }
+        }
+        return low
+    }
+
+    /// The bucket of the smallest bound that is at least `ms`, or nil above every bound.
+    public static func firstBound(atLeast ms: Double) -> Int? {
+        let index = index(ms: ms)
+        return index < boundsMs.count ? index : nil
+    }
+}
+
+/// What the judge may use of one version over a span: randomized traffic only.
+/// Traffic that was not randomized (allow and deny lists, opt-in) is served and shows in
+/// metrics and logs, but it is not evidence and never reaches this value.
+public struct VersionEvidence: Codable, Hashable, Sendable {
+    /// Randomized requests.
+    public var requests: Int
+    /// Randomized requests per `LatencyBuckets` bucket.
+    public var latency: [Int]
+    /// The first failure of each unit in the span, in the order they happened.
+    public var failures: [UnitEvent]
+
+    public init(requests: Int = 0, latency: [Int] = Array(repeating: 0, count: LatencyBuckets.count), failures: [UnitEvent] = []) {
+        self.requests = requests
+        self.latency = latency
+        self.failures = failures
+    }
+
+    /// Records one randomized request.
+    public mutating func record(latencyMs: Double, failure: UnitEvent?) {
+        requests += 1
+        latency[LatencyBuckets.index(ms: latencyMs)] += 1
+        if let failure { failures.append(failure) }
+    }
+
+    /// The bound of the bucket holding the `quantile` (0–1) of requests; nil without requests.
+    public func percentileMs(_ quantile: Double) -> Double? {
+        let total = latency.reduce(0, +)
+        guard total > 0 else { return nil }
+        var cumulative = 0
+        for (index, count) in latency.enumerated() {
+            cumulative += count
+            if Double(cumulative) >= quantile * Double(total) {
+                return index < LatencyBuckets.boundsMs.count ? LatencyBuckets.boundsMs[index] : LatencyBuckets.boundsMs.last! * 2
+            }
+        }
+        return nil
+    }
+
+    /// Adds a later span of the same version; a unit keeps its first failure.
+    public mutating func merge(_ later: VersionEvidence) {
+        requests += later.requests
+        if latency.count != later.latency.count { latency = Array(repeating: 0, count: LatencyBuckets.count) }
+        for index in latency.indices where index < later.latency.count { latency[index] += later.latency[index] }
+        let known = Set(failures.map(\.unit))
+        failures += later.failures.filter { !known.contains($0.unit) }
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+import Testing
+@testable import GrayscaleCore
+
+/// SplitMix64, so every Monte Carlo run replays from its seed.
+struct SeededRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
+    }
+    mutating func uniform() -> Double { Double(next() >> 11) * 0x1.0p-53 }
+    mutating func normal() -> Double { (-2 * log(max(uniform(), 1e-300))).squareRoot() * cos(2 * .pi * uniform()) }
+}
+
+/// A world of units placed by a hash (here: a uniform bucket each), widening prefix
+/// steps, and failures that never depend on the version (the null) unless `canaryHazard` says so.
+struct UnitWorld {
+    var units = 500
+    /// σ of log-normal activity: 2 means the busiest 1% of units send about a third of the requests.
+    var activitySigma = 2.0
+    /// Share of units whose client fails every request on every version.
+    var chronicShare = 0.01
+    /// Chance that one request fails in the background, on every version.
+    var background = 0.002
+    var requestsPerWindow = 1.0
+    var windowsPerStep = 12
+    var steps = [100, 500, 2500, 5000, 9500]
+    /// Extra chance per request of failing on the canary (0: a harmless release).
+    var canaryHazard = 0.0
+
+    /// Whether the e-process ever rejected; and the failing canary units when it did.
+    func run(seed: UInt64) -> (rejected: Bool, canaryUnitsFailed: Int) {
+        var random = SeededRandom(state: seed)
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil, steps: steps.count)
+        let buckets = (0..<units).map { _ in Int(random.next() % UInt64(Bucket.count)) }
+        let activity = (0..<units).map { _ in exp(activitySigma * random.normal() - activitySigma * activitySigma / 2) }
+        let chronic = (0..<units).map { _ in random.uniform() < chronicShare }
+        var canaryFailed = Set<Int>()
+        for width in steps {
+            evidence.startStep()
+            for _ in 0..<windowsPerStep {
+                var canary = VersionEvidence(), stable = VersionEvidence()
+                for unit in 0..<units {
+                    let mean = requestsPerWindow * activity[unit]
+                    // Requests this window (Poisson by inversion), each failing or not.
+                    var requests = 0, product = random.uniform()
+                    let limit = exp(-mean)
+                    while product > limit { requests += 1; product *= random.uniform() }
+                    guard requests > 0 else { continue }
+                    let onCanary = buckets[unit] < width
+                    var failed = chronic[unit]
+                    for _ in 0..<requests where !failed {
+                        failed = random.uniform() < background || (onCanary && random.uniform() < canaryHazard)
+                    }
+                    guard failed else { continue }
+                    let event = UnitEvent(unit: "u:\(unit)", canary: onCanary, lower: 0, upper: width)
+                    if onCanary { canary.failures.append(event); canaryFailed.insert(unit) } else { stable.failures.append(event) }
+                }
+                evidence.update(canary: canary, stable: stable)
+                if evidence.rejects { return (true, canaryFailed.count) }
+            }
+        }
+        return (false, canaryFailed.count)
+    }
+}
+
+@Suite("Canary evidence")
+struct CanaryEvidenceTests {
+    /// World: 500 units, log-normal activity (σ 2), 1% chronic broken clients, 0.2%
+    /// background errors, five widening steps; a harmless release. 1,000 seeded runs:
+    /// false rejections stay under α = 1% plus three standard errors (1.94%).
+    @Test("a harmless release is rejected at most α of the time, heavy users and broken clients included")
+    func nullWorld() async {
+        let world = UnitWorld()
+        let rejected = await Task.detached { (0..<1000).filter { world.run(seed: UInt64($0) &+ 1).rejected }.count }.value
+        let bound: Double = 0.01 + 3 * (0.01 * 0.99 / 1000.0).squareRoot()
+        let rate = Double(rejected) / 1000
+        #expect(rate <= bound, "\(rejected) of 1000 false rejections")
+    }
+
+    /// The same world counting each failure (not each unit) would fail the bound: the
+    /// chronic clients alone would do it. A release whose canary users fail 20% of
+    /// requests is caught in nearly every run, after few failing canary units.
+    @Test("a bad release is caught quickly")
+    func badWorld() async {
+        var world = UnitWorld()
+        world.canaryHazard = 0.2
+        let runs = await Task.detached { (0..<300).map { world.run(seed: UInt64($0) &+ 7) } }.value
+        let caught = runs.filter(\.rejected)
+        #expect(caught.count >= 297, "caught \(caught.count) of 300")
+        let meanFailed = Double(caught.map(\.canaryUnitsFailed).reduce(0, +)) / Double(max(1, caught.count))
+        // Failing canary units include the chronic and background ones that landed there.
+        #expect(meanFailed < 6, "mean failing canary units before the rejection: \(meanFailed)")
+    }
+
+    @Test("a unit that fails again under the same split says nothing new; under a wider one it counts with the rest of its odds")
+    func unitCountsOncePerSplit() {
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil, steps: 1)
+        evidence.startStep()
+        let stable = UnitEvent(unit: "u:a", canary: false, lower: 0, upper: 100)
+        for _ in 0..<1000 { evidence.update(canary: VersionEvidence(), stable: VersionEvidence(failures: [stable])) }
+        #expect(evidence.stableFailures == 1)
+        // Widened to 5%: the unit is now on the canary with probability 4/99.
+        let before = evidence.errorSegments[0]
+        evidence.update(canary: VersionEvidence(failures: [UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 500)]), stable: VersionEvidence())
+        #expect(evidence.canaryFailures == 1)
+        let p = 400.0 / 9900
+        for (index, ratio) in evidence.errorRatios.enumerated() {
+            #expect(abs(evidence.errorSegments[0][index] - before[index] - (log(ratio) - log1p(p * (ratio - 1)))) < 1e-12)
+        }
+        // Once known to be on the canary, a prefix that keeps it there reveals nothing.
+        evidence.update(canary: VersionEvidence(failures: [UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 2500)]), stable: VersionEvidence())
+        #expect(evidence.canaryFailures == 1)
+    }
+
+    @Test("errors and latency share one α: the combined e-value is their weighted mean")
+    func combination() {
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50, steps: 3)
+        #expect(evidence.errorWeight == 0.9)
+        #expect(evidence.segmentWeights == [0.6, 0.2, 0.2])
+        #expect(abs(evidence.eValue - 1) < 1e-12, "every process starts at 1")
+        evidence.startStep()
+        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in log(100) }
+        // The first step's process at 100 is worth 0.6 × 100 + 0.4 (steps not started) = 60.4 of errors.
+        #expect(abs(evidence.errorLogE - log(60.4)) < 1e-9)
+        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in log((100 - 0.4) / 0.6) }
+        // Errors alone at 100 give 90: below 1/α, because latency holds a tenth of the budget.
+        #expect(abs(evidence.eValue - (0.9 * 100 + 0.1 * 1)) < 1e-9)
+        #expect(!evidence.rejects)
+        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in log((112 - 0.4) / 0.6) }
+        #expect(evidence.rejects)
+        // A later step's fresh process counts with its own weight, whatever came before.
+        evidence.startStep()
+        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in -50 }
+        evidence.errorSegments[1] = evidence.errorSegments[1].map { _ in log(1000) }
+        #expect(abs(evidence.errorLogE - log(0.6 * exp(-50) + 0.2 * 1000 + 0.2)) < 1e-9)
+        var latencyOnly = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50)
+        latencyOnly.latencyLogLR = latencyOnly.latencyLogLR.map { _ in log(991) }
+        #expect(latencyOnly.rejects)
+        #expect(CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil).errorWeight == 1)
+    }
+
+    @Test("latency: a canary slower only by less than the minimum effect is never evidence; +600 ms on half its requests is")
+    func latency() {
+        func histogram(_ ms: [Double]) -> VersionEvidence {
+            var evidence = VersionEvidence()
+            for value in ms { evidence.record(latencyMs: value, failure: nil) }
+            return evidence
+        }
+        var random = SeededRandom(state: 3)
+        func sample(_ count: Int, shift: Double = 0, slowShare: Double = 0, slow: Double = 0) -> [Double] {
+            (0..<count).map { _ in 40 * exp(0.7 * random.normal()) + shift + (random.uniform() < slowShare ? slow : 0) }
+        }
+        var small = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50)
+        var large = small
+        for _ in 0..<200 {
+            let stable = histogram(sample(900))
+            small.update(canary: histogram(sample(100, shift: 20)), stable: stable)
+            large.update(canary: histogram(sample(100, slowShare: 0.5, slow: 600)), stable: stable)
+        }
+        #expect(!small.rejects, "20 ms slower is under the 50 ms minimum effect (e \(small.eValue))")
+        #expect(large.rejects)
+    }
+
+    @Test("100,000 failing canary units in one interval at 50% roll back on that tick, with numbers that encode")
+    func hugeInterval() throws {
+        var driver = RolloutDriver(policy: .standard, start: ISO8601DateFormatter().date(from: "2026-11-25T06:00:00Z")!)
+        driver.tick()
+        try driver.service.setCanaryTraffic(range: .parse(percent: "50"))
+        driver.tick(commands: [HumanCommand(.setRange(try .parse(percent: "50"), nonAuthWeight: 5000), actor: "test")])
+        #expect(driver.percent == 50)
+        var canary = VersionEvidence(requests: 100_000)
+        canary.failures = (0..<100_000).map { UnitEvent(unit: "a:\($0)", canary: true, lower: 0, upper: 5000) }
+        driver.tick(.observed(IntervalObservation(from: driver.now, to: driver.now.addingTimeInterval(60),
+                                                  canary: VersionObservation(requests: 100_000, errors: 100_000, evidence: canary),
+                                                  stable: VersionObservation(requests: 100_000, errors: 0, evidence: VersionEvidence(requests: 100_000)))))
+        #expect(driver.rollout?.phase == .rolledBack)
+        let verdict = try #require(driver.rollout?.lastVerdict)
+        let finite = verdict.numbers.values.allSatisfy { $0.isFinite }
+        #expect(finite)
+        _ = try JSONEncoder().encode(driver.rollout)
+    }
+
+    @Test("status wording: what a step waits for, and why it passed")
+    func wording() {
+        var driver = RolloutDriver(policy: .standard, start: ISO8601DateFormatter().date(from: "2026-11-25T06:00:00Z")!)
+        driver.tick()
+        driver.tick(driver.healthy(failingUnits: 30), advancing: 700)
+        #expect(driver.rollout?.lastVerdict?.reason
+                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.53 of 100)")
+        #expect(driver.rollout?.holdReason
+                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.53 of 100)")
+        for _ in 0..<5 where driver.rollout?.step == 0 { driver.tick(driver.healthy(failingUnits: 100)) }
+        #expect(driver.rollout?.step == 1, "the step advanced once its evidence and 50 canary requests were in")
+        #expect(driver.log.contains(.audit(action: "step", actor: Reconciler.actor,
+                                           detail: "canary Version 8(v 2.1.1) now at 5% of users (step 2 of 5; step 1 passed)", outcome: "done", command: nil)))
+    }
+}
