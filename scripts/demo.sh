@@ -25,7 +25,7 @@ name: demo
 service: engine
 steps: [1, 5, 25, 50, 100]
 stepMinimum: 8s
-analysis: {interval: 2s, minRequests: 20, failureLimit: 2}
+analysis: {interval: 2s, minRequests: 20}
 window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
 slack: {channel: "#serverless-tencent"}
 POLICY

@@ -78,8 +78,10 @@ struct SimulationTests {
         #expect(report.usersHurt.mean <= 5)
         #expect(report.usersHurt.p95 >= report.usersHurt.p50)
         #expect(report.rolledBackAfter != nil)
-        let good = MonteCarloReport.make(try load("good-noisy-baseline"), runs: 10)
-        #expect(good.falseRollbackRate == 0)
+        // α = 1% bounds false rollbacks over many runs, not in every handful: 40 runs of a
+        // harmless release on a 2% background stay within α + 3σ (≈ 5.7%), so at most 2.
+        let good = try await offThePool { MonteCarloReport.make(try load("good-noisy-baseline"), runs: 40) }
+        #expect(good.falseRollbackRate <= 2.0 / 40, "false rollbacks \(good.falseRollbackRate)")
     }
 
     @Test("the chart is an SVG with the timeline, the verdicts and the rollback")
