@@ -30,11 +30,15 @@ import Foundation
 /// binomial the ratio assumes). This part treats requests as independent: a user who
 /// is slow on every version weighs by their requests.
 ///
-/// **Faults that start late.** Good evidence gathered early drives the error statistic
-/// far below 1, where a fault that starts at a later step would take long to lift it.
-/// So each step starts a fresh error e-process (1 until its step begins: step starts
-/// are stopping times), and the error e-value is their average with weights fixed when
-/// the rollout starts (`segmentWeights`; not-yet-started ones count as 1).
+/// **Faults that start late.** Hours of good evidence drive an error statistic far
+/// below 1, where a fault that starts later would take long to lift it. So fresh error
+/// e-processes start along the way: at the first step (weight 0.45), at the last step
+/// (0.15, where most users are), at every other step (the j-th 0.25 · 6/(π² j²)) and
+/// every half hour of data (the i-th 0.15 · 6/(π² i²)); the series sum to 0.25 and
+/// 0.15, so all weights sum to at most 1. Each is 1 until it starts (a step's start is a
+/// stopping time, a half hour a fixed time), and the error e-value is their weighted
+/// sum, the weight of those not started yet counting as 1. A segment's log likelihood
+/// ratio is the rollout's running sum minus its value when the segment started.
 ///
 /// **One α.** The e-processes are averaged with fixed weights; an average of
 /// e-processes is an e-process, so rolling back when the average reaches 1/α keeps the
@@ -54,13 +58,25 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// The share of the e-value given to errors; the rest goes to latency.
     public var errorWeight: Double
     public var errorRatios: [Double]
+    /// The mixture's weight of each ratio (they sum to 1).
+    public var errorPrior: [Double]
     public var latencyRatios: [Double]
 
-    /// Log likelihood ratio of each alternative in `errorRatios`, one list per started
-    /// segment (an e-process started at a step's start).
-    public var errorSegments: [[Double]]
-    /// Each segment's share of the error e-value; the first step's is the largest.
+    /// Log likelihood ratio of each alternative in `errorRatios` since the rollout began.
+    public var errorLogLR: [Double]
+    /// `errorLogLR` when each started segment (a fresh e-process) began.
+    public var segmentStarts: [[Double]]
+    /// Each started segment's share of the error e-value.
     public var segmentWeights: [Double]
+    /// Weight of segments dropped because they had fallen below 1e-17 of it (dropping
+    /// them only lowers the e-value).
+    public var droppedWeight: Double
+    /// Steps other than the first and the last started so far, and half-hour restarts (the j and i of their weights).
+    public var stepRestarts: Int
+    public var timeRestarts: Int
+    public var lastStepStarted: Bool
+    /// When the newest segment started, in data time.
+    public var lastRestartAt: Date?
     /// What earlier failures revealed of each unit's bucket: `[lower, upper, lower, upper, …]`.
     public var units: [String: [Int]]
     /// Failures that carried evidence, by version.
@@ -88,19 +104,32 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// Stable requests needed before latency thresholds are drawn from them.
     static let latencyHistory = 200
 
-    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?, steps: Int = 5) {
+    static let firstWeight = 0.45, lastWeight = 0.15, stepWeight = 0.25, timeWeight = 0.15
+    /// Seconds of data after which a fresh error e-process starts.
+    public static let restartEvery: TimeInterval = 1800
+
+    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?) {
         self.alpha = alpha
         self.beta = beta
         self.detectRatio = detectRatio
         self.latencyEffectMs = latencyEffectMs
-        errorWeight = latencyEffectMs == nil ? 1 : 0.9
+        errorWeight = latencyEffectMs == nil ? 1 : 0.95
         // From half the ratio the policy asks to detect up to gross breakage (a release
-        // that fails a few percent of users against a 0.1% background is 50–500× worse):
-        // gross breakage is caught after two or three failing users.
-        errorRatios = [max(1.5, detectRatio / 2), detectRatio, 2 * detectRatio, 20, 50, 100, 200, 500].sorted()
+        // that fails a few percent of users against a 0.1% background is 50–500× worse).
+        // Most of the weight sits on gross breakage, which is what a small first step is
+        // for: it is caught after two or three failing users; milder regressions are
+        // caught at wider steps, where each failing user says more.
+        errorRatios = [max(1.5, detectRatio / 2), detectRatio, 2 * detectRatio, 20, 50, 100, 200, 500]
+        errorPrior = [0.03, 0.03, 0.04, 0.1, 0.3, 0.3, 0.15, 0.05]
         latencyRatios = [2, 5, 20, 50]
-        errorSegments = []
-        segmentWeights = steps <= 1 ? [1] : [0.6] + Array(repeating: 0.4 / Double(steps - 1), count: steps - 1)
+        errorLogLR = Array(repeating: 0, count: errorRatios.count)
+        segmentStarts = []
+        segmentWeights = []
+        droppedWeight = 0
+        stepRestarts = 0
+        timeRestarts = 0
+        lastStepStarted = false
+        lastRestartAt = nil
         units = [:]
         canaryFailures = 0
         stableFailures = 0
@@ -116,8 +145,7 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
 
     public init(policy: RolloutPolicy) {
         self.init(alpha: policy.analysis.errorRate.alpha, beta: policy.analysis.errorRate.beta,
-                  detectRatio: policy.analysis.errorRate.detectRatio, latencyEffectMs: policy.analysis.latency.minDifferenceMs,
-                  steps: policy.steps.count)
+                  detectRatio: policy.analysis.errorRate.detectRatio, latencyEffectMs: policy.analysis.latency.minDifferenceMs)
     }
 
     // MARK: - The numbers
@@ -125,18 +153,26 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// log of the error e-process: per segment the mixture over `errorRatios`, then the
     /// weighted average over segments (a segment not started yet is worth 1).
     public var errorLogE: Double {
-        var terms = errorSegments.enumerated().map { log(segmentWeights[$0.offset]) + logMeanExp($0.element) }
-        let unstarted = segmentWeights.dropFirst(errorSegments.count).reduce(0, +)
+        var terms = segmentStarts.indices.map(segmentLogE)
+        let unstarted = 1 - segmentWeights.reduce(0, +) - droppedWeight
         if unstarted > 0 { terms.append(log(unstarted)) }
         return terms.isEmpty ? 0 : logSumExp(terms)
     }
+
+    /// log of segment `index`'s weighted e-value.
+    func segmentLogE(_ index: Int) -> Double {
+        log(segmentWeights[index]) + logWeightedMeanExp(zip(errorLogLR, segmentStarts[index]).map { $0 - $1 }, errorPrior)
+    }
     public var latencyLogE: Double { logMeanExp(latencyLogLR) }
     /// log of the combined e-value; the canary is rolled back when it reaches log(1/α).
-    public var logE: Double {
-        guard errorWeight < 1 else { return errorLogE }
-        return logSumExp([log(errorWeight) + errorLogE, log(1 - errorWeight) + latencyLogE])
-    }
+    public var logE: Double { logEValues.combined }
     public var rejects: Bool { logE >= -log(alpha) }
+    /// The three logs at once (each costs a pass over the segments).
+    public var logEValues: (errors: Double, latency: Double, combined: Double) {
+        let errors = errorLogE, latency = latencyLogE
+        let combined = errorWeight < 1 ? logSumExp([log(errorWeight) + errors, log(1 - errorWeight) + latency]) : errors
+        return (errors, latency, combined)
+    }
     /// Whether this step has the evidence to advance. When no unit failed on either
     /// version in the step, a canary `detectRatio` times worse than stable would fail no
     /// one either: the relative alternative is ruled out as it stands (the step still
@@ -158,16 +194,42 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
 
     // MARK: - Updates
 
-    /// A new step: acceptance starts again at the step's exposure.
-    public mutating func startStep() {
+    /// A new step: acceptance starts again at the step's exposure, and so does a fresh
+    /// error e-process.
+    public mutating func startStep(last: Bool, at time: Date) {
         stepLogLR = 0
         stepShare = 0
         stepFailures = 0
-        if errorSegments.count < segmentWeights.count { errorSegments.append(Array(repeating: 0, count: errorRatios.count)) }
+        if segmentStarts.isEmpty && droppedWeight == 0 {
+            startSegment(weight: Self.firstWeight, at: time)
+        } else if last, !lastStepStarted {
+            lastStepStarted = true
+            startSegment(weight: Self.lastWeight, at: time)
+        } else {
+            stepRestarts += 1
+            startSegment(weight: Self.series(Self.stepWeight, stepRestarts), at: time)
+        }
     }
 
-    /// Adds one span of both versions' evidence.
-    public mutating func update(canary: VersionEvidence, stable: VersionEvidence) {
+    /// A fresh error e-process after half an hour of data.
+    mutating func restartOnTime(at time: Date) {
+        timeRestarts += 1
+        startSegment(weight: Self.series(Self.timeWeight, timeRestarts), at: time)
+    }
+
+    /// The j-th term of a series that sums to `total`: total · 6/(π² j²).
+    static func series(_ total: Double, _ j: Int) -> Double { total * 6 / (Double.pi * Double.pi * Double(j) * Double(j)) }
+
+    mutating func startSegment(weight: Double, at time: Date) {
+        dropSpentSegments()
+        segmentStarts.append(errorLogLR)
+        segmentWeights.append(weight)
+        lastRestartAt = time
+    }
+
+    /// Adds one span of both versions' evidence, ending at `time`.
+    public mutating func update(canary: VersionEvidence, stable: VersionEvidence, at time: Date) {
+        if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery { restartOnTime(at: time) }
         // Failures in the order they happened; a unit seen on both versions in one span
         // counts once (the first), whatever its version.
         var seen = Set<String>()
@@ -178,10 +240,20 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         updateLatency(canary: canary, stable: stable)
     }
 
+    /// Segments worth less than e^-40 of the e-value are dropped: the state stays small.
+    mutating func dropSpentSegments() {
+        for index in segmentStarts.indices.reversed() where index < segmentStarts.count - 1 && segmentLogE(index) < -40 {
+            droppedWeight += segmentWeights[index]
+            segmentStarts.remove(at: index)
+            segmentWeights.remove(at: index)
+        }
+    }
+
     /// Errors from a source that cannot tell units apart (Prometheus): each error is a
     /// unit of its own, at the canary's request share. Valid only while errors are
     /// independent; the proxies' statistics are preferred.
-    public mutating func updateWithoutUnits(canaryRequests: Int, canaryErrors: Int, stableRequests: Int, stableErrors: Int) {
+    public mutating func updateWithoutUnits(canaryRequests: Int, canaryErrors: Int, stableRequests: Int, stableErrors: Int, at time: Date) {
+        if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery { restartOnTime(at: time) }
         let total = canaryRequests + stableRequests
         guard total > 0, canaryRequests > 0, stableRequests > 0 else { return }
         let p = Double(canaryRequests) / Double(total)
@@ -226,13 +298,13 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// `canary` and `stable` failures, each the canary's with probability `p` under the null.
     mutating func add(p: Double, canary: Int, stable: Int) {
         guard p > 0, p < 1, canary + stable > 0 else { return }
-        if errorSegments.isEmpty { startStep() }  // evidence before any step: the rollout has begun
+        if segmentStarts.isEmpty, droppedWeight == 0 {  // evidence before any step: the rollout has begun
+            startSegment(weight: Self.firstWeight, at: lastRestartAt ?? Date(timeIntervalSince1970: 0))
+        }
         canaryFailures += canary
         stableFailures += stable
-        for segment in errorSegments.indices {
-            for (index, ratio) in errorRatios.enumerated() {
-                errorSegments[segment][index] += Self.logLR(p: p, ratio: ratio, canary: canary, stable: stable)
-            }
+        for (index, ratio) in errorRatios.enumerated() {
+            errorLogLR[index] += Self.logLR(p: p, ratio: ratio, canary: canary, stable: stable)
         }
         stepLogLR += Self.logLR(p: p, ratio: detectRatio, canary: canary, stable: stable)
     }
@@ -274,6 +346,11 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
             }
         }
     }
+}
+
+/// log(Σ wᵢ exp(valuesᵢ)) for weights summing to 1, without overflow.
+func logWeightedMeanExp(_ values: [Double], _ weights: [Double]) -> Double {
+    logSumExp(zip(values, weights).map { $0 + log($1) })
 }
 
 /// log(mean(exp(values))), without overflow.

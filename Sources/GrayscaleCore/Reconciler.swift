@@ -206,7 +206,11 @@ public enum Reconciler {
             }
             state.lastVerdict = verdict
             state.lastVerdictAt = now
-            actions.append(.recordVerdict(verdict))
+            if verdict.outcome != state.recordedOutcome || state.recordedAt.map({ now.timeIntervalSince($0) >= Double(policy.analysis.interval) }) ?? true {
+                actions.append(.recordVerdict(verdict))
+                state.recordedOutcome = verdict.outcome
+                state.recordedAt = now
+            }
             guard verdict.outcome == .fail else { return .continuing }
             end(&state, .rolledBack, .rollBack(reason: verdict.reason))
             return .rolledBack
@@ -279,7 +283,7 @@ public enum Reconciler {
         func startStep(_ state: inout RolloutState) {
             state.stepStartedAt = now
             state.stepRequests = 0
-            state.evidence.startStep()
+            state.evidence.startStep(last: state.step == policy.steps.count - 1, at: now)
         }
 
         mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ action: ControllerAction, actor: String = Reconciler.actor,

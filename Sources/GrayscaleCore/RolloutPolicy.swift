@@ -105,6 +105,6 @@ extension RolloutPolicy {
         allowList: [],
         denyList: [],
         optIn: false,
-        holdback: 500
+        holdback: 2000
     )
 }

@@ -33,6 +33,10 @@ public struct RolloutState: Codable, Hashable, Sendable {
     public var metricsFailures: Int
     public var lastVerdict: Verdict?
     public var lastVerdictAt: Date?
+    /// The last verdict written to the verdict history, and when: evidence arrives every
+    /// second, the history keeps a change of outcome or one verdict per analysis interval.
+    public var recordedOutcome: Verdict.Outcome?
+    public var recordedAt: Date?
     /// The split revision this rollout last wrote or accepted; another revision means a human changed it.
     public var knownSplitRevision: Int
     public var startedAt: Date

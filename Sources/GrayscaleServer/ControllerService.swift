@@ -178,7 +178,7 @@ public final class ControllerService: Service, Sendable {
         var observation: ObservationResult?
         if let canary = snapshot.service.canary, let stable = snapshot.service.stable, let rollout = snapshot.rollout,
            rollout.release.number == canary.number, rollout.phase.isActive, rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) {
-            let interval = configuration.analysisInterval ?? Double(policy.analysis.interval)
+            let interval = configuration.analysisInterval ?? metrics.cadence ?? Double(policy.analysis.interval)
             let from = memory.withLock { $0.observedUntil[service] } ?? time.addingTimeInterval(-interval)
             if time.timeIntervalSince(from) >= interval {
                 do {

@@ -45,7 +45,8 @@ public struct GrayscaleServe: Sendable {
             throw GrayscaleError("proxy.identity: \(error)")
         }
         let (proxyHost, proxyPort) = Self.address(configuration.proxyListen)
-        let statistics = ProxyStatistics(windowSeconds: configuration.statsWindow, retainedWindows: max(1, 3600 / configuration.statsWindow))
+        // An hour of windows, but no more than 900 of them (each holds a latency histogram).
+        let statistics = ProxyStatistics(windowSeconds: configuration.statsWindow, retainedWindows: min(900, max(1, 3600 / configuration.statsWindow)))
         let accessLog = try AccessLog(path: configuration.accessLog)
         var proxyConfiguration = ProxyConfiguration(
             host: proxyHost, port: proxyPort, identity: identity, matching: matching, maxHeaderBytes: configuration.maxHeaderBytes,
@@ -72,8 +73,8 @@ public struct GrayscaleServe: Sendable {
             database: database, policiesFolder: configuration.policies,
             metrics: configuration.fleetStats.isEmpty
                 ? InProcessProxyMetrics(statistics: statistics) as any MetricsSource
-                : HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats),
-            configuration: .init(tick: .seconds(configuration.controllerTick), analysisInterval: configuration.analysisInterval.map(Double.init),
+                : HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats, windowSeconds: 10),
+            configuration: .init(tick: .milliseconds(configuration.controllerTickMs), analysisInterval: configuration.analysisInterval.map(Double.init),
                                  defaultChannel: configuration.defaultChannel),
             logger: logger, controllerMetrics: ControllerMetrics(registry: registry), drivers: drivers)
         let operators = configuration.operators + (secret("GRAYSCALE_OPERATORS")?.split(separator: ",").map(String.init) ?? [])

@@ -7,6 +7,13 @@ public protocol MetricsSource: Sendable {
     /// Canary and stable over the same span, starting at `from` and ending by `to`.
     /// The returned observation's `to` is where the span it covers ends: the next `from`.
     func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation
+    /// Seconds between two observations when the source has new evidence that often (the
+    /// proxies' statistics windows); nil to follow the policy's `analysis.interval`.
+    var cadence: Double? { get }
+}
+
+extension MetricsSource {
+    public var cadence: Double? { nil }
 }
 
 /// For processes that act on commands but judge nothing (the bot's CLI twin).

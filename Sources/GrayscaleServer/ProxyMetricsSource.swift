@@ -9,6 +9,9 @@ public struct InProcessProxyMetrics: MetricsSource {
 
     public init(statistics: ProxyStatistics) { self.statistics = statistics }
 
+    /// Every window, as soon as it is complete.
+    public var cadence: Double? { Double(statistics.windowSeconds) }
+
     public func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
         let (canaryObservation, covered) = statistics.observation(service: service, release: canary.number, from: from, to: to)
         let (stableObservation, _) = statistics.observation(service: service, release: stable.number, from: from, to: to)
@@ -21,12 +24,17 @@ public struct HTTPStatsMetrics: MetricsSource {
     public let endpoints: [String]
     public let client: CurlHTTPClient
     public let timeout: Double
+    /// The proxies' statistics window: how often there is something new to read.
+    public let windowSeconds: Int?
 
-    public init(endpoints: [String], client: CurlHTTPClient = CurlHTTPClient(), timeout: Double = 5) {
+    public init(endpoints: [String], client: CurlHTTPClient = CurlHTTPClient(), timeout: Double = 5, windowSeconds: Int? = nil) {
         self.endpoints = endpoints
         self.client = client
         self.timeout = timeout
+        self.windowSeconds = windowSeconds
     }
+
+    public var cadence: Double? { windowSeconds.map(Double.init) }
 
     public func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
         var windows: [(release: Int, window: WindowStatistics, length: Int)] = []

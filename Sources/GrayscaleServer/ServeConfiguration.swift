@@ -18,7 +18,8 @@ public struct ServeConfiguration: Sendable {
     public var maxConnections = 10_000
     public var idleTimeout = 60
     public var upstreamTimeout = 30
-    public var statsWindow = 10
+    /// Seconds per statistics window; also how often the embedded controller sees new evidence.
+    public var statsWindow = 1
     /// The header the proxy writes each request's bucket into (for SCF alias rules).
     public var routingHeader: String?
     /// service → hosts and path prefixes that route to it.
@@ -35,7 +36,8 @@ public struct ServeConfiguration: Sendable {
         public var routingHeader = "X-Grayscale-Bucket"
         public var endpoint = "https://scf.tencentcloudapi.com/"
     }
-    public var controllerTick = 5
+    /// How often the controller wakes, in milliseconds.
+    public var controllerTickMs = 250
     /// Admin URLs of fleet proxies whose /stats the controller adds to this process's own.
     public var fleetStats: [String] = []
     public var analysisInterval: Int?
@@ -126,7 +128,14 @@ public struct ServeConfiguration: Sendable {
         if let node = top["controller"] {
             let fields = try reader.fields(node, "controller", known: ["tick", "analysisInterval", "stats"])
             if let value = fields["stats"] { configuration.fleetStats = try reader.strings(value, "controller.stats") }
-            if let value = fields["tick"] { configuration.controllerTick = try positive(value, "controller.tick", reader) }
+            if let value = fields["tick"] {
+                let text = try reader.string(value, "controller.tick")
+                if text.hasSuffix("ms"), let ms = Int(text.dropLast(2)), ms > 0 {
+                    configuration.controllerTickMs = ms
+                } else {
+                    configuration.controllerTickMs = try positive(value, "controller.tick", reader) * 1000
+                }
+            }
             if let value = fields["analysisInterval"] { configuration.analysisInterval = try positive(value, "controller.analysisInterval", reader) }
         }
         if let node = top["slack"] {

@@ -29,13 +29,15 @@ public struct SimulationRun: Codable, Sendable, Equatable {
     public var userMinutesExposed: Double
     /// A release without faults was rolled back.
     public var falseRollback: Bool
+    /// Seconds from the start to the first fault of a bad release; nil when none began.
+    public var faultStartedAt: Int?
     /// Why the controller rolled back, in its own words (grayscale only).
     public var rollbackReason: String?
     /// Minute by minute, for the chart; not part of the JSON report.
     public var timeline: [TimelinePoint]
 
     enum CodingKeys: String, CodingKey {
-        case mode, outcome, detectedAfter, rolledBackAfter, requests, requestsFailed, usersHurt, userMinutesExposed, falseRollback,
+        case mode, outcome, detectedAfter, rolledBackAfter, requests, requestsFailed, usersHurt, userMinutesExposed, falseRollback, faultStartedAt,
              rollbackReason
     }
 
@@ -50,12 +52,14 @@ public struct SimulationRun: Codable, Sendable, Equatable {
         usersHurt = try container.decode(Int.self, forKey: .usersHurt)
         userMinutesExposed = try container.decode(Double.self, forKey: .userMinutesExposed)
         falseRollback = try container.decode(Bool.self, forKey: .falseRollback)
+        faultStartedAt = try container.decodeIfPresent(Int.self, forKey: .faultStartedAt)
         rollbackReason = try container.decodeIfPresent(String.self, forKey: .rollbackReason)
         timeline = []
     }
 
     init(mode: SimulationMode, outcome: String, detectedAfter: Int?, rolledBackAfter: Int?, requests: Int, requestsFailed: Int,
-         usersHurt: Int, userMinutesExposed: Double, falseRollback: Bool, rollbackReason: String?, timeline: [TimelinePoint]) {
+         usersHurt: Int, userMinutesExposed: Double, falseRollback: Bool, faultStartedAt: Int?, rollbackReason: String?, timeline: [TimelinePoint]) {
+        self.faultStartedAt = faultStartedAt
         self.mode = mode
         self.outcome = outcome
         self.detectedAfter = detectedAfter
@@ -376,7 +380,8 @@ public struct SimulationEngine {
             detectedAfter: zip(detectedAt, firstFaultStart).map { $0 - $1 },
             rolledBackAfter: zip(rolledBackAt, firstFaultStart).map { $0 - $1 },
             requests: requestsTotal, requestsFailed: requestsFailed, usersHurt: hurt.count,
-            userMinutesExposed: (exposure * 10).rounded() / 10, falseRollback: falseRollback, rollbackReason: rollbackReason,
+            userMinutesExposed: (exposure * 10).rounded() / 10, falseRollback: falseRollback, faultStartedAt: firstFaultStart,
+            rollbackReason: rollbackReason,
             timeline: timeline)
     }
 

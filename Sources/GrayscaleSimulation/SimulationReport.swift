@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import Synchronization
 
 /// A scenario replayed under its policy, beside the two baselines on the same traffic.
 public struct SimulationReport: Codable, Sendable, Equatable {
@@ -80,7 +81,10 @@ public struct SimulationReport: Codable, Sendable, Equatable {
 public struct MonteCarloReport: Codable, Sendable {
     public var scenario: String
     public var runs: Int
+    /// Over the runs in which a bad release's fault began (all runs of a harmless scenario).
     public var usersHurt: Distribution
+    /// Runs in which a bad release's fault began.
+    public var faultRuns: Int
     public var rolledBackAfter: Distribution?
     public var rollbackRate: Double
     /// Of runs whose rolled-back release had no fault.
@@ -102,10 +106,18 @@ public struct MonteCarloReport: Codable, Sendable {
     }
 
     public static func make(_ scenario: Scenario, runs: Int) -> MonteCarloReport {
-        let results = (0..<runs).map { SimulationEngine.run(scenario, mode: .grayscale, seed: scenario.seed &+ UInt64($0)) }
+        // Runs are independent and seeded by their index: the cores share them.
+        let slots = Mutex([SimulationRun?](repeating: nil, count: runs))
+        DispatchQueue.concurrentPerform(iterations: runs) { index in
+            let run = SimulationEngine.run(scenario, mode: .grayscale, seed: scenario.seed &+ UInt64(index))
+            slots.withLock { $0[index] = run }
+        }
+        let results = slots.withLock { $0.map { $0! } }
+        let faulty = results.filter { $0.faultStartedAt != nil }
+        let judged = scenario.releases.contains(where: \.isBad) ? faulty : results
         return MonteCarloReport(
             scenario: scenario.name, runs: runs,
-            usersHurt: Distribution(results.map { Double($0.usersHurt) })!,
+            usersHurt: Distribution(judged.map { Double($0.usersHurt) }) ?? Distribution([0])!, faultRuns: faulty.count,
             rolledBackAfter: Distribution(results.compactMap(\.rolledBackAfter).map(Double.init)),
             rollbackRate: Double(results.filter { $0.outcome == "rolledBack" }.count) / Double(runs),
             falseRollbackRate: Double(results.filter(\.falseRollback).count) / Double(runs),

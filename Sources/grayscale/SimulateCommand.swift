@@ -48,7 +48,7 @@ struct SimulateCommand: ParsableCommand {
                     let rollback = report.rolledBackAfter.map { "mean \(formatDuration(Int($0.mean))), p50 \(formatDuration(Int($0.p50))), p95 \(formatDuration(Int($0.p95)))" } ?? "never"
                     return """
                         \(report.scenario): \(report.runs) runs
-                          users hurt: mean \(report.usersHurt.mean), p50 \(Int(report.usersHurt.p50)), p95 \(Int(report.usersHurt.p95))
+                          users hurt: mean \(report.usersHurt.mean), p50 \(Int(report.usersHurt.p50)), p95 \(Int(report.usersHurt.p95))\(report.faultRuns < report.runs && report.faultRuns > 0 ? " (over the \(report.faultRuns) runs whose fault began)" : "")
                           time to rollback: \(rollback)
                           rolled back in \(Int((report.rollbackRate * 100).rounded()))% of runs; false rollbacks \(String(format: "%.1f", report.falseRollbackRate * 100))%
                         """

@@ -34,7 +34,7 @@ struct ControllerCrashTests {
     func checkConsistency(_ database: GrayscaleDatabase, round: Int) throws {
         let state = try database.serviceState("engine")
         let split = try #require(state.split)
-        let widths = Self.steps.map { $0 == 100 ? 9500 : $0 * 100 }  // the last step holds 5% back until the final verdict
+        let widths = Self.steps.map { $0 == 100 ? 8000 : $0 * 100 }  // the last step holds 20% back until the final verdict
         if let canary = split.canary {
             #expect(canary.range.isEmpty || (canary.range.lower == 0 && widths.contains(canary.range.upper)),
                     "round \(round): split \(canary.range) is not a step of the policy")

@@ -28,21 +28,23 @@ struct UnitWorld {
     var background = 0.002
     var requestsPerWindow = 1.0
     var windowsPerStep = 12
-    var steps = [100, 500, 2500, 5000, 9500]
+    var steps = [100, 500, 2500, 5000, 8000]
     /// Extra chance per request of failing on the canary (0: a harmless release).
     var canaryHazard = 0.0
 
     /// Whether the e-process ever rejected; and the failing canary units when it did.
     func run(seed: UInt64) -> (rejected: Bool, canaryUnitsFailed: Int) {
         var random = SeededRandom(state: seed)
-        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil, steps: steps.count)
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil)
+        var clock = Date(timeIntervalSince1970: 0)
         let buckets = (0..<units).map { _ in Int(random.next() % UInt64(Bucket.count)) }
         let activity = (0..<units).map { _ in exp(activitySigma * random.normal() - activitySigma * activitySigma / 2) }
         let chronic = (0..<units).map { _ in random.uniform() < chronicShare }
         var canaryFailed = Set<Int>()
-        for width in steps {
-            evidence.startStep()
+        for (index, width) in steps.enumerated() {
+            evidence.startStep(last: index == steps.count - 1, at: clock)
             for _ in 0..<windowsPerStep {
+                clock += 600
                 var canary = VersionEvidence(), stable = VersionEvidence()
                 for unit in 0..<units {
                     let mean = requestsPerWindow * activity[unit]
@@ -60,7 +62,7 @@ struct UnitWorld {
                     let event = UnitEvent(unit: "u:\(unit)", canary: onCanary, lower: 0, upper: width)
                     if onCanary { canary.failures.append(event); canaryFailed.insert(unit) } else { stable.failures.append(event) }
                 }
-                evidence.update(canary: canary, stable: stable)
+                evidence.update(canary: canary, stable: stable, at: clock)
                 if evidence.rejects { return (true, canaryFailed.count) }
             }
         }
@@ -99,47 +101,60 @@ struct CanaryEvidenceTests {
 
     @Test("a unit that fails again under the same split says nothing new; under a wider one it counts with the rest of its odds")
     func unitCountsOncePerSplit() {
-        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil, steps: 1)
-        evidence.startStep()
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil)
+        evidence.startStep(last: false, at: Date(timeIntervalSince1970: 0))
         let stable = UnitEvent(unit: "u:a", canary: false, lower: 0, upper: 100)
-        for _ in 0..<1000 { evidence.update(canary: VersionEvidence(), stable: VersionEvidence(failures: [stable])) }
+        for _ in 0..<1000 { evidence.update(canary: VersionEvidence(), stable: VersionEvidence(failures: [stable]), at: Date(timeIntervalSince1970: 1)) }
         #expect(evidence.stableFailures == 1)
         // Widened to 5%: the unit is now on the canary with probability 4/99.
-        let before = evidence.errorSegments[0]
-        evidence.update(canary: VersionEvidence(failures: [UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 500)]), stable: VersionEvidence())
+        let before = evidence.errorLogLR
+        evidence.update(canary: VersionEvidence(failures: [UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 500)]), stable: VersionEvidence(), at: Date(timeIntervalSince1970: 2))
         #expect(evidence.canaryFailures == 1)
         let p = 400.0 / 9900
         for (index, ratio) in evidence.errorRatios.enumerated() {
-            #expect(abs(evidence.errorSegments[0][index] - before[index] - (log(ratio) - log1p(p * (ratio - 1)))) < 1e-12)
+            #expect(abs(evidence.errorLogLR[index] - before[index] - (log(ratio) - log1p(p * (ratio - 1)))) < 1e-12)
         }
         // Once known to be on the canary, a prefix that keeps it there reveals nothing.
-        evidence.update(canary: VersionEvidence(failures: [UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 2500)]), stable: VersionEvidence())
+        evidence.update(canary: VersionEvidence(failures: [UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 2500)]), stable: VersionEvidence(), at: Date(timeIntervalSince1970: 3))
         #expect(evidence.canaryFailures == 1)
     }
 
-    @Test("errors and latency share one α: the combined e-value is their weighted mean")
+    @Test("errors and latency share one α; fresh error processes start at steps and every half hour, with weights summing to at most 1")
     func combination() {
-        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50, steps: 3)
-        #expect(evidence.errorWeight == 0.9)
-        #expect(evidence.segmentWeights == [0.6, 0.2, 0.2])
+        let start = Date(timeIntervalSince1970: 0)
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50)
+        #expect(evidence.errorWeight == 0.95)
         #expect(abs(evidence.eValue - 1) < 1e-12, "every process starts at 1")
-        evidence.startStep()
-        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in log(100) }
-        // The first step's process at 100 is worth 0.6 × 100 + 0.4 (steps not started) = 60.4 of errors.
-        #expect(abs(evidence.errorLogE - log(60.4)) < 1e-9)
-        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in log((100 - 0.4) / 0.6) }
-        // Errors alone at 100 give 90: below 1/α, because latency holds a tenth of the budget.
-        #expect(abs(evidence.eValue - (0.9 * 100 + 0.1 * 1)) < 1e-9)
+        evidence.startStep(last: false, at: start)
+        #expect(evidence.segmentWeights == [0.45])
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in log(100) }
+        // The first step's process at 100 is worth 0.45 × 100 + 0.55 (not started yet) = 45.55 of errors.
+        #expect(abs(evidence.errorLogE - log(45.55)) < 1e-9)
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in log((100 - 0.55) / 0.45) }
+        // Errors alone at 100 give 95.05: below 1/α, because latency holds a twentieth of the budget.
+        #expect(abs(evidence.eValue - (0.95 * 100 + 0.05 * 1)) < 1e-9)
         #expect(!evidence.rejects)
-        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in log((112 - 0.4) / 0.6) }
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in log((112 - 0.55) / 0.45) }
         #expect(evidence.rejects)
-        // A later step's fresh process counts with its own weight, whatever came before.
-        evidence.startStep()
-        evidence.errorSegments[0] = evidence.errorSegments[0].map { _ in -50 }
-        evidence.errorSegments[1] = evidence.errorSegments[1].map { _ in log(1000) }
-        #expect(abs(evidence.errorLogE - log(0.6 * exp(-50) + 0.2 * 1000 + 0.2)) < 1e-9)
+        // A later step's fresh process starts at 1, whatever came before, and counts with its own weight.
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in -20 }
+        evidence.startStep(last: false, at: start + 600)
+        let second = 0.25 * 6 / (Double.pi * Double.pi)
+        #expect(evidence.segmentWeights == [0.45, second])
+        evidence.errorLogLR = evidence.errorLogLR.map { $0 + log(1000) }
+        #expect(abs(evidence.errorLogE - log(0.45 * exp(-20 + log(1000)) + second * 1000 + (0.55 - second))) < 1e-9)
+        // Half an hour of data later, another; the last step has its own weight.
+        evidence.update(canary: VersionEvidence(), stable: VersionEvidence(), at: start + 600 + 1800)
+        evidence.startStep(last: true, at: start + 2500)
+        #expect(evidence.segmentWeights == [0.45, second, 0.15 * 6 / (Double.pi * Double.pi), 0.15])
+        // However many restarts, the weights never sum past 1.
+        for halfHour in 1...300 {
+            evidence.update(canary: VersionEvidence(), stable: VersionEvidence(), at: start + 2500 + Double(halfHour) * 1800)
+        }
+        #expect(evidence.segmentWeights.count > 300)
+        #expect(evidence.segmentWeights.reduce(0, +) + evidence.droppedWeight <= 1)
         var latencyOnly = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50)
-        latencyOnly.latencyLogLR = latencyOnly.latencyLogLR.map { _ in log(991) }
+        latencyOnly.latencyLogLR = latencyOnly.latencyLogLR.map { _ in log(1982) }
         #expect(latencyOnly.rejects)
         #expect(CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil).errorWeight == 1)
     }
@@ -159,8 +174,8 @@ struct CanaryEvidenceTests {
         var large = small
         for _ in 0..<200 {
             let stable = histogram(sample(900))
-            small.update(canary: histogram(sample(100, shift: 20)), stable: stable)
-            large.update(canary: histogram(sample(100, slowShare: 0.5, slow: 600)), stable: stable)
+            small.update(canary: histogram(sample(100, shift: 20)), stable: stable, at: Date(timeIntervalSince1970: 0))
+            large.update(canary: histogram(sample(100, slowShare: 0.5, slow: 600)), stable: stable, at: Date(timeIntervalSince1970: 0))
         }
         #expect(!small.rejects, "20 ms slower is under the 50 ms minimum effect (e \(small.eValue))")
         #expect(large.rejects)
@@ -191,9 +206,9 @@ struct CanaryEvidenceTests {
         driver.tick()
         driver.tick(driver.healthy(failingUnits: 30), advancing: 700)
         #expect(driver.rollout?.lastVerdict?.reason
-                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.53 of 100)")
+                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.59 of 100)")
         #expect(driver.rollout?.holdReason
-                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.53 of 100)")
+                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.59 of 100)")
         for _ in 0..<5 where driver.rollout?.step == 0 { driver.tick(driver.healthy(failingUnits: 100)) }
         #expect(driver.rollout?.step == 1, "the step advanced once its evidence and 50 canary requests were in")
         #expect(driver.log.contains(.audit(action: "step", actor: Reconciler.actor,

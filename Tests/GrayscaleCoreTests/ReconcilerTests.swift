@@ -86,7 +86,7 @@ struct ReconcilerTests {
             if seen.last != driver.percent, driver.service.canary != nil { seen.append(driver.percent) }
             if driver.rollout?.phase == .promoted { break }
         }
-        #expect(seen == [1, 5, 25, 50, 95], "the last step holds 5% back on stable until the final verdict")
+        #expect(seen == [1, 5, 25, 50, 80], "the last step holds 20% back on stable until the final verdict")
         #expect(driver.rollout?.phase == .promoted)
         #expect(driver.service.stable?.number == 8)
         #expect(driver.service.canary == nil)

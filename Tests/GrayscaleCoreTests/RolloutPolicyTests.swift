@@ -86,6 +86,7 @@ struct RolloutPolicyTests {
             ("analysis:\n  errorRate:\n    maxRate: 0.05\n", "removed.yaml:3: analysis.errorRate.maxRate: no longer supported: a fixed bound judged every interval rolled good releases back on noise; the canary is judged against stable"),
             ("analysis:\n  latency:\n    p99MaxRatio: 1.3\n", "removed.yaml:3: analysis.latency.p99MaxRatio: no longer supported: percentiles of one interval are noise and were judged outside α; latency is now one anytime-valid test of the whole distribution with minDifferenceMs as its minimum effect"),
             ("steps: [5, 97, 100]\nholdback: 5\n", "removed.yaml:2: holdback: step 97% is not below 100% minus the holdback (95%)"),
+            ("steps: [5, 90, 100]\n", "removed.yaml:1: holdback: step 90% is not below 100% minus the holdback (80%)"),
         ]
         for (text, message) in cases {
             #expect(throws: GrayscaleError(message)) { try RolloutPolicy.parse(text, file: "removed.yaml") }

@@ -96,7 +96,7 @@ struct ControllerEndToEndTests {
             }
             #expect(try database.serviceState("engine").stable?.number == 8)
             let widths = try database.splitHistory("engine").compactMap { $0.split.canary?.range.widthHundredths }
-            #expect(Array(Set(widths)).sorted() == [0, 500, 2000, 5000, 9500], "the last step holds 5% back until the final verdict")
+            #expect(Array(Set(widths)).sorted() == [0, 500, 2000, 5000, 8000], "the last step holds 20% back until the final verdict")
         }
     }
 }
