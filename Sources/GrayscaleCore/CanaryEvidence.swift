@@ -40,6 +40,12 @@ import Foundation
 /// sum, the weight of those not started yet counting as 1. A segment's log likelihood
 /// ratio is the rollout's running sum minus its value when the segment started.
 ///
+/// **Custom metrics.** Each interval, a metric of the policy's own is "worse" when the
+/// canary's value is beyond stable's by more than its minimum effect. If the canary is
+/// no worse, the two versions' values are exchangeable and the chance of "worse" is at
+/// most 1/2 (ties count as not worse), so Π (1 + λ·(+1 if worse, −1 if not)) is a test
+/// supermartingale for each λ in (0, 1): a sequential sign test, mixed over λ.
+///
 /// **One α.** The e-processes are averaged with fixed weights; an average of
 /// e-processes is an e-process, so rolling back when the average reaches 1/α keeps the
 /// chance of ever rolling back a release as good as stable at or below α.
@@ -55,12 +61,24 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     public var detectRatio: Double
     /// Minimum latency effect in milliseconds; nil when latency is not judged.
     public var latencyEffectMs: Double?
-    /// The share of the e-value given to errors; the rest goes to latency.
+    /// The share of the e-value given to errors; the rest goes to latency and custom metrics.
     public var errorWeight: Double
+    /// The share of each custom metric (0 without them); latency gets what remains.
+    public var customWeight: Double
+    /// The policy's metrics, frozen with the rest.
+    public var customMetrics: [RolloutPolicy.CustomMetric]
     public var errorRatios: [Double]
     /// The mixture's weight of each ratio (they sum to 1).
     public var errorPrior: [Double]
     public var latencyRatios: [Double]
+    public static let customBets: [Double] = [0.3, 0.6, 0.9]
+    /// Log wealth of each custom metric's sign test, per bet in `customBets`.
+    public var customLogE: [String: [Double]]
+    /// Intervals judged per custom metric and how many were worse.
+    public var customWorse: [String: Int]
+    public var customSeen: [String: Int]
+    /// When the custom metrics were last read (data time): they are read once per analysis interval.
+    public var customLastAt: Date?
 
     /// Log likelihood ratio of each alternative in `errorRatios` since the rollout began.
     public var errorLogLR: [Double]
@@ -108,12 +126,19 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// Seconds of data after which a fresh error e-process starts.
     public static let restartEvery: TimeInterval = 1800
 
-    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?) {
+    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?, customMetrics: [RolloutPolicy.CustomMetric] = []) {
         self.alpha = alpha
         self.beta = beta
         self.detectRatio = detectRatio
         self.latencyEffectMs = latencyEffectMs
-        errorWeight = latencyEffectMs == nil ? 1 : 0.95
+        self.customMetrics = customMetrics
+        let others = (latencyEffectMs == nil ? 0 : 0.05) + (customMetrics.isEmpty ? 0 : 0.05)
+        errorWeight = 1 - others
+        customWeight = customMetrics.isEmpty ? 0 : 0.05 / Double(customMetrics.count)
+        customLogE = Dictionary(uniqueKeysWithValues: customMetrics.map { ($0.name, Array(repeating: 0.0, count: Self.customBets.count)) })
+        customWorse = [:]
+        customSeen = [:]
+        customLastAt = nil
         // From half the ratio the policy asks to detect up to gross breakage (a release
         // that fails a few percent of users against a 0.1% background is 50–500× worse).
         // Most of the weight sits on gross breakage, which is what a small first step is
@@ -145,7 +170,8 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
 
     public init(policy: RolloutPolicy) {
         self.init(alpha: policy.analysis.errorRate.alpha, beta: policy.analysis.errorRate.beta,
-                  detectRatio: policy.analysis.errorRate.detectRatio, latencyEffectMs: policy.analysis.latency.minDifferenceMs)
+                  detectRatio: policy.analysis.errorRate.detectRatio, latencyEffectMs: policy.analysis.latency.minDifferenceMs,
+                  customMetrics: policy.analysis.metrics)
     }
 
     // MARK: - The numbers
@@ -170,14 +196,40 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// The three logs at once (each costs a pass over the segments).
     public var logEValues: (errors: Double, latency: Double, combined: Double) {
         let errors = errorLogE, latency = latencyLogE
-        let combined = errorWeight < 1 ? logSumExp([log(errorWeight) + errors, log(1 - errorWeight) + latency]) : errors
-        return (errors, latency, combined)
+        var terms = [log(errorWeight) + errors]
+        let latencyWeight = 1 - errorWeight - customWeight * Double(customMetrics.count)
+        if latencyWeight > 1e-12 { terms.append(log(latencyWeight) + latency) }
+        for metric in customMetrics { terms.append(log(customWeight) + customMetricLogE(metric.name)) }
+        return (errors, latency, logSumExp(terms))
     }
-    /// Whether this step has the evidence to advance. When no unit failed on either
-    /// version in the step, a canary `detectRatio` times worse than stable would fail no
-    /// one either: the relative alternative is ruled out as it stands (the step still
-    /// needs its minimum time and requests).
-    public var accepts: Bool { stepLogLR <= log(beta) || stepFailures == 0 }
+
+    /// log of one custom metric's e-value: the mean over bets.
+    public func customMetricLogE(_ name: String) -> Double { logMeanExp(customLogE[name] ?? [0]) }
+
+    /// The custom metric whose weighted e-value is largest, when there are any.
+    public var strongestCustomMetric: (name: String, logE: Double)? {
+        customMetrics.map { ($0.name, customMetricLogE($0.name)) }.max { $0.1 < $1.1 }
+    }
+
+    /// Adds one interval of the policy's own metrics.
+    public mutating func updateCustom(_ samples: [String: CustomMetricSample], at time: Date) {
+        guard !samples.isEmpty else { return }
+        customLastAt = time
+        for metric in customMetrics {
+            guard let sample = samples[metric.name], sample.canary.isFinite, sample.stable.isFinite else { continue }
+            let difference = metric.direction == .lower ? sample.canary - sample.stable : sample.stable - sample.canary
+            let worse = difference > metric.minEffect
+            customSeen[metric.name, default: 0] += 1
+            if worse { customWorse[metric.name, default: 0] += 1 }
+            customLogE[metric.name] = zip(customLogE[metric.name] ?? [], Self.customBets).map { $0 + log1p(worse ? $1 : -$1) }
+        }
+    }
+    /// Whether this step has the evidence to advance (its minimum time and requests aside).
+    /// Two cases carry no relative evidence and say so in the verdict: no unit failed on
+    /// either version in the step (the canary's requests then rule out an absolute
+    /// failure rate, ln(1/β) / requests), and every unit on the canary (a last step
+    /// without holdback: nothing to compare).
+    public func accepts(share: Double) -> Bool { stepLogLR <= log(beta) || stepFailures == 0 || share >= 1 }
     /// The e-value, capped so that it always encodes: beyond 1e300 nothing changes.
     public var eValue: Double { exp(min(logE, 690)) }
 
@@ -187,8 +239,8 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         let p = min(max(share, stepShare), 0.9999)
         guard p > 0 else { return (0, 0) }
         let perStable = log(1 + p * (detectRatio - 1))
-        let need = Int((-log(beta) / perStable).rounded(.up))
-        let have = min(need, max(0, Int((-stepLogLR / perStable).rounded(.down))))
+        let need = Int(min(1e12, (-log(beta) / perStable).rounded(.up)))
+        let have = Int(min(Double(need), max(0, (-stepLogLR / perStable).rounded(.down))))
         return (have, need)
     }
 
@@ -230,10 +282,13 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// Adds one span of both versions' evidence, ending at `time`.
     public mutating func update(canary: VersionEvidence, stable: VersionEvidence, at time: Date) {
         if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery { restartOnTime(at: time) }
+        let canary = canary.sanitized(), stable = stable.sanitized()
         // Failures in the order they happened; a unit seen on both versions in one span
-        // counts once (the first), whatever its version.
+        // counts once, by its earliest failure, whichever version that was on: the choice
+        // depends on when the unit failed, never on its bucket.
         var seen = Set<String>()
-        for event in (canary.failures + stable.failures) where seen.insert(event.unit).inserted {
+        for event in (canary.failures + stable.failures).sorted(by: { ($0.at, $0.unit) < ($1.at, $1.unit) })
+        where seen.insert(event.unit).inserted {
             stepFailures += 1
             observe(event)
         }
@@ -253,6 +308,9 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// unit of its own, at the canary's request share. Valid only while errors are
     /// independent; the proxies' statistics are preferred.
     public mutating func updateWithoutUnits(canaryRequests: Int, canaryErrors: Int, stableRequests: Int, stableErrors: Int, at time: Date) {
+        func clamp(_ value: Int) -> Int { min(max(value, 0), VersionEvidence.countLimit) }
+        let canaryRequests = clamp(canaryRequests), stableRequests = clamp(stableRequests)
+        let canaryErrors = min(clamp(canaryErrors), canaryRequests), stableErrors = min(clamp(stableErrors), stableRequests)
         if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery { restartOnTime(at: time) }
         let total = canaryRequests + stableRequests
         guard total > 0, canaryRequests > 0, stableRequests > 0 else { return }

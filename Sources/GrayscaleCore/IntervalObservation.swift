@@ -29,17 +29,31 @@ public struct IntervalObservation: Codable, Hashable, Sendable {
     public var to: Date
     public var canary: VersionObservation
     public var stable: VersionObservation
+    /// The policy's own metrics, by name, when they were read for this span.
+    public var custom: [String: CustomMetricSample]
 
-    public init(from: Date, to: Date, canary: VersionObservation, stable: VersionObservation) {
+    public init(from: Date, to: Date, canary: VersionObservation, stable: VersionObservation, custom: [String: CustomMetricSample] = [:]) {
         self.from = from
         self.to = to
         self.canary = canary
         self.stable = stable
+        self.custom = custom
     }
 
     /// The canary's share of requests.
     public var canaryShare: Double {
         let total = canary.requests + stable.requests
         return total == 0 ? 0 : Double(canary.requests) / Double(total)
+    }
+}
+
+/// One custom metric's value for both versions over the same span.
+public struct CustomMetricSample: Codable, Hashable, Sendable {
+    public var canary: Double
+    public var stable: Double
+
+    public init(canary: Double, stable: Double) {
+        self.canary = canary
+        self.stable = stable
     }
 }

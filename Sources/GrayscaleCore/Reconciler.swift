@@ -200,7 +200,7 @@ public enum Reconciler {
                 }
             case .observed(let interval):
                 state.metricsFailures = 0
-                state.stepRequests += interval.canary.requests
+                state.stepRequests = min(VersionEvidence.countLimit, state.stepRequests + min(max(interval.canary.requests, 0), VersionEvidence.countLimit))
                 verdict = CanaryJudge.judge(interval, analysis: policy.analysis, evidence: &state.evidence,
                                             share: Double(split.range.widthHundredths) / Double(Bucket.count), stepRequests: state.stepRequests)
             }

@@ -95,7 +95,7 @@ extension RolloutPolicy {
         try reader.refuseRemoved(node, "analysis", [
             "failureLimit": "every check spends the rollout's one α, so a failing check rolls back at once",
         ])
-        let fields = try reader.fields(node, "analysis", known: ["interval", "minRequests", "errorRate", "latency"])
+        let fields = try reader.fields(node, "analysis", known: ["interval", "minRequests", "errorRate", "latency", "metrics"])
         var analysis = base
         if let node = fields["interval"] {
             analysis.interval = try reader.duration(node, "analysis.interval")
@@ -117,6 +117,30 @@ extension RolloutPolicy {
             }
             if let node = rate["detectRatio"] {
                 analysis.errorRate.detectRatio = try reader.double(node, "analysis.errorRate.detectRatio", in: 1...1000, exclusiveLower: true)
+            }
+        }
+        if let node = fields["metrics"] {
+            analysis.metrics = []
+            for (index, item) in try reader.list(node, "analysis.metrics").enumerated() {
+                let path = "analysis.metrics[\(index)]"
+                let metric = try reader.fields(item, path, known: ["name", "query", "direction", "minEffect"])
+                guard let name = metric["name"], let query = metric["query"] else { throw reader.error(item, path, "needs name and query") }
+                let directionText = try metric["direction"].map { node throws(GrayscaleError) in try reader.string(node, "\(path).direction") } ?? "lower"
+                guard let direction = CustomMetric.Direction(rawValue: directionText) else {
+                    throw reader.error(metric["direction"], "\(path).direction", "expected lower or higher (which is better; got '\(directionText)')")
+                }
+                let parsed = CustomMetric(
+                    name: try reader.string(name, "\(path).name"), query: try reader.string(query, "\(path).query"), direction: direction,
+                    minEffect: try metric["minEffect"].map { node throws(GrayscaleError) in
+                        try reader.double(node, "\(path).minEffect", in: 0...1e15)
+                    } ?? 0)
+                guard parsed.query.contains("{{version}}") || parsed.query.contains("{{label}}") else {
+                    throw reader.error(query, "\(path).query", "must name the version with {{version}} or {{label}}, or canary and stable read the same series")
+                }
+                guard !analysis.metrics.contains(where: { $0.name == parsed.name }) else {
+                    throw reader.error(name, "\(path).name", "'\(parsed.name)' appears twice")
+                }
+                analysis.metrics.append(parsed)
             }
         }
         if let node = fields["latency"] {

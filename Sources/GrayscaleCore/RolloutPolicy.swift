@@ -49,6 +49,33 @@ public struct RolloutPolicy: Hashable, Sendable {
         public var minRequests: Int
         public var errorRate: ErrorRate
         public var latency: Latency
+        /// Per-version Prometheus queries judged against stable inside the same α.
+        public var metrics: [CustomMetric] = []
+    }
+
+    /// A judged metric of one's own (as Kayenta, Argo Rollouts and Flagger offer): a
+    /// Prometheus query per version, compared with stable's each analysis interval.
+    public struct CustomMetric: Hashable, Sendable, Codable {
+        public enum Direction: String, Hashable, Sendable, Codable {
+            /// Lower is better (error ratios, cold starts): a canary above stable is worse.
+            case lower
+            /// Higher is better (cache hit rate): a canary below stable is worse.
+            case higher
+        }
+
+        public var name: String
+        /// PromQL with `{{service}}`, `{{version}}`, `{{label}}` and `{{window}}`.
+        public var query: String
+        public var direction: Direction
+        /// The smallest difference from stable, in the query's unit, that counts as worse.
+        public var minEffect: Double
+
+        public init(name: String, query: String, direction: Direction, minEffect: Double) {
+            self.name = name
+            self.query = query
+            self.direction = direction
+            self.minEffect = minEffect
+        }
     }
 
     public struct ErrorRate: Hashable, Sendable {

@@ -10,12 +10,16 @@ public struct UnitEvent: Codable, Hashable, Sendable {
     public var canary: Bool
     public var lower: Int
     public var upper: Int
+    /// When it happened (seconds since 1970): a unit's failures on both versions in one
+    /// span are taken in time order, whatever version each was on.
+    public var at: Double
 
-    public init(unit: String, canary: Bool, lower: Int, upper: Int) {
+    public init(unit: String, canary: Bool, lower: Int, upper: Int, at: Double = 0) {
         self.unit = unit
         self.canary = canary
         self.lower = lower
         self.upper = upper
+        self.at = at
     }
 }
 
@@ -86,12 +90,40 @@ public struct VersionEvidence: Codable, Hashable, Sendable {
         return nil
     }
 
-    /// Adds a later span of the same version; a unit keeps its first failure.
-    public mutating func merge(_ later: VersionEvidence) {
-        requests += later.requests
-        if latency.count != later.latency.count { latency = Array(repeating: 0, count: LatencyBuckets.count) }
-        for index in latency.indices where index < later.latency.count { latency[index] += later.latency[index] }
-        let known = Set(failures.map(\.unit))
-        failures += later.failures.filter { !known.contains($0.unit) }
+    /// Adds another span (a later window, or another proxy's) of the same version; a unit
+    /// keeps its earliest failure.
+    public mutating func merge(_ other: VersionEvidence) {
+        let other = other.sanitized()
+        requests = min(Self.countLimit, requests + other.requests)
+        if latency.count != LatencyBuckets.count { latency = Array(repeating: 0, count: LatencyBuckets.count) }
+        for index in latency.indices { latency[index] = min(Self.countLimit, latency[index] + other.latency[index]) }
+        var earliest: [String: Int] = [:]
+        for (index, event) in failures.enumerated() { earliest[event.unit] = index }
+        for event in other.failures {
+            if let index = earliest[event.unit] {
+                if event.at < failures[index].at { failures[index] = event }
+            } else {
+                earliest[event.unit] = failures.count
+                failures.append(event)
+            }
+        }
+    }
+
+    /// No count beyond this in one span: far above any real traffic, far below overflow.
+    public static let countLimit = 1 << 40
+
+    /// What a hostile or broken proxy cannot use to crash or sway the judge: counts
+    /// within 0 … `countLimit`, one latency count per bucket, ranges within the buckets,
+    /// finite times.
+    public func sanitized() -> VersionEvidence {
+        func count(_ value: Int) -> Int { min(max(value, 0), Self.countLimit) }
+        var latency = Array(repeating: 0, count: LatencyBuckets.count)
+        for (index, value) in self.latency.prefix(LatencyBuckets.count).enumerated() { latency[index] = count(value) }
+        let failures = self.failures.compactMap { event -> UnitEvent? in
+            let lower = min(max(event.lower, 0), Bucket.count), upper = min(max(event.upper, lower), Bucket.count)
+            guard event.at.isFinite else { return nil }
+            return UnitEvent(unit: event.unit, canary: event.canary, lower: lower, upper: upper, at: event.at)
+        }
+        return VersionEvidence(requests: count(requests), latency: latency, failures: failures)
     }
 }

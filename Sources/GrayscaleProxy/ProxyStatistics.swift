@@ -180,8 +180,9 @@ extension ProxyStatistics.Window {
     mutating func add(_ outcome: RequestOutcome) {
         requests += 1
         _ = latency.record(outcome.latencyMicros)
-        if let unit = outcome.unit {
+        if var unit = outcome.unit {
             let failed = outcome.errorClass.map { $0 != .rejected } ?? false
+            unit.at = outcome.at.timeIntervalSince1970
             evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000,
                             failure: failed && failedUnits.insert(unit.unit).inserted ? unit : nil)
         }

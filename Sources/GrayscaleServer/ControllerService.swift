@@ -29,6 +29,8 @@ public final class ControllerService: Service, Sendable {
     let database: GrayscaleDatabase
     let policiesFolder: String
     let metrics: any MetricsSource
+    /// Where the policies' own metrics are read (Prometheus); nil: they are not judged here.
+    let customMetrics: PrometheusMetrics?
     let smoke: SmokeChecker
     let configuration: Configuration
     let now: @Sendable () -> Date
@@ -49,12 +51,14 @@ public final class ControllerService: Service, Sendable {
         var notifiedFailure: [String: Int] = [:]
     }
 
-    public init(database: GrayscaleDatabase, policiesFolder: String, metrics: any MetricsSource, smoke: SmokeChecker = SmokeChecker(),
+    public init(database: GrayscaleDatabase, policiesFolder: String, metrics: any MetricsSource, customMetrics: PrometheusMetrics? = nil,
+                smoke: SmokeChecker = SmokeChecker(),
                 configuration: Configuration = Configuration(), now: @escaping @Sendable () -> Date = { Date() }, logger: Logger,
                 controllerMetrics: ControllerMetrics? = nil, drivers: [String: any TrafficDriver] = [:]) {
         self.database = database
         self.policiesFolder = policiesFolder
         self.metrics = metrics
+        self.customMetrics = customMetrics
         self.smoke = smoke
         self.configuration = configuration
         self.now = now
@@ -171,6 +175,26 @@ public final class ControllerService: Service, Sendable {
         }
     }
 
+    /// The policy's own metrics for canary and stable, once per analysis interval (the
+    /// rollout's evidence says when they were last read). A query that fails leaves them
+    /// out of this span: no evidence either way, said in the log.
+    func customSamples(policy: RolloutPolicy, rollout: RolloutState, service: String, canary: ReleaseRef, stable: ReleaseRef,
+                       to: Date) async -> [String: CustomMetricSample] {
+        let interval = Double(policy.analysis.interval)
+        guard let source = customMetrics, !rollout.evidence.customMetrics.isEmpty,
+              rollout.evidence.customLastAt.map({ to.timeIntervalSince($0) >= interval }) ?? true else { return [:] }
+        var samples: [String: CustomMetricSample] = [:]
+        for metric in rollout.evidence.customMetrics {
+            do {
+                samples[metric.name] = try await source.sample(metric, service: service, canary: canary, stable: stable,
+                                                               window: Int(interval), at: to)
+            } catch {
+                logger.warning("custom metric not read", metadata: ["service": "\(service)", "metric": "\(metric.name)", "problem": "\(error)"])
+            }
+        }
+        return samples
+    }
+
     /// One tick of one service; true when it should run again right away.
     func tick(_ service: String, policy: RolloutPolicy, platformLag: String? = nil) async throws -> Bool {
         let snapshot = try database.controllerSnapshot(service)
@@ -182,8 +206,10 @@ public final class ControllerService: Service, Sendable {
             let from = memory.withLock { $0.observedUntil[service] } ?? time.addingTimeInterval(-interval)
             if time.timeIntervalSince(from) >= interval {
                 do {
-                    let observed = try await metrics.observe(service: service, canary: canary.ref, stable: stable.ref, from: from, to: time)
+                    var observed = try await metrics.observe(service: service, canary: canary.ref, stable: stable.ref, from: from, to: time)
                     memory.withLock { $0.observedUntil[service] = observed.to }
+                    observed.custom = await customSamples(policy: policy, rollout: rollout, service: service, canary: canary.ref,
+                                                          stable: stable.ref, to: observed.to)
                     observation = .observed(observed)
                 } catch {
                     // The span stays unobserved: the next tick asks for it again.

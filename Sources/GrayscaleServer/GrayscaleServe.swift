@@ -74,6 +74,7 @@ public struct GrayscaleServe: Sendable {
             metrics: configuration.fleetStats.isEmpty
                 ? InProcessProxyMetrics(statistics: statistics) as any MetricsSource
                 : HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats, windowSeconds: 10),
+            customMetrics: configuration.prometheus.map { PrometheusMetrics(baseURL: $0) },
             configuration: .init(tick: .milliseconds(configuration.controllerTickMs), analysisInterval: configuration.analysisInterval.map(Double.init),
                                  defaultChannel: configuration.defaultChannel),
             logger: logger, controllerMetrics: ControllerMetrics(registry: registry), drivers: drivers)

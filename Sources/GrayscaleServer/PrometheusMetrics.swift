@@ -60,6 +60,23 @@ public struct PrometheusMetrics: MetricsSource {
         return IntervalObservation(from: from, to: to, canary: try await version(canary), stable: try await version(stable))
     }
 
+    /// A policy's own metric for canary and stable over the last `window` seconds; a
+    /// version with no series (an empty vector) reads 0, a NaN is an error.
+    public func sample(_ metric: RolloutPolicy.CustomMetric, service: String, canary: ReleaseRef, stable: ReleaseRef, window: Int,
+                       at time: Date) async throws -> CustomMetricSample {
+        func value(_ release: ReleaseRef) async throws -> Double {
+            let query = metric.query.replacingOccurrences(of: "{{service}}", with: service)
+                .replacingOccurrences(of: "{{version}}", with: String(release.number))
+                .replacingOccurrences(of: "{{label}}", with: release.label)
+                .replacingOccurrences(of: "{{window}}", with: "\(max(1, window))s")
+            guard let value = try await instant(query, at: time) else {
+                throw GrayscaleError("prometheus \(baseURL): \(metric.name) is NaN for version \(release.number)")
+            }
+            return value
+        }
+        return CustomMetricSample(canary: try await value(canary), stable: try await value(stable))
+    }
+
     /// The value of an instant query: the sum of the vector's samples, 0 for an empty vector, nil for NaN.
     public func instant(_ query: String, at time: Date) async throws -> Double? {
         var components = URLComponents(string: "\(baseURL)/api/v1/query")!

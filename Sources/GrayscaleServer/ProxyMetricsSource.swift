@@ -65,12 +65,14 @@ public struct HTTPStatsMetrics: MetricsSource {
             // Windows in time order, so that each unit keeps its first failure; histograms add up,
             // percentiles are read off the sum (never averaged).
             let mine = complete.filter { $0.release == release }.map(\.window).sorted { $0.start < $1.start }
-            var evidence: VersionEvidence? = VersionEvidence()
+            // A window without evidence (a proxy older than it) adds no evidence: its traffic
+            // may include allow-listed and opted-in users, who are never evidence.
+            var evidence = VersionEvidence()
             for window in mine {
-                if let more = window.evidence { evidence?.merge(more) } else { evidence = nil }
+                if let more = window.evidence { evidence.merge(more) }
             }
             return VersionObservation(requests: mine.reduce(0) { $0 + $1.requests }, errors: mine.reduce(0) { $0 + $1.errors },
-                                      evidence: evidence, p50Ms: evidence?.percentileMs(0.5), p99Ms: evidence?.percentileMs(0.99))
+                                      evidence: evidence, p50Ms: evidence.percentileMs(0.5), p99Ms: evidence.percentileMs(0.99))
         }
         return IntervalObservation(from: from, to: Date(timeIntervalSince1970: TimeInterval(covered)),
                                    canary: sum(canary.number), stable: sum(stable.number))

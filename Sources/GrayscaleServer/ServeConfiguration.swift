@@ -40,6 +40,8 @@ public struct ServeConfiguration: Sendable {
     public var controllerTickMs = 250
     /// Admin URLs of fleet proxies whose /stats the controller adds to this process's own.
     public var fleetStats: [String] = []
+    /// A Prometheus server that answers the policies' own metrics (`analysis.metrics`).
+    public var prometheus: String?
     public var analysisInterval: Int?
     public var defaultChannel = "#grayscale"
     /// Slack users allowed to change traffic, besides each policy's operators.
@@ -126,7 +128,14 @@ public struct ServeConfiguration: Sendable {
             }
         }
         if let node = top["controller"] {
-            let fields = try reader.fields(node, "controller", known: ["tick", "analysisInterval", "stats"])
+            let fields = try reader.fields(node, "controller", known: ["tick", "analysisInterval", "stats", "prometheus"])
+            if let value = fields["prometheus"] {
+                let url = try reader.string(value, "controller.prometheus")
+                guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                    throw reader.error(value, "controller.prometheus", "expected an http:// or https:// URL (got '\(url)')")
+                }
+                configuration.prometheus = url
+            }
             if let value = fields["stats"] { configuration.fleetStats = try reader.strings(value, "controller.stats") }
             if let value = fields["tick"] {
                 let text = try reader.string(value, "controller.tick")

@@ -314,7 +314,7 @@ public struct SimulationEngine {
             var tally = [VersionTally(), VersionTally()]
             let requests = random.poisson(totalRate * Double(window) * shapeFactor(time))
             let salt = split?.canary?.salt ?? ""
-            for _ in 0..<requests {
+            for request in 0..<requests {
                 let index = pick(cumulative)
                 let client = clients[index]
                 let appId: String? = client.kind == .anonymous ? nil : client.id
@@ -337,9 +337,11 @@ public struct SimulationEngine {
                 var unit: UnitEvent?
                 switch route.reason {
                 case .inRange, .outOfRange:
-                    unit = UnitEvent(unit: "u:\(client.id)", canary: slot == 1, lower: split!.range.lower, upper: split!.range.upper)
+                    unit = UnitEvent(unit: "u:\(client.id)", canary: slot == 1, lower: split!.range.lower, upper: split!.range.upper,
+                                     at: now.timeIntervalSince1970 + Double(window) * Double(request) / Double(requests))
                 case .anonymousWeight:
-                    unit = UnitEvent(unit: "a:\(client.id)", canary: slot == 1, lower: 0, upper: split!.nonAuthWeight)
+                    unit = UnitEvent(unit: "a:\(client.id)", canary: slot == 1, lower: 0, upper: split!.nonAuthWeight,
+                                     at: now.timeIntervalSince1970 + Double(window) * Double(request) / Double(requests))
                 default:
                     unit = nil
                 }

@@ -25,8 +25,8 @@ struct ControllerCommand: AsyncParsableCommand {
     var analysisInterval: String?
 
     func validate() throws {
-        guard (stats.isEmpty) != (prometheus == nil) else {
-            throw ValidationError("give the metrics source: --stats URL (repeatable) or --prometheus URL")
+        guard !stats.isEmpty || prometheus != nil else {
+            throw ValidationError("give the metrics source: --stats URL (repeatable) or --prometheus URL (with --stats, Prometheus answers the policies' own metrics)")
         }
         guard Self.tickDuration(tick) != nil else {
             throw ValidationError("--tick: expected a duration such as 5s or 200ms (got '\(tick)')")
@@ -46,11 +46,12 @@ struct ControllerCommand: AsyncParsableCommand {
         var logger = Logger(label: "grayscale.controller")
         logger.logLevel = .info
         let db = try database.open()
-        let source: any MetricsSource = prometheus.map {
+        let prometheusSource = prometheus.map {
             PrometheusMetrics(baseURL: $0, queries: .init(requests: prometheusRequests, errors: prometheusErrors))
-        } ?? HTTPStatsMetrics(endpoints: stats)
+        }
+        let source: any MetricsSource = stats.isEmpty ? prometheusSource! : HTTPStatsMetrics(endpoints: stats, windowSeconds: 10)
         let controller = ControllerService(
-            database: db, policiesFolder: policies, metrics: source,
+            database: db, policiesFolder: policies, metrics: source, customMetrics: prometheusSource,
             configuration: .init(tick: Self.tickDuration(tick)!, analysisInterval: analysisInterval.flatMap(parseDuration).map(Double.init)),
             logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: controller)],

@@ -144,6 +144,16 @@ struct PrometheusMetricsTests {
         #expect(verdict.outcome == .fail)
         #expect(verdict.critical)
 
+        // A policy's own metric, per version, from the same Prometheus: 503s per second.
+        let metric = RolloutPolicy.CustomMetric(
+            name: "unavailable", query: #"sum(rate(http_requests_total{service="{{service}}",version="{{version}}",code="503"}[{{window}}]))"#,
+            direction: .lower, minEffect: 1)
+        let sample = try await source.sample(metric, service: "engine", canary: ReleaseRef(number: 8, label: "v8"),
+                                             stable: ReleaseRef(number: 7, label: "v7"), window: 5, at: Date())
+        // The fixture serves 10 per second for the canary and 5 for stable; young series' rates are extrapolated, the ratio holds.
+        let ratio = sample.canary / max(sample.stable, 1e-9)
+        #expect(sample.canary > 1 && ratio > 1.5 && ratio < 2.5, "\(sample)")
+
         // A query Prometheus rejects is an error naming it, which the controller turns into "inconclusive".
         await #expect(throws: (any Error).self) { try await source.instant("sum(rate(", at: Date()) }
     }
