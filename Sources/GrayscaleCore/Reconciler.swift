@@ -199,6 +199,7 @@ public enum Reconciler {
                     actions.append(.notify("\(service): metrics for canary \(state.release) failed 3 times in a row (\(problem)); the rollout holds"))
                 }
             case .observed(let interval):
+                state.observedUntil = max(state.observedUntil ?? interval.to, interval.to)
                 state.metricsFailures = 0
                 state.stepRequests = min(VersionEvidence.countLimit, state.stepRequests + min(max(interval.canary.requests, 0), VersionEvidence.countLimit))
                 verdict = CanaryJudge.judge(interval, analysis: policy.analysis, evidence: &state.evidence,

@@ -28,6 +28,11 @@ public struct RolloutState: Codable, Hashable, Sendable {
     public var holdReason: String?
     /// The tests' state and every failing unit they have counted: what the next verdict builds on.
     public var evidence: CanaryEvidence
+    /// Where the evidence read so far ends: the next observation starts here. Kept with
+    /// the rollout and committed with the tick that used the evidence, so a tick that is
+    /// not committed (a lost compare-and-swap, a crash) reads the same span again and a
+    /// committed one never does.
+    public var observedUntil: Date?
     /// Canary requests since the current step began.
     public var stepRequests: Int
     public var metricsFailures: Int

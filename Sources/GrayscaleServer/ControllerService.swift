@@ -42,7 +42,6 @@ public final class ControllerService: Service, Sendable {
 
     /// What a controller keeps between ticks and may lose on restart without harm.
     struct Memory {
-        var observedUntil: [String: Date] = [:]
         var smokeResults: [String: SmokeOutcome] = [:]
         var policies: PolicyLibrary?
         /// The split revision each driver last applied and read back.
@@ -202,18 +201,17 @@ public final class ControllerService: Service, Sendable {
         var observation: ObservationResult?
         if let canary = snapshot.service.canary, let stable = snapshot.service.stable, let rollout = snapshot.rollout,
            rollout.release.number == canary.number, rollout.phase.isActive, rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) {
-            let interval = configuration.analysisInterval ?? metrics.cadence ?? Double(policy.analysis.interval)
-            let from = memory.withLock { $0.observedUntil[service] } ?? time.addingTimeInterval(-interval)
+            // As often as the source has something new, and at least once per analysis interval.
+            let interval = configuration.analysisInterval ?? min(metrics.cadence ?? .infinity, Double(policy.analysis.interval))
+            let from = rollout.observedUntil ?? time.addingTimeInterval(-interval)
             if time.timeIntervalSince(from) >= interval {
                 do {
                     var observed = try await metrics.observe(service: service, canary: canary.ref, stable: stable.ref, from: from, to: time)
-                    memory.withLock { $0.observedUntil[service] = observed.to }
                     observed.custom = await customSamples(policy: policy, rollout: rollout, service: service, canary: canary.ref,
                                                           stable: stable.ref, to: observed.to)
                     observation = .observed(observed)
                 } catch {
                     // The span stays unobserved: the next tick asks for it again.
-                    memory.withLock { $0.observedUntil[service] = from }
                     observation = .unavailable("\(error)")
                 }
             }

@@ -8,7 +8,8 @@ public protocol MetricsSource: Sendable {
     /// The returned observation's `to` is where the span it covers ends: the next `from`.
     func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation
     /// Seconds between two observations when the source has new evidence that often (the
-    /// proxies' statistics windows); nil to follow the policy's `analysis.interval`.
+    /// proxies' statistics windows); the policy's `analysis.interval` when that is shorter
+    /// or this is nil.
     var cadence: Double? { get }
 }
 

@@ -2,6 +2,14 @@ import Foundation
 import Testing
 @testable import GrayscaleCore
 
+/// Runs CPU-heavy work on a thread of its own, off the cooperative pool, so that tests
+/// serving sockets at the same time are not starved.
+func onOwnThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread { continuation.resume(returning: work()) }.start()
+    }
+}
+
 /// SplitMix64, so every Monte Carlo run replays from its seed.
 struct SeededRandom {
     var state: UInt64
@@ -87,7 +95,7 @@ struct CanaryEvidenceTests {
     @Test("a harmless release is rejected at most α of the time, heavy users and broken clients included")
     func nullWorld() async {
         let world = UnitWorld()
-        let rejected = await Task.detached { (0..<1000).filter { world.run(seed: UInt64($0) &+ 1).rejected }.count }.value
+        let rejected = await onOwnThread { (0..<1000).filter { world.run(seed: UInt64($0) &+ 1).rejected }.count }
         let bound: Double = 0.01 + 3 * (0.01 * 0.99 / 1000.0).squareRoot()
         let rate = Double(rejected) / 1000
         #expect(rate <= bound, "\(rejected) of 1000 false rejections")
@@ -101,7 +109,7 @@ struct CanaryEvidenceTests {
         var world = UnitWorld()
         world.chronicShare = 0.1
         world.splitChangesInsideSpans = true
-        let rejected = await Task.detached { (0..<1000).filter { world.run(seed: UInt64($0) &+ 5).rejected }.count }.value
+        let rejected = await onOwnThread { [world] in (0..<1000).filter { world.run(seed: UInt64($0) &+ 5).rejected }.count }
         let bound: Double = 0.01 + 3 * (0.01 * 0.99 / 1000.0).squareRoot()
         #expect(Double(rejected) / 1000 <= bound, "\(rejected) of 1000 false rejections")
     }
@@ -113,7 +121,7 @@ struct CanaryEvidenceTests {
     func badWorld() async {
         var world = UnitWorld()
         world.canaryHazard = 0.2
-        let runs = await Task.detached { (0..<300).map { world.run(seed: UInt64($0) &+ 7) } }.value
+        let runs = await onOwnThread { [world] in (0..<300).map { world.run(seed: UInt64($0) &+ 7) } }
         let caught = runs.filter(\.rejected)
         #expect(caught.count >= 297, "caught \(caught.count) of 300")
         let meanFailed = Double(caught.map(\.canaryUnitsFailed).reduce(0, +)) / Double(max(1, caught.count))
@@ -248,7 +256,7 @@ struct CustomMetricTests {
     /// rollout, 1,000 seeded rollouts. False rejections stay under α + 3σ.
     @Test("a metric on which the canary is no worse is rejected at most α of the time")
     func nullWorld() async {
-        let rejected = await Task.detached {
+        let rejected = await onOwnThread {
             (0..<1000).filter { seed in
                 var random = SeededRandom(state: UInt64(seed) &+ 11)
                 var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil, customMetrics: [Self.coldStarts])
@@ -260,7 +268,7 @@ struct CustomMetricTests {
                 }
                 return false
             }.count
-        }.value
+        }
         let bound: Double = 0.01 + 3 * (0.01 * 0.99 / 1000.0).squareRoot()
         #expect(Double(rejected) / 1000 <= bound, "\(rejected) of 1000 false rejections")
     }
