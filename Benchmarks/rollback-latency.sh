@@ -65,7 +65,7 @@ for line in open(f"{work}/access.log"):
     first.setdefault(unit, t(entry["time"]))
 times = sorted(first.values())
 deciding = times[min(n, len(times)) - 1]
-print(f"run {run}: rolled back {t(rollback['at']) - deciding:.2f} s after the deciding failure ({n} failing units, step {rollback['detail'][:60]}...)")
+print(f"run {run}: rollback committed {t(rollback['at']) - deciding:.2f} s after the deciding failure ({n} failing units on the canary)")
 PY
   rm -rf "$work"
 done
