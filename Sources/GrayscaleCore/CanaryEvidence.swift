@@ -263,6 +263,16 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         }
     }
 
+    /// Before evidence is added: the first segment if none started yet (evidence before
+    /// any step), or a fresh one when half an hour of data has passed since the last.
+    mutating func beginSegments(at time: Date) {
+        if segmentStarts.isEmpty, droppedWeight == 0 {
+            startSegment(weight: Self.firstWeight, at: time)
+        } else if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery {
+            restartOnTime(at: time)
+        }
+    }
+
     /// A fresh error e-process after half an hour of data.
     mutating func restartOnTime(at time: Date) {
         timeRestarts += 1
@@ -281,7 +291,7 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
 
     /// Adds one span of both versions' evidence, ending at `time`.
     public mutating func update(canary: VersionEvidence, stable: VersionEvidence, at time: Date) {
-        if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery { restartOnTime(at: time) }
+        beginSegments(at: time)
         let canary = canary.sanitized(), stable = stable.sanitized()
         // Failures in the order they happened; a unit seen on both versions in one span
         // counts once, by its earliest failure, whichever version that was on: the choice
@@ -311,7 +321,7 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         func clamp(_ value: Int) -> Int { min(max(value, 0), VersionEvidence.countLimit) }
         let canaryRequests = clamp(canaryRequests), stableRequests = clamp(stableRequests)
         let canaryErrors = min(clamp(canaryErrors), canaryRequests), stableErrors = min(clamp(stableErrors), stableRequests)
-        if let last = lastRestartAt, time.timeIntervalSince(last) >= Self.restartEvery { restartOnTime(at: time) }
+        beginSegments(at: time)
         let total = canaryRequests + stableRequests
         guard total > 0, canaryRequests > 0, stableRequests > 0 else { return }
         let p = Double(canaryRequests) / Double(total)
@@ -356,9 +366,6 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// `canary` and `stable` failures, each the canary's with probability `p` under the null.
     mutating func add(p: Double, canary: Int, stable: Int) {
         guard p > 0, p < 1, canary + stable > 0 else { return }
-        if segmentStarts.isEmpty, droppedWeight == 0 {  // evidence before any step: the rollout has begun
-            startSegment(weight: Self.firstWeight, at: lastRestartAt ?? Date(timeIntervalSince1970: 0))
-        }
         canaryFailures += canary
         stableFailures += stable
         for (index, ratio) in errorRatios.enumerated() {

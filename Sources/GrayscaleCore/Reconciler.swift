@@ -85,7 +85,7 @@ public enum Reconciler {
                 // Someone else (CLI, bot) changed the split: a human pin.
                 state.manual = true
                 state.knownSplitRevision = split.revision
-                state.step = policy.steps.lastIndex { $0 <= split.range.widthHundredths } ?? -1
+                state.step = policy.step(forWidth: split.range.widthHundredths)
                 startStep(&state)
             }
             for command in input.commands {
@@ -160,7 +160,7 @@ public enum Reconciler {
             case .setRange(let range, let weight):
                 state.manual = true
                 state.phase = .holding
-                state.step = policy.steps.lastIndex { $0 <= range.widthHundredths } ?? -1
+                state.step = policy.step(forWidth: range.widthHundredths)
                 startStep(&state)
                 actions.append(.setSplit(range, nonAuthWeight: weight ?? range.widthHundredths, reason: "set by \(command.actor)"))
                 say(&state, "\(command.actor) set the canary to \(range) (manual mode: no automatic advance until resume)",
@@ -171,7 +171,7 @@ public enum Reconciler {
                     command: command.text)
             case .resume:
                 state.manual = false
-                state.step = policy.steps.lastIndex { $0 <= split.range.widthHundredths } ?? -1
+                state.step = policy.step(forWidth: split.range.widthHundredths)
                 startStep(&state)  // the step's minimum time counts from the resume
                 say(&state, "resumed by \(command.actor): automatic rollout continues", action: "resume", actor: command.actor,
                     command: command.text)
@@ -266,7 +266,7 @@ public enum Reconciler {
         mutating func applyStep(_ state: inout RolloutState, reason: String, actor: String = Reconciler.actor, command: String? = nil) {
             let width = policy.width(ofStep: state.step)
             if let split = input.service.split, policy.routesLists,
-               split.allowList != policy.allowList || split.denyList != policy.denyList || split.optInAllowed != policy.optIn {
+               Set(split.allowList) != Set(policy.allowList) || Set(split.denyList) != Set(policy.denyList) || split.optInAllowed != policy.optIn {
                 actions.append(.setRules(allowList: policy.allowList, denyList: policy.denyList, optIn: policy.optIn))
             }
             let range = try! CanaryRange.prefix(hundredths: width)

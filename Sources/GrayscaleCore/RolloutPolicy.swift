@@ -31,6 +31,12 @@ public struct RolloutPolicy: Hashable, Sendable {
         index == steps.count - 1 ? min(steps[index], Bucket.count - holdback) : steps[index]
     }
 
+    /// The last step whose width is at most `width` (-1 before the first): where a split
+    /// set by hand, or resumed, stands in the policy.
+    public func step(forWidth width: Int) -> Int {
+        steps.indices.last { self.width(ofStep: $0) <= width } ?? -1
+    }
+
     /// Whether the policy says anything about lists or opt-in; if not, the split keeps
     /// whatever rules a human set with `traffic rules`.
     public var routesLists: Bool { !allowList.isEmpty || !denyList.isEmpty || optIn }

@@ -77,6 +77,8 @@ struct RolloutPolicyTests {
         #expect(policy.holdback == 250)
         #expect(policy.width(ofStep: policy.steps.count - 1) == 9750)
         #expect(policy.width(ofStep: 0) == 100)
+        // Where a split set by hand (or resumed) stands: the held-back last step counts as the last.
+        #expect([50, 100, 7999, 9750, 10_000].map(policy.step(forWidth:)) == [-1, 0, 3, 4, 4])
     }
 
     @Test("removed checks are refused with the reason, at their line")
