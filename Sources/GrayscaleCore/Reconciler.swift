@@ -31,10 +31,15 @@ public struct ReconcileInput: Sendable {
     /// Set when the platform (an SCF alias) does not show the committed split yet: the
     /// rollout judges and may roll back, but does not advance.
     public var platformLag: String?
+    /// Set when the policy file this service follows is gone or broken: the rollout judges
+    /// (under the last good policy) and may roll back, but does not advance.
+    public var policyProblem: String?
     public var now: Date
 
     public init(policy: RolloutPolicy, service: ServiceState, rollout: RolloutState?, observation: ObservationResult? = nil,
-                smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], platformLag: String? = nil, now: Date) {
+                smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], platformLag: String? = nil, policyProblem: String? = nil,
+                now: Date) {
+        self.policyProblem = policyProblem
         self.policy = policy
         self.service = service
         self.rollout = rollout
@@ -226,6 +231,10 @@ public enum Reconciler {
             }
             guard policy.window.contains(now) else {
                 hold(&state, "outside the promotion window (\(policy.window.summary))")
+                return
+            }
+            if let problem = input.policyProblem {
+                hold(&state, "the policy is unavailable (\(problem)); fix or restore it to continue")
                 return
             }
             if let lag = input.platformLag {

@@ -102,9 +102,10 @@ public final class ControllerService: Service, Sendable {
             // A platform that does not show the committed split yet holds the rollout (the reconciler decides how).
             let lag = await syncDriver(service) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
             do {
-                var again = try await tick(service, policy: library.policy(for: service), platformLag: lag)
+                let policy = library.policy(for: service), problem = library.problem(for: service)
+                var again = try await tick(service, policy: policy, platformLag: lag, policyProblem: problem)
                 // Smoke checks just finished: decide on them at once.
-                while again { again = try await tick(service, policy: library.policy(for: service), platformLag: lag) }
+                while again { again = try await tick(service, policy: policy, platformLag: lag, policyProblem: problem) }
             } catch {
                 logger.warning("tick failed", metadata: ["service": "\(service)", "problem": "\(error)"])
             }
@@ -195,7 +196,7 @@ public final class ControllerService: Service, Sendable {
     }
 
     /// One tick of one service; true when it should run again right away.
-    func tick(_ service: String, policy: RolloutPolicy, platformLag: String? = nil) async throws -> Bool {
+    func tick(_ service: String, policy: RolloutPolicy, platformLag: String? = nil, policyProblem: String? = nil) async throws -> Bool {
         let snapshot = try database.controllerSnapshot(service)
         let time = now()
         var observation: ObservationResult?
@@ -219,7 +220,7 @@ public final class ControllerService: Service, Sendable {
         let smokeResult = memory.withLock { $0.smokeResults[service] }
         let (rollout, actions) = Reconciler.reconcile(ReconcileInput(
             policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: observation, smoke: smokeResult,
-            commands: snapshot.commands.map(\.command), platformLag: platformLag, now: time))
+            commands: snapshot.commands.map(\.command), platformLag: platformLag, policyProblem: policyProblem, now: time))
         guard rollout != snapshot.rollout || !actions.isEmpty || !snapshot.commands.isEmpty else { return false }
         if smokeResult != nil, rollout?.phase != .verifying { memory.withLock { $0.smokeResults[service] = nil } }
         let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,

@@ -33,6 +33,18 @@ struct RolloutDriver {
         return result.actions
     }
 
+    @discardableResult
+    mutating func tickWithPolicyProblem(_ observation: ObservationResult?, problem: String) -> [ControllerAction] {
+        now = now.addingTimeInterval(60)
+        let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
+                                                         policyProblem: problem, now: now))
+        try! service.apply(result.actions, at: now)
+        rollout = result.rollout
+        if let split = service.split { rollout?.knownSplitRevision = split.revision }
+        log += result.actions
+        return result.actions
+    }
+
     var percent: Double { Double(service.split?.range.widthHundredths ?? 0) / 100 }
 
     /// One healthy minute at the current split: 1,000 requests per minute in all, and
@@ -221,6 +233,23 @@ struct ReconcilerTests {
                                                   stable: VersionObservation(requests: 990, errors: 0))),
                     platformLag: "scf:engine/grayscale throttled")
         #expect(driver.rollout?.phase == .rolledBack, "\(String(describing: driver.rollout?.lastVerdict))")
+    }
+
+    @Test("a policy that is gone or broken holds the rollout, says so once, and a bad canary is still rolled back")
+    func policyProblemHolds() {
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday)
+        driver.tick()
+        var notices = 0
+        for _ in 0..<30 {
+            let actions = driver.tickWithPolicyProblem(driver.healthy(failingUnits: 1), problem: "policies/engine.yaml was deleted")
+            notices += actions.filter { if case .notify(let text) = $0 { text.contains("policy is unavailable") } else { false } }.count
+        }
+        #expect(driver.percent == 1, "no advance without its policy")
+        #expect(driver.rollout?.holdReason == "the policy is unavailable (policies/engine.yaml was deleted); fix or restore it to continue")
+        #expect(notices == 1)
+        driver.tickWithPolicyProblem(driver.observed(canaryRequests: 10, stableRequests: 990, canaryFailing: ["a", "b", "c", "d"], stableFailing: []),
+                                     problem: "policies/engine.yaml was deleted")
+        #expect(driver.rollout?.phase == .rolledBack)
     }
 
     @Test("a smoke check failure rolls back before any user sees the release")
