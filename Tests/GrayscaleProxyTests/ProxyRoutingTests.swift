@@ -126,6 +126,28 @@ struct ProxyRoutingTests {
         }
     }
 
+    @Test("hostile sticky cookies: anything but a short id of letters, digits, - and _ gets a new one, and every request is answered")
+    func hostileStickyCookies() async throws {
+        try await ProxyHarness.run { harness in
+            try harness.setCanary("50")
+            let hostile = ["", "=", ";;;", String(repeating: "a", count: 33), "abc def", "abc\\x00", "é", "../../etc", "%00", "a.b"]
+            // ("a;b=c" is the cookie "a" followed by another cookie, as browsers send it.)
+            let valid = ["0", "1e9999", "deadbeefdeadbeef", "Client_1-x", String(repeating: "z", count: 32), "a;b=c"]
+            let answers = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                var answers: [(value: String, status: Int, newCookie: Bool)] = []
+                for value in hostile + valid {
+                    let response = try await client.send("/anon", headers: [("cookie", "grayscale_sticky=\(value)")])
+                    answers.append((value, response.status, response.headers.first(name: "set-cookie") != nil))
+                }
+                return answers
+            }
+            for answer in answers {
+                #expect(answer.status == 200, "cookie '\(answer.value)'")
+                #expect(answer.newCookie == !valid.contains(answer.value), "cookie '\(answer.value)'")
+            }
+        }
+    }
+
     @Test("opt-in header is honoured only where allowed; the deny list wins")
     func optInAndLists() async throws {
         try await ProxyHarness.run { harness in
