@@ -39,12 +39,6 @@ public struct IntervalObservation: Codable, Hashable, Sendable {
         self.stable = stable
         self.custom = custom
     }
-
-    /// The canary's share of requests.
-    public var canaryShare: Double {
-        let total = canary.requests + stable.requests
-        return total == 0 ? 0 : Double(canary.requests) / Double(total)
-    }
 }
 
 /// One custom metric's value for both versions over the same span.

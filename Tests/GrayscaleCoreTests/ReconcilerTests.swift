@@ -21,26 +21,15 @@ struct RolloutDriver {
 
     @discardableResult
     mutating func tick(_ observation: ObservationResult? = nil, smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [],
-                       platformLag: String? = nil, advancing seconds: Double = 60) -> [ControllerAction] {
+                       platformLag: String? = nil, policyProblem: String? = nil, advancing seconds: Double = 60) -> [ControllerAction] {
         now = now.addingTimeInterval(seconds)
         let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
-                                                         smoke: smoke, commands: commands, platformLag: platformLag, now: now))
+                                                         smoke: smoke, commands: commands, platformLag: platformLag,
+                                                         policyProblem: policyProblem, now: now))
         try! service.apply(result.actions, at: now)
         rollout = result.rollout
         if let split = service.split { rollout?.knownSplitRevision = split.revision }
         if result.actions.contains(where: { if case .runSmokeChecks = $0 { true } else { false } }) { smokeRequested = true }
-        log += result.actions
-        return result.actions
-    }
-
-    @discardableResult
-    mutating func tickWithPolicyProblem(_ observation: ObservationResult?, problem: String) -> [ControllerAction] {
-        now = now.addingTimeInterval(60)
-        let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
-                                                         policyProblem: problem, now: now))
-        try! service.apply(result.actions, at: now)
-        rollout = result.rollout
-        if let split = service.split { rollout?.knownSplitRevision = split.revision }
         log += result.actions
         return result.actions
     }
@@ -241,14 +230,14 @@ struct ReconcilerTests {
         driver.tick()
         var notices = 0
         for _ in 0..<30 {
-            let actions = driver.tickWithPolicyProblem(driver.healthy(failingUnits: 1), problem: "policies/engine.yaml was deleted")
+            let actions = driver.tick(driver.healthy(failingUnits: 1), policyProblem: "policies/engine.yaml was deleted")
             notices += actions.filter { if case .notify(let text) = $0 { text.contains("policy is unavailable") } else { false } }.count
         }
         #expect(driver.percent == 1, "no advance without its policy")
         #expect(driver.rollout?.holdReason == "the policy is unavailable (policies/engine.yaml was deleted); fix or restore it to continue")
         #expect(notices == 1)
-        driver.tickWithPolicyProblem(driver.observed(canaryRequests: 10, stableRequests: 990, canaryFailing: ["a", "b", "c", "d"], stableFailing: []),
-                                     problem: "policies/engine.yaml was deleted")
+        driver.tick(driver.observed(canaryRequests: 10, stableRequests: 990, canaryFailing: ["a", "b", "c", "d"], stableFailing: []),
+                    policyProblem: "policies/engine.yaml was deleted")
         #expect(driver.rollout?.phase == .rolledBack)
     }
 
