@@ -1,22 +1,77 @@
 import Foundation
 
-/// What the controller does after a tick. The runtime commits all of them, with the
-/// new rollout state, in one transaction, then performs what lies outside the database.
-public enum ControllerAction: Hashable, Sendable {
-    /// Give the canary these users (the release stays canary).
-    case setSplit(CanaryRange, nonAuthWeight: Int, reason: String)
-    /// The policy's allow and deny lists and opt-in, for the split's routing.
-    case setRules(allowList: [String], denyList: [String], optIn: Bool)
-    /// Everything back to stable.
-    case rollBack(reason: String)
-    /// The canary becomes stable.
-    case promote(reason: String)
-    /// Check the new release's upstream directly before any user reaches it.
-    case runSmokeChecks(release: ReleaseRef, upstream: String, checks: [RolloutPolicy.SmokeCheck])
-    case recordVerdict(Verdict)
-    /// An audit entry; `command` is the human's text when a command caused it.
-    case audit(action: String, actor: String, detail: String, outcome: String, command: String? = nil)
-    case notify(String)
+/// What one tick decided, whole: the new rollout state (with every piece of evidence,
+/// cursor and test state a later decision depends on), the split changes, the audit
+/// entries, the notifications and the verdict to keep. The store writes exactly this in
+/// one transaction; the runtime only performs what follows from it (smoke checks while
+/// the rollout is verifying, the platform's split). Nothing is matched by string.
+public struct Transition: Hashable, Sendable {
+    public enum SplitChange: Hashable, Sendable {
+        /// Give the canary these users (the release stays canary).
+        case canary(CanaryRange, nonAuthWeight: Int, reason: String)
+        /// The policy's allow and deny lists and opt-in, for the split's routing.
+        case rules(allowList: [String], denyList: [String], optIn: Bool)
+        /// Everything back to stable.
+        case rollBack(reason: String)
+        /// The canary becomes stable.
+        case promote(reason: String)
+    }
+
+    /// One audit entry; `command` is the human's text when a command caused it.
+    public struct Note: Hashable, Sendable {
+        public var action: String
+        public var actor: String
+        public var detail: String
+        public var refused: Bool
+        public var command: String?
+        /// The entry of the change that moved traffic: the store gives it the split before and after.
+        public var movesTraffic: Bool
+    }
+
+    public var rollout: RolloutState?
+    public var splitChanges: [SplitChange] = []
+    public var audit: [Note] = []
+    public var notifications: [String] = []
+    /// The verdict to keep in the history (changes of outcome, and one per analysis interval).
+    public var verdict: Verdict?
+    /// Why a human's command was refused, when it was.
+    public var refusal: String?
+
+    public init(rollout: RolloutState? = nil) { self.rollout = rollout }
+
+    /// Nothing to write besides the rollout state.
+    public var isQuiet: Bool { splitChanges.isEmpty && audit.isEmpty && notifications.isEmpty && verdict == nil && refusal == nil }
+
+    /// Why the canary was rolled back in this transition, if it was.
+    public var rollbackReason: String? {
+        for case .rollBack(let reason) in splitChanges { return reason }
+        return nil
+    }
+
+    public var promoted: Bool { splitChanges.contains { if case .promote = $0 { true } else { false } } }
+
+    /// The rollout waits for smoke checks of its release: the runtime runs them and hands
+    /// the outcome to the next tick. Derived from the stored state, so a restart or a lost
+    /// compare-and-swap during `verifying` runs them again instead of waiting for ever.
+    public var awaitsSmokeChecks: Bool { rollout?.phase == .verifying }
+
+    /// The one apply path (store, simulator, tests): the split changes, in order, with the
+    /// same rules as a human's change; the rollout then knows the split it wrote.
+    public mutating func apply(to service: inout ServiceState, at now: Date) throws(GrayscaleError) {
+        for change in splitChanges {
+            switch change {
+            case .canary(let range, let weight, _):
+                try service.setCanaryTraffic(range: range, nonAuthWeight: weight)
+            case .rules(let allowList, let denyList, let optIn):
+                if service.split != nil { try service.setRules(allowList: allowList, denyList: denyList, optInAllowed: optIn) }
+            case .rollBack:
+                if service.canary != nil { try service.rollBack(at: now) }
+            case .promote:
+                if service.canary != nil { try service.finish(at: now) }
+            }
+        }
+        if let split = service.split { rollout?.knownSplitRevision = split.revision }
+    }
 }
 
 /// Everything one tick decides from.
@@ -51,25 +106,28 @@ public struct ReconcileInput: Sendable {
     }
 }
 
-/// The one place that decides: `(policy, state, observations, commands, now) -> (state, actions)`.
+/// The one place that decides: `(policy, state, observations, commands, now) -> Transition`.
 /// No I/O and no clock: `now` is an input.
 public enum Reconciler {
     public static let actor = "grayscale-controller"
 
-    public static func reconcile(_ input: ReconcileInput) -> (rollout: RolloutState?, actions: [ControllerAction]) {
+    public static func reconcile(_ input: ReconcileInput) -> Transition {
         var run = Run(input: input)
         run.reconcile()
-        if var rollout = run.rollout, rollout != input.rollout || !run.actions.isEmpty {
+        var transition = run.transition
+        if var rollout = run.rollout, rollout != input.rollout || !transition.isQuiet {
             rollout.updatedAt = input.now
-            run.rollout = rollout
+            transition.rollout = rollout
+        } else {
+            transition.rollout = run.rollout
         }
-        return (run.rollout, run.actions)
+        return transition
     }
 
     struct Run {
         let input: ReconcileInput
         var rollout: RolloutState?
-        var actions: [ControllerAction] = []
+        var transition = Transition()
 
         init(input: ReconcileInput) {
             self.input = input
@@ -123,7 +181,6 @@ public enum Reconciler {
             var state = RolloutState(service: service, release: canary.ref, phase: verifying ? .verifying : .progressing,
                                      evidence: CanaryEvidence(policy: policy), splitRevision: split.revision, now: now)
             if verifying {
-                actions.append(.runSmokeChecks(release: canary.ref, upstream: canary.upstream, checks: policy.smokeChecks))
                 say(&state, "canary \(canary.ref) published; running \(policy.smokeChecks.count) smoke check(s) before any user sees it",
                     action: "verify")
             } else {
@@ -153,10 +210,11 @@ public enum Reconciler {
                 return false
             case .finish(let force):
                 if !force, let verdict = state.lastVerdict, verdict.outcome == .fail {
-                    actions.append(.audit(action: "finish", actor: command.actor,
-                                          detail: "refused: the last verdict failed (\(verdict.reason)); use --force to finish anyway",
-                                          outcome: "refused", command: command.text))
-                    actions.append(.notify("\(service): finish refused for \(command.actor): the last verdict failed (\(verdict.reason))"))
+                    let refusal = "the last verdict failed (\(verdict.reason)); use --force to finish anyway"
+                    transition.refusal = refusal
+                    transition.audit.append(.init(action: "finish", actor: command.actor, detail: "refused: \(refusal)", refused: true,
+                                                  command: command.text, movesTraffic: false))
+                    transition.notifications.append("\(service): finish refused for \(command.actor): the last verdict failed (\(verdict.reason))")
                     return true
                 }
                 end(&state, .promoted, .promote(reason: "finished by \(command.actor)\(force ? " (forced)" : "")"), actor: command.actor,
@@ -167,9 +225,9 @@ public enum Reconciler {
                 state.phase = .holding
                 state.step = policy.step(forWidth: range.widthHundredths)
                 startStep(&state)
-                actions.append(.setSplit(range, nonAuthWeight: weight ?? range.widthHundredths, reason: "set by \(command.actor)"))
+                transition.splitChanges.append(.canary(range, nonAuthWeight: weight ?? range.widthHundredths, reason: "set by \(command.actor)"))
                 say(&state, "\(command.actor) set the canary to \(range) (manual mode: no automatic advance until resume)",
-                    action: "manual", actor: command.actor, command: command.text)
+                    action: "manual", actor: command.actor, command: command.text, movesTraffic: true)
             case .pause:
                 state.manual = true
                 say(&state, "paused by \(command.actor): no automatic advance until resume", action: "pause", actor: command.actor,
@@ -201,10 +259,12 @@ public enum Reconciler {
                 state.metricsFailures += 1
                 verdict = Verdict(.inconclusive, "metrics unavailable: \(problem)", numbers: ["metricsFailures": Double(state.metricsFailures)])
                 if state.metricsFailures == 3 {
-                    actions.append(.notify("\(service): metrics for canary \(state.release) failed 3 times in a row (\(problem)); the rollout holds"))
+                    transition.notifications.append("\(service): metrics for canary \(state.release) failed 3 times in a row (\(problem)); the rollout holds")
                 }
             case .observed(let interval):
                 state.observedUntil = max(state.observedUntil ?? interval.to, interval.to)
+                state.evidenceFrom = state.evidenceFrom ?? interval.from
+                state.evidenceSeconds = (state.evidenceSeconds ?? 0) + interval.to.timeIntervalSince(interval.from)
                 state.metricsFailures = 0
                 state.stepRequests = min(VersionEvidence.countLimit, state.stepRequests + min(max(interval.canary.requests, 0), VersionEvidence.countLimit))
                 verdict = CanaryJudge.judge(interval, analysis: policy.analysis, evidence: &state.evidence,
@@ -213,7 +273,7 @@ public enum Reconciler {
             state.lastVerdict = verdict
             state.lastVerdictAt = now
             if verdict.outcome != state.recordedOutcome || state.recordedAt.map({ now.timeIntervalSince($0) >= Double(policy.analysis.interval) }) ?? true {
-                actions.append(.recordVerdict(verdict))
+                transition.verdict = verdict
                 state.recordedOutcome = verdict.outcome
                 state.recordedAt = now
             }
@@ -269,14 +329,14 @@ public enum Reconciler {
             let changed = state.phase != .holding || state.holdReason != reason
             state.phase = .holding
             state.holdReason = reason
-            if changed { actions.append(.notify("\(service): canary \(state.release) holds at \(formatHundredths(input.service.split?.range.widthHundredths ?? 0))%: \(reason)")) }
+            if changed { transition.notifications.append("\(service): canary \(state.release) holds at \(formatHundredths(input.service.split?.range.widthHundredths ?? 0))%: \(reason)") }
         }
 
         mutating func applyStep(_ state: inout RolloutState, reason: String, actor: String = Reconciler.actor, command: String? = nil) {
             let width = policy.width(ofStep: state.step)
             if let split = input.service.split, policy.routesLists,
                Set(split.allowList) != Set(policy.allowList) || Set(split.denyList) != Set(policy.denyList) || split.optInAllowed != policy.optIn {
-                actions.append(.setRules(allowList: policy.allowList, denyList: policy.denyList, optIn: policy.optIn))
+                transition.splitChanges.append(.rules(allowList: policy.allowList, denyList: policy.denyList, optIn: policy.optIn))
             }
             let range = try! CanaryRange.prefix(hundredths: width)
             let weight: Int
@@ -285,9 +345,9 @@ public enum Reconciler {
             case .fixed(let fixed): weight = fixed
             }
             startStep(&state)
-            actions.append(.setSplit(range, nonAuthWeight: weight, reason: reason))
+            transition.splitChanges.append(.canary(range, nonAuthWeight: weight, reason: reason))
             say(&state, "canary \(state.release) now at \(formatHundredths(width))% of users (step \(state.step + 1) of \(policy.steps.count); \(reason))",
-                action: "step", actor: actor, command: command)
+                action: "step", actor: actor, command: command, movesTraffic: true)
         }
 
         func startStep(_ state: inout RolloutState) {
@@ -296,26 +356,26 @@ public enum Reconciler {
             state.evidence.startStep(last: state.step == policy.steps.count - 1, at: now)
         }
 
-        mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ action: ControllerAction, actor: String = Reconciler.actor,
+        mutating func end(_ state: inout RolloutState, _ phase: RolloutState.Phase, _ change: Transition.SplitChange, actor: String = Reconciler.actor,
                           command: String? = nil) {
             state.phase = phase
             state.holdReason = nil
             state.updatedAt = now
-            actions.append(action)
+            transition.splitChanges.append(change)
             let text: String
-            switch action {
+            switch change {
             case .rollBack(let reason): text = "rolled back canary \(state.release): \(reason); all traffic on stable"
             case .promote(let reason): text = "promoted \(state.release) to stable: \(reason)"
-            default: text = "rollout ended"
+            case .canary, .rules: text = "rollout ended"
             }
-            say(&state, text, action: phase == .promoted ? "promote" : "rollback", actor: actor, command: command)
+            say(&state, text, action: phase == .promoted ? "promote" : "rollback", actor: actor, command: command, movesTraffic: true)
             rollout = state
         }
 
         mutating func say(_ state: inout RolloutState, _ text: String, action: String, actor: String = Reconciler.actor,
-                          command: String? = nil) {
-            actions.append(.audit(action: action, actor: actor, detail: text, outcome: "done", command: command))
-            actions.append(.notify("\(service): \(text)"))
+                          command: String? = nil, movesTraffic: Bool = false) {
+            transition.audit.append(.init(action: action, actor: actor, detail: text, refused: false, command: command, movesTraffic: movesTraffic))
+            transition.notifications.append("\(service): \(text)")
         }
     }
 }

@@ -33,6 +33,11 @@ public struct RolloutState: Codable, Hashable, Sendable {
     /// not committed (a lost compare-and-swap, a crash) reads the same span again and a
     /// committed one never does.
     public var observedUntil: Date?
+    /// Where the first span of evidence began, and how many seconds of spans were counted
+    /// since: `evidenceFrom + evidenceSeconds == observedUntil` unless a span was counted
+    /// twice or skipped (the chaos suite checks it after every kill).
+    public var evidenceFrom: Date?
+    public var evidenceSeconds: Double?
     /// Canary requests since the current step began.
     public var stepRequests: Int
     public var metricsFailures: Int
@@ -84,11 +89,16 @@ public struct HumanCommand: Codable, Hashable, Sendable {
     public var kind: Kind
     public var actor: String
     public var text: String?
+    /// Names this command across retries (Slack's trigger or event id, the API's
+    /// `Idempotency-Key`, the CLI's `--command-id`): a retry gets the first answer and
+    /// changes nothing.
+    public var id: String?
 
-    public init(_ kind: Kind, actor: String, text: String? = nil) {
+    public init(_ kind: Kind, actor: String, text: String? = nil, id: String? = nil) {
         self.kind = kind
         self.actor = actor
         self.text = text
+        self.id = id
     }
 }
 
@@ -98,7 +108,7 @@ public enum ObservationResult: Hashable, Sendable {
     case unavailable(String)
 }
 
-/// Results of the smoke checks a `runSmokeChecks` action asked for.
+/// Results of the smoke checks of a release, run while its rollout is `verifying`.
 public struct SmokeOutcome: Codable, Hashable, Sendable {
     public struct Check: Codable, Hashable, Sendable {
         public var name: String
@@ -118,5 +128,19 @@ public struct SmokeOutcome: Codable, Hashable, Sendable {
     public init(release: Int, checks: [Check]) {
         self.release = release
         self.checks = checks
+    }
+}
+
+/// What a human's command came to: the split and rollout right after it, and why it was
+/// refused if it was. Stored with the command's id, so a retry gets this same answer.
+public struct CommandResult: Codable, Hashable, Sendable {
+    public var split: TrafficSplit?
+    public var rollout: RolloutState?
+    public var refusal: String?
+
+    public init(split: TrafficSplit?, rollout: RolloutState?, refusal: String?) {
+        self.split = split
+        self.rollout = rollout
+        self.refusal = refusal
     }
 }

@@ -89,6 +89,9 @@ public struct AdminAPI: Sendable {
                     snapshot = RoutingSnapshot(states: try database.allServiceStates())
                 }
                 return try Self.json(snapshot)
+            case (.GET, "controllers", 1):
+                let seen = try database.controllers(seenSince: Date().addingTimeInterval(-60))
+                return try Self.json(ControllersReply(lease: seen.lease, controllers: seen.present))
             case (.GET, "audit", 1):
                 return try Self.json(try database.auditLog(service: query["service"], limit: min(1000, Int(query["limit"] ?? "") ?? 100)))
             case (.POST, "commands", 1):
@@ -102,7 +105,9 @@ public struct AdminAPI: Sendable {
                 // Holding the admin token makes the named user an operator.
                 let trusted = ReleaseBot(database: bot.database, controller: bot.controller, policiesFolder: bot.policiesFolder,
                                          operators: bot.operators + [body.as])
-                return try Self.json(CommandReply(reply: await trusted.handle(body.text, executor: body.as)))
+                // `Idempotency-Key` names the command across retries: a retry gets the first reply and changes nothing.
+                let key = request.head.headers.first(name: "idempotency-key").map { "api:\($0)" }
+                return try Self.json(CommandReply(reply: await trusted.handle(body.text, executor: body.as, commandId: key)))
             default:
                 return Self.problem(.notFound, "no route for \(request.head.method) /api/v1/\(parts.joined(separator: "/"))")
             }
@@ -117,6 +122,11 @@ public struct AdminAPI: Sendable {
         let state = try database.serviceState(service)
         return ServiceSummary(name: service, stable: state.stable?.ref, canary: state.canary?.ref, split: state.split.map(SplitSummary.init),
                               rollout: try database.rolloutState(service).map(RolloutSummary.init))
+    }
+
+    struct ControllersReply: Encodable {
+        var lease: ControllerLease?
+        var controllers: [ControllerPresence]
     }
 
     struct ServiceSummary: Encodable {

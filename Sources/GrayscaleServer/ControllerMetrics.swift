@@ -13,7 +13,8 @@ public final class ControllerMetrics: Sendable {
     }
 
     /// Updates the metrics after a committed tick.
-    public func observe(service: ServiceState, rollout: RolloutState?, actions: [ControllerAction]) {
+    public func observe(service: ServiceState, transition: Transition) {
+        let rollout = transition.rollout
         let labels = [("service", service.service)]
         registry.makeGauge(descriptor: descriptor("canary", "percent", "Percent of users on the canary."), labels: labels)
             .set(Double(service.split?.canary?.range.widthHundredths ?? 0) / 100)
@@ -21,18 +22,15 @@ public final class ControllerMetrics: Sendable {
             .set(Double(service.canary?.number ?? 0))
         registry.makeGauge(descriptor: descriptor("rollout", "step", "Step of the rollout, from 1 (0: before the first step or none)."), labels: labels)
             .set(Double(rollout.map { $0.phase.isActive ? $0.step + 1 : 0 } ?? 0))
-        for action in actions {
-            switch action {
-            case .recordVerdict(let verdict):
-                registry.makeCounter(descriptor: descriptor("verdicts", "total", "Verdicts of the canary judge by outcome."),
-                                     labels: labels + [("outcome", verdict.outcome.rawValue)]).increment()
-            case .rollBack:
-                registry.makeCounter(descriptor: descriptor("rollbacks", "total", "Rollbacks, automatic or by a human."), labels: labels).increment()
-            case .promote:
-                registry.makeCounter(descriptor: descriptor("promotions", "total", "Canaries promoted to stable."), labels: labels).increment()
-            default:
-                break
-            }
+        if let verdict = transition.verdict {
+            registry.makeCounter(descriptor: descriptor("verdicts", "total", "Verdicts of the canary judge by outcome."),
+                                 labels: labels + [("outcome", verdict.outcome.rawValue)]).increment()
+        }
+        if transition.rollbackReason != nil {
+            registry.makeCounter(descriptor: descriptor("rollbacks", "total", "Rollbacks, automatic or by a human."), labels: labels).increment()
+        }
+        if transition.promoted {
+            registry.makeCounter(descriptor: descriptor("promotions", "total", "Canaries promoted to stable."), labels: labels).increment()
         }
     }
 }

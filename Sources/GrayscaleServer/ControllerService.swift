@@ -18,12 +18,25 @@ public final class ControllerService: Service, Sendable {
         public var analysisInterval: Double?
         /// The notification channel when a policy names none.
         public var defaultChannel: String
+        /// How long the lease lasts without renewal: a standby takes over within two periods
+        /// of the leader's death or freeze.
+        public var leasePeriod: Double
+        /// This process as other controllers, logs and status name it.
+        public var holder: String
 
-        public init(tick: Duration = .seconds(5), analysisInterval: Double? = nil, defaultChannel: String = "#grayscale") {
+        public init(tick: Duration = .seconds(5), analysisInterval: Double? = nil, defaultChannel: String = "#grayscale",
+                    leasePeriod: Double = 15, holder: String = ControllerService.processName()) {
             self.tick = tick
             self.analysisInterval = analysisInterval
             self.defaultChannel = defaultChannel
+            self.leasePeriod = leasePeriod
+            self.holder = holder
         }
+    }
+
+    /// `host:pid` and a random suffix, so a restarted process with a reused pid is not taken for its predecessor.
+    public static func processName() -> String {
+        "\(ProcessInfo.processInfo.hostName):\(ProcessInfo.processInfo.processIdentifier):\(UInt32.random(in: 0...UInt32.max) % 100_000)"
     }
 
     let database: GrayscaleDatabase
@@ -42,8 +55,9 @@ public final class ControllerService: Service, Sendable {
 
     /// What a controller keeps between ticks and may lose on restart without harm.
     struct Memory {
-        var smokeResults: [String: SmokeOutcome] = [:]
         var policies: PolicyLibrary?
+        /// The lease as this process last held or saw it.
+        var standing: LeaseStanding?
         /// The split revision each driver last applied and read back.
         var appliedRevision: [String: Int] = [:]
         /// The revision whose failure was already notified.
@@ -74,17 +88,62 @@ public final class ControllerService: Service, Sendable {
                     "service": "\(service)", "revision": "\(split.revision)", "canary": "\(split.canary.map { "\($0.release) \($0.range)" } ?? "none")"])
             }
         }
+        // Renew well inside the lease, however long the tick.
+        let pause = min(configuration.tick, .milliseconds(Int(configuration.leasePeriod * 1000 / 3)))
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await self.tickAll()
-                try? await Task.sleep(for: self.configuration.tick)
+                try? await Task.sleep(for: pause)
             }
         }
+        // A clean stop hands the lease over at once; the tick in flight finished above.
+        resign()
         logger.info("controller stopped")
     }
 
-    /// One pass over every service that needs the controller.
+    /// Gives the lease up, so a standby takes over on its next pass instead of after the lease lapses.
+    public func resign() {
+        do {
+            try database.releaseLease(holder: configuration.holder, at: now())
+        } catch {
+            logger.warning("lease not released; another controller takes over when it lapses", metadata: ["problem": "\(error.message)"])
+        }
+        memory.withLock { $0.standing = nil }
+    }
+
+    /// Renews or takes the lease; the token to fence this pass's commits with, or nil
+    /// while another controller leads. Says so in the log when the standing changes.
+    func lead() -> Int64? {
+        let standing: LeaseStanding
+        do {
+            standing = try database.claimLease(holder: configuration.holder, period: configuration.leasePeriod, at: now())
+        } catch {
+            logger.error("cannot claim the controller's lease; not deciding until it can", metadata: ["problem": "\(error.message)"])
+            memory.withLock { $0.standing = nil }
+            return nil
+        }
+        let before = memory.withLock { memory in
+            defer { memory.standing = standing }
+            return memory.standing
+        }
+        switch standing {
+        case .leading(let lease):
+            if case .leading(let previous)? = before, previous.token == lease.token {} else {
+                logger.notice("leading: this controller decides", metadata: ["holder": "\(lease.holder)", "token": "\(lease.token)"])
+            }
+            return lease.token
+        case .standingBy(let leader):
+            if case .standingBy(let previous)? = before, previous.holder == leader.holder, previous.token == leader.token {} else {
+                logger.notice("standing by: another controller leads", metadata: [
+                    "leader": "\(leader.holder)", "token": "\(leader.token)", "leaseUntil": "\(leader.expiresAt)"])
+            }
+            return nil
+        }
+    }
+
+    /// One pass over every service that needs the controller, if this one leads.
     public func tickAll() async {
+        guard let fence = lead() else { return }
         var library = memory.withLock { $0.policies } ?? PolicyLibrary(folder: policiesFolder)
         do {
             try library.reload()
@@ -103,9 +162,13 @@ public final class ControllerService: Service, Sendable {
             let lag = await syncDriver(service) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
             do {
                 let policy = library.policy(for: service), problem = library.problem(for: service)
-                var again = try await tick(service, policy: policy, platformLag: lag, policyProblem: problem)
-                // Smoke checks just finished: decide on them at once.
-                while again { again = try await tick(service, policy: policy, platformLag: lag, policyProblem: problem) }
+                var again = try await tick(service, policy: policy, fence: fence, platformLag: lag, policyProblem: problem)
+                // A rollout that now waits for smoke checks runs them at once.
+                while again { again = try await tick(service, policy: policy, fence: fence, platformLag: lag, policyProblem: problem) }
+            } catch let error as GrayscaleError where error.kind == .fenced {
+                logger.warning("lost the lease during the tick; nothing was written", metadata: ["service": "\(service)", "problem": "\(error.message)"])
+                memory.withLock { $0.standing = nil }
+                return
             } catch {
                 logger.warning("tick failed", metadata: ["service": "\(service)", "problem": "\(error)"])
             }
@@ -115,36 +178,34 @@ public final class ControllerService: Service, Sendable {
     }
 
     /// Runs a human's command now, through the reconciler, and commits the result: the
-    /// way the bot and the admin API act. Returns the service and rollout afterwards and
-    /// what the reconciler did.
-    public func execute(_ command: HumanCommand, service: String, policy given: RolloutPolicy? = nil) async throws
-        -> (service: ServiceState, rollout: RolloutState?, actions: [ControllerAction]) {
+    /// way the bot and the admin API act. A command with an id runs once: a retry (or a
+    /// second replica given the same id) gets the first answer back and changes nothing.
+    /// Tries again only when nothing was written (a conflict, a busy database).
+    public func execute(_ command: HumanCommand, service: String, policy given: RolloutPolicy? = nil) async throws(GrayscaleError)
+        -> (result: CommandResult, transition: Transition?) {
         let policy = given ?? {
             var library = PolicyLibrary(folder: policiesFolder)
             try? library.reload()
             return library.policy(for: service)
         }()
-        var lastError: (any Error)?
-        for _ in 0..<5 {
+        var attempt = 0
+        while true {
+            if let id = command.id, let first = try database.commandResult(id) { return (first, nil) }
             let snapshot = try database.controllerSnapshot(service)
             let time = now()
-            let (rollout, actions) = Reconciler.reconcile(ReconcileInput(
+            let transition = Reconciler.reconcile(ReconcileInput(
                 policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: nil,
-                smoke: memory.withLock { $0.smokeResults[service] }, commands: snapshot.commands.map(\.command) + [command], now: time))
+                commands: snapshot.commands.map(\.command) + [command], now: time))
             do {
-                let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,
-                                                    notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
-                controllerMetrics?.observe(service: after, rollout: rollout, actions: actions)
-                for case .runSmokeChecks(let release, let upstream, let checks) in actions {
-                    let outcome = await smoke.run(checks, release: release, upstream: upstream)
-                    memory.withLock { $0.smokeResults[service] = outcome }
-                }
-                return (after, try database.rolloutState(service), actions)
-            } catch {
-                lastError = error  // another writer got in between: read again
+                let (after, committed) = try database.commitTick(snapshot, transition, command: command, fence: nil,
+                                                                 notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+                controllerMetrics?.observe(service: after, transition: committed)
+                return (CommandResult(split: after.split, rollout: committed.rollout, refusal: committed.refusal), committed)
+            } catch where error.isTransient && attempt < 20 {
+                attempt += 1  // nothing was written: read again
+                try? await Task.sleep(for: .milliseconds(10 * attempt))
             }
         }
-        throw lastError!
     }
 
     /// Applies the committed split through the service's driver if it has not been yet.
@@ -195,11 +256,18 @@ public final class ControllerService: Service, Sendable {
         return samples
     }
 
-    /// One tick of one service; true when it should run again right away.
-    func tick(_ service: String, policy: RolloutPolicy, platformLag: String? = nil, policyProblem: String? = nil) async throws -> Bool {
+    /// One tick of one service; true when it should run again right away (the rollout
+    /// just started verifying: its smoke checks run on the next one).
+    func tick(_ service: String, policy: RolloutPolicy, fence: Int64?, platformLag: String? = nil, policyProblem: String? = nil) async throws -> Bool {
         let snapshot = try database.controllerSnapshot(service)
-        let time = now()
         var observation: ObservationResult?
+        var smokeResult: SmokeOutcome?
+        if let canary = snapshot.service.canary, let rollout = snapshot.rollout, rollout.release.number == canary.number,
+           rollout.phase == .verifying {
+            // Follows from the stored state, not from a message: a restart or a lost commit runs them again.
+            smokeResult = await smoke.run(policy.smokeChecks, release: canary.ref, upstream: canary.upstream)
+        }
+        let time = now()
         if let canary = snapshot.service.canary, let stable = snapshot.service.stable, let rollout = snapshot.rollout,
            rollout.release.number == canary.number, rollout.phase.isActive, rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) {
             // As often as the source has something new, and at least once per analysis interval.
@@ -217,22 +285,16 @@ public final class ControllerService: Service, Sendable {
                 }
             }
         }
-        let smokeResult = memory.withLock { $0.smokeResults[service] }
-        let (rollout, actions) = Reconciler.reconcile(ReconcileInput(
+        let transition = Reconciler.reconcile(ReconcileInput(
             policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: observation, smoke: smokeResult,
             commands: snapshot.commands.map(\.command), platformLag: platformLag, policyProblem: policyProblem, now: time))
-        guard rollout != snapshot.rollout || !actions.isEmpty || !snapshot.commands.isEmpty else { return false }
-        if smokeResult != nil, rollout?.phase != .verifying { memory.withLock { $0.smokeResults[service] = nil } }
-        let after = try database.commitTick(snapshot, rollout: rollout, actions: actions,
-                                            notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
-        controllerMetrics?.observe(service: after, rollout: rollout, actions: actions)
-        for case .notify(let text) in actions { logger.info("\(text)") }
-        var ranSmoke = false
-        for case .runSmokeChecks(let release, let upstream, let checks) in actions {
-            let outcome = await smoke.run(checks, release: release, upstream: upstream)
-            memory.withLock { $0.smokeResults[service] = outcome }
-            ranSmoke = true
+        guard transition.rollout != snapshot.rollout || !transition.isQuiet || !snapshot.commands.isEmpty else {
+            return false
         }
-        return ranSmoke
+        let (after, committed) = try database.commitTick(snapshot, transition, fence: fence,
+                                                         notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
+        controllerMetrics?.observe(service: after, transition: committed)
+        for text in committed.notifications { logger.info("\(text)") }
+        return committed.awaitsSmokeChecks && snapshot.rollout?.phase != .verifying
     }
 }

@@ -76,7 +76,7 @@ public struct GrayscaleServe: Sendable {
                 : HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats, windowSeconds: 10),
             customMetrics: configuration.prometheus.map { PrometheusMetrics(baseURL: $0) },
             configuration: .init(tick: .milliseconds(configuration.controllerTickMs), analysisInterval: configuration.analysisInterval.map(Double.init),
-                                 defaultChannel: configuration.defaultChannel),
+                                 defaultChannel: configuration.defaultChannel, leasePeriod: Double(configuration.controllerLeaseMs) / 1000),
             logger: logger, controllerMetrics: ControllerMetrics(registry: registry), drivers: drivers)
         let operators = configuration.operators + (secret("GRAYSCALE_OPERATORS")?.split(separator: ",").map(String.init) ?? [])
         let bot = ReleaseBot(database: database, controller: controller, policiesFolder: configuration.policies, operators: operators)

@@ -20,7 +20,8 @@ public struct ReleaseBot: Sendable {
     }
 
     /// Runs `text` as `executor` and returns the reply. Never throws: every problem is a reply.
-    public func handle(_ text: String, executor: String) async -> String {
+    /// `commandId` names the command across retries: a retry gets the first reply and changes nothing.
+    public func handle(_ text: String, executor: String, commandId: String? = nil) async -> String {
         let command: BotCommand
         do { command = try BotCommand.parse(text) } catch { return error.description }
         guard let service = command.service else { return BotReply.help }
@@ -61,13 +62,13 @@ public struct ReleaseBot: Sendable {
         }
         guard let kind = command.action.humanCommand else { return BotReply.help }
         do {
-            let result = try await controller.execute(HumanCommand(kind, actor: executor, text: text), service: service, policy: policy)
-            for case .audit(_, _, let detail, "refused", _) in result.actions {
-                return BotReply.status(executor: executor, status: "Refused: \(detail)", split: result.service.split,
-                                       rollout: result.rollout, steps: policy.steps.count)
+            let (result, _) = try await controller.execute(HumanCommand(kind, actor: executor, text: text, id: commandId), service: service,
+                                                           policy: policy)
+            if let refusal = result.refusal {
+                return BotReply.status(executor: executor, status: "Refused: \(refusal)", split: result.split, rollout: result.rollout,
+                                       steps: policy.steps.count)
             }
-            return BotReply.status(executor: executor, status: "Done", split: result.service.split, rollout: result.rollout,
-                                   steps: policy.steps.count)
+            return BotReply.status(executor: executor, status: "Done", split: result.split, rollout: result.rollout, steps: policy.steps.count)
         } catch {
             return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy, reason: "\(error)")
         }

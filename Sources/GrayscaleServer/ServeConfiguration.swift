@@ -38,6 +38,8 @@ public struct ServeConfiguration: Sendable {
     }
     /// How often the controller wakes, in milliseconds.
     public var controllerTickMs = 250
+    /// The controller's lease, in milliseconds: a standby takes over within two of them.
+    public var controllerLeaseMs = 15_000
     /// Admin URLs of fleet proxies whose /stats the controller adds to this process's own.
     public var fleetStats: [String] = []
     /// A Prometheus server that answers the policies' own metrics (`analysis.metrics`).
@@ -128,7 +130,7 @@ public struct ServeConfiguration: Sendable {
             }
         }
         if let node = top["controller"] {
-            let fields = try reader.fields(node, "controller", known: ["tick", "analysisInterval", "stats", "prometheus"])
+            let fields = try reader.fields(node, "controller", known: ["tick", "lease", "analysisInterval", "stats", "prometheus"])
             if let value = fields["prometheus"] {
                 let url = try reader.string(value, "controller.prometheus")
                 guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
@@ -137,14 +139,8 @@ public struct ServeConfiguration: Sendable {
                 configuration.prometheus = url
             }
             if let value = fields["stats"] { configuration.fleetStats = try reader.strings(value, "controller.stats") }
-            if let value = fields["tick"] {
-                let text = try reader.string(value, "controller.tick")
-                if text.hasSuffix("ms"), let ms = Int(text.dropLast(2)), ms > 0 {
-                    configuration.controllerTickMs = ms
-                } else {
-                    configuration.controllerTickMs = try positive(value, "controller.tick", reader) * 1000
-                }
-            }
+            if let value = fields["tick"] { configuration.controllerTickMs = try milliseconds(value, "controller.tick", reader) }
+            if let value = fields["lease"] { configuration.controllerLeaseMs = try milliseconds(value, "controller.lease", reader) }
             if let value = fields["analysisInterval"] { configuration.analysisInterval = try positive(value, "controller.analysisInterval", reader) }
         }
         if let node = top["slack"] {
@@ -153,6 +149,13 @@ public struct ServeConfiguration: Sendable {
             if let value = fields["operators"] { configuration.operators = try reader.strings(value, "slack.operators") }
         }
         return configuration
+    }
+
+    /// `250ms`, `2s`, `1m`.
+    private static func milliseconds(_ node: Node, _ field: String, _ reader: YAMLReader) throws(GrayscaleError) -> Int {
+        let text = try reader.string(node, field)
+        if text.hasSuffix("ms"), let ms = Int(text.dropLast(2)), ms > 0 { return ms }
+        return try positive(node, field, reader) * 1000
     }
 
     private static func positive(_ node: Node, _ field: String, _ reader: YAMLReader) throws(GrayscaleError) -> Int {

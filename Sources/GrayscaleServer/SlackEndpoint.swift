@@ -65,7 +65,7 @@ public struct SlackEndpoint: Sendable {
         }
         let bot = self.bot, logger = self.logger, now = self.now
         Task {
-            let reply = await bot.handle(text, executor: user)
+            let reply = await bot.handle(text, executor: user, commandId: "slack-event:\(eventId)")
             do {
                 try bot.database.enqueue(channel: channel, text: reply, service: try? BotCommand.parse(text).service, at: now())
             } catch {
@@ -79,10 +79,12 @@ public struct SlackEndpoint: Sendable {
         let fields = Self.formFields(request.body)
         guard let user = fields["user_id"] else { return .init(status: .badRequest, body: "missing user_id\n") }
         let text = fields["text"] ?? ""
+        // Slack names each invocation: a resent request runs the command once.
+        let commandId = fields["trigger_id"].map { "slack-trigger:\($0)" }
         let bot = self.bot, slack = self.slack, logger = self.logger
         if let responseURL = fields["response_url"], let slack {
             Task {
-                let reply = await bot.handle(text, executor: user)
+                let reply = await bot.handle(text, executor: user, commandId: commandId)
                 if case .failed(let problem) = await slack.respond(to: responseURL, text: reply) {
                     logger.warning("slash command reply not delivered", metadata: ["problem": "\(problem)"])
                 }
@@ -90,7 +92,7 @@ public struct SlackEndpoint: Sendable {
             return .init(status: .ok, contentType: "application/json", body: #"{"response_type":"ephemeral","text":"Working on it…"}"#)
         }
         // No way to answer later: answer now.
-        let reply = await bot.handle(text, executor: user)
+        let reply = await bot.handle(text, executor: user, commandId: commandId)
         return .init(status: .ok, contentType: "application/json",
                      body: String(decoding: try! JSONSerialization.data(withJSONObject: ["response_type": "in_channel", "text": reply]), as: UTF8.self))
     }

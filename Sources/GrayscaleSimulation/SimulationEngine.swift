@@ -175,7 +175,6 @@ public struct SimulationEngine {
         var faultStarted: [Int: [Int?]] = [:]
         var nextRelease = 0, nextCommand = 0
         var observation: ObservationResult?
-        var pendingSmoke: SmokeOutcome?
 
         // What the platform routes by: committed splits take effect after the apply lag.
         var effective = service.split
@@ -224,24 +223,23 @@ public struct SimulationEngine {
                     }
                     nextCommand += 1
                 }
-                let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
-                                                                 smoke: pendingSmoke, commands: commands, now: now))
+                // Smoke checks run while the rollout verifies; they pass unless the release fails for everyone from the start.
+                var smoke: SmokeOutcome?
+                if rollout?.phase == .verifying, let number = rollout?.release.number {
+                    let broken = releasesByNumber[number]?.faults.contains { $0.target == .everyone && $0.from == 0 && $0.fromWidth == 0 && $0.errorRate >= 0.5 } ?? false
+                    smoke = SmokeOutcome(release: number, checks: policy.smokeChecks.map {
+                        .init(name: $0.name, passed: !broken, detail: broken ? "HTTP 500" : "HTTP 200")
+                    })
+                }
+                var transition = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
+                                                                     smoke: smoke, commands: commands, now: now))
                 let before = service.split
-                try? service.apply(result.actions, at: now)
-                rollout = result.rollout
-                if let split = service.split { rollout?.knownSplitRevision = split.revision }
-                pendingSmoke = nil
+                try? transition.apply(to: &service, at: now)
+                rollout = transition.rollout
                 var delay = scenario.platform.applyLag
-                for action in result.actions {
-                    switch action {
-                    case .runSmokeChecks(let release, _, let checks):
-                        // Smoke checks pass unless the release fails for everyone from the start.
-                        let broken = releasesByNumber[release.number]?.faults.contains { $0.target == .everyone && $0.from == 0 && $0.fromWidth == 0 && $0.errorRate >= 0.5 } ?? false
-                        pendingSmoke = SmokeOutcome(release: release.number, checks: checks.map {
-                            .init(name: $0.name, passed: !broken, detail: broken ? "HTTP 500" : "HTTP 200")
-                        })
-                    case .recordVerdict(let verdict) where verdict.outcome == .fail:
-                        if detectedAt == nil, let start = firstFaultStart, time >= start { detectedAt = time }
+                if transition.verdict?.outcome == .fail, detectedAt == nil, let start = firstFaultStart, time >= start { detectedAt = time }
+                for change in transition.splitChanges {
+                    switch change {
                     case .rollBack(let reason):
                         event = "rollback"
                         delay = scenario.platform.rollbackDelay
@@ -252,7 +250,7 @@ public struct SimulationEngine {
                     case .promote:
                         event = "promote"
                         if rollout?.release.number == first.number { firstOutcome = "promoted" }
-                    default:
+                    case .canary, .rules:
                         break
                     }
                 }

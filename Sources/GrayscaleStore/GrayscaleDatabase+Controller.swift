@@ -13,6 +13,8 @@ public struct VerdictRecord: Codable, Hashable, Sendable, FetchableRecord, Persi
     public var reason: String
     public var critical: Bool
     public var numbers: [String: Double]
+    /// The lease token of the controller that decided it.
+    public var leaseToken: Int64? = nil
 }
 
 /// What the controller reads at the start of a tick.
@@ -22,11 +24,6 @@ public struct ControllerSnapshot: Sendable {
     /// The stored rollout's revision; the tick's commit requires it unchanged.
     public var rolloutRevision: Int
     public var commands: [(id: Int64, command: HumanCommand)]
-}
-
-/// Another writer changed the service between the tick's read and its commit.
-public struct TickConflict: Error, CustomStringConvertible {
-    public var description: String
 }
 
 struct RolloutStateRow: Codable, FetchableRecord, PersistableRecord {
@@ -45,12 +42,18 @@ struct CommandRow: Codable, FetchableRecord, PersistableRecord {
     var command: HumanCommand
     var createdAt: Date
     var consumedAt: Date?
+    var commandId: String?
+}
+
+struct CommandResultRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "commandResult"
+    var id: String
+    var service: String
+    var result: CommandResult
+    var at: Date
 }
 
 extension GrayscaleDatabase {
-    /// Audit actions of the reconciler that change the split.
-    static let splitActions: Set<String> = ["step", "manual", "rollback", "promote"]
-
     public func controllerSnapshot(_ service: String) throws(GrayscaleError) -> ControllerSnapshot {
         try read("read \(service) for the controller") { db in
             let state = try Self.loadState(service, db)
@@ -78,12 +81,21 @@ extension GrayscaleDatabase {
         }
     }
 
-    /// Queues a human command for the controller's next tick.
-    public func enqueue(_ command: HumanCommand, for service: String, at now: Date) throws(GrayscaleError) {
+    /// Queues a human command for the controller's next tick. False when a command with
+    /// the same id was queued before (a retry): nothing is queued twice.
+    @discardableResult
+    public func enqueue(_ command: HumanCommand, for service: String, at now: Date) throws(GrayscaleError) -> Bool {
         try write("queue a command for \(service)") { db in
             guard try Self.serviceExists(service, db) else { throw GrayscaleError("unknown service '\(service)'") }
-            try CommandRow(id: nil, service: service, command: command, createdAt: now, consumedAt: nil).insert(db)
+            if let id = command.id, try CommandRow.filter(Column("commandId") == id).fetchCount(db) > 0 { return false }
+            try CommandRow(id: nil, service: service, command: command, createdAt: now, consumedAt: nil, commandId: command.id).insert(db)
+            return true
         }
+    }
+
+    /// The first answer to the command with this id, if it was carried out.
+    public func commandResult(_ id: String) throws(GrayscaleError) -> CommandResult? {
+        try read("read the result of command \(id)") { db in try CommandResultRow.fetchOne(db, key: id)?.result }
     }
 
     public func verdicts(_ service: String, release: Int, limit: Int = 100) throws(GrayscaleError) -> [VerdictRecord] {
@@ -93,48 +105,58 @@ extension GrayscaleDatabase {
         }
     }
 
-    /// Commits one tick in one transaction: the split and release changes its actions
-    /// make, the new rollout state, verdicts, audit entries, notifications and the
-    /// consumed commands. Throws `TickConflict` (and changes nothing) when the split or
-    /// the rollout changed since `snapshot` was read.
+    /// Commits one transition in one transaction, exactly as the reconciler returned it:
+    /// the split and release changes, the new rollout state (evidence and cursor with it),
+    /// the verdict, audit entries, notifications, the consumed commands and the answer to
+    /// `command` when it carries an id. Changes nothing and throws a `.conflict` when the
+    /// split or the rollout changed since `snapshot` was read, and a `.fenced` error when
+    /// `fence` is not the current lease token (another controller leads).
     @discardableResult
-    public func commitTick(_ snapshot: ControllerSnapshot, rollout: RolloutState?, actions: [ControllerAction],
-                           notifyChannel: String, at now: Date) throws -> ServiceState {
+    public func commitTick(_ snapshot: ControllerSnapshot, _ transition: Transition, command: HumanCommand? = nil, fence: Int64?,
+                           notifyChannel: String, at now: Date) throws(GrayscaleError) -> (service: ServiceState, transition: Transition) {
         let service = snapshot.service.service
         return try write("commit the controller's tick for \(service)") { db in
+            if let fence {
+                let current = try Self.lease(db)
+                guard current?.token == fence else {
+                    throw GrayscaleError("the controller's lease token \(fence) is no longer current (\(current.map { "\($0.holder) holds token \($0.token)" } ?? "no lease")); nothing was written",
+                                         kind: .fenced)
+                }
+            }
             let before = try Self.loadState(service, db)
             let stored = try RolloutStateRow.fetchOne(db, key: service)
             guard before.split?.revision == snapshot.service.split?.revision, (stored?.revision ?? 0) == snapshot.rolloutRevision else {
-                throw TickConflict(description: "\(service) changed during the tick; it is judged again on the next one")
+                throw GrayscaleError("\(service) changed during the tick; it is judged again on the next one", kind: .conflict)
             }
+            if let id = command?.id, try CommandResultRow.fetchOne(db, key: id) != nil {
+                throw GrayscaleError("command \(id) was carried out meanwhile", kind: .conflict)
+            }
+            var transition = transition
             var after = before
-            try after.apply(actions, at: now)
+            try transition.apply(to: &after, at: now)
             try Self.store(after, replacing: before, action: "controller", by: Attribution(actor: Reconciler.actor), at: now, db, audit: false)
 
             var splitRecorded = false
-            for action in actions {
-                switch action {
-                case .audit(let name, let actor, let detail, let outcome, let command):
-                    // The entry of the action that moved traffic carries the split change.
-                    let carriesSplit = !splitRecorded && before.split != after.split && Self.splitActions.contains(name)
-                    splitRecorded = splitRecorded || carriesSplit
-                    try AuditEntry(at: now, service: service, actor: actor, action: name, command: command, reason: nil, outcome: outcome,
-                                   detail: detail, splitBefore: carriesSplit ? before.split : nil,
-                                   splitAfter: carriesSplit ? after.split : nil).insert(db)
-                case .notify(let text):
-                    var notification = Notification(createdAt: now, service: service, channel: notifyChannel, text: text,
-                                                    attempts: 0, nextAttemptAt: now, deliveredAt: nil, lastError: nil)
-                    try notification.insert(db)
-                case .recordVerdict(let verdict):
-                    try VerdictRecord(id: nil, service: service, releaseNumber: rollout?.release.number ?? 0, at: now,
-                                      outcome: verdict.outcome.rawValue, reason: verdict.reason, critical: verdict.critical,
-                                      numbers: verdict.numbers).insert(db)
-                case .setSplit, .setRules, .rollBack, .promote, .runSmokeChecks:
-                    break
-                }
+            for note in transition.audit {
+                // The entry of the change that moved traffic carries the split before and after.
+                let carriesSplit = !splitRecorded && note.movesTraffic && before.split != after.split
+                splitRecorded = splitRecorded || carriesSplit
+                try AuditEntry(at: now, service: service, actor: note.actor, action: note.action, command: note.command, reason: nil,
+                               outcome: note.refused ? "refused" : "done", detail: note.detail,
+                               splitBefore: carriesSplit ? before.split : nil, splitAfter: carriesSplit ? after.split : nil,
+                               leaseToken: fence).insert(db)
             }
-            if var rollout {
-                if let split = after.split { rollout.knownSplitRevision = split.revision }
+            for text in transition.notifications {
+                var notification = Notification(createdAt: now, service: service, channel: notifyChannel, text: text,
+                                                attempts: 0, nextAttemptAt: now, deliveredAt: nil, lastError: nil)
+                try notification.insert(db)
+            }
+            if let verdict = transition.verdict {
+                try VerdictRecord(id: nil, service: service, releaseNumber: transition.rollout?.release.number ?? 0, at: now,
+                                  outcome: verdict.outcome.rawValue, reason: verdict.reason, critical: verdict.critical,
+                                  numbers: verdict.numbers, leaseToken: fence).insert(db)
+            }
+            if let rollout = transition.rollout {
                 try RolloutStateRow(service: service, releaseNumber: rollout.release.number, revision: snapshot.rolloutRevision + 1,
                                     state: rollout, updatedAt: now).save(db)
                 try db.execute(sql: "UPDATE rollout SET state = ?, step = ?, updatedAt = ? WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL",
@@ -143,7 +165,12 @@ extension GrayscaleDatabase {
             for (id, _) in snapshot.commands {
                 try db.execute(sql: "UPDATE controlCommand SET consumedAt = ? WHERE id = ?", arguments: [now, id])
             }
-            return after
+            if let command, let id = command.id {
+                try CommandResultRow(id: id, service: service,
+                                     result: CommandResult(split: after.split, rollout: transition.rollout, refusal: transition.refusal),
+                                     at: now).insert(db)
+            }
+            return (after, transition)
         }
     }
 }

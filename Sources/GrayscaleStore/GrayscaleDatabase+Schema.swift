@@ -138,6 +138,33 @@ extension GrayscaleDatabase {
                 t.column("receivedAt", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v4-lease-and-exactly-once") { db in
+            // The right to decide: one row, renewed by its holder, taken over with the next token when it lapses.
+            try db.create(table: "controllerLease") { t in
+                t.primaryKey("name", .text)
+                t.column("lease", .jsonText).notNull()
+            }
+            // Every controller process seen lately, leading or standing by (for status and the admin API).
+            try db.create(table: "controllerPresence") { t in
+                t.primaryKey("holder", .text)
+                t.column("role", .text).notNull()
+                t.column("seenAt", .datetime).notNull()
+            }
+            // The first answer to each command that carried an id: a retry gets it back and changes nothing.
+            try db.create(table: "commandResult") { t in
+                t.primaryKey("id", .text)
+                t.column("service", .text).notNull()
+                t.column("result", .jsonText).notNull()
+                t.column("at", .datetime).notNull()
+            }
+            try db.alter(table: "controlCommand") { t in t.add(column: "commandId", .text) }
+            try db.create(index: "controlCommand_by_commandId", on: "controlCommand", columns: ["commandId"], unique: true)
+            // Which lease token decided: the tokens of committed decisions never go back.
+            try db.alter(table: "verdict") { t in t.add(column: "leaseToken", .integer) }
+            try db.alter(table: "audit") { t in t.add(column: "leaseToken", .integer) }
+            // A message Slack refused for good (channel_not_found, invalid_auth, …) is set aside, not retried for ever.
+            try db.alter(table: "notification") { t in t.add(column: "deadAt", .datetime) }
+        }
         return migrator
     }
 }

@@ -86,7 +86,7 @@ public struct GrayscaleDatabase: Sendable {
         }
         switch error.resultCode {
         case .SQLITE_BUSY, .SQLITE_LOCKED:
-            return GrayscaleError("\(path): cannot \(what): the database is locked by another process; nothing was changed, try again")
+            return GrayscaleError("\(path): cannot \(what): the database is locked by another process; nothing was changed, try again", kind: .busy)
         case .SQLITE_NOTADB, .SQLITE_CORRUPT:
             return GrayscaleError("\(path): cannot \(what): the file is not a Grayscale database or is corrupt (\(error.message ?? "SQLite error \(error.resultCode.rawValue)")); it was left untouched")
         case .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_PERM:

@@ -48,6 +48,8 @@ public struct AuditEntry: Codable, Hashable, Sendable, FetchableRecord, Persista
     public var detail: String?
     public var splitBefore: TrafficSplit?
     public var splitAfter: TrafficSplit?
+    /// The lease token of the controller that decided it (nil: a human's direct change).
+    public var leaseToken: Int64? = nil
 }
 
 /// A canary release's way from publication to promotion or rollback.
@@ -104,6 +106,8 @@ public struct Notification: Codable, Hashable, Sendable, FetchableRecord, Mutabl
     public var nextAttemptAt: Date
     public var deliveredAt: Date?
     public var lastError: String?
+    /// Set when Slack refused the message for good: it is kept for the dashboard and the audit, not retried.
+    public var deadAt: Date? = nil
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }

@@ -16,6 +16,8 @@ struct BotCommandLine: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @Option(help: "The rollout policies folder.") var policies = "policies"
     @Option(name: .customLong("as"), help: "Who runs the command (default: $USER).") var executor: String?
+    @Option(name: .customLong("command-id"), help: "Names the command across retries: run again with the same id, it answers the first reply and changes nothing.")
+    var commandId: String?
     @Argument(parsing: .allUnrecognized, help: "The command, as typed to the bot (quote it).") var words: [String] = []
 
     func run() async throws {
@@ -27,6 +29,6 @@ struct BotCommandLine: AsyncParsableCommand {
             .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let bot = ReleaseBot(database: db, controller: controller, policiesFolder: policies, operators: operators)
         let who = executor ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
-        print(await bot.handle(words.joined(separator: " "), executor: who))
+        print(await bot.handle(words.joined(separator: " "), executor: who, commandId: commandId))
     }
 }

@@ -21,6 +21,8 @@ struct ControllerCommand: AsyncParsableCommand {
     @Option(name: .customLong("prometheus-errors"), help: "Query template for server errors.")
     var prometheusErrors = PrometheusMetrics.Queries.standard.errors
     @Option(help: "How often the loop wakes.") var tick = "5s"
+    @Option(help: "The controller's lease: another controller on the database takes over within two of them after this one dies.")
+    var lease = "15s"
     @Option(name: .customLong("analysis-interval"), help: "Override every policy's analysis interval (demos, tests).")
     var analysisInterval: String?
 
@@ -31,9 +33,16 @@ struct ControllerCommand: AsyncParsableCommand {
         guard Self.tickDuration(tick) != nil else {
             throw ValidationError("--tick: expected a duration such as 5s or 200ms (got '\(tick)')")
         }
+        guard Self.tickDuration(lease) != nil else {
+            throw ValidationError("--lease: expected a duration such as 15s or 1500ms (got '\(lease)')")
+        }
         if let analysisInterval, parseDuration(analysisInterval) == nil {
             throw ValidationError("--analysis-interval: expected a duration such as 1m (got '\(analysisInterval)')")
         }
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     /// `5s`, `1m`, or milliseconds as `200ms`.
@@ -52,7 +61,8 @@ struct ControllerCommand: AsyncParsableCommand {
         let source: any MetricsSource = stats.isEmpty ? prometheusSource! : HTTPStatsMetrics(endpoints: stats, windowSeconds: 10)
         let controller = ControllerService(
             database: db, policiesFolder: policies, metrics: source, customMetrics: prometheusSource,
-            configuration: .init(tick: Self.tickDuration(tick)!, analysisInterval: analysisInterval.flatMap(parseDuration).map(Double.init)),
+            configuration: .init(tick: Self.tickDuration(tick)!, analysisInterval: analysisInterval.flatMap(parseDuration).map(Double.init),
+                                 leasePeriod: Self.seconds(Self.tickDuration(lease)!)),
             logger: logger)
         let group = ServiceGroup(configuration: .init(services: [.init(service: controller)],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -83,6 +93,18 @@ struct RolloutCommand: ParsableCommand {
             var lastVerdict: Verdict?
             var eValue: Double
             var split: SplitSummary?
+            /// Which controller decides and which stand by (seen in the last minute).
+            var lease: ControllerLease?
+            var controllers: [ControllerPresence]
+        }
+
+        /// `Controller: host:1234:5 leads (token 3, lease renewed until 12:00:15); standing by: host:999:1`
+        static func controllerLine(lease: ControllerLease?, present: [ControllerPresence], now: Date) -> String {
+            guard let lease else { return "Controller: none has run on this database" }
+            let standby = present.filter { $0.role == .standby && $0.holder != lease.holder }.map(\.holder)
+            let state = lease.expiresAt > now ? "leads (token \(lease.token), lease until \(lease.expiresAt.formatted(.iso8601)))"
+                : "led until \(lease.expiresAt.formatted(.iso8601)) (token \(lease.token)); its lease has lapsed, a standby takes over on its next pass"
+            return "Controller: \(lease.holder) \(state)" + (standby.isEmpty ? "" : "; standing by: \(standby.joined(separator: ", "))")
         }
 
         func run() throws {
@@ -90,14 +112,18 @@ struct RolloutCommand: ParsableCommand {
             guard let rollout = try db.rolloutState(service) else {
                 throw GrayscaleError("\(service): no rollout yet (the controller starts one when a canary is published)")
             }
+            let now = Date()
+            let seen = try db.controllers(seenSince: now.addingTimeInterval(-60))
             let report = Report(service: service, release: rollout.release, phase: rollout.phase.rawValue, step: rollout.step,
                                 manual: rollout.manual, holdReason: rollout.holdReason, lastVerdict: rollout.lastVerdict,
-                                eValue: rollout.evidence.eValue, split: (try? db.split(service)).map(SplitSummary.init))
+                                eValue: rollout.evidence.eValue, split: (try? db.split(service)).map(SplitSummary.init),
+                                lease: seen.lease, controllers: seen.present)
             try format.emit(report) {
                 var lines = ["\(service): canary \(rollout.release), \(rollout.phase.rawValue), step \(rollout.step + 1)\(rollout.manual ? " (manual)" : "")"]
                 if let reason = rollout.holdReason { lines.append("Holding: \(reason)") }
                 if let verdict = rollout.lastVerdict { lines.append("Last verdict: \(verdict.outcome.rawValue): \(verdict.reason)") }
                 if let split = try? db.split(service) { lines += split.statusLines }
+                lines.append(Self.controllerLine(lease: seen.lease, present: seen.present, now: now))
                 return lines.joined(separator: "\n")
             }
         }
@@ -112,6 +138,8 @@ struct RolloutCommand: ParsableCommand {
         @OptionGroup var actor: ActorOptions
         @Option(help: "The service.") var service: String
         @Argument(help: "init, pause, resume, rollback, finish or force-finish.") var order: String
+        @Option(name: .customLong("command-id"), help: "Names the order across retries: the same id is queued once (default: a new id).")
+        var commandId: String?
 
         func run() throws {
             let kind: HumanCommand.Kind
@@ -125,8 +153,12 @@ struct RolloutCommand: ParsableCommand {
             default: throw ValidationError("order: expected init, pause, resume, rollback, finish or force-finish (got '\(order)')")
             }
             let who = actor.attribution
-            try database.open().enqueue(HumanCommand(kind, actor: who.actor, text: who.command), for: service, at: Date())
-            print("Queued \(order) for \(service); the controller applies it on its next tick.")
+            let id = commandId ?? "cli:\(UUID().uuidString)"
+            guard try database.open().enqueue(HumanCommand(kind, actor: who.actor, text: who.command, id: id), for: service, at: Date()) else {
+                print("Order \(id) was queued before; nothing more was queued.")
+                return
+            }
+            print("Queued \(order) for \(service) (command id \(id)); the controller applies it on its next tick.")
         }
     }
 }

@@ -241,8 +241,9 @@ struct CanaryEvidenceTests {
                 == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.59 of 100)")
         for _ in 0..<5 where driver.rollout?.step == 0 { driver.tick(driver.healthy(failingUnits: 100)) }
         #expect(driver.rollout?.step == 1, "the step advanced once its evidence and 50 canary requests were in")
-        #expect(driver.log.contains(.audit(action: "step", actor: Reconciler.actor,
-                                           detail: "canary Version 8(v 2.1.1) now at 5% of users (step 2 of 5; step 1 passed)", outcome: "done", command: nil)))
+        #expect(driver.log.flatMap(\.audit).contains(.init(action: "step", actor: Reconciler.actor,
+                                                           detail: "canary Version 8(v 2.1.1) now at 5% of users (step 2 of 5; step 1 passed)",
+                                                           refused: false, command: nil, movesTraffic: true)))
     }
 }
 

@@ -9,7 +9,7 @@ struct RolloutDriver {
     var service = ServiceState(service: "engine")
     var rollout: RolloutState?
     var now: Date
-    var log: [ControllerAction] = []
+    var log: [Transition] = []
     var smokeRequested = false
 
     init(policy: RolloutPolicy = .standard, start: Date) {
@@ -21,17 +21,16 @@ struct RolloutDriver {
 
     @discardableResult
     mutating func tick(_ observation: ObservationResult? = nil, smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [],
-                       platformLag: String? = nil, policyProblem: String? = nil, advancing seconds: Double = 60) -> [ControllerAction] {
+                       platformLag: String? = nil, policyProblem: String? = nil, advancing seconds: Double = 60) -> Transition {
         now = now.addingTimeInterval(seconds)
-        let result = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
-                                                         smoke: smoke, commands: commands, platformLag: platformLag,
-                                                         policyProblem: policyProblem, now: now))
-        try! service.apply(result.actions, at: now)
-        rollout = result.rollout
-        if let split = service.split { rollout?.knownSplitRevision = split.revision }
-        if result.actions.contains(where: { if case .runSmokeChecks = $0 { true } else { false } }) { smokeRequested = true }
-        log += result.actions
-        return result.actions
+        var transition = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
+                                                             smoke: smoke, commands: commands, platformLag: platformLag,
+                                                             policyProblem: policyProblem, now: now))
+        try! transition.apply(to: &service, at: now)
+        rollout = transition.rollout
+        if transition.awaitsSmokeChecks { smokeRequested = true }
+        log.append(transition)
+        return transition
     }
 
     var percent: Double { Double(service.split?.range.widthHundredths ?? 0) / 100 }
@@ -148,8 +147,8 @@ struct ReconcilerTests {
         driver.tick()
         var notified = 0
         for _ in 0..<30 {
-            let actions = driver.tick(.unavailable("GET /stats: connection refused"))
-            notified += actions.filter { if case .notify(let text) = $0 { text.contains("failed 3 times") } else { false } }.count
+            let transition = driver.tick(.unavailable("GET /stats: connection refused"))
+            notified += transition.notifications.filter { $0.contains("failed 3 times") }.count
         }
         #expect(driver.percent == 1)
         #expect(notified == 1)
@@ -230,8 +229,8 @@ struct ReconcilerTests {
         driver.tick()
         var notices = 0
         for _ in 0..<30 {
-            let actions = driver.tick(driver.healthy(failingUnits: 1), policyProblem: "policies/engine.yaml was deleted")
-            notices += actions.filter { if case .notify(let text) = $0 { text.contains("policy is unavailable") } else { false } }.count
+            let transition = driver.tick(driver.healthy(failingUnits: 1), policyProblem: "policies/engine.yaml was deleted")
+            notices += transition.notifications.filter { $0.contains("policy is unavailable") }.count
         }
         #expect(driver.percent == 1, "no advance without its policy")
         #expect(driver.rollout?.holdReason == "the policy is unavailable (policies/engine.yaml was deleted); fix or restore it to continue")
@@ -253,7 +252,7 @@ struct ReconcilerTests {
         driver.tick(smoke: SmokeOutcome(release: 8, checks: [.init(name: "health", passed: false, detail: "HTTP 500")]))
         #expect(driver.rollout?.phase == .rolledBack)
         #expect(driver.service.release(number: 8)?.status == .rolledBack)
-        #expect(driver.log.allSatisfy { if case .setSplit = $0 { false } else { true } })
+        #expect(driver.log.allSatisfy { transition in !transition.splitChanges.contains { if case .canary = $0 { true } else { false } } })
     }
 
     @Test("passing smoke checks let the rollout start")

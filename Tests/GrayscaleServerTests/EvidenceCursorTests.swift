@@ -53,7 +53,8 @@ struct EvidenceCursorTests {
             await first.tickAll()
             clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
         }
-        // The second restart of the loop: a new process.
+        // The second restart of the loop: a new process, after the first stopped.
+        first.resign()
         await controller().tickAll()
         let spans = metrics.spans.withLockedValue { $0 }.map { ($0.from.timeIntervalSince(start), $0.to.timeIntervalSince(start)) }
         // Tick 1 starts the rollout; tick 2 reads [1, 2]; tick 3 reads [2, 4] but another

@@ -74,6 +74,7 @@ struct TrafficDriverTests {
         #expect(try fixture.database.serviceState("engine").stable?.number == 8)
 
         // A new controller process re-applies the committed split first.
+        first.resign()
         await controller().tickAll()
         #expect(driver.applied.withLockedValue { $0 }.suffix(2) == [history.last!, history.last!])
     }

@@ -1,0 +1,274 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleStore
+import Testing
+
+/// SplitMix64: the suite's choices replay from the printed seed.
+struct ChaosRandom {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
+    mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
+}
+
+/// Two `grayscale controller` processes on one SQLite file for a whole series of
+/// rollouts (each verifying its smoke check first), while the suite SIGKILLs the leader
+/// at random points (also during `verifying` and during a bot command), freezes it past
+/// its lease (SIGSTOP), kills bot commands half-way and retries them by id, and takes the
+/// metrics source down. After every fault the stored state must agree with itself.
+/// `GRAYSCALE_CHAOS_SEED=n` replays a run's choices; `GRAYSCALE_CHAOS_KILLS=n` runs longer.
+@Suite("Chaos: kills, freezes and faults with two controllers", .serialized)
+struct ChaosTests {
+    static let steps = [1, 5, 25, 50, 100]
+    static let widths = steps.map { $0 == 100 ? 8000 : $0 * 100 }  // the last step holds 20% back until the final verdict
+
+    struct Report: CustomStringConvertible {
+        var seed: UInt64
+        var kills = 0, freezes = 0, botCommands = 0, botKills = 0, metricsOutages = 0, releases = 0, verifyingKills = 0
+        var splitsLost = 0, evidenceTwice = 0, stuck = 0, twoDeciders = 0, notificationsLost = 0, commandsTwice = 0
+        var description: String {
+            "chaos seed \(seed): kills survived \(kills) (\(verifyingKills) during verifying, \(botKills) bot commands killed), freezes \(freezes), "
+                + "bot commands \(botCommands), metrics outages \(metricsOutages), releases \(releases); splits lost \(splitsLost), "
+                + "evidence counted twice \(evidenceTwice), rollouts stuck \(stuck), moments with two deciders \(twoDeciders), "
+                + "notifications lost \(notificationsLost), commands applied twice \(commandsTwice)"
+        }
+    }
+
+    final class Controller {
+        let cli: CLIRunner
+        let arguments: [String]
+        let log: URL
+        var process: Process
+
+        init(cli: CLIRunner, name: String, policies: URL, stats: String) throws {
+            self.cli = cli
+            arguments = ["controller", "--db", cli.database, "--policies", policies.path, "--stats", stats, "--tick", "100ms", "--lease", "1s"]
+            log = cli.directory.appendingPathComponent("\(name).log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            process = Process()
+            try start()
+        }
+
+        func start() throws {
+            process = Process()
+            process.executableURL = CLIRunner.binary
+            process.arguments = arguments
+            let handle = try FileHandle(forWritingTo: log)
+            handle.seekToEndOfFile()
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+        }
+
+        var pid: Int32 { process.processIdentifier }
+
+        func kill(_ signal: Int32 = SIGKILL) {
+            Glibc.kill(pid, signal)
+            if signal == SIGKILL { process.waitUntilExit() }
+        }
+    }
+
+    func writePolicy(in directory: URL) throws -> URL {
+        let folder = directory.appendingPathComponent("policies")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try """
+            name: default
+            steps: [\(Self.steps.map(String.init).joined(separator: ", "))]
+            stepMinimum: 1s
+            analysis: {interval: 1s, minRequests: 1}
+            smokeChecks: [{name: health, path: /healthz, expectStatus: 200, timeout: 2s}]
+            slack: {channel: "#chaos", operators: [chaos]}
+            window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
+            """.write(to: folder.appendingPathComponent("default.yaml"), atomically: true, encoding: .utf8)
+        return folder
+    }
+
+    /// Everything that must hold after any fault; adds what it finds to the report.
+    func check(_ database: GrayscaleDatabase, _ report: inout Report, round: Int) throws {
+        let split = try database.split("engine")
+        let history = try database.splitHistory("engine")
+        if history.map(\.revision) != Array(1...history.count) || history.last?.split != split {
+            report.splitsLost += 1
+            Issue.record("round \(round): the split history has gaps or does not end at the split")
+        }
+        // Within each canary's rollout its share only grows by one step at a time, until it ends.
+        var byRelease: [Int: [Int]] = [:]
+        for change in history {
+            guard let canary = change.split.canary else { continue }
+            byRelease[canary.release.number, default: []].append(change.split.range.widthHundredths)
+        }
+        for (release, widths) in byRelease {
+            let steps = widths.filter { $0 > 0 }
+            for width in steps where !Self.widths.contains(width) {
+                report.splitsLost += 1
+                Issue.record("round \(round): release \(release) at \(width), not a step")
+            }
+            for (before, after) in zip(steps, steps.dropFirst()) {
+                guard let b = Self.widths.firstIndex(of: before), let a = Self.widths.firstIndex(of: after) else { continue }
+                if a < b || a > b + 1 {
+                    report.splitsLost += 1
+                    Issue.record("round \(round): release \(release) went from \(before) to \(after)")
+                }
+            }
+        }
+        // Decisions carry the lease token they were made under: it never goes back.
+        let tokens = try allVerdictTokens(database)
+        for (before, after) in zip(tokens, tokens.dropFirst()) where after < before {
+            report.twoDeciders += 1
+            Issue.record("round \(round): a decision under token \(after) after one under \(before)")
+        }
+        // Every span of evidence counted once: the spans counted end exactly where the cursor is.
+        if let rollout = try database.rolloutState("engine"), let from = rollout.evidenceFrom, let until = rollout.observedUntil {
+            let counted = rollout.evidenceSeconds ?? 0
+            if abs(from.addingTimeInterval(counted).timeIntervalSince(until)) > 0.001 {
+                report.evidenceTwice += 1
+                Issue.record("round \(round): \(counted) s of evidence counted between \(from) and \(until)")
+            }
+        }
+        // Every decision the controller audited was also said in the channel (same transaction).
+        let said = Set(try database.undeliveredNotifications(limit: 1_000_000).map(\.text))
+        for entry in try database.auditLog(service: "engine", limit: 1_000_000) where entry.actor == Reconciler.actor {
+            if let detail = entry.detail, !said.contains("engine: \(detail)") {
+                report.notificationsLost += 1
+                Issue.record("round \(round): audited but never notified: \(detail)")
+            }
+        }
+    }
+
+    func allVerdictTokens(_ database: GrayscaleDatabase) throws -> [Int64] {
+        var verdicts: [VerdictRecord] = []
+        for release in 8...60 { verdicts += try database.verdicts("engine", release: release, limit: 100_000) }
+        return verdicts.sorted { $0.id! < $1.id! }.map { $0.leaseToken ?? 0 }
+    }
+
+    func leader(_ database: GrayscaleDatabase, among controllers: [Controller]) throws -> Controller? {
+        guard let lease = try database.controllers(seenSince: .distantPast).lease, lease.expiresAt > Date() else { return nil }
+        let parts = lease.holder.split(separator: ":")
+        guard parts.count >= 3, let pid = Int32(parts[parts.count - 2]) else { return nil }
+        return controllers.first { $0.pid == pid }
+    }
+
+    @Test("SIGKILL at ≥ 50 seeded points, freezes, killed bot commands and metrics outages: nothing lost, nothing twice, one decider")
+    func chaos() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let seed = environment["GRAYSCALE_CHAOS_SEED"].flatMap(UInt64.init) ?? 20_261_128
+        let killsWanted = environment["GRAYSCALE_CHAOS_KILLS"].flatMap(Int.init) ?? 50
+        var random = ChaosRandom(state: seed)
+        var report = Report(seed: seed)
+        print("chaos seed \(seed) (replay with GRAYSCALE_CHAOS_SEED=\(seed))")
+
+        let cli = try CLIRunner()
+        defer { cli.remove() }
+        let stats = try StatsFixtureServer()
+        defer { stats.stop() }
+        let policies = try writePolicy(in: cli.directory)
+        var number = 7
+        func publish() throws {
+            let output = try cli.run(["release", "publish", "--service", "engine", "--number", "\(number)", "--label", "v\(number)",
+                                      "--upstream", stats.url])
+            #expect(output.status == 0, "\(output.stderr)")
+            stats.releases.withLockedValue { $0 = [number - 1, number] }
+            number += 1
+        }
+        try publish()
+        try publish()
+        report.releases = 1
+        let database = try GrayscaleDatabase.open(path: cli.database)
+        let controllers = [try Controller(cli: cli, name: "a", policies: policies, stats: stats.url),
+                           try Controller(cli: cli, name: "b", policies: policies, stats: stats.url)]
+        defer { for controller in controllers { controller.kill(SIGCONT); controller.kill() } }
+        var commandNumber = 0
+        var round = 0
+        let deadline = Date().addingTimeInterval(240)
+        while report.kills < killsWanted, Date() < deadline {
+            round += 1
+            try await Task.sleep(for: .milliseconds(random.int(50...400)))
+            // A rollout that ended makes room for the next release, which verifies first.
+            if let rollout = try database.rolloutState("engine"), !rollout.phase.isActive {
+                try publish()
+                report.releases += 1
+                try await Task.sleep(for: .milliseconds(random.int(0...300)))
+            }
+            let roll = random.int(0...99)
+            let target = try leader(database, among: controllers) ?? controllers[random.int(0...1)]
+            if roll < 60 {
+                if try database.rolloutState("engine")?.phase == .verifying { report.verifyingKills += 1 }
+                target.kill()
+                report.kills += 1
+                try target.start()
+            } else if roll < 72 {
+                target.kill(SIGSTOP)
+                try await Task.sleep(for: .milliseconds(random.int(1_200...2_500)))
+                target.kill(SIGCONT)
+                report.freezes += 1
+            } else if roll < 92 {
+                // A bot command, with the leader killed during it; half of the time the bot itself is killed and retried.
+                commandNumber += 1
+                let id = "chaos-\(seed)-\(commandNumber)"
+                let text = random.chance(0.5) ? "pause -m engine" : "resume -m engine"
+                let bot = Process()
+                bot.executableURL = CLIRunner.binary
+                bot.arguments = ["bot", "--db", cli.database, "--policies", policies.path, "--as", "chaos", "--command-id", id, text]
+                bot.standardOutput = FileHandle.nullDevice
+                bot.standardError = FileHandle.nullDevice
+                try bot.run()
+                try await Task.sleep(for: .milliseconds(random.int(0...150)))
+                target.kill()
+                report.kills += 1
+                if random.chance(0.5) {
+                    Glibc.kill(bot.processIdentifier, SIGKILL)
+                    report.botKills += 1
+                }
+                bot.waitUntilExit()
+                try target.start()
+                let retry = try cli.run(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", id, text])
+                #expect(retry.status == 0)
+                report.botCommands += 1
+                if text.hasPrefix("pause") {
+                    // Do not leave it paused for long: resume with a command of its own.
+                    commandNumber += 1
+                    try cli.run(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", "chaos-\(seed)-\(commandNumber)", "resume -m engine"])
+                }
+            } else {
+                stats.failing.withLockedValue { $0 = true }
+                try await Task.sleep(for: .milliseconds(random.int(300...1_000)))
+                stats.failing.withLockedValue { $0 = false }
+                report.metricsOutages += 1
+            }
+            try check(database, &report, round: round)
+        }
+        // Exactly once: every command id was carried out once, and audited once.
+        let chaosAudits = try database.auditLog(service: "engine", limit: 1_000_000).filter { $0.actor == "chaos" && $0.outcome == "done" }.count
+        let carriedOut = (1...max(commandNumber, 1)).filter { (try? database.commandResult("chaos-\(seed)-\($0)")) != nil }.count
+        if chaosAudits != carriedOut {
+            report.commandsTwice += abs(chaosAudits - carriedOut)
+            Issue.record("\(carriedOut) commands carried out, \(chaosAudits) audited")
+        }
+        // Left alone, the last rollout finishes.
+        try cli.run(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", "chaos-\(seed)-final", "resume -m engine"])
+        let finish = Date().addingTimeInterval(60)
+        while try database.rolloutState("engine")?.phase.isActive ?? true, Date() < finish {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        if try database.rolloutState("engine")?.phase != .promoted {
+            report.stuck += 1
+            let rollout = try database.rolloutState("engine")
+            let recent = try database.auditLog(service: "engine", limit: 1_000_000).suffix(12)
+                .map { "\($0.at.timeIntervalSince1970) \($0.actor) \($0.action) \($0.outcome): \($0.detail ?? "")" }
+            Issue.record("""
+                the last rollout did not finish: \(rollout.map { "\($0.release) \($0.phase) step \($0.step) manual \($0.manual): \($0.holdReason ?? "")" } ?? "none")
+                \(recent.joined(separator: "\n"))
+                """)
+        }
+        try check(database, &report, round: round + 1)
+        print(report)
+        #expect(report.kills >= killsWanted)
+        #expect(report.verifyingKills > 0, "the seed never killed during verifying")
+    }
+}

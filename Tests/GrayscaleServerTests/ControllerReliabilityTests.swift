@@ -1,0 +1,107 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleServer
+import GrayscaleStore
+import Logging
+import NIOConcurrencyHelpers
+import Testing
+
+@Suite("Controller reliability")
+struct ControllerReliabilityTests {
+    static let alwaysOpen = #"window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}"#
+
+    @Test("a controller that died while the rollout was verifying: the next one runs the smoke checks and the rollout goes on")
+    func verifyingSurvivesRestart() async throws {
+        let upstream = try FakeSlack()
+        defer { upstream.stop() }
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        try """
+            service: engine
+            steps: [5, 50, 100]
+            stepMinimum: 1h
+            analysis: {interval: 1s, minRequests: 10}
+            smokeChecks: [{name: health, path: /healthz, expectStatus: 200}]
+            \(Self.alwaysOpen)
+            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        try fixture.database.publish(ReleaseDraft(service: "engine", number: 9, label: "v2.1.2", upstream: upstream.url), salt: "c",
+                                     by: Attribution(actor: "test"), at: Date())
+        var library = PolicyLibrary(folder: fixture.policies)
+        try library.reload()
+        let policy = library.policy(for: "engine")
+        // What a controller commits on its first tick before it dies: the rollout, verifying.
+        let snapshot = try fixture.database.controllerSnapshot("engine")
+        let first = Reconciler.reconcile(ReconcileInput(policy: policy, service: snapshot.service, rollout: snapshot.rollout, now: Date()))
+        #expect(first.awaitsSmokeChecks)
+        try fixture.database.commitTick(snapshot, first, fence: nil, notifyChannel: "#c", at: Date())
+
+        let controller = ControllerService(database: fixture.database, policiesFolder: fixture.policies, metrics: NoMetrics(),
+                                           logger: Logger(label: "test"))
+        await controller.tickAll()
+        let rollout = try #require(try fixture.database.rolloutState("engine"))
+        #expect(rollout.phase == .progressing, "\(rollout.phase) \(rollout.holdReason ?? "")")
+        #expect(rollout.step == 0)
+        #expect(try fixture.database.split("engine").range.widthHundredths == 500)
+        #expect(upstream.received.withLockedValue { $0.map(\.path) } == ["/healthz"])
+    }
+
+    @Test("a bot command retried with its id gets the first reply and changes nothing")
+    func commandOnce() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let bot = fixture.bot()
+        let first = await bot.handle("-g -m engine -p 30", executor: "U0OPERATOR", commandId: "398738663015.47445629121")
+        let revision = try fixture.database.split("engine").revision
+        let audits = try fixture.database.auditLog(service: "engine").count
+        // Meanwhile someone else moves the canary; the retry must not move it back.
+        _ = await bot.handle("-g -m engine -p 10", executor: "U0OPERATOR", commandId: "another")
+        let retried = await bot.handle("-g -m engine -p 30", executor: "U0OPERATOR", commandId: "398738663015.47445629121")
+        #expect(first.contains("Done"), "\(first)")
+        #expect(retried == first)
+        #expect(try fixture.database.split("engine").revision == revision + 1, "only the other command changed the split")
+        #expect(try fixture.database.split("engine").range.widthHundredths == 1000)
+        #expect(try fixture.database.auditLog(service: "engine").count == audits + 1)
+    }
+
+    @Test("two controllers on one database: one decides, the other stands by and takes over when the leader stops renewing")
+    func twoControllers() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        try """
+            service: engine
+            steps: [5, 50, 100]
+            stepMinimum: 1s
+            analysis: {interval: 1s, minRequests: 10}
+            \(Self.alwaysOpen)
+            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
+        func controller(_ name: String) -> ControllerService {
+            ControllerService(database: fixture.database, policiesFolder: fixture.policies, metrics: HealthyMetrics(),
+                              configuration: .init(leasePeriod: 10, holder: name), now: { clock.withLockedValue { $0 } },
+                              logger: Logger(label: name))
+        }
+        let a = controller("a"), b = controller("b")
+        for _ in 0..<3 {
+            await a.tickAll()
+            await b.tickAll()
+            clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
+        }
+        let verdicts = try fixture.database.verdicts("engine", release: 8)
+        #expect(!verdicts.isEmpty)
+        #expect(verdicts.allSatisfy { $0.leaseToken == 1 }, "only a decided")
+        #expect(try fixture.database.controllers(seenSince: .distantPast).present.map(\.role) == [.leader, .standby])
+        // a freezes: b takes over once a's lease has lapsed, with token 2; a's late commits are refused.
+        clock.withLockedValue { $0 = $0.addingTimeInterval(11) }
+        await b.tickAll()
+        let revision = try fixture.database.split("engine").revision
+        clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
+        await b.tickAll()
+        #expect(try fixture.database.controllers(seenSince: .distantPast).lease?.holder == "b")
+        let tokens = try fixture.database.verdicts("engine", release: 8).map { $0.leaseToken ?? 0 }
+        #expect(tokens == tokens.sorted(), "decisions never go back to an older token: \(tokens)")
+        #expect(tokens.last == 2)
+        await a.tickAll()  // a wakes up: it stands by
+        #expect(try fixture.database.verdicts("engine", release: 8).map { $0.leaseToken ?? 0 }.last == 2)
+        #expect(try fixture.database.split("engine").revision >= revision)
+    }
+}
