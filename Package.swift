@@ -120,7 +120,8 @@ let package = Package(
         ),
         .testTarget(
             name: "GrayscaleStoreTests",
-            dependencies: ["GrayscaleCore", "GrayscaleStore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["GrayscaleCore", "GrayscaleStore", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
         .testTarget(
             name: "GrayscaleIntegrationsTests",

@@ -144,6 +144,7 @@ public enum Reconciler {
                 return
             }
             var state = current(for: canary, split: split)
+            rebaseIfTheClockMovedBack(&state)
             if split.revision != state.knownSplitRevision {
                 // Someone else (CLI, bot) changed the split: a human pin.
                 state.manual = true
@@ -262,7 +263,15 @@ public enum Reconciler {
                     transition.notifications.append("\(service): metrics for canary \(state.release) failed 3 times in a row (\(problem)); the rollout holds")
                 }
             case .observed(let interval):
-                state.observedUntil = max(state.observedUntil ?? interval.to, interval.to)
+                if let until = state.observedUntil, interval.from < until {
+                    // The wall clock moved back and the runtime reads from where it now is: the
+                    // count of seconds continues from there (nothing was read twice: the source's
+                    // windows before the move are gone or later than this span).
+                    state.evidenceFrom = interval.from.addingTimeInterval(-(state.evidenceSeconds ?? 0))
+                    state.observedUntil = interval.to
+                } else {
+                    state.observedUntil = max(state.observedUntil ?? interval.to, interval.to)
+                }
                 state.evidenceFrom = state.evidenceFrom ?? interval.from
                 state.evidenceSeconds = (state.evidenceSeconds ?? 0) + interval.to.timeIntervalSince(interval.from)
                 state.metricsFailures = 0
@@ -280,6 +289,23 @@ public enum Reconciler {
             guard verdict.outcome == .fail else { return .continuing }
             end(&state, .rolledBack, .rollBack(reason: verdict.reason))
             return .rolledBack
+        }
+
+        /// The wall clock moved back (an NTP step, a wrong manual setting): times stored in
+        /// the future would hold the step for as long as the move, and a verdict from "later"
+        /// would count as fresh. The step's minimum time counts again from now, and the next
+        /// step waits for a verdict made after it; judging and rollback go on meanwhile. A
+        /// move forward needs nothing: one step per tick at most, each on a fresh verdict,
+        /// and the promotion window is read on the clock as it is.
+        mutating func rebaseIfTheClockMovedBack(_ state: inout RolloutState) {
+            let latest = [state.stepStartedAt, state.lastVerdictAt, state.recordedAt, state.evidence.lastRestartAt].compactMap { $0 }.max()
+            guard let latest, latest > now.addingTimeInterval(1) else { return }
+            if let started = state.stepStartedAt, started > now { state.stepStartedAt = now }
+            if let at = state.lastVerdictAt, at > now { state.lastVerdictAt = nil }
+            if let at = state.recordedAt, at > now { state.recordedAt = nil }
+            if let at = state.evidence.lastRestartAt, at > now { state.evidence.lastRestartAt = now }
+            if let at = state.evidence.customLastAt, at > now { state.evidence.customLastAt = nil }
+            transition.notifications.append("\(service): the clock moved back \(Int(latest.timeIntervalSince(now))) s; step \(state.step + 1) of \(policy.steps.count) counts its minimum time again from now")
         }
 
         /// Advances to the next step, or promotes, when the step has lasted and passed.

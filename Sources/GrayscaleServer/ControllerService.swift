@@ -272,7 +272,13 @@ public final class ControllerService: Service, Sendable {
            rollout.release.number == canary.number, rollout.phase.isActive, rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) {
             // As often as the source has something new, and at least once per analysis interval.
             let interval = configuration.analysisInterval ?? min(metrics.cadence ?? .infinity, Double(policy.analysis.interval))
-            let from = rollout.observedUntil ?? time.addingTimeInterval(-interval)
+            var from = rollout.observedUntil ?? time.addingTimeInterval(-interval)
+            if from > time.addingTimeInterval(1) {
+                // The wall clock moved back: waiting for it to catch up would leave the canary unjudged that long.
+                logger.warning("the clock moved back; evidence is read from now on", metadata: [
+                    "service": "\(service)", "observedUntil": "\(from)", "now": "\(time)"])
+                from = time.addingTimeInterval(-interval)
+            }
             if time.timeIntervalSince(from) >= interval {
                 do {
                     var observed = try await metrics.observe(service: service, canary: canary.ref, stable: stable.ref, from: from, to: time)

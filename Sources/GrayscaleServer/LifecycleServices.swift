@@ -19,15 +19,17 @@ public struct SplitWatchService: Service {
     }
 
     public func run() async throws {
-        try await cancelWhenGracefulShutdown {
-            do {
-                try await database.watchServiceStates { states in
-                    let table = RoutingTable(states: states, matching: matching)
-                    proxy.update(table)
-                    for (service, problem) in table.unroutable { logger.warning("service not routable", metadata: ["service": "\(service)", "why": "\(problem)"]) }
-                    logger.info("routing table updated", metadata: ["splits": "\(states.compactMap { $0.split.map { "\($0.service)#\($0.revision)" } }.joined(separator: " "))"])
-                }
-            } catch is CancellationError {}
+        await cancelWhenGracefulShutdown {
+            await database.watchServiceStates(onChange: { states in
+                let table = RoutingTable(states: states, matching: matching)
+                proxy.update(table)
+                for (service, problem) in table.unroutable { logger.warning("service not routable", metadata: ["service": "\(service)", "why": "\(problem)"]) }
+                logger.info("routing table updated", metadata: ["splits": "\(states.compactMap { $0.split.map { "\($0.service)#\($0.revision)" } }.joined(separator: " "))"])
+            }, onProblem: { problem, retryIn in
+                // The proxy keeps routing by the last table it had.
+                logger.error("cannot read the splits; the proxy keeps its last routing table", metadata: [
+                    "problem": "\(problem.message)", "retryIn": "\(retryIn)"])
+            })
         }
     }
 }

@@ -94,6 +94,49 @@ struct ReconcilerTests {
         #expect(driver.now.timeIntervalSince(Self.wednesday) >= Double(5 * RolloutPolicy.standard.stepMinimum))
     }
 
+    @Test("the wall clock moved an hour back or forward: no step repeated or skipped, judging goes on, the window respected")
+    func clockJumps() {
+        let widths: [Double] = [1, 5, 25, 50, 80]
+        func stepsMoved(_ before: Double, _ after: Double) -> Int { widths.firstIndex(of: after)! - widths.firstIndex(of: before)! }
+        // 15:00 in Shanghai: an hour back is still inside the window.
+        var driver = RolloutDriver(policy: policy(), start: Self.wednesday.addingTimeInterval(3600))
+        driver.tick()
+        while driver.percent < 5 { driver.tick(driver.healthy()) }
+        // An hour back: the step neither repeats nor waits an hour of ticks.
+        let back = driver.tick(driver.healthy(), advancing: -3600)
+        #expect(driver.percent == 5)
+        #expect(back.notifications.contains { $0.contains("the clock moved back 3") }, "\(back.notifications)")
+        var ticks = 0
+        var last = driver.percent
+        while driver.percent < 25, ticks < 40 {
+            driver.tick(driver.healthy())
+            #expect((0...1).contains(stepsMoved(last, driver.percent)))
+            last = driver.percent
+            ticks += 1
+        }
+        #expect(driver.percent == 25, "the rollout went on within minutes of the move, not an hour: \(driver.rollout?.holdReason ?? "") \(driver.rollout?.lastVerdict?.reason ?? "")")
+        #expect(ticks >= 10, "the step still lasted its minimum (10 minutes) after the move")
+        // An hour forward: at most one step on that tick.
+        let before = driver.percent
+        driver.tick(driver.healthy(), advancing: 3600)
+        #expect((0...1).contains(stepsMoved(before, driver.percent)))
+        // Five hours forward (after 20:00 in Shanghai): outside the window, the rollout holds.
+        driver.tick(driver.healthy(), advancing: 5 * 3600)
+        #expect(driver.rollout?.phase == .holding)
+        #expect(driver.rollout?.holdReason?.hasPrefix("outside the promotion window") == true)
+
+        // Judging goes on right after a move back: a failing canary is rolled back.
+        var failing = RolloutDriver(policy: policy(), start: Self.wednesday.addingTimeInterval(3600))
+        failing.tick()
+        failing.tick(failing.healthy())
+        failing.tick(failing.healthy(), advancing: -3600)
+        for minute in 0..<10 where failing.rollout?.phase.isActive == true {
+            failing.tick(failing.observed(canaryRequests: 10, stableRequests: 990, canaryFailing: ["u-\(minute)-a", "u-\(minute)-b"],
+                                          stableFailing: ["s-\(minute)"]))
+        }
+        #expect(failing.rollout?.phase == .rolledBack)
+    }
+
     @Test("a release failing for 7.5% of users is rolled back at the first step")
     func failingRollsBackAtFirstStep() {
         var driver = RolloutDriver(policy: policy(), start: Self.wednesday)

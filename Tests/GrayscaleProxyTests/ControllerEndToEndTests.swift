@@ -32,7 +32,7 @@ struct ControllerEndToEndTests {
             database: harness.database, policiesFolder: try policies(stepMinimum: stepMinimum), metrics: InProcessProxyMetrics(statistics: harness.proxy.statistics),
             configuration: .init(tick: .milliseconds(100)), logger: Logger(label: "test"))
         let proxy = harness.proxy!, database = harness.database
-        let watcher = Task { try await database.watchServiceStates(every: .milliseconds(50)) { proxy.update(RoutingTable(states: $0)) } }
+        let watcher = Task { await database.watchServiceStates(every: .milliseconds(50), onChange: { proxy.update(RoutingTable(states: $0)) }) }
         defer { watcher.cancel() }
         let stop = NIOLockedValueBox(false)
         let port = harness.port, group = harness.clientGroup

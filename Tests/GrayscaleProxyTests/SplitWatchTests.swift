@@ -19,9 +19,9 @@ struct SplitWatchTests {
 
         let seen = NIOLockedValueBox<[Int]>([])
         let watcher = Task {
-            try await watched.watchServiceStates(every: .milliseconds(50)) { states in
+            await watched.watchServiceStates(every: .milliseconds(50), onChange: { states in
                 seen.withLockedValue { $0.append(states.first?.split?.revision ?? 0) }
-            }
+            })
         }
         defer { watcher.cancel() }
         try await waitUntil { !seen.withLockedValue { $0 }.isEmpty }
