@@ -176,6 +176,7 @@ let package = Package(
                 "GrayscaleCore",
                 "GrayscaleStore",
                 "GrayscaleProxy",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

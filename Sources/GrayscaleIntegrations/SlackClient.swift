@@ -14,8 +14,23 @@ public struct SlackClient: Sendable {
         case delivered
         /// Slack asked to wait (`429 Retry-After`).
         case retryAfter(Double)
+        /// Worth trying again later (Slack or the network down, a server error).
         case failed(String)
+        /// Refused for good (`channel_not_found`, `invalid_auth`, a webhook that is gone):
+        /// sending it again cannot succeed until someone changes the configuration.
+        case rejected(String)
     }
+
+    /// chat.postMessage errors that no retry can fix.
+    /// https://api.slack.com/methods/chat.postMessage#errors
+    static let permanentErrors: Set<String> = [
+        "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed", "account_inactive", "token_revoked",
+        "token_expired", "no_permission", "missing_scope", "org_login_required", "ekm_access_denied", "msg_too_long", "no_text",
+        "invalid_blocks", "invalid_arguments", "invalid_arg_name", "restricted_action", "team_access_not_granted", "cannot_reply_to_message",
+        "too_many_attachments", "as_user_not_supported", "invalid_charset", "invalid_form_data", "invalid_post_type", "missing_post_type",
+        "channel_is_archived", "no_service", "no_service_id", "no_team", "team_disabled", "invalid_token", "action_prohibited",
+        "posting_to_general_channel_denied",
+    ]
 
     public let target: Target
     public let client: CurlHTTPClient
@@ -59,11 +74,17 @@ public struct SlackClient: Sendable {
             // chat.postMessage answers 200 with {"ok": false, "error": …} on failure.
             if case .botToken = target, let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any],
                object["ok"] as? Bool == false {
-                return .failed("Slack refused the message: \(object["error"] as? String ?? "unknown error")")
+                let error = object["error"] as? String ?? "unknown error"
+                return Self.permanentErrors.contains(error) ? .rejected("Slack refused the message for good: \(error)")
+                    : .failed("Slack refused the message: \(error)")
             }
             return .delivered
         case 429:
             return .retryAfter(response.header("retry-after").flatMap(Double.init) ?? 30)
+        case 400, 403, 404, 410:
+            // A webhook answers these with a word (invalid_payload, invalid_token, no_service, channel_is_archived).
+            let word = String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return .rejected("Slack answered HTTP \(response.status)\(word.isEmpty ? "" : ": \(word)")")
         default:
             return .failed("Slack answered HTTP \(response.status)")
         }

@@ -3,46 +3,204 @@ import Synchronization
 
 /// One JSON line per request, appended to a file by a background thread so the
 /// event loops never block on disk. Lines are buffered for at most `flushInterval`.
+///
+/// The log never stops the proxy: a write that fails (disk full, file size limit, I/O
+/// error) drops that batch, counts its lines and says why once; the next batch tries
+/// again, so logging resumes by itself when space returns. The buffer is bounded: lines
+/// beyond `maxPendingBytes` are dropped and counted, never queued without limit. The file
+/// is rotated by size (`path.1`, `path.2`, … up to `keep`), and `reopen()` (SIGUSR1 in
+/// `serve` and `proxy`, as nginx does for logrotate) opens the path again.
 public final class AccessLog: Sendable {
-    public let path: String
-    private let pending = Mutex<[UInt8]>([])
-    private let state = Mutex<(running: Bool, thread: Thread?)>((true, nil))
-    private let handle: FileHandle
-    private let flushInterval: Double
+    public struct Limits: Sendable {
+        /// Rotate when the file would grow past this; nil: never rotate.
+        public var maxFileBytes: Int?
+        /// Rotated files kept (`path.1` is the newest).
+        public var keep: Int
+        /// Lines waiting for the writer beyond this are dropped.
+        public var maxPendingBytes: Int
 
-    public init(path: String, flushInterval: Double = 0.05) throws {
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil) else {
-                throw AccessLogError(message: "\(path): cannot create the access log")
-            }
+        public init(maxFileBytes: Int? = 256 << 20, keep: Int = 5, maxPendingBytes: Int = 16 << 20) {
+            self.maxFileBytes = maxFileBytes
+            self.keep = keep
+            self.maxPendingBytes = maxPendingBytes
         }
-        guard let handle = FileHandle(forWritingAtPath: path) else {
-            throw AccessLogError(message: "\(path): cannot open the access log for writing")
-        }
-        handle.seekToEndOfFile()
+    }
+
+    /// What the log could not write, for `/metrics`, `/stats` and the operator.
+    public struct Health: Sendable, Equatable {
+        public var writtenLines = 0
+        public var droppedLines = 0
+        public var rotations = 0
+        /// The last write or open error, cleared by the next successful write.
+        public var problem: String?
+    }
+
+    public let path: String
+    public let limits: Limits
+    private let pending = Mutex<(bytes: [UInt8], lines: Int, dropped: Int)>(([], 0, 0))
+    private let state = Mutex<(running: Bool, reopen: Bool)>((true, false))
+    /// The writer's own state; only `flush` (one at a time) touches it.
+    private struct FileState {
+        var fd: Int32 = -1
+        var size = 0
+        var health = Health()
+        /// A failed write left part of a line: the next write starts on a new line.
+        var torn = false
+    }
+    private let file = Mutex(FileState())
+    private let flushInterval: Double
+    private let onProblem: @Sendable (String) -> Void
+
+    public init(path: String, flushInterval: Double = 0.05, limits: Limits = Limits(),
+                onProblem: @escaping @Sendable (String) -> Void = { _ in }) throws {
         self.path = path
-        self.handle = handle
+        self.limits = limits
         self.flushInterval = flushInterval
+        self.onProblem = onProblem
+        // A file size limit must fail the write (EFBIG), not kill the process.
+        signal(SIGXFSZ, SIG_IGN)
+        let (fd, size) = try Self.open(path)
+        file.withLock { $0.fd = fd; $0.size = size }
         let thread = Thread { [self] in self.run() }
         thread.name = "grayscale-access-log"
-        state.withLock { $0.thread = thread }
         thread.start()
+    }
+
+    private static func open(_ path: String) throws(AccessLogError) -> (Int32, Int) {
+        let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw AccessLogError(message: "\(path): cannot open the access log for writing (\(String(cString: strerror(errno))))") }
+        var info = stat()
+        return (fd, fstat(fd, &info) == 0 ? Int(info.st_size) : 0)
     }
 
     public func append(_ line: AccessLogLine) {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(320)
         line.encode(into: &bytes)
-        pending.withLock { $0.append(contentsOf: bytes) }
+        pending.withLock { pending in
+            guard pending.bytes.count + bytes.count <= limits.maxPendingBytes else {
+                pending.dropped += 1
+                return
+            }
+            pending.bytes.append(contentsOf: bytes)
+            pending.lines += 1
+        }
+    }
+
+    /// Opens the path again at the next flush: after logrotate moved the file away.
+    public func reopen() { state.withLock { $0.reopen = true } }
+
+    /// Reopens the file whenever the process receives `signal` (SIGUSR1, as nginx). Keep the source.
+    public func reopenOnSignal(_ signal: Int32 = SIGUSR1) -> any DispatchSourceSignal {
+        Glibc.signal(signal, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signal, queue: .global())
+        source.setEventHandler { [self] in self.reopen() }
+        source.resume()
+        return source
+    }
+
+    /// The log's health in Prometheus' text format, for `/metrics`.
+    public var prometheusText: String {
+        let health = health
+        return """
+            # HELP grayscale_access_log_dropped_lines_total Access-log lines not written (disk full, file size limit, buffer full).
+            # TYPE grayscale_access_log_dropped_lines_total counter
+            grayscale_access_log_dropped_lines_total \(health.droppedLines)
+            # HELP grayscale_access_log_rotations_total Times the access log was rotated by size.
+            # TYPE grayscale_access_log_rotations_total counter
+            grayscale_access_log_rotations_total \(health.rotations)
+            # HELP grayscale_access_log_failing 1 while the access log cannot be written.
+            # TYPE grayscale_access_log_failing gauge
+            grayscale_access_log_failing \(health.problem == nil ? 0 : 1)
+
+            """
+    }
+
+    public var health: Health {
+        let dropped = pending.withLock { $0.dropped }
+        var health = file.withLock { $0.health }
+        health.droppedLines += dropped
+        return health
     }
 
     /// Writes what is buffered now.
     public func flush() {
-        let bytes = pending.withLock { buffer -> [UInt8] in
-            defer { buffer.removeAll(keepingCapacity: true) }
-            return buffer
+        let (bytes, lines) = pending.withLock { pending -> ([UInt8], Int) in
+            defer { pending.bytes.removeAll(keepingCapacity: true); pending.lines = 0 }
+            return (pending.bytes, pending.lines)
         }
-        if !bytes.isEmpty { handle.write(Data(bytes)) }
+        let reopen = state.withLock { state -> Bool in
+            defer { state.reopen = false }
+            return state.reopen
+        }
+        file.withLock { file in
+            if reopen || file.fd < 0 { reopenFile(&file) }
+            guard !bytes.isEmpty else { return }
+            if let max = limits.maxFileBytes, file.fd >= 0, file.size > 0, file.size + bytes.count > max { rotate(&file) }
+            guard file.fd >= 0 else {
+                file.health.droppedLines += lines
+                return
+            }
+            if file.torn, write(file.fd, [UInt8(ascii: "\n")]).problem == nil {
+                file.torn = false
+                file.size += 1
+            }
+            let (written, problem) = file.torn ? (0, "the last line is still torn") : write(file.fd, bytes)
+            if let problem {
+                file.size += written
+                file.torn = file.torn || written > 0
+                file.health.droppedLines += lines
+                if file.health.problem == nil { onProblem("\(path): access log lines dropped: \(problem)") }
+                file.health.problem = problem
+            } else {
+                if file.health.problem != nil { onProblem("\(path): access log writes again") }
+                file.health.problem = nil
+                file.health.writtenLines += lines
+                file.size += bytes.count
+            }
+        }
+    }
+
+    private func reopenFile(_ file: inout FileState) {
+        if file.fd >= 0 { Glibc.close(file.fd) }
+        do {
+            (file.fd, file.size) = try Self.open(path)
+        } catch {
+            file.fd = -1
+            if file.health.problem == nil { onProblem(error.message) }
+            file.health.problem = error.message
+        }
+    }
+
+    /// path.(keep-1) → path.keep, …, path → path.1, then a new file at path.
+    private func rotate(_ file: inout FileState) {
+        guard limits.keep > 0 else {
+            _ = ftruncate(file.fd, 0)
+            file.size = 0
+            file.health.rotations += 1
+            return
+        }
+        unlink("\(path).\(limits.keep)")
+        for index in stride(from: limits.keep - 1, through: 1, by: -1) { rename("\(path).\(index)", "\(path).\(index + 1)") }
+        rename(path, "\(path).1")
+        file.health.rotations += 1
+        reopenFile(&file)
+    }
+
+    /// Writes all of `bytes`, or says how much went out before the error.
+    private func write(_ fd: Int32, _ bytes: [UInt8]) -> (written: Int, problem: String?) {
+        bytes.withUnsafeBytes { buffer -> (Int, String?) in
+            var offset = 0
+            while offset < buffer.count {
+                let written = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    return (offset, String(cString: strerror(errno)))
+                }
+                offset += written
+            }
+            return (offset, nil)
+        }
     }
 
     /// Flushes and stops the writer thread.
@@ -55,6 +213,10 @@ public final class AccessLog: Sendable {
         while state.withLock({ $0.running }) {
             Thread.sleep(forTimeInterval: flushInterval)
             flush()
+        }
+        file.withLock { file in
+            if file.fd >= 0 { Glibc.close(file.fd) }
+            file.fd = -1
         }
     }
 }

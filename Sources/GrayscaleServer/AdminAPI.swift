@@ -15,6 +15,8 @@ public struct AdminAPI: Sendable {
     public let registry: PrometheusCollectorRegistry
     public let bot: ReleaseBot
     public let slack: SlackEndpoint?
+    /// Its health goes out on /metrics.
+    public var accessLog: AccessLog?
     /// Required as `Authorization: Bearer …` for POST; POST is refused when nil.
     public let adminToken: String?
 
@@ -41,7 +43,8 @@ public struct AdminAPI: Sendable {
         case (.GET, "healthz"):
             return Response(status: .ok, body: "ok\n")
         case (.GET, "metrics"):
-            return Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: registry.emitToString())
+            return Response(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
+                            body: registry.emitToString() + (accessLog?.prometheusText ?? ""))
         case (.GET, "stats"):
             return statistics.response(to: request.head)
         case (.POST, "slack"):
@@ -89,6 +92,11 @@ public struct AdminAPI: Sendable {
                     snapshot = RoutingSnapshot(states: try database.allServiceStates())
                 }
                 return try Self.json(snapshot)
+            case (.GET, "notifications", 2) where parts[1] == "dead":
+                return try Self.json(try database.deadNotifications().map {
+                    DeadNotification(id: $0.id ?? 0, service: $0.service, channel: $0.channel, text: $0.text, lastError: $0.lastError ?? "",
+                                     createdAt: $0.createdAt, deadAt: $0.deadAt ?? $0.createdAt)
+                })
             case (.GET, "controllers", 1):
                 let seen = try database.controllers(seenSince: Date().addingTimeInterval(-60))
                 return try Self.json(ControllersReply(lease: seen.lease, controllers: seen.present))
@@ -122,6 +130,16 @@ public struct AdminAPI: Sendable {
         let state = try database.serviceState(service)
         return ServiceSummary(name: service, stable: state.stable?.ref, canary: state.canary?.ref, split: state.split.map(SplitSummary.init),
                               rollout: try database.rolloutState(service).map(RolloutSummary.init))
+    }
+
+    struct DeadNotification: Encodable {
+        var id: Int64
+        var service: String?
+        var channel: String
+        var text: String
+        var lastError: String
+        var createdAt: Date
+        var deadAt: Date
     }
 
     struct ControllersReply: Encodable {

@@ -47,8 +47,15 @@ enum DashboardPage {
     async function refresh() {
       try {
         const since = Math.floor(Date.now() / 1000) - 3600;
-        const [services, audit, stats] = await Promise.all([get("/api/v1/services"), get("/api/v1/audit?limit=25"), get("/stats?since=" + since)]);
+        const [services, audit, stats, controllers, dead] = await Promise.all([get("/api/v1/services"), get("/api/v1/audit?limit=25"),
+          get("/stats?since=" + since), get("/api/v1/controllers"), get("/api/v1/notifications/dead")]);
         const sections = [];
+        const lease = controllers.lease, standby = controllers.controllers.filter(c => c.role === "standby").map(c => c.holder);
+        sections.push(`<section id="controllers"><h2>Controller</h2><div>` + (lease ? (Date.parse(lease.expiresAt) > Date.now()
+            ? `${esc(lease.holder)} decides (lease token ${lease.token})` : `no controller holds the lease (last: ${esc(lease.holder)})`)
+          : "no controller has run on this database") + (standby.length ? `; standing by: ${standby.map(esc).join(", ")}` : "") + `</div></section>`);
+        if (dead.length) sections.push(`<section id="dead-letters"><h2>Notifications Slack refused</h2><table><tr><th>time</th><th>service</th><th>channel</th><th>why</th><th>message</th></tr>` +
+          dead.map(n => `<tr><td>${esc(new Date(n.deadAt).toLocaleTimeString())}</td><td>${esc(n.service)}</td><td>${esc(n.channel)}</td><td class="fail">${esc(n.lastError)}</td><td>${esc(n.text)}</td></tr>`).join("") + `</table></section>`);
         for (const service of services) {
           const split = service.split, rollout = service.rollout;
           const range = split && split.canary ? split.canary.range : null;

@@ -47,7 +47,11 @@ public struct GrayscaleServe: Sendable {
         let (proxyHost, proxyPort) = Self.address(configuration.proxyListen)
         // An hour of windows, but no more than 900 of them (each holds a latency histogram).
         let statistics = ProxyStatistics(windowSeconds: configuration.statsWindow, retainedWindows: min(900, max(1, 3600 / configuration.statsWindow)))
-        let accessLog = try AccessLog(path: configuration.accessLog)
+        let accessLog = try AccessLog(path: configuration.accessLog,
+                                      limits: .init(maxFileBytes: configuration.accessLogMaxMiB << 20, keep: configuration.accessLogKeep),
+                                      onProblem: { [logger] problem in logger.error("\(problem)") })
+        let reopenSignal = accessLog.reopenOnSignal()
+        defer { reopenSignal.cancel() }
         var proxyConfiguration = ProxyConfiguration(
             host: proxyHost, port: proxyPort, identity: identity, matching: matching, maxHeaderBytes: configuration.maxHeaderBytes,
             maxBodyBytes: configuration.maxBodyBytes, idleTimeout: .seconds(Int64(configuration.idleTimeout)),
@@ -84,8 +88,12 @@ public struct GrayscaleServe: Sendable {
         let slackEndpoint = secret("GRAYSCALE_SLACK_SIGNING_SECRET").map {
             SlackEndpoint(signature: SlackSignature(secret: Array($0.utf8)), bot: bot, slack: slackClient, logger: logger)
         }
-        let api = AdminAPI(database: database, statistics: statistics, registry: registry, bot: bot, slack: slackEndpoint,
-                           adminToken: secret("GRAYSCALE_ADMIN_TOKEN"))
+        let api = {
+            var api = AdminAPI(database: database, statistics: statistics, registry: registry, bot: bot, slack: slackEndpoint,
+                               adminToken: secret("GRAYSCALE_ADMIN_TOKEN"))
+            api.accessLog = accessLog
+            return api
+        }()
 
         let proxyAddress = try await proxy.start()
         let (adminHost, adminPort) = Self.address(configuration.adminListen)
@@ -98,11 +106,11 @@ public struct GrayscaleServe: Sendable {
         var services: [any Service] = [
             SplitWatchService(database: database, proxy: proxy, matching: matching, logger: logger),
             controller,
-            ShutdownService(logger: logger) {
-                try await proxy.drain()
-                try await admin.stop()
-                accessLog.close()
-            },
+            ShutdownService(logger: logger, steps: [
+                .init("drain the proxy") { try await proxy.drain() },
+                .init("stop the admin server") { try await admin.stop() },
+                .init("close the access log") { accessLog.close() },
+            ]),
         ]
         if let slackClient {
             services.append(NotifierService(database: database, slack: slackClient, logger: logger))

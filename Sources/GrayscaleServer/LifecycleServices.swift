@@ -34,19 +34,39 @@ public struct SplitWatchService: Service {
     }
 }
 
-/// Waits for SIGTERM/SIGINT, then stops accepting and flushes.
+/// Waits for SIGTERM/SIGINT (or the group's cancellation), then runs every step of the
+/// shutdown in order: one that fails or is cancelled does not skip the ones after it
+/// (the admin server still stops, the access log is still flushed and closed).
 public struct ShutdownService: Service {
-    let logger: Logger
-    let onShutdown: @Sendable () async throws -> Void
+    public struct Step: Sendable {
+        let name: String
+        let run: @Sendable () async throws -> Void
 
-    public init(logger: Logger, onShutdown: @escaping @Sendable () async throws -> Void) {
+        public init(_ name: String, _ run: @escaping @Sendable () async throws -> Void) {
+            self.name = name
+            self.run = run
+        }
+    }
+
+    let logger: Logger
+    let steps: [Step]
+
+    public init(logger: Logger, steps: [Step]) {
         self.logger = logger
-        self.onShutdown = onShutdown
+        self.steps = steps
     }
 
     public func run() async throws {
         try? await gracefulShutdown()
         logger.info("shutting down: no new connections; in-flight requests finish")
-        try await onShutdown()
+        // Detached from the group's cancellation: the steps must run to the end.
+        let steps = self.steps, logger = self.logger
+        await Task.detached {
+            for step in steps {
+                do { try await step.run() } catch {
+                    logger.error("shutdown step failed; going on with the next", metadata: ["step": "\(step.name)", "problem": "\(error)"])
+                }
+            }
+        }.value
     }
 }

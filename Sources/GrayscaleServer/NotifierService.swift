@@ -7,6 +7,8 @@ import ServiceLifecycle
 
 /// Delivers the outbox to Slack: each service's messages in order (a message waits
 /// for the one before it), retried with exponential backoff, `Retry-After` honoured.
+/// A message Slack refuses for good is set aside (dashboard, audit) and the next goes on;
+/// each service's backlog is read on its own, so one service cannot starve the others.
 /// The outbox is in SQLite, so nothing is lost while Slack is down or across restarts.
 public struct NotifierService: Service {
     public let database: GrayscaleDatabase
@@ -43,7 +45,7 @@ public struct NotifierService: Service {
     public func deliverDue() async throws -> Int {
         var delivered = 0
         var blocked = Set<String>()
-        for message in try database.undeliveredNotifications() {
+        for message in try database.outboxHeads() {
             guard let id = message.id else { continue }
             let key = message.service ?? ""
             guard !blocked.contains(key) else { continue }
@@ -58,6 +60,10 @@ public struct NotifierService: Service {
             case .retryAfter(let seconds):
                 try database.markFailed(id, error: "rate limited (Retry-After \(seconds)s)", retryAt: now().addingTimeInterval(seconds))
                 blocked.insert(key)
+            case .rejected(let problem):
+                // No retry can fix it: set it aside (dashboard, audit) and let the service's next messages go.
+                try database.markDead(id, error: problem, at: now())
+                logger.error("notification set aside: Slack refused it for good", metadata: ["id": "\(id)", "problem": "\(problem)"])
             case .failed(let problem):
                 let delay = min(maxBackoff, baseBackoff * pow(2, Double(message.attempts)))
                 try database.markFailed(id, error: problem, retryAt: now().addingTimeInterval(delay))

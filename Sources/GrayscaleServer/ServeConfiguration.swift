@@ -13,6 +13,9 @@ public struct ServeConfiguration: Sendable {
     /// jwt, jwt:CLAIM, header:NAME, cookie:NAME or query:NAME.
     public var identity = "jwt"
     public var accessLog = "grayscale-access.log"
+    /// Rotate the access log past this size, keeping this many old files.
+    public var accessLogMaxMiB = 256
+    public var accessLogKeep = 5
     public var maxBodyBytes = 10 * 1024 * 1024
     public var maxHeaderBytes = 32 * 1024
     public var maxConnections = 10_000
@@ -74,7 +77,7 @@ public struct ServeConfiguration: Sendable {
             return text
         }
         if let node = top["proxy"] {
-            let fields = try reader.fields(node, "proxy", known: ["listen", "identity", "accessLog", "maxBodyBytes", "maxHeaderBytes",
+            let fields = try reader.fields(node, "proxy", known: ["listen", "identity", "accessLog", "accessLogMaxMiB", "accessLogKeep", "maxBodyBytes", "maxHeaderBytes",
                                                                   "maxConnections", "idleTimeout", "upstreamTimeout", "statsWindow", "routingHeader"])
             if let value = fields["routingHeader"] { configuration.routingHeader = try reader.string(value, "proxy.routingHeader") }
             if let value = fields["listen"] { configuration.proxyListen = try address(value, "proxy.listen") }
@@ -85,6 +88,8 @@ public struct ServeConfiguration: Sendable {
                 configuration.identity = identity
             }
             if let value = fields["accessLog"] { configuration.accessLog = try reader.string(value, "proxy.accessLog") }
+            if let value = fields["accessLogMaxMiB"] { configuration.accessLogMaxMiB = try reader.int(value, "proxy.accessLogMaxMiB", in: 1...1 << 20) }
+            if let value = fields["accessLogKeep"] { configuration.accessLogKeep = try reader.int(value, "proxy.accessLogKeep", in: 0...1000) }
             if let value = fields["maxBodyBytes"] { configuration.maxBodyBytes = try reader.int(value, "proxy.maxBodyBytes", in: 1...Int(Int32.max)) }
             if let value = fields["maxHeaderBytes"] { configuration.maxHeaderBytes = try reader.int(value, "proxy.maxHeaderBytes", in: 1024...1 << 20) }
             if let value = fields["maxConnections"] { configuration.maxConnections = try reader.int(value, "proxy.maxConnections", in: 1...1_000_000) }

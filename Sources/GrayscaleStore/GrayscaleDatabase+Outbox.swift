@@ -60,10 +60,43 @@ extension GrayscaleDatabase {
         }
     }
 
-    /// Every undelivered message, oldest first: the notifier sends each service's in order.
+    /// Every undelivered message (set-aside ones excluded), oldest first.
     public func undeliveredNotifications(limit: Int = 1000) throws(GrayscaleError) -> [Notification] {
         try read("read the outbox") { db in
-            try Notification.filter(Column("deliveredAt") == nil).order(Column("id")).limit(limit).fetchAll(db)
+            try Notification.filter(Column("deliveredAt") == nil && Column("deadAt") == nil).order(Column("id")).limit(limit).fetchAll(db)
+        }
+    }
+
+    /// The oldest `perService` undelivered messages of every service, oldest first: a
+    /// service with a long backlog cannot keep the others' messages from being read.
+    public func outboxHeads(perService: Int = 20) throws(GrayscaleError) -> [Notification] {
+        try read("read the outbox") { db in
+            try Notification.fetchAll(db, sql: """
+                SELECT * FROM (
+                    SELECT *, ROW_NUMBER() OVER (PARTITION BY coalesce(service, '') ORDER BY id) AS position
+                    FROM notification WHERE deliveredAt IS NULL AND deadAt IS NULL)
+                WHERE position <= ? ORDER BY id
+                """, arguments: [perService])
+        }
+    }
+
+    /// Sets a message Slack refused for good aside: kept (with why) for the dashboard and
+    /// audited, no longer retried, and the service's later messages go on.
+    public func markDead(_ id: Int64, error: String, at now: Date) throws(GrayscaleError) {
+        try write("set a notification aside") { db in
+            guard let message = try Notification.fetchOne(db, key: id) else { return }
+            try db.execute(sql: "UPDATE notification SET attempts = attempts + 1, lastError = ?, deadAt = ? WHERE id = ?",
+                           arguments: [error, now, id])
+            try AuditEntry(at: now, service: message.service, actor: "grayscale-notifier", action: "notification-dead", command: nil,
+                           reason: error, outcome: "refused", detail: "not delivered to \(message.channel): \(error); message: \(message.text)",
+                           splitBefore: nil, splitAfter: nil).insert(db)
+        }
+    }
+
+    /// Messages set aside, newest first.
+    public func deadNotifications(limit: Int = 100) throws(GrayscaleError) -> [Notification] {
+        try read("read the outbox") { db in
+            try Notification.filter(Column("deadAt") != nil).order(Column("id").desc).limit(limit).fetchAll(db)
         }
     }
 

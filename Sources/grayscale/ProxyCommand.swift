@@ -30,7 +30,10 @@ struct ProxyCommand: AsyncParsableCommand {
     var hostRoutes: [String] = []
     @Option(name: .customLong("prefix-route"), help: "/PREFIX=SERVICE: paths under PREFIX go to SERVICE (repeatable).")
     var prefixRoutes: [String] = []
-    @Option(name: .customLong("access-log"), help: "JSON-lines access log file.") var accessLog = "grayscale-access.log"
+    @Option(name: .customLong("access-log"), help: "JSON-lines access log file (SIGUSR1 reopens it, as nginx does for logrotate).")
+    var accessLog = "grayscale-access.log"
+    @Option(name: .customLong("access-log-max-mib"), help: "Rotate the access log past this many MiB.") var accessLogMaxMiB = 256
+    @Option(name: .customLong("access-log-keep"), help: "Rotated access logs kept (access.log.1 is the newest).") var accessLogKeep = 5
     @Option(name: .customLong("max-body-bytes"), help: "Larger request bodies get 413.") var maxBodyBytes = 10 * 1024 * 1024
     @Option(name: .customLong("max-header-bytes"), help: "Larger header blocks get 431.") var maxHeaderBytes = 32 * 1024
     @Option(name: .customLong("max-connections"), help: "Client connections beyond this are closed.") var maxConnections = 10_000
@@ -90,7 +93,10 @@ struct ProxyCommand: AsyncParsableCommand {
         var proxyConfiguration = configuration
         proxyConfiguration.routingHeader = routingHeader
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        let log = try AccessLog(path: accessLog)
+        let log = try AccessLog(path: accessLog, limits: .init(maxFileBytes: accessLogMaxMiB << 20, keep: accessLogKeep),
+                                onProblem: { [logger] problem in logger.error("\(problem)") })
+        let reopenSignal = log.reopenOnSignal()
+        defer { reopenSignal.cancel() }
         let statistics = ProxyStatistics(windowSeconds: parseDuration(statsWindow)!, retainedWindows: max(1, 3600 / parseDuration(statsWindow)!))
         let proxy = ProxyServer(configuration: proxyConfiguration, table: RoutingTable(states: try db?.allServiceStates() ?? [], matching: matching),
                                 statistics: statistics, accessLog: log, group: group)
@@ -103,11 +109,12 @@ struct ProxyCommand: AsyncParsableCommand {
         let services: [any Service] = [
             db.map { SplitWatchService(database: $0, proxy: proxy, matching: matching, logger: logger) as any Service }
                 ?? RoutingFollower(controller: controller!, proxy: proxy, matching: matching, logger: logger),
-            ShutdownService(logger: logger) {
-                try await proxy.stop()
-                try await adminServer.stop()
-                log.close()
-            },
+            // A fleet proxy drains like serve's: requests in flight finish before it exits.
+            ShutdownService(logger: logger, steps: [
+                .init("drain the proxy") { try await proxy.drain() },
+                .init("stop the admin server") { try await adminServer.stop() },
+                .init("close the access log") { log.close() },
+            ]),
         ]
         let serviceGroup = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

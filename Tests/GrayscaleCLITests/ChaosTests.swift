@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import GrayscaleCore
 import GrayscaleStore
 import Testing
@@ -31,9 +32,11 @@ struct ChaosTests {
     struct Report: CustomStringConvertible {
         var seed: UInt64
         var kills = 0, freezes = 0, botCommands = 0, botKills = 0, metricsOutages = 0, releases = 0, verifyingKills = 0
+        var terminations = 0, databaseLocks = 0
         var splitsLost = 0, evidenceTwice = 0, stuck = 0, twoDeciders = 0, notificationsLost = 0, commandsTwice = 0
         var description: String {
             "chaos seed \(seed): kills survived \(kills) (\(verifyingKills) during verifying, \(botKills) bot commands killed), freezes \(freezes), "
+                + "SIGTERMs \(terminations), database locked past the busy timeout \(databaseLocks), "
                 + "bot commands \(botCommands), metrics outages \(metricsOutages), releases \(releases); splits lost \(splitsLost), "
                 + "evidence counted twice \(evidenceTwice), rollouts stuck \(stuck), moments with two deciders \(twoDeciders), "
                 + "notifications lost \(notificationsLost), commands applied twice \(commandsTwice)"
@@ -132,8 +135,10 @@ struct ChaosTests {
             }
         }
         // Every decision the controller audited was also said in the channel (same transaction).
+        // (The audit first: a tick committed between the two reads adds to both, but only the later read sees it.)
+        let audited = try database.auditLog(service: "engine", limit: 1_000_000)
         let said = Set(try database.undeliveredNotifications(limit: 1_000_000).map(\.text))
-        for entry in try database.auditLog(service: "engine", limit: 1_000_000) where entry.actor == Reconciler.actor {
+        for entry in audited where entry.actor == Reconciler.actor {
             if let detail = entry.detail, !said.contains("engine: \(detail)") {
                 report.notificationsLost += 1
                 Issue.record("round \(round): audited but never notified: \(detail)")
@@ -197,7 +202,26 @@ struct ChaosTests {
             }
             let roll = random.int(0...99)
             let target = try leader(database, among: controllers) ?? controllers[random.int(0...1)]
-            if roll < 60 {
+            if round == 12 {
+                // Another process holds the database's write lock past every busy timeout (5 s): ticks fail and are retried.
+                let locker = try DatabaseQueue(path: cli.database)
+                try await locker.writeWithoutTransaction { db in
+                    try db.execute(sql: "BEGIN IMMEDIATE")
+                    Thread.sleep(forTimeInterval: 6)
+                    try db.execute(sql: "ROLLBACK")
+                }
+                try locker.close()
+                report.databaseLocks += 1
+            } else if roll < 8 {
+                // SIGTERM in the middle of whatever the leader is doing: it finishes, hands the lease over and exits 0.
+                target.kill(SIGTERM)
+                target.process.waitUntilExit()
+                if target.process.terminationStatus != 0 {
+                    Issue.record("round \(round): the controller exited \(target.process.terminationStatus) on SIGTERM")
+                }
+                report.terminations += 1
+                try target.start()
+            } else if roll < 60 {
                 if try database.rolloutState("engine")?.phase == .verifying { report.verifyingKills += 1 }
                 target.kill()
                 report.kills += 1

@@ -18,17 +18,19 @@ final class FakeSlack: Sendable {
     let received = NIOLockedValueBox<[Received]>([])
     /// Statuses to answer with, in order; once used up, 200.
     let script = NIOLockedValueBox<[(status: Int, retryAfter: Int?)]>([])
+    /// Channels whose messages Slack refuses with 200 {"ok": false, "error": "channel_not_found"}.
+    let missingChannels = NIOLockedValueBox<Set<String>>([])
 
     var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)" }
 
     init() throws {
-        let received = self.received, script = self.script
+        let received = self.received, script = self.script, missing = self.missingChannels
         channel = try ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(FakeSlackHandler(received: received, script: script))
+                    try channel.pipeline.syncOperations.addHandler(FakeSlackHandler(received: received, script: script, missingChannels: missing))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).wait()
@@ -49,12 +51,15 @@ private final class FakeSlackHandler: ChannelInboundHandler {
 
     let received: NIOLockedValueBox<[FakeSlack.Received]>
     let script: NIOLockedValueBox<[(status: Int, retryAfter: Int?)]>
+    let missingChannels: NIOLockedValueBox<Set<String>>
     var head: HTTPRequestHead?
     var body = ByteBuffer()
 
-    init(received: NIOLockedValueBox<[FakeSlack.Received]>, script: NIOLockedValueBox<[(status: Int, retryAfter: Int?)]>) {
+    init(received: NIOLockedValueBox<[FakeSlack.Received]>, script: NIOLockedValueBox<[(status: Int, retryAfter: Int?)]>,
+         missingChannels: NIOLockedValueBox<Set<String>>) {
         self.received = received
         self.script = script
+        self.missingChannels = missingChannels
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -69,9 +74,10 @@ private final class FakeSlackHandler: ChannelInboundHandler {
             let next = script.withLockedValue { $0.isEmpty ? (status: 200, retryAfter: nil) : $0.removeFirst() }
             var json = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any])?
                 .compactMapValues { $0 as? String } ?? [:]
-            json["_status"] = String(next.status)
+            let missing = json["channel"].map { channel in missingChannels.withLockedValue { $0.contains(channel) } } ?? false
+            json["_status"] = missing ? "channel_not_found" : String(next.status)
             received.withLockedValue { $0.append(.init(path: head.uri, authorization: head.headers.first(name: "authorization"), json: json)) }
-            let answer = next.status == 200 ? #"{"ok":true}"# : #"{"ok":false,"error":"fake"}"#
+            let answer = missing ? #"{"ok":false,"error":"channel_not_found"}"# : next.status == 200 ? #"{"ok":true}"# : #"{"ok":false,"error":"fake"}"#
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "application/json")
             headers.add(name: "content-length", value: String(answer.utf8.count))

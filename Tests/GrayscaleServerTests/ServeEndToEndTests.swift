@@ -363,6 +363,13 @@ extension ServeEndToEndTests {
                 return (report?["rollout"] as? [String: Any])?["step"] as? Int ?? 0 >= 1
             }
             #expect(widened)
+            // logrotate moves the access log away and signals: the proxy writes a new file at the path.
+            try FileManager.default.moveItem(atPath: harness.accessLog, toPath: harness.accessLog + ".1")
+            kill(harness.serve!.processIdentifier, SIGUSR1)
+            let reopened = try await harness.waitFor(10) {
+                ((try? String(contentsOfFile: harness.accessLog, encoding: .utf8)) ?? "").contains("\"service\":\"engine\"")
+            }
+            #expect(reopened, "SIGUSR1 did not reopen the access log")
             let terminatedAt = Date()
             harness.serve?.terminate()  // SIGTERM
             harness.serve?.waitUntilExit()
@@ -375,20 +382,33 @@ extension ServeEndToEndTests {
             #expect(failedBefore == 0, "\(failedBefore) requests sent before SIGTERM failed")
             #expect(harness.serve?.terminationStatus == 0)
 
-            // The next start continues the same rollout at the same split.
+            // SIGTERM handed the lease over: the next start decides at once, not a lease period later.
             let database = try GrayscaleDatabase.open(path: harness.database)
+            let leaseAtStop = try #require(try database.controllers(seenSince: .distantPast).lease)
+            #expect(leaseAtStop.expiresAt <= Date(), "the stopped serve still holds the lease")
             let splitAtStop = try database.split("engine")
+            let historyAtStop = try database.splitHistory("engine").count
             let rolloutAtStop = try #require(try database.rolloutState("engine"))
+            // The next start continues the same rollout from its committed step: it takes the next step (or
+            // promotes), and nothing in between is lost or repeated.
+            let traffic = Task { try await DemoTraffic(host: "127.0.0.1", port: port, users: 2000, requestsPerSecond: 300).run(group: group) }
             try await harness.startServe()
-            try await Task.sleep(for: .seconds(2))
-            let splitAfter = try database.split("engine")
+            let progressed = try await harness.waitFor(40) {
+                let rollout = try database.rolloutState("engine")
+                return rollout.map { $0.step > rolloutAtStop.step || $0.phase == .promoted } ?? false
+            }
+            traffic.cancel()
+            _ = try? await traffic.value
+            #expect(progressed, "the restarted serve did not continue the rollout")
             let rolloutAfter = try #require(try database.rolloutState("engine"))
             #expect(rolloutAfter.release == rolloutAtStop.release)
-            #expect(rolloutAfter.step >= rolloutAtStop.step)
-            if rolloutAfter.phase.isActive {
-                #expect(splitAfter.canary?.release == splitAtStop.canary?.release)
-                #expect((splitAfter.canary?.range.widthHundredths ?? 0) >= (splitAtStop.canary?.range.widthHundredths ?? 0), "the restart reset the split")
-            }
+            #expect(rolloutAfter.startedAt == rolloutAtStop.startedAt, "the same rollout, not a new one")
+            let history = try database.splitHistory("engine")
+            #expect(history[historyAtStop - 1].split == splitAtStop, "the split at the stop is in the history where it was")
+            let next = history.dropFirst(historyAtStop).first?.split
+            #expect(next.map { $0.canary == nil || $0.range.widthHundredths > splitAtStop.range.widthHundredths } ?? false,
+                    "the first change after the restart widens the canary or ends it")
+            #expect(try database.controllers(seenSince: .distantPast).lease?.token == leaseAtStop.token + 1)
         } catch {
             await harness.stop()
             throw error

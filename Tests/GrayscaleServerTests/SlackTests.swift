@@ -143,9 +143,47 @@ struct SlackEndpointTests {
         #expect(audit.contains { $0.actor == "U0OPERATOR" && $0.command == text && $0.splitAfter?.range.description == "[20 - 55]" })
         #expect(audit.contains { $0.actor == "U0VISITOR" && $0.outcome == "refused" })
         #expect(audit.filter { $0.actor == "U0OPERATOR" && $0.action == "manual" }.count == 1, "the retried event ran twice")
+        // Nothing arrives later either (a detached task running the retry would).
+        for _ in 0..<10 {
+            try await notifier.deliverDue()
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(fake.delivered.filter { $0.json["channel"] == "C0RELEASE" }.count == 2)
+        #expect(try fixture.database.auditLog(service: "engine").filter { $0.actor == "U0OPERATOR" && $0.action == "manual" }.count == 1)
 
         try await server.stop()
         try await group.shutdownGracefully()
+    }
+
+    @Test("a message Slack refuses for good is set aside (audit, dead letters) and later messages flow; a blocked service starves no other")
+    func deadLetters() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let fake = try FakeSlack()
+        defer { fake.stop() }
+        fake.missingChannels.withLockedValue { $0 = ["#gone"] }
+        let slack = SlackClient(target: .botToken("xoxb-test", apiBase: fake.url))
+        let notifier = NotifierService(database: fixture.database, slack: slack, baseBackoff: 0.05, logger: Logger(label: "test"))
+        try fixture.database.enqueue(channel: "#gone", text: "engine to a deleted channel", service: "engine", at: Date())
+        try fixture.database.enqueue(channel: "#releases", text: "engine after it", service: "engine", at: Date())
+        // Another service whose head is waiting an hour for its retry, with a long backlog behind it.
+        let blocked = try fixture.database.enqueue(channel: "#releases", text: "events blocked", service: "events", at: Date())
+        try fixture.database.markFailed(blocked.id!, error: "Slack answered HTTP 500", retryAt: Date().addingTimeInterval(3600))
+        for index in 0..<1_100 { try fixture.database.enqueue(channel: "#releases", text: "events \(index)", service: "events", at: Date()) }
+        try fixture.database.enqueue(channel: "#releases", text: "registry message", service: "registry", at: Date())
+
+        for _ in 0..<20 {
+            try await notifier.deliverDue()
+            if fake.delivered.count == 2 { break }
+        }
+        #expect(Set(fake.delivered.compactMap { $0.json["text"] }) == ["engine after it", "registry message"])
+        #expect(fake.received.withLockedValue { $0 }.filter { $0.json["channel"] == "#gone" }.count == 1, "a permanent refusal is not retried")
+        let dead = try fixture.database.deadNotifications()
+        #expect(dead.map(\.text) == ["engine to a deleted channel"])
+        #expect(dead.first?.lastError?.contains("channel_not_found") == true)
+        let audit = try fixture.database.auditLog(service: "engine").filter { $0.action == "notification-dead" }
+        #expect(audit.count == 1)
+        #expect(audit.first?.detail?.contains("#gone") == true)
     }
 
     @Test("with Slack failing (500, then 429) every notification is delivered once, in order per service, across a restart")
