@@ -34,6 +34,21 @@ let package = Package(
             name: "GrayscaleCore",
             dependencies: [.product(name: "Yams", package: "Yams")]
         ),
+        // The edges: files and the environment are read here, never in Core.
+        .target(
+            name: "GrayscaleEdges",
+            dependencies: ["GrayscaleCore"]
+        ),
+        // Stand-in releases and demo traffic, for `grayscale demo` and the end-to-end tests.
+        .target(
+            name: "GrayscaleDemo",
+            dependencies: [
+                "GrayscaleCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "GrayscaleStore",
             dependencies: [
@@ -45,6 +60,7 @@ let package = Package(
             name: "GrayscaleIntegrations",
             dependencies: [
                 "GrayscaleCore",
+                "GrayscaleEdges",
                 "CCurl",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -65,12 +81,13 @@ let package = Package(
         ),
         .target(
             name: "GrayscaleSimulation",
-            dependencies: ["GrayscaleCore", .product(name: "Yams", package: "Yams")]
+            dependencies: ["GrayscaleCore", "GrayscaleEdges", .product(name: "Yams", package: "Yams")]
         ),
         .target(
             name: "GrayscaleServer",
             dependencies: [
                 "GrayscaleCore",
+                "GrayscaleEdges",
                 "GrayscaleStore",
                 "GrayscaleProxy",
                 "GrayscaleIntegrations",
@@ -89,6 +106,8 @@ let package = Package(
             name: "grayscale",
             dependencies: [
                 "GrayscaleCore",
+                "GrayscaleEdges",
+                "GrayscaleDemo",
                 "GrayscaleStore",
                 "GrayscaleIntegrations",
                 "GrayscaleProxy",
@@ -115,7 +134,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GrayscaleCoreTests",
-            dependencies: ["GrayscaleCore"],
+            dependencies: ["GrayscaleCore", "GrayscaleEdges"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
@@ -157,6 +176,7 @@ let package = Package(
         .testTarget(
             name: "GrayscaleServerTests",
             dependencies: [
+                "GrayscaleDemo",
                 "grayscale",
                 "GrayscaleServer",
                 "GrayscaleIntegrations",

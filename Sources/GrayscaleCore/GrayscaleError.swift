@@ -9,6 +9,8 @@ public struct GrayscaleError: Error, Hashable, Sendable, CustomStringConvertible
         case busy
         /// A controller's write carried a lease token that is no longer current: another controller leads.
         case fenced
+        /// What was asked for does not exist (an unknown service).
+        case notFound
     }
 
     public let message: String

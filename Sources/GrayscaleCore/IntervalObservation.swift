@@ -51,3 +51,17 @@ public struct CustomMetricSample: Codable, Hashable, Sendable {
         self.stable = stable
     }
 }
+
+extension IntervalObservation {
+    /// Only who failed: what a span read a second time may still say. A unit's failure
+    /// counted again under the same split is no evidence (its odds are 0 or 1), but
+    /// requests, latency and custom samples would count twice.
+    public var failuresOnly: IntervalObservation {
+        func strip(_ version: VersionObservation) -> VersionObservation {
+            var evidence = VersionEvidence()
+            evidence.failures = version.evidence?.failures ?? []
+            return VersionObservation(requests: 0, errors: 0, evidence: evidence)
+        }
+        return IntervalObservation(from: from, to: to, canary: strip(canary), stable: strip(stable))
+    }
+}

@@ -262,18 +262,17 @@ public enum Reconciler {
                 if state.metricsFailures == 3 {
                     transition.notifications.append("\(service): metrics for canary \(state.release) failed 3 times in a row (\(problem)); the rollout holds")
                 }
-            case .observed(let interval):
-                if let until = state.observedUntil, interval.from < until {
-                    // The wall clock moved back and the runtime reads from where it now is: the
-                    // count of seconds continues from there (nothing was read twice: the source's
-                    // windows before the move are gone or later than this span).
-                    state.evidenceFrom = interval.from.addingTimeInterval(-(state.evidenceSeconds ?? 0))
-                    state.observedUntil = interval.to
-                } else {
-                    state.observedUntil = max(state.observedUntil ?? interval.to, interval.to)
+            case .observed(var interval):
+                // The cursor follows the clock; the high-water mark keeps what was counted.
+                let counted = state.evidenceUntil ?? interval.from
+                if interval.from < counted {
+                    // Read again below the mark (the wall clock moved back): only who failed may count.
+                    interval = interval.failuresOnly
                 }
+                state.observedUntil = interval.to
                 state.evidenceFrom = state.evidenceFrom ?? interval.from
-                state.evidenceSeconds = (state.evidenceSeconds ?? 0) + interval.to.timeIntervalSince(interval.from)
+                state.evidenceSeconds = (state.evidenceSeconds ?? 0) + max(0, interval.to.timeIntervalSince(max(interval.from, counted)))
+                state.evidenceUntil = max(counted, interval.to)
                 state.metricsFailures = 0
                 state.stepRequests = min(VersionEvidence.countLimit, state.stepRequests + min(max(interval.canary.requests, 0), VersionEvidence.countLimit))
                 verdict = CanaryJudge.judge(interval, analysis: policy.analysis, evidence: &state.evidence,
@@ -300,12 +299,16 @@ public enum Reconciler {
         mutating func rebaseIfTheClockMovedBack(_ state: inout RolloutState) {
             let latest = [state.stepStartedAt, state.lastVerdictAt, state.recordedAt, state.evidence.lastRestartAt].compactMap { $0 }.max()
             guard let latest, latest > now.addingTimeInterval(1) else { return }
-            if let started = state.stepStartedAt, started > now { state.stepStartedAt = now }
+            var said = "the next step waits for a verdict made after the move"
+            if let started = state.stepStartedAt, started > now {
+                state.stepStartedAt = now
+                said = "step \(state.step + 1) of \(policy.steps.count) counts its minimum time again from now, " + said
+            }
             if let at = state.lastVerdictAt, at > now { state.lastVerdictAt = nil }
             if let at = state.recordedAt, at > now { state.recordedAt = nil }
             if let at = state.evidence.lastRestartAt, at > now { state.evidence.lastRestartAt = now }
             if let at = state.evidence.customLastAt, at > now { state.evidence.customLastAt = nil }
-            transition.notifications.append("\(service): the clock moved back \(Int(latest.timeIntervalSince(now))) s; step \(state.step + 1) of \(policy.steps.count) counts its minimum time again from now")
+            transition.notifications.append("\(service): the clock moved back \(Int(latest.timeIntervalSince(now))) s; \(said)")
         }
 
         /// Advances to the next step, or promotes, when the step has lasted and passed.

@@ -2,17 +2,10 @@ import Foundation
 import Yams
 
 extension RolloutPolicy {
-    /// Reads a policy file. Fields left out keep the built-in defaults (`standard`);
-    /// unknown fields and bad values are errors naming the file, line and field.
-    public static func load(path: String) throws(GrayscaleError) -> RolloutPolicy {
-        let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw GrayscaleError("\(path): cannot read the policy file (\(error.localizedDescription))")
-        }
-        let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
-        return try parse(text, file: path, defaultName: name)
+    /// The policy's name when the file names none: the file's name without its extension.
+    public static func defaultName(forPath path: String) -> String {
+        let file = path.split(separator: "/").last.map(String.init) ?? path
+        return file.split(separator: ".").first.map(String.init) ?? file
     }
 
     public static func parse(_ text: String, file: String, defaultName: String = "policy") throws(GrayscaleError) -> RolloutPolicy {

@@ -33,10 +33,13 @@ public struct RolloutState: Codable, Hashable, Sendable {
     /// not committed (a lost compare-and-swap, a crash) reads the same span again and a
     /// committed one never does.
     public var observedUntil: Date?
-    /// Where the first span of evidence began, and how many seconds of spans were counted
-    /// since: `evidenceFrom + evidenceSeconds == observedUntil` unless a span was counted
-    /// twice or skipped (the chaos suite checks it after every kill).
+    /// Where the first span of evidence began, how far evidence has been counted (a
+    /// high-water mark that never goes back, even when the clock does), and how many
+    /// seconds of spans were counted: `evidenceFrom + evidenceSeconds == evidenceUntil`
+    /// unless a span was skipped (the chaos suite checks it after every fault). A span
+    /// read again below the mark counts only who failed (see `failuresOnly`).
     public var evidenceFrom: Date?
+    public var evidenceUntil: Date?
     public var evidenceSeconds: Double?
     /// Canary requests since the current step began.
     public var stepRequests: Int

@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 
 /// Posts messages to Slack through libcurl: `chat.postMessage` with a bot token, or an
 /// incoming webhook. The token and webhook URL come from the environment or a file and
@@ -16,20 +17,27 @@ public struct SlackClient: Sendable {
         case retryAfter(Double)
         /// Worth trying again later (Slack or the network down, a server error).
         case failed(String)
-        /// Refused for good (`channel_not_found`, `invalid_auth`, a webhook that is gone):
-        /// sending it again cannot succeed until someone changes the configuration.
+        /// This message is refused for good (`channel_not_found`, `msg_too_long`, …): sending
+        /// it again cannot succeed until someone changes the configuration.
         case rejected(String)
+        /// Every message is refused until someone fixes the token or the webhook
+        /// (`invalid_auth`, `token_revoked`, a webhook gone): wait long, keep the messages.
+        case unauthorized(String)
     }
 
-    /// chat.postMessage errors that no retry can fix.
+    /// chat.postMessage errors that concern this message and that no retry can fix.
     /// https://api.slack.com/methods/chat.postMessage#errors
-    static let permanentErrors: Set<String> = [
-        "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed", "account_inactive", "token_revoked",
-        "token_expired", "no_permission", "missing_scope", "org_login_required", "ekm_access_denied", "msg_too_long", "no_text",
-        "invalid_blocks", "invalid_arguments", "invalid_arg_name", "restricted_action", "team_access_not_granted", "cannot_reply_to_message",
-        "too_many_attachments", "as_user_not_supported", "invalid_charset", "invalid_form_data", "invalid_post_type", "missing_post_type",
-        "channel_is_archived", "no_service", "no_service_id", "no_team", "team_disabled", "invalid_token", "action_prohibited",
-        "posting_to_general_channel_denied",
+    static let messageErrors: Set<String> = [
+        "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text", "invalid_blocks", "invalid_arguments",
+        "invalid_arg_name", "restricted_action", "cannot_reply_to_message", "too_many_attachments", "as_user_not_supported",
+        "invalid_charset", "invalid_form_data", "invalid_post_type", "missing_post_type", "posting_to_general_channel_denied",
+        "action_prohibited",
+    ]
+
+    /// Errors of the token or the app itself: every message would get them.
+    static let credentialErrors: Set<String> = [
+        "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired", "no_permission", "missing_scope",
+        "org_login_required", "ekm_access_denied", "team_access_not_granted", "team_disabled", "invalid_token", "no_team",
     ]
 
     public let target: Target
@@ -75,16 +83,21 @@ public struct SlackClient: Sendable {
             if case .botToken = target, let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any],
                object["ok"] as? Bool == false {
                 let error = object["error"] as? String ?? "unknown error"
-                return Self.permanentErrors.contains(error) ? .rejected("Slack refused the message for good: \(error)")
-                    : .failed("Slack refused the message: \(error)")
+                if Self.messageErrors.contains(error) { return .rejected("Slack refused the message for good: \(error)") }
+                if Self.credentialErrors.contains(error) { return .unauthorized("Slack refuses the bot token: \(error)") }
+                return .failed("Slack refused the message: \(error)")
             }
             return .delivered
         case 429:
             return .retryAfter(response.header("retry-after").flatMap(Double.init) ?? 30)
-        case 400, 403, 404, 410:
-            // A webhook answers these with a word (invalid_payload, invalid_token, no_service, channel_is_archived).
+        case 400:
+            // A webhook's word for this message (invalid_payload, no_text, …).
             let word = String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            return .rejected("Slack answered HTTP \(response.status)\(word.isEmpty ? "" : ": \(word)")")
+            return .rejected("Slack answered HTTP 400\(word.isEmpty ? "" : ": \(word)")")
+        case 401, 403, 404, 410:
+            // The token or the webhook itself (invalid_token, no_service, channel_is_archived): every message would get it.
+            let word = String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return .unauthorized("Slack answered HTTP \(response.status)\(word.isEmpty ? "" : ": \(word)")")
         default:
             return .failed("Slack answered HTTP \(response.status)")
         }

@@ -37,7 +37,8 @@ public final class AccessLog: Sendable {
 
     public let path: String
     public let limits: Limits
-    private let pending = Mutex<(bytes: [UInt8], lines: Int, dropped: Int)>(([], 0, 0))
+    /// Lines waiting for the writer; after `close`, what arrives is counted as dropped.
+    private let pending = Mutex<(bytes: [UInt8], lines: Int, dropped: Int, closed: Bool)>(([], 0, 0, false))
     private let state = Mutex<(running: Bool, reopen: Bool)>((true, false))
     /// The writer's own state; only `flush` (one at a time) touches it.
     private struct FileState {
@@ -46,6 +47,8 @@ public final class AccessLog: Sendable {
         var health = Health()
         /// A failed write left part of a line: the next write starts on a new line.
         var torn = false
+        /// `close` ran: nothing opens the file again.
+        var closed = false
     }
     private let file = Mutex(FileState())
     private let flushInterval: Double
@@ -78,7 +81,7 @@ public final class AccessLog: Sendable {
         bytes.reserveCapacity(320)
         line.encode(into: &bytes)
         pending.withLock { pending in
-            guard pending.bytes.count + bytes.count <= limits.maxPendingBytes else {
+            guard !pending.closed, pending.bytes.count + bytes.count <= limits.maxPendingBytes else {
                 pending.dropped += 1
                 return
             }
@@ -123,17 +126,18 @@ public final class AccessLog: Sendable {
         return health
     }
 
-    /// Writes what is buffered now.
+    /// Writes what is buffered now. One flush at a time, so batches keep their order.
     public func flush() {
-        let (bytes, lines) = pending.withLock { pending -> ([UInt8], Int) in
-            defer { pending.bytes.removeAll(keepingCapacity: true); pending.lines = 0 }
-            return (pending.bytes, pending.lines)
-        }
         let reopen = state.withLock { state -> Bool in
             defer { state.reopen = false }
             return state.reopen
         }
         file.withLock { file in
+            guard !file.closed else { return }
+            let (bytes, lines) = pending.withLock { pending -> ([UInt8], Int) in
+                defer { pending.bytes.removeAll(keepingCapacity: true); pending.lines = 0 }
+                return (pending.bytes, pending.lines)
+            }
             if reopen || file.fd < 0 { reopenFile(&file) }
             guard !bytes.isEmpty else { return }
             if let max = limits.maxFileBytes, file.fd >= 0, file.size > 0, file.size + bytes.count > max { rotate(&file) }
@@ -163,6 +167,7 @@ public final class AccessLog: Sendable {
 
     private func reopenFile(_ file: inout FileState) {
         if file.fd >= 0 { Glibc.close(file.fd) }
+        file.torn = false  // a new file starts clean
         do {
             (file.fd, file.size) = try Self.open(path)
         } catch {
@@ -175,9 +180,11 @@ public final class AccessLog: Sendable {
     /// path.(keep-1) → path.keep, …, path → path.1, then a new file at path.
     private func rotate(_ file: inout FileState) {
         guard limits.keep > 0 else {
-            _ = ftruncate(file.fd, 0)
-            file.size = 0
-            file.health.rotations += 1
+            if ftruncate(file.fd, 0) == 0 {
+                file.size = 0
+                file.torn = false
+                file.health.rotations += 1
+            }
             return
         }
         unlink("\(path).\(limits.keep)")
@@ -203,20 +210,23 @@ public final class AccessLog: Sendable {
         }
     }
 
-    /// Flushes and stops the writer thread.
+    /// Flushes, closes the file and stops the writer thread; lines appended afterwards are
+    /// counted as dropped. Closing twice is harmless.
     public func close() {
         state.withLock { $0.running = false }
+        pending.withLock { $0.closed = true }
         flush()
+        file.withLock { file in
+            if file.fd >= 0 { Glibc.close(file.fd) }
+            file.fd = -1
+            file.closed = true
+        }
     }
 
     private func run() {
         while state.withLock({ $0.running }) {
             Thread.sleep(forTimeInterval: flushInterval)
             flush()
-        }
-        file.withLock { file in
-            if file.fd >= 0 { Glibc.close(file.fd) }
-            file.fd = -1
         }
     }
 }

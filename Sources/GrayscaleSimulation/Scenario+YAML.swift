@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 import Yams
 
 extension Scenario {

@@ -86,16 +86,29 @@ extension GrayscaleDatabase {
     @discardableResult
     public func enqueue(_ command: HumanCommand, for service: String, at now: Date) throws(GrayscaleError) -> Bool {
         try write("queue a command for \(service)") { db in
-            guard try Self.serviceExists(service, db) else { throw GrayscaleError("unknown service '\(service)'") }
-            if let id = command.id, try CommandRow.filter(Column("commandId") == id).fetchCount(db) > 0 { return false }
+            guard try Self.serviceExists(service, db) else { throw GrayscaleError("unknown service '\(service)'", kind: .notFound) }
+            if let id = command.id {
+                if try CommandRow.filter(Column("commandId") == id).fetchCount(db) > 0 { return false }
+                if let done = try CommandResultRow.fetchOne(db, key: id) {
+                    guard done.service == service else {
+                        throw GrayscaleError("command id \(id) was already used for \(done.service); give this command an id of its own")
+                    }
+                    return false
+                }
+            }
             try CommandRow(id: nil, service: service, command: command, createdAt: now, consumedAt: nil, commandId: command.id).insert(db)
             return true
         }
     }
 
-    /// The first answer to the command with this id, if it was carried out.
-    public func commandResult(_ id: String) throws(GrayscaleError) -> CommandResult? {
-        try read("read the result of command \(id)") { db in try CommandResultRow.fetchOne(db, key: id)?.result }
+    /// The first answer to the command with this id, if it was carried out; an error when
+    /// the id was used for another service (one id, one command).
+    public func commandResult(_ id: String, service: String? = nil) throws(GrayscaleError) -> CommandResult? {
+        let row = try read("read the result of command \(id)") { db in try CommandResultRow.fetchOne(db, key: id) }
+        if let row, let service, row.service != service {
+            throw GrayscaleError("command id \(id) was already used for \(row.service); give this command an id of its own")
+        }
+        return row?.result
     }
 
     public func verdicts(_ service: String, release: Int, limit: Int = 100) throws(GrayscaleError) -> [VerdictRecord] {
@@ -162,13 +175,16 @@ extension GrayscaleDatabase {
                 try db.execute(sql: "UPDATE rollout SET state = ?, step = ?, updatedAt = ? WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL",
                                arguments: [rollout.phase.rawValue, rollout.step, now, service, rollout.release.number])
             }
-            for (id, _) in snapshot.commands {
+            let result = CommandResult(split: after.split, rollout: transition.rollout, refusal: transition.refusal)
+            for (id, queued) in snapshot.commands {
                 try db.execute(sql: "UPDATE controlCommand SET consumedAt = ? WHERE id = ?", arguments: [now, id])
+                // A queued command with an id is answered too: a later retry of it, queued or direct, changes nothing.
+                if let commandId = queued.id, commandId != command?.id {
+                    try CommandResultRow(id: commandId, service: service, result: result, at: now).insert(db, onConflict: .ignore)
+                }
             }
             if let command, let id = command.id {
-                try CommandResultRow(id: id, service: service,
-                                     result: CommandResult(split: after.split, rollout: transition.rollout, refusal: transition.refusal),
-                                     at: now).insert(db)
+                try CommandResultRow(id: id, service: service, result: result, at: now).insert(db)
             }
             return (after, transition)
         }

@@ -125,7 +125,7 @@ extension GrayscaleDatabase {
     private func unknownService(_ service: String, _ db: Database) -> GrayscaleError {
         let known = (try? String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name")) ?? []
         let list = known.isEmpty ? "no services yet; publish a release first" : "known: \(known.joined(separator: ", "))"
-        return GrayscaleError("unknown service '\(service)' (\(list))")
+        return GrayscaleError("unknown service '\(service)' (\(list))", kind: .notFound)
     }
 
     static func serviceExists(_ service: String, _ db: Database) throws -> Bool {

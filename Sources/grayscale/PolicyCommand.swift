@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 
 struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

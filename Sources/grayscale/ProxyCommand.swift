@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 import GrayscaleProxy
 import GrayscaleStore
 import Logging
@@ -45,6 +46,8 @@ struct ProxyCommand: AsyncParsableCommand {
     var routingHeader: String?
 
     func validate() throws {
+        guard accessLogMaxMiB >= 1 else { throw ValidationError("--access-log-max-mib: must be at least 1 (got \(accessLogMaxMiB))") }
+        guard accessLogKeep >= 0 else { throw ValidationError("--access-log-keep: must be 0 or more (got \(accessLogKeep))") }
         for (name, value) in [("--idle-timeout", idleTimeout), ("--upstream-timeout", upstreamTimeout), ("--stats-window", statsWindow)]
         where (parseDuration(value) ?? 0) <= 0 {
             throw ValidationError("\(name): expected a duration such as 30s or 1m (got '\(value)')")

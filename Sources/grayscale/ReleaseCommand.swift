@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 import GrayscaleIntegrations
 import GrayscaleStore
 

@@ -48,6 +48,15 @@ struct CLIRunner {
                       stderr: String(decoding: stderr, as: UTF8.self))
     }
 
+    /// `run` on a thread of its own: a test that runs many commands does not hold the
+    /// cooperative pool's few threads while each one runs.
+    @discardableResult
+    func runOffThePool(_ arguments: [String], database: Bool = true) async throws -> Output {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try self.run(arguments, database: database) }) }.start()
+        }
+    }
+
     /// Runs a command that must succeed and decodes its `--format json` output.
     func json(_ arguments: [String]) throws -> Any {
         let output = try run(arguments + ["--format", "json"])

@@ -33,15 +33,30 @@ struct ChaosTests {
         var seed: UInt64
         var kills = 0, freezes = 0, botCommands = 0, botKills = 0, metricsOutages = 0, releases = 0, verifyingKills = 0
         var terminations = 0, databaseLocks = 0
-        var splitsLost = 0, evidenceTwice = 0, stuck = 0, twoDeciders = 0, notificationsLost = 0, commandsTwice = 0
+        /// Seconds from SIGKILL of the leader until another lease token decides.
+        var takeovers: [Double] = []
+        var splitsLost = 0, evidenceTwice = 0, evidenceLost = 0, stuck = 0, twoDeciders = 0, notificationsLost = 0, commandsTwice = 0
         var description: String {
-            "chaos seed \(seed): kills survived \(kills) (\(verifyingKills) during verifying, \(botKills) bot commands killed), freezes \(freezes), "
+            let faults = "kills survived \(kills) (\(verifyingKills) during verifying, \(botKills) bot commands killed), freezes \(freezes), "
                 + "SIGTERMs \(terminations), database locked past the busy timeout \(databaseLocks), "
-                + "bot commands \(botCommands), metrics outages \(metricsOutages), releases \(releases); splits lost \(splitsLost), "
-                + "evidence counted twice \(evidenceTwice), rollouts stuck \(stuck), moments with two deciders \(twoDeciders), "
-                + "notifications lost \(notificationsLost), commands applied twice \(commandsTwice)"
+            let more = "bot commands \(botCommands), "
+                + "metrics outages \(metricsOutages), releases \(releases)"
+            let takeover = "takeover after SIGKILL of the leader: median \(ChaosTests.format(ChaosTests.median(takeovers))) s, "
+                + "max \(ChaosTests.format(takeovers.max() ?? 0)) s (lease 1 s)"
+            let outcome = "splits lost \(splitsLost), evidence read twice \(evidenceTwice), evidence skipped \(evidenceLost), rollouts stuck \(stuck), "
+                + "moments with two deciders \(twoDeciders), notifications lost \(notificationsLost), commands applied twice \(commandsTwice)"
+            return "chaos seed \(seed): " + faults + more + "; " + takeover + "; " + outcome
         }
     }
+
+    /// Waits for a process without blocking a thread of the cooperative pool (other suites run on it meanwhile).
+    static func exited(_ process: Process) async {
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    static func format(_ value: Double) -> String { String(format: "%.2f", value) }
+
+    static func median(_ values: [Double]) -> Double { values.isEmpty ? 0 : values.sorted()[values.count / 2] }
 
     final class Controller {
         let cli: CLIRunner
@@ -71,9 +86,9 @@ struct ChaosTests {
 
         var pid: Int32 { process.processIdentifier }
 
-        func kill(_ signal: Int32 = SIGKILL) {
+        func kill(_ signal: Int32 = SIGKILL) async {
             Glibc.kill(pid, signal)
-            if signal == SIGKILL { process.waitUntilExit() }
+            if signal == SIGKILL || signal == SIGTERM { await ChaosTests.exited(process) }
         }
     }
 
@@ -126,12 +141,17 @@ struct ChaosTests {
             report.twoDeciders += 1
             Issue.record("round \(round): a decision under token \(after) after one under \(before)")
         }
-        // Every span of evidence counted once: the spans counted end exactly where the cursor is.
-        if let rollout = try database.rolloutState("engine"), let from = rollout.evidenceFrom, let until = rollout.observedUntil {
+        // Every span of evidence read once and none skipped: the spans counted add up to the
+        // high-water mark, and the cursor never fell behind it (the clock does not move here).
+        if let rollout = try database.rolloutState("engine"), let from = rollout.evidenceFrom, let until = rollout.evidenceUntil {
             let counted = rollout.evidenceSeconds ?? 0
             if abs(from.addingTimeInterval(counted).timeIntervalSince(until)) > 0.001 {
-                report.evidenceTwice += 1
+                report.evidenceLost += 1
                 Issue.record("round \(round): \(counted) s of evidence counted between \(from) and \(until)")
+            }
+            if rollout.observedUntil != until {
+                report.evidenceTwice += 1
+                Issue.record("round \(round): the cursor \(String(describing: rollout.observedUntil)) is behind what was counted (\(until))")
             }
         }
         // Every decision the controller audited was also said in the channel (same transaction).
@@ -174,20 +194,20 @@ struct ChaosTests {
         defer { stats.stop() }
         let policies = try writePolicy(in: cli.directory)
         var number = 7
-        func publish() throws {
-            let output = try cli.run(["release", "publish", "--service", "engine", "--number", "\(number)", "--label", "v\(number)",
+        func publish() async throws {
+            let output = try await cli.runOffThePool(["release", "publish", "--service", "engine", "--number", "\(number)", "--label", "v\(number)",
                                       "--upstream", stats.url])
             #expect(output.status == 0, "\(output.stderr)")
             stats.releases.withLockedValue { $0 = [number - 1, number] }
             number += 1
         }
-        try publish()
-        try publish()
+        try await publish()
+        try await publish()
         report.releases = 1
         let database = try GrayscaleDatabase.open(path: cli.database)
         let controllers = [try Controller(cli: cli, name: "a", policies: policies, stats: stats.url),
                            try Controller(cli: cli, name: "b", policies: policies, stats: stats.url)]
-        defer { for controller in controllers { controller.kill(SIGCONT); controller.kill() } }
+        defer { for controller in controllers { Glibc.kill(controller.pid, SIGCONT); Glibc.kill(controller.pid, SIGKILL); controller.process.waitUntilExit() } }
         var commandNumber = 0
         var round = 0
         let deadline = Date().addingTimeInterval(240)
@@ -196,12 +216,13 @@ struct ChaosTests {
             try await Task.sleep(for: .milliseconds(random.int(50...400)))
             // A rollout that ended makes room for the next release, which verifies first.
             if let rollout = try database.rolloutState("engine"), !rollout.phase.isActive {
-                try publish()
+                try await publish()
                 report.releases += 1
                 try await Task.sleep(for: .milliseconds(random.int(0...300)))
             }
             let roll = random.int(0...99)
-            let target = try leader(database, among: controllers) ?? controllers[random.int(0...1)]
+            let leading = try leader(database, among: controllers)
+            let target = leading ?? controllers[random.int(0...1)]
             if round == 12 {
                 // Another process holds the database's write lock past every busy timeout (5 s): ticks fail and are retried.
                 let locker = try DatabaseQueue(path: cli.database)
@@ -214,8 +235,7 @@ struct ChaosTests {
                 report.databaseLocks += 1
             } else if roll < 8 {
                 // SIGTERM in the middle of whatever the leader is doing: it finishes, hands the lease over and exits 0.
-                target.kill(SIGTERM)
-                target.process.waitUntilExit()
+                await target.kill(SIGTERM)
                 if target.process.terminationStatus != 0 {
                     Issue.record("round \(round): the controller exited \(target.process.terminationStatus) on SIGTERM")
                 }
@@ -223,13 +243,23 @@ struct ChaosTests {
                 try target.start()
             } else if roll < 60 {
                 if try database.rolloutState("engine")?.phase == .verifying { report.verifyingKills += 1 }
-                target.kill()
+                let before = try database.controllers(seenSince: .distantPast).lease
+                let killed = Date()
+                await target.kill()
                 report.kills += 1
                 try target.start()
+                if leading != nil, let before {
+                    // Another token decides within two lease periods (measured, not asserted: timing belongs to the report).
+                    for _ in 0..<200 {
+                        if let now = try database.controllers(seenSince: .distantPast).lease, now.token > before.token, now.expiresAt > Date() { break }
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                    report.takeovers.append(Date().timeIntervalSince(killed))
+                }
             } else if roll < 72 {
-                target.kill(SIGSTOP)
+                await target.kill(SIGSTOP)
                 try await Task.sleep(for: .milliseconds(random.int(1_200...2_500)))
-                target.kill(SIGCONT)
+                await target.kill(SIGCONT)
                 report.freezes += 1
             } else if roll < 92 {
                 // A bot command, with the leader killed during it; half of the time the bot itself is killed and retried.
@@ -243,21 +273,21 @@ struct ChaosTests {
                 bot.standardError = FileHandle.nullDevice
                 try bot.run()
                 try await Task.sleep(for: .milliseconds(random.int(0...150)))
-                target.kill()
+                await target.kill()
                 report.kills += 1
                 if random.chance(0.5) {
                     Glibc.kill(bot.processIdentifier, SIGKILL)
                     report.botKills += 1
                 }
-                bot.waitUntilExit()
+                await Self.exited(bot)
                 try target.start()
-                let retry = try cli.run(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", id, text])
+                let retry = try await cli.runOffThePool(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", id, text])
                 #expect(retry.status == 0)
                 report.botCommands += 1
                 if text.hasPrefix("pause") {
                     // Do not leave it paused for long: resume with a command of its own.
                     commandNumber += 1
-                    try cli.run(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", "chaos-\(seed)-\(commandNumber)", "resume -m engine"])
+                    try await cli.runOffThePool(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", "chaos-\(seed)-\(commandNumber)", "resume -m engine"])
                 }
             } else {
                 stats.failing.withLockedValue { $0 = true }
@@ -275,8 +305,8 @@ struct ChaosTests {
             Issue.record("\(carriedOut) commands carried out, \(chaosAudits) audited")
         }
         // Left alone, the last rollout finishes.
-        try cli.run(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", "chaos-\(seed)-final", "resume -m engine"])
-        let finish = Date().addingTimeInterval(60)
+        try await cli.runOffThePool(["bot", "--policies", policies.path, "--as", "chaos", "--command-id", "chaos-\(seed)-final", "resume -m engine"])
+        let finish = Date().addingTimeInterval(120)
         while try database.rolloutState("engine")?.phase.isActive ?? true, Date() < finish {
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -294,5 +324,51 @@ struct ChaosTests {
         print(report)
         #expect(report.kills >= killsWanted)
         #expect(report.verifyingKills > 0, "the seed never killed during verifying")
+    }
+
+    @Test("a full disk under the controller: it stays up, says why, decides nothing, and goes on when space returns")
+    func diskFull() async throws {
+        let cli = try CLIRunner()
+        defer { cli.remove() }
+        let stats = try StatsFixtureServer()
+        defer { stats.stop() }
+        let policies = try writePolicy(in: cli.directory)
+        for number in [7, 8] {
+            let output = try await cli.runOffThePool(["release", "publish", "--service", "engine", "--number", "\(number)", "--label", "v\(number)",
+                                      "--upstream", stats.url])
+            #expect(output.status == 0)
+        }
+        // The disk has room for less than one page: every commit must grow the write-ahead log and fails.
+        let database = try GrayscaleDatabase.open(path: cli.database)
+        let log = cli.directory.appendingPathComponent("controller.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        process.arguments = ["--fsize=1000:unlimited", "--", CLIRunner.binary.path, "controller", "--db", cli.database, "--policies", policies.path,
+                             "--stats", stats.url, "--tick", "100ms", "--lease", "1s"]
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        defer { if process.isRunning { process.terminate(); process.waitUntilExit() } }
+        try await Task.sleep(for: .seconds(3))
+        let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        #expect(process.isRunning, "the controller died on a full disk: \(text.suffix(500))")
+        #expect(text.contains("disk I/O error") || text.contains("disk is full"), "\(text.suffix(500))")
+        #expect(try database.rolloutState("engine") == nil, "nothing was decided without a place to write it")
+
+        // Space returns: the same process goes on.
+        let lift = Process()
+        lift.executableURL = URL(fileURLWithPath: "/usr/bin/prlimit")
+        lift.arguments = ["--pid", "\(process.processIdentifier)", "--fsize=unlimited"]
+        try lift.run()
+        await Self.exited(lift)
+        #expect(lift.terminationStatus == 0, "prlimit could not lift the limit")
+        var started = false
+        for _ in 0..<100 where !started {
+            try await Task.sleep(for: .milliseconds(100))
+            started = (try database.rolloutState("engine")?.step ?? -1) >= 0
+        }
+        #expect(started, "the controller did not go on once the disk had room: \(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(500))")
     }
 }

@@ -125,6 +125,15 @@ struct ReconcilerTests {
         #expect(driver.rollout?.phase == .holding)
         #expect(driver.rollout?.holdReason?.hasPrefix("outside the promotion window") == true)
 
+        // Back below what was counted: the span read again adds no requests (they would count twice).
+        let requests = driver.rollout!.stepRequests
+        let counted = driver.rollout!.evidenceUntil!
+        driver.now = counted.addingTimeInterval(-90)  // (the driver's observations span the minute after its clock)
+        driver.tick(driver.observed(canaryRequests: 500, stableRequests: 500, canaryFailing: [], stableFailing: []),
+                    platformLag: "held so the step stays", advancing: 0)
+        #expect(driver.rollout!.stepRequests == requests, "a span read again below the high-water mark counted its requests")
+        #expect(driver.rollout!.evidenceUntil == counted)
+
         // Judging goes on right after a move back: a failing canary is rolled back.
         var failing = RolloutDriver(policy: policy(), start: Self.wednesday.addingTimeInterval(3600))
         failing.tick()

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import GrayscaleCore
+import GrayscaleEdges
 
 @Suite("Rollout policies")
 struct RolloutPolicyTests {

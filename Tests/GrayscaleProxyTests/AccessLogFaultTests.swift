@@ -110,6 +110,11 @@ struct AccessLogFaultTests {
         log.append(Self.line(3))
         log.flush()
         log.close()
+        // After close: nothing is written, nothing reopened, and the line is counted as dropped.
+        log.append(Self.line(4))
+        log.flush()
+        log.close()
+        #expect(log.health.droppedLines == 1)
         #expect(Self.lines(path + ".old").count == 2, "before the reopen, lines follow the moved file")
         #expect(Self.lines(path).count == 1)
         #expect(Self.lines(path).first?.contains("user-3") == true)

@@ -61,6 +61,27 @@ struct ControllerReliabilityTests {
         #expect(try fixture.database.split("engine").revision == revision + 1, "only the other command changed the split")
         #expect(try fixture.database.split("engine").range.widthHundredths == 1000)
         #expect(try fixture.database.auditLog(service: "engine").count == audits + 1)
+
+        // A rollback retried after the canary is gone: the first answer, not "no canary".
+        let rollback = await bot.handle("-r -m engine", executor: "U0OPERATOR", commandId: "rollback-1")
+        #expect(rollback.contains("Done"), "\(rollback)")
+        #expect(await bot.handle("-r -m engine", executor: "U0OPERATOR", commandId: "rollback-1") == rollback)
+        #expect(try fixture.database.auditLog(service: "engine").filter { $0.outcome == "refused" }.isEmpty)
+    }
+
+    @Test("a command queued with an id and then sent directly with the same id runs once")
+    func queuedThenDirect() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let bot = fixture.bot()
+        _ = await bot.handle("-c -m engine", executor: "U0OPERATOR")
+        try fixture.database.enqueue(HumanCommand(.pause, actor: "U0OPERATOR", text: "pause -m engine", id: "pause-1"), for: "engine", at: Date())
+        _ = await bot.handle("pause -m engine", executor: "U0OPERATOR", commandId: "pause-1")
+        #expect(try fixture.database.auditLog(service: "engine").filter { $0.action == "pause" }.count == 1)
+        #expect(try fixture.database.controllerSnapshot("engine").commands.isEmpty, "the queued copy was consumed with it")
+        #expect(try !fixture.database.enqueue(HumanCommand(.pause, actor: "U0OPERATOR", id: "pause-1"), for: "engine", at: Date()))
+        // One id, one command: the same id for another service is refused.
+        #expect(throws: GrayscaleError.self) { try fixture.database.commandResult("pause-1", service: "events") }
     }
 
     @Test("two controllers on one database: one decides, the other stands by and takes over when the leader stops renewing")

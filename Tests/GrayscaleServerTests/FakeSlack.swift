@@ -75,9 +75,12 @@ private final class FakeSlackHandler: ChannelInboundHandler {
             var json = (try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any])?
                 .compactMapValues { $0 as? String } ?? [:]
             let missing = json["channel"].map { channel in missingChannels.withLockedValue { $0.contains(channel) } } ?? false
-            json["_status"] = missing ? "channel_not_found" : String(next.status)
+            // A revoked token: every message is refused with invalid_auth.
+            let revoked = head.headers.first(name: "authorization") == "Bearer xoxb-revoked"
+            json["_status"] = revoked ? "invalid_auth" : missing ? "channel_not_found" : String(next.status)
             received.withLockedValue { $0.append(.init(path: head.uri, authorization: head.headers.first(name: "authorization"), json: json)) }
-            let answer = missing ? #"{"ok":false,"error":"channel_not_found"}"# : next.status == 200 ? #"{"ok":true}"# : #"{"ok":false,"error":"fake"}"#
+            let answer = revoked ? #"{"ok":false,"error":"invalid_auth"}"# : missing ? #"{"ok":false,"error":"channel_not_found"}"#
+                : next.status == 200 ? #"{"ok":true}"# : #"{"ok":false,"error":"fake"}"#
             var headers = HTTPHeaders()
             headers.add(name: "content-type", value: "application/json")
             headers.add(name: "content-length", value: String(answer.utf8.count))

@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import GrayscaleDemo
 import GrayscaleIntegrations
 import GrayscaleServer
 import GrayscaleStore

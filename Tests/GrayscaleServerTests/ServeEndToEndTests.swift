@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import GrayscaleDemo
 import GrayscaleIntegrations
 import GrayscaleServer
 import GrayscaleStore
@@ -254,12 +255,13 @@ struct ServeEndToEndTests {
         let prometheus = try PrometheusServer(scraping: harness.adminPort)
         defer { prometheus.stop() }
         let source = PrometheusMetrics(baseURL: prometheus.url)
-        let byVersion = #"sum by (release) (grayscale_request_errors_total{service="engine",class!="rejected"}) / sum by (release) (grayscale_requests_total{service="engine"})"#
+        // The canary's error rate: every series filtered by its version label.
+        let canary = #"sum(grayscale_request_errors_total{service="engine",release="8",class!="rejected"}) / sum(grayscale_requests_total{service="engine",release="8"})"#
         let all = #"sum(grayscale_request_errors_total{service="engine",class!="rejected"}) / sum(grayscale_requests_total{service="engine"})"#
         var canaryRate: Double?, overall: Double?
         for _ in 0..<40 {
             try await Task.sleep(for: .seconds(1))
-            canaryRate = try? await source.instant(byVersion.replacingOccurrences(of: "sum by (release)", with: "sum by (release)") + #" and on(release) grayscale_requests_total{release="8",code="5xx"} > 0"#, at: Date())
+            canaryRate = try? await source.instant(canary, at: Date())
             overall = try? await source.instant(all, at: Date())
             if let canaryRate, canaryRate > 0, let overall, overall > 0 { break }
         }

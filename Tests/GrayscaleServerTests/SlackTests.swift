@@ -184,6 +184,16 @@ struct SlackEndpointTests {
         let audit = try fixture.database.auditLog(service: "engine").filter { $0.action == "notification-dead" }
         #expect(audit.count == 1)
         #expect(audit.first?.detail?.contains("#gone") == true)
+
+        // A revoked token refuses every message: none is set aside, all wait for the token to be fixed.
+        let revoked = NotifierService(database: fixture.database, slack: SlackClient(target: .botToken("xoxb-revoked", apiBase: fake.url)),
+                                      baseBackoff: 0.05, maxBackoff: 300, logger: Logger(label: "test"))
+        try fixture.database.enqueue(channel: "#releases", text: "registry while the token is revoked", service: "registry", at: Date())
+        try await revoked.deliverDue()
+        #expect(try fixture.database.deadNotifications().count == 1, "an auth error is not the message's fault")
+        let waiting = try #require(try fixture.database.outboxHeads().first { $0.text == "registry while the token is revoked" })
+        #expect(waiting.nextAttemptAt > Date().addingTimeInterval(200))
+        #expect(waiting.lastError?.contains("invalid_auth") == true)
     }
 
     @Test("with Slack failing (500, then 429) every notification is delivered once, in order per service, across a restart")

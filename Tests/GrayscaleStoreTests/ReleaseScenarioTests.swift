@@ -147,7 +147,7 @@ struct ReleaseScenarioTests {
 
     @Test("setting traffic for an unknown service or without a canary is refused")
     func refusals() throws {
-        #expect(throws: GrayscaleError("unknown service 'engine' (no services yet; publish a release first)")) {
+        #expect(throws: GrayscaleError("unknown service 'engine' (no services yet; publish a release first)", kind: .notFound)) {
             try database.setCanaryTraffic("engine", range: .everyone, by: operatorAlice, at: t0)
         }
         try database.publish(draft(6, "v2.0.1"), salt: "s6", by: operatorAlice, at: t0)

@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 import GrayscaleIntegrations
 import GrayscaleProxy
 import GrayscaleStore
@@ -121,26 +122,5 @@ public struct GrayscaleServe: Sendable {
                                                              gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
         try await group.shutdownGracefully()
-    }
-}
-
-/// Without Slack, notifications go to the log (so the demo shows what Slack would get).
-struct LogNotifier: Service {
-    let database: GrayscaleDatabase
-    let logger: Logger
-
-    func run() async throws {
-        await cancelWhenGracefulShutdown {
-            while !Task.isCancelled {
-                if let due = try? database.undeliveredNotifications() {
-                    for message in due {
-                        guard let id = message.id else { continue }
-                        logger.notice("slack \(message.channel): \(message.text)")
-                        try? database.markDelivered(id, at: Date())
-                    }
-                }
-                try? await Task.sleep(for: .milliseconds(500))
-            }
-        }
     }
 }

@@ -64,6 +64,12 @@ public struct NotifierService: Service {
                 // No retry can fix it: set it aside (dashboard, audit) and let the service's next messages go.
                 try database.markDead(id, error: problem, at: now())
                 logger.error("notification set aside: Slack refused it for good", metadata: ["id": "\(id)", "problem": "\(problem)"])
+            case .unauthorized(let problem):
+                // Nothing this message can change: keep it, and everything behind it, and ask again much later.
+                try database.markFailed(id, error: problem, retryAt: now().addingTimeInterval(maxBackoff))
+                logger.error("Slack refuses Grayscale's credentials; messages wait until they are fixed", metadata: [
+                    "problem": "\(problem)", "retryIn": "\(maxBackoff)s"])
+                blocked.insert(key)
             case .failed(let problem):
                 let delay = min(maxBackoff, baseBackoff * pow(2, Double(message.attempts)))
                 try database.markFailed(id, error: problem, retryAt: now().addingTimeInterval(delay))

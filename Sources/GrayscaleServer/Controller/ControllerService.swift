@@ -53,13 +53,24 @@ public final class ControllerService: Service, Sendable {
     let drivers: [String: any TrafficDriver]
     private let memory = Mutex(Memory())
 
+    /// A split this process pushed to a platform: under which lease token, and when.
+    struct AppliedSplit {
+        var revision: Int
+        var token: Int64
+        var at: Date
+    }
+
+    /// How often the leader pushes the committed split again although it did already:
+    /// heals a platform that a deposed leader (frozen past its lease, then woken) wrote to.
+    static let reapplyEvery: Double = 60
+
     /// What a controller keeps between ticks and may lose on restart without harm.
     struct Memory {
         var policies: PolicyLibrary?
         /// The lease as this process last held or saw it.
         var standing: LeaseStanding?
         /// The split revision each driver last applied and read back.
-        var appliedRevision: [String: Int] = [:]
+        var applied: [String: AppliedSplit] = [:]
         /// The revision whose failure was already notified.
         var notifiedFailure: [String: Int] = [:]
     }
@@ -183,19 +194,20 @@ public final class ControllerService: Service, Sendable {
     /// Tries again only when nothing was written (a conflict, a busy database).
     public func execute(_ command: HumanCommand, service: String, policy given: RolloutPolicy? = nil) async throws(GrayscaleError)
         -> (result: CommandResult, transition: Transition?) {
-        let policy = given ?? {
-            var library = PolicyLibrary(folder: policiesFolder)
-            try? library.reload()
-            return library.policy(for: service)
-        }()
+        var library = PolicyLibrary(folder: policiesFolder)
+        try? library.reload()
+        let policy = given ?? library.policy(for: service)
         var attempt = 0
         while true {
-            if let id = command.id, let first = try database.commandResult(id) { return (first, nil) }
+            if let id = command.id, let first = try database.commandResult(id, service: service) { return (first, nil) }
             let snapshot = try database.controllerSnapshot(service)
-            let time = now()
+            // A command never moves the rollout's clock back (this process's clock may be behind the controller's).
+            let time = max(now(), snapshot.rollout?.updatedAt ?? .distantPast)
+            // The same command queued earlier under this id is this one: it runs once, here.
+            let queued = snapshot.commands.map(\.command).filter { command.id == nil || $0.id != command.id }
             let transition = Reconciler.reconcile(ReconcileInput(
                 policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: nil,
-                commands: snapshot.commands.map(\.command) + [command], now: time))
+                commands: queued + [command], policyProblem: library.problem(for: service), now: time))
             do {
                 let (after, committed) = try database.commitTick(snapshot, transition, command: command, fence: nil,
                                                                  notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
@@ -208,16 +220,23 @@ public final class ControllerService: Service, Sendable {
         }
     }
 
-    /// Applies the committed split through the service's driver if it has not been yet.
-    /// True when the platform shows the committed split (or the service has no driver).
+    /// Applies the committed split through the service's driver if this leader has not
+    /// yet (under its current token), or not lately. True when the platform shows the
+    /// committed split (or the service has no driver). Only the leader pushes: the lease is
+    /// renewed right before, so a leader that was frozen and lost it writes nothing.
     @discardableResult
     public func syncDriver(_ service: String) async -> Bool {
         guard let driver = drivers[service] else { return true }
         guard let split = try? database.split(service) else { return true }
-        if memory.withLock({ $0.appliedRevision[service] }) == split.revision { return true }
+        guard let token = lead() else { return true }  // a standby says nothing about the platform
+        let time = now()
+        if let applied = memory.withLock({ $0.applied[service] }), applied.revision == split.revision, applied.token == token,
+           time.timeIntervalSince(applied.at) < Self.reapplyEvery {
+            return true
+        }
         do {
             try await driver.apply(split)
-            memory.withLock { $0.appliedRevision[service] = split.revision }
+            memory.withLock { $0.applied[service] = AppliedSplit(revision: split.revision, token: token, at: time) }
             logger.info("split applied", metadata: ["service": "\(service)", "driver": "\(driver.name)", "revision": "\(split.revision)"])
             return true
         } catch {

@@ -28,6 +28,14 @@ public struct ReleaseBot: Sendable {
         var library = PolicyLibrary(folder: policiesFolder)
         try? library.reload()
         let policy = library.policy(for: service)
+        // A retry of a command already carried out gets its first answer, whatever changed since.
+        if let commandId {
+            do {
+                if let first = try database.commandResult(commandId, service: service) { return reply(first, executor: executor, policy: policy) }
+            } catch {
+                return "Executor: @\(executor)\nGrayScale Status: Failed: \(error.message)"
+            }
+        }
         let state: ServiceState
         do { state = try database.serviceState(service) } catch {
             return "Executor: @\(executor)\nGrayScale Status: Failed: \(error.message)"
@@ -64,14 +72,15 @@ public struct ReleaseBot: Sendable {
         do {
             let (result, _) = try await controller.execute(HumanCommand(kind, actor: executor, text: text, id: commandId), service: service,
                                                            policy: policy)
-            if let refusal = result.refusal {
-                return BotReply.status(executor: executor, status: "Refused: \(refusal)", split: result.split, rollout: result.rollout,
-                                       steps: policy.steps.count)
-            }
-            return BotReply.status(executor: executor, status: "Done", split: result.split, rollout: result.rollout, steps: policy.steps.count)
+            return reply(result, executor: executor, policy: policy)
         } catch {
             return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy, reason: "\(error)")
         }
+    }
+
+    private func reply(_ result: CommandResult, executor: String, policy: RolloutPolicy) -> String {
+        BotReply.status(executor: executor, status: result.refusal.map { "Refused: \($0)" } ?? "Done", split: result.split,
+                        rollout: result.rollout, steps: policy.steps.count)
     }
 
     private func refuse(_ command: BotCommand, text: String, executor: String, state: ServiceState, rollout: RolloutState?,

@@ -120,7 +120,7 @@ public struct AdminAPI: Sendable {
                 return Self.problem(.notFound, "no route for \(request.head.method) /api/v1/\(parts.joined(separator: "/"))")
             }
         } catch let error as GrayscaleError {
-            return Self.problem(error.message.hasPrefix("unknown service") ? .notFound : .internalServerError, error.message)
+            return Self.problem(error.kind == .notFound ? .notFound : .internalServerError, error.message)
         } catch {
             return Self.problem(.internalServerError, "\(error)")
         }

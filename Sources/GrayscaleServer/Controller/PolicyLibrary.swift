@@ -1,5 +1,6 @@
 import Foundation
 import GrayscaleCore
+import GrayscaleEdges
 
 /// The policies folder: `default.yaml` for every service, a file whose `service:`
 /// names a service for that one. Re-read on every tick and rebuilt from what the

@@ -1,0 +1,16 @@
+import Foundation
+import GrayscaleCore
+
+extension RolloutPolicy {
+    /// Reads a policy file. Fields left out keep the built-in defaults (`standard`);
+    /// unknown fields and bad values are errors naming the file, line and field.
+    public static func load(path: String) throws(GrayscaleError) -> RolloutPolicy {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw GrayscaleError("\(path): cannot read the policy file (\(error.localizedDescription))")
+        }
+        return try parse(text, file: path, defaultName: defaultName(forPath: path))
+    }
+}
