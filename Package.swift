@@ -132,6 +132,17 @@ let package = Package(
             ],
             path: "Benchmarks/RoutingBenchmark"
         ),
+        // Stand-ins for the outside world that several test targets share (a fake Slack).
+        .target(
+            name: "GrayscaleTestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/GrayscaleTestSupport"
+        ),
         .testTarget(
             name: "GrayscaleCoreTests",
             dependencies: ["GrayscaleCore", "GrayscaleEdges"],
@@ -177,6 +188,7 @@ let package = Package(
             name: "GrayscaleServerTests",
             dependencies: [
                 "GrayscaleDemo",
+                "GrayscaleTestSupport",
                 "grayscale",
                 "GrayscaleServer",
                 "GrayscaleIntegrations",
@@ -193,6 +205,10 @@ let package = Package(
             name: "GrayscaleCLITests",
             dependencies: [
                 "grayscale",
+                "GrayscaleTestSupport",
+                "GrayscaleServer",
+                "GrayscaleIntegrations",
+                .product(name: "Logging", package: "swift-log"),
                 "GrayscaleCore",
                 "GrayscaleStore",
                 "GrayscaleProxy",

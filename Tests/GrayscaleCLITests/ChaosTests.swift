@@ -1,7 +1,11 @@
 import Foundation
 import GRDB
 import GrayscaleCore
+import GrayscaleIntegrations
+import GrayscaleServer
 import GrayscaleStore
+import GrayscaleTestSupport
+import Logging
 import Testing
 
 /// SplitMix64: the suite's choices replay from the printed seed.
@@ -32,19 +36,20 @@ struct ChaosTests {
     struct Report: CustomStringConvertible {
         var seed: UInt64
         var kills = 0, freezes = 0, botCommands = 0, botKills = 0, metricsOutages = 0, releases = 0, verifyingKills = 0
-        var terminations = 0, databaseLocks = 0
+        var terminations = 0, databaseLocks = 0, slackFailures = 0, slackDelivered = 0, slackTwice = 0
         /// Seconds from SIGKILL of the leader until another lease token decides.
         var takeovers: [Double] = []
         var splitsLost = 0, evidenceTwice = 0, evidenceLost = 0, stuck = 0, twoDeciders = 0, notificationsLost = 0, commandsTwice = 0
         var description: String {
             let faults = "kills survived \(kills) (\(verifyingKills) during verifying, \(botKills) bot commands killed), freezes \(freezes), "
                 + "SIGTERMs \(terminations), database locked past the busy timeout \(databaseLocks), "
-            let more = "bot commands \(botCommands), "
+            let more = "bot commands \(botCommands), Slack answers 500 or 429 \(slackFailures) times, "
                 + "metrics outages \(metricsOutages), releases \(releases)"
             let takeover = "takeover after SIGKILL of the leader: median \(ChaosTests.format(ChaosTests.median(takeovers))) s, "
                 + "max \(ChaosTests.format(takeovers.max() ?? 0)) s (lease 1 s)"
             let outcome = "splits lost \(splitsLost), evidence read twice \(evidenceTwice), evidence skipped \(evidenceLost), rollouts stuck \(stuck), "
-                + "moments with two deciders \(twoDeciders), notifications lost \(notificationsLost), commands applied twice \(commandsTwice)"
+                + "moments with two deciders \(twoDeciders), notifications lost \(notificationsLost) (\(slackDelivered) delivered, "
+                + "\(slackTwice) twice), commands applied twice \(commandsTwice)"
             return "chaos seed \(seed): " + faults + more + "; " + takeover + "; " + outcome
         }
     }
@@ -109,8 +114,15 @@ struct ChaosTests {
 
     /// Everything that must hold after any fault; adds what it finds to the report.
     func check(_ database: GrayscaleDatabase, _ report: inout Report, round: Int) throws {
-        let split = try database.split("engine")
-        let history = try database.splitHistory("engine")
+        // The split and its history from the same moment: read again if a controller committed in between.
+        var split = try database.split("engine")
+        var history = try database.splitHistory("engine")
+        for _ in 0..<10 {
+            let after = try database.split("engine")
+            if after == split { break }
+            split = after
+            history = try database.splitHistory("engine")
+        }
         if history.map(\.revision) != Array(1...history.count) || history.last?.split != split {
             report.splitsLost += 1
             Issue.record("round \(round): the split history has gaps or does not end at the split")
@@ -157,13 +169,18 @@ struct ChaosTests {
         // Every decision the controller audited was also said in the channel (same transaction).
         // (The audit first: a tick committed between the two reads adds to both, but only the later read sees it.)
         let audited = try database.auditLog(service: "engine", limit: 1_000_000)
-        let said = Set(try database.undeliveredNotifications(limit: 1_000_000).map(\.text))
+        let said = Set(try Self.notificationTexts(database.path))
         for entry in audited where entry.actor == Reconciler.actor {
             if let detail = entry.detail, !said.contains("engine: \(detail)") {
                 report.notificationsLost += 1
                 Issue.record("round \(round): audited but never notified: \(detail)")
             }
         }
+    }
+
+    /// Every notification written, delivered or not.
+    static func notificationTexts(_ path: String) throws -> [String] {
+        try DatabaseQueue(path: path).read { db in try String.fetchAll(db, sql: "SELECT text FROM notification WHERE deadAt IS NULL") }
     }
 
     func allVerdictTokens(_ database: GrayscaleDatabase) throws -> [Int64] {
@@ -205,6 +222,24 @@ struct ChaosTests {
         try await publish()
         report.releases = 1
         let database = try GrayscaleDatabase.open(path: cli.database)
+        // Slack fails often (500, 429 with Retry-After): the notifier delivers the outbox all the same.
+        let slack = try FakeSlack()
+        defer { slack.stop() }
+        slack.script.withLockedValue { script in
+            script = (0..<3_000).map { _ in
+                let roll = random.int(0...99)
+                return roll < 12 ? (status: 500, retryAfter: nil) : roll < 18 ? (status: 429, retryAfter: 1) : (status: 200, retryAfter: nil)
+            }
+        }
+        let notifier = NotifierService(database: database, slack: SlackClient(target: .botToken("xoxb-chaos", apiBase: slack.url)),
+                                       baseBackoff: 0.05, maxBackoff: 1, logger: Logger(label: "chaos.notifier"))
+        let delivering = Task {
+            while !Task.isCancelled {
+                _ = try? await notifier.deliverDue()
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        defer { delivering.cancel() }
         let controllers = [try Controller(cli: cli, name: "a", policies: policies, stats: stats.url),
                            try Controller(cli: cli, name: "b", policies: policies, stats: stats.url)]
         defer { for controller in controllers { Glibc.kill(controller.pid, SIGCONT); Glibc.kill(controller.pid, SIGKILL); controller.process.waitUntilExit() } }
@@ -321,6 +356,19 @@ struct ChaosTests {
                 """)
         }
         try check(database, &report, round: round + 1)
+        // Every notification reaches Slack once, whatever Slack answered meanwhile.
+        for _ in 0..<600 where try !database.undeliveredNotifications().isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+        let written = try Self.notificationTexts(cli.database)
+        let delivered = slack.delivered.compactMap { $0.json["text"] }
+        report.slackDelivered = delivered.count
+        report.slackFailures = slack.received.withLockedValue { $0 }.filter { $0.json["_status"] != "200" }.count
+        var remaining = Dictionary(written.map { ($0, 1) }, uniquingKeysWith: +)
+        for text in delivered { remaining[text, default: 0] -= 1 }
+        report.notificationsLost += remaining.values.filter { $0 > 0 }.reduce(0, +)
+        report.slackTwice = remaining.values.filter { $0 < 0 }.reduce(0) { $0 - $1 }
+        if report.slackTwice > 0 || remaining.values.contains(where: { $0 > 0 }) {
+            Issue.record("notifications: \(written.count) written, \(delivered.count) delivered")
+        }
         print(report)
         #expect(report.kills >= killsWanted)
         #expect(report.verifyingKills > 0, "the seed never killed during verifying")

@@ -2,6 +2,7 @@ import Foundation
 import GrayscaleCore
 import GrayscaleServer
 import GrayscaleStore
+import GrayscaleTestSupport
 import Logging
 import NIOConcurrencyHelpers
 import Testing

@@ -4,6 +4,7 @@ import GrayscaleIntegrations
 import GrayscaleProxy
 import GrayscaleServer
 import GrayscaleStore
+import GrayscaleTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1

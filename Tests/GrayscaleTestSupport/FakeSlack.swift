@@ -6,24 +6,24 @@ import NIOPosix
 
 /// A local stand-in for Slack's Web API: records every request it receives and
 /// answers from a script (e.g. 500, then 429 with Retry-After, then 200).
-final class FakeSlack: Sendable {
-    struct Received: Sendable {
-        var path: String
-        var authorization: String?
-        var json: [String: String]
+public final class FakeSlack: Sendable {
+    public struct Received: Sendable {
+        public var path: String
+        public var authorization: String?
+        public var json: [String: String]
     }
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let channel: Channel
-    let received = NIOLockedValueBox<[Received]>([])
+    public let received = NIOLockedValueBox<[Received]>([])
     /// Statuses to answer with, in order; once used up, 200.
-    let script = NIOLockedValueBox<[(status: Int, retryAfter: Int?)]>([])
+    public let script = NIOLockedValueBox<[(status: Int, retryAfter: Int?)]>([])
     /// Channels whose messages Slack refuses with 200 {"ok": false, "error": "channel_not_found"}.
-    let missingChannels = NIOLockedValueBox<Set<String>>([])
+    public let missingChannels = NIOLockedValueBox<Set<String>>([])
 
-    var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)" }
+    public var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)" }
 
-    init() throws {
+    public init() throws {
         let received = self.received, script = self.script, missing = self.missingChannels
         channel = try ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -37,9 +37,9 @@ final class FakeSlack: Sendable {
     }
 
     /// The texts Slack accepted (answered 200), in arrival order.
-    var delivered: [Received] { received.withLockedValue { $0.filter { $0.json["_status"] == "200" } } }
+    public var delivered: [Received] { received.withLockedValue { $0.filter { $0.json["_status"] == "200" } } }
 
-    func stop() {
+    public func stop() {
         try? channel.close().wait()
         try? group.syncShutdownGracefully()
     }
