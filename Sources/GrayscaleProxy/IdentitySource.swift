@@ -40,32 +40,42 @@ public struct IdentitySource: Sendable {
 
     /// The request's appId, or nil for an anonymous request. Never throws: a malformed
     /// token is simply no identity.
-    public func appId(in head: HTTPRequestHead) -> String? {
-        let value: String?
+    public func appId(in head: HTTPRequestHead) -> String? { identify(in: head).appId }
+
+    /// The user, or why a credential that was there names none (it is then anonymous, and
+    /// the access log says why).
+    public func identify(in head: HTTPRequestHead) -> (appId: String?, problem: String?) {
+        let claim: JWTPayload.Claim
         switch kind {
-        case .bearerJWT(let claim):
-            guard let authorization = head.headers.first(name: "authorization") else { return nil }
-            value = bearerClaim(claim, authorization: authorization)
+        case .bearerJWT(let name):
+            guard let authorization = head.headers.first(name: "authorization") else { return (nil, nil) }
+            claim = bearerClaim(name, authorization: authorization)
         case .header(let name):
-            value = head.headers.first(name: name)
+            claim = head.headers.first(name: name).map { .value($0) } ?? .absent
         case .cookie(let name):
-            value = head.headers[canonicalForm: "cookie"].lazy.compactMap { cookieValue(name, in: $0) }.first.map(String.init)
+            claim = head.headers[canonicalForm: "cookie"].lazy.compactMap { cookieValue(name, in: $0) }.first.map { .value(String($0)) } ?? .absent
         case .query(let name):
-            value = queryValue(name, uri: head.uri).map(String.init)
+            claim = queryValue(name, uri: head.uri).map { .value(String($0)) } ?? .absent
         }
-        guard let value, !value.isEmpty, value.utf8.count <= 256 else { return nil }
-        return value
+        switch claim {
+        case .absent: return (nil, nil)
+        case .invalid(let problem): return (nil, problem)
+        case .value(let value):
+            guard !value.isEmpty else { return (nil, nil) }
+            guard value.utf8.count <= 256 else { return (nil, "the appId is longer than 256 bytes") }
+            return (value, nil)
+        }
     }
 
-    private func bearerClaim(_ claim: String, authorization: String) -> String? {
+    private func bearerClaim(_ claim: String, authorization: String) -> JWTPayload.Claim {
         var authorization = authorization
-        return authorization.withUTF8 { bytes -> String? in
+        return authorization.withUTF8 { bytes -> JWTPayload.Claim in
             // "Bearer " with any case of the scheme.
             guard bytes.count > 7, bytes[6] == UInt8(ascii: " "),
                   zip(bytes[0..<6], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
-            else { return nil }
+            else { return .absent }
             let token = UnsafeBufferPointer(rebasing: bytes[7...])
-            guard let parts = JWTPayload.split(token) else { return nil }
+            guard let parts = JWTPayload.split(token) else { return .absent }
             if let hs256Secret {
                 let hs256Key = SymmetricKey(data: hs256Secret)
                 let signed = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(token)[0..<parts.payload.upperBound])
@@ -76,7 +86,7 @@ public struct IdentitySource: Sendable {
                         UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<length]),
                         authenticating: signed, using: hs256Key)
                 }
-                guard valid else { return nil }
+                guard valid else { return .absent }
             }
             return JWTPayload.claim(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]))
         }

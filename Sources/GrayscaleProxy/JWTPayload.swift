@@ -16,11 +16,20 @@ enum JWTPayload {
         return Parts(header: 0..<firstDot, payload: (firstDot + 1)..<secondDot, signature: (secondDot + 1)..<token.count)
     }
 
-    /// The claim's value as a string: a JSON string claim, or a number claim's digits.
-    /// Nil when the payload is not base64url JSON, or the claim is missing or of another type.
-    static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>) -> String? {
+    /// A claim as found: absent (or the payload is not base64url JSON), a value, or there
+    /// but unusable as a user (and why).
+    enum Claim: Equatable {
+        case absent
+        case value(String)
+        case invalid(String)
+    }
+
+    /// The claim's value: a JSON string of valid UTF-8 without escapes, or an integer's
+    /// digits. Anything else (a float, a boolean, an object, invalid UTF-8) is `invalid`:
+    /// two different byte strings must never become the same user.
+    static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>) -> Claim {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: payload.count * 3 / 4 + 3) { buffer in
-            guard let length = Base64URL.decode(payload, into: buffer) else { return nil }
+            guard let length = Base64URL.decode(payload, into: buffer) else { return .absent }
             var scanner = JSONClaimScanner(bytes: UnsafeBufferPointer(rebasing: buffer[..<length]))
             return scanner.topLevelValue(for: name)
         }
@@ -67,37 +76,42 @@ struct JSONClaimScanner {
 
     init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
-    mutating func topLevelValue(for key: String) -> String? {
+    mutating func topLevelValue(for key: String) -> JWTPayload.Claim {
         skipWhitespace()
-        guard take(UInt8(ascii: "{")) else { return nil }
+        guard take(UInt8(ascii: "{")) else { return .absent }
         skipWhitespace()
-        if take(UInt8(ascii: "}")) { return nil }
+        if take(UInt8(ascii: "}")) { return .absent }
         while true {
             skipWhitespace()
-            guard let name = stringRange() else { return nil }
+            guard let name = stringRange() else { return .absent }
             skipWhitespace()
-            guard take(UInt8(ascii: ":")) else { return nil }
+            guard take(UInt8(ascii: ":")) else { return .absent }
             skipWhitespace()
-            if equals(name, key) { return value() }
-            guard skipValue() else { return nil }
+            if equals(name, key) { return value(key) }
+            guard skipValue() else { return .absent }
             skipWhitespace()
             if take(UInt8(ascii: ",")) { continue }
-            return nil  // "}" or malformed: the key is not there
+            return .absent  // "}" or malformed: the key is not there
         }
     }
 
-    private mutating func value() -> String? {
-        guard position < bytes.count else { return nil }
+    private mutating func value(_ key: String) -> JWTPayload.Claim {
+        guard position < bytes.count else { return .absent }
         if bytes[position] == UInt8(ascii: "\"") {
-            guard let range = stringRange() else { return nil }
+            guard let range = stringRange() else { return .invalid("the token's \(key) is not a complete JSON string") }
             let raw = UnsafeBufferPointer(rebasing: bytes[range])
-            guard !raw.contains(UInt8(ascii: "\\")) else { return nil }  // escaped appIds are not supported
-            return String(decoding: raw, as: UTF8.self)
+            guard !raw.contains(UInt8(ascii: "\\")) else { return .invalid("the token's \(key) has escapes (not supported)") }
+            guard let text = String(validating: raw, as: UTF8.self) else { return .invalid("the token's \(key) is not valid UTF-8") }
+            return .value(text)
         }
         let start = position
-        while position < bytes.count, isNumberByte(bytes[position]) { position += 1 }
-        guard position > start else { return nil }
-        return String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self)
+        if bytes[position] == UInt8(ascii: "-") { position += 1 }
+        let digits = position
+        while position < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[position]) { position += 1 }
+        guard position > digits, position == bytes.count || isDelimiter(bytes[position]) else {
+            return .invalid("the token's \(key) is not a string or an integer")
+        }
+        return .value(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self))
     }
 
     /// The range of a string's contents (without quotes), leaving the position after it.

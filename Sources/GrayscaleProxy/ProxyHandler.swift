@@ -51,6 +51,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let started: NIODeadline
         let keepAlive: Bool
         let isUpgrade: Bool
+        /// How the body goes to the upstream: decided by the proxy, never the client's headers.
+        var framing = RequestFraming.none
+        /// The decoder stops after this request (an upgrade): client reads stay paused, and
+        /// unless a WebSocket tunnel starts the connection closes after the response.
+        var endsHTTP = false
+        /// Why the token named no user although it was there (invalid UTF-8, not a string or integer).
+        var identityProblem: String?
         /// Set when an anonymous client got a fresh sticky draw to remember.
         let stickyCookie: String?
         var bytesIn = 0
@@ -175,13 +182,49 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .idle:
             // The request could not be parsed: nothing was routed yet.
             let status: HTTPResponseStatus = (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+            shared.metrics?.refused(reason: status == .badRequest ? "malformed" : "header-too-large")
             respondAndClose(status, body: "\(status.code) \(status.reasonPhrase)\n", context: context, exchange: nil)
+        case .connecting(let exchange, _) where exchange.status == nil, .forwarding(let exchange, _) where exchange.status == nil:
+            // The body could not be parsed (a bad chunk size, a bare LF…): the client hears why, the upstream connection goes.
+            if case .forwarding(_, let upstream) = state {
+                upstream.handler.exchange = nil
+                upstream.channel.close(promise: nil)
+            }
+            exchange.timeout?.cancel()
+            state = .answered
+            shared.metrics?.refused(reason: "malformed")
+            respondAndClose(.badRequest, body: "400 malformed request body\n", context: context, exchange: exchange)
         default:
             context.close(promise: nil)
         }
     }
 
+    /// Refuses a request before routing it: the client sees the status, the access log and
+    /// `/metrics` say why, and the connection closes (what follows cannot be trusted).
+    private func refuse(_ refusal: RequestFraming.Refusal, head: HTTPRequestHead, context: ChannelHandlerContext) {
+        state = .answered
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        shared.metrics?.refused(reason: refusal.reason)
+        shared.accessLog?.append(AccessLogLine(
+            time: shared.configuration.now(), service: "", release: 0, label: "", route: "refused", appId: nil, bucket: nil,
+            method: head.method.rawValue, path: head.uri, status: Int(refusal.status.code), latencyMs: 0, upstream: "",
+            bytesIn: 0, bytesOut: 0, error: refusal.detail))
+        respond(refusal.status, body: "\(refusal.status.code) \(refusal.detail)\n", context: context, exchange: nil, close: true)
+    }
+
     private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        let framing: RequestFraming
+        switch RequestFraming.of(head) {
+        case .success(let decided): framing = decided
+        case .failure(let refusal):
+            refuse(refusal, head: head, context: context)
+            return
+        }
+        let endsHTTP = RequestFraming.endsHTTP(head)
+        if endsHTTP {
+            // Whatever follows is not parsed: read no more of it than is already here.
+            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        }
         let table = shared.table
         guard let service = table.service(for: head) else {
             state = .answered
@@ -190,7 +233,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     context: context, exchange: nil, close: !head.isKeepAlive)
             return
         }
-        let appId = shared.configuration.identity.appId(in: head)
+        let identity = shared.configuration.identity.identify(in: head)
+        let appId = identity.appId
         let requested = head.headers.first(name: "x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
         var stickyCookie: String?
         var clientId: Substring?
@@ -220,7 +264,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
-            started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining, isUpgrade: Self.isUpgrade(head), stickyCookie: stickyCookie)
+            started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining && !endsHTTP, isUpgrade: Self.isUpgrade(head),
+            stickyCookie: stickyCookie)
+        exchange.framing = framing
+        exchange.endsHTTP = endsHTTP
+        exchange.identityProblem = identity.problem
 
         if shared.configuration.routingHeader != nil { exchange.routingBucket = service.split.routingBucket(for: route) }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.configuration.maxBodyBytes {
@@ -250,7 +298,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             if case .success(let connection) = result { pool.release(connection) }
             return
         }
-        if clientReadsPaused {
+        if clientReadsPaused, !exchange.endsHTTP {
             clientReadsPaused = false
             context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         }
@@ -350,6 +398,22 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
     }
 
+    /// The upstream's answer could not be parsed (CL and TE together, a bad chunk…): a 502,
+    /// never taken for a stale connection and never sent again.
+    func upstreamFailed(_ error: Error) {
+        guard let context, case .forwarding(let exchange, let upstream) = state else { return }
+        upstream.handler.exchange = nil
+        upstream.channel.close(promise: nil)
+        exchange.timeout?.cancel()
+        state = .answered
+        guard exchange.status == nil else {
+            context.close(promise: nil)  // the answer had begun: the client cannot be told otherwise
+            return
+        }
+        respond(.badGateway, body: "502 \(exchange.target.versionHeader) sent a malformed answer\n", context: context, exchange: exchange,
+                close: true, errorClass: .upstream5xx, error: "malformed upstream answer: \(error)")
+    }
+
     func upstreamClosed() {
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
         // A pooled connection the upstream closed just as it was reused (its keep-alive timeout):
@@ -429,7 +493,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,
             method: exchange.head.method.rawValue, path: exchange.head.uri, status: Int(status.code),
             latencyMs: Double(micros) / 1000, upstream: exchange.target.upstream.description,
-            bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut, error: error))
+            bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut, error: error ?? exchange.identityProblem))
     }
 
     /// A sticky cookie's client id: 1 to 32 letters, digits, `-` or `_`; anything else gets a new one.
@@ -446,7 +510,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     static func strippingHopByHop(_ headers: HTTPHeaders) -> HTTPHeaders {
         // Headers the Connection header names are hop-by-hop too (keep-alive and close name none).
-        let named = headers[canonicalForm: "connection"].filter { !isASCIICaseInsensitiveEqual($0, "keep-alive") && !isASCIICaseInsensitiveEqual($0, "close") }
+        // Connection may not name the framing or the host away: the proxy sets the framing itself.
+        let named = headers[canonicalForm: "connection"].filter { name in
+            !["keep-alive", "close", "content-length", "transfer-encoding", "host"].contains { isASCIICaseInsensitiveEqual(name, $0) }
+        }
         var result = HTTPHeaders()
         for (name, value) in headers {
             let dropped = hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) }
@@ -458,6 +525,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     private func upstreamHead(for exchange: Exchange) -> HTTPRequestHead {
         var headers = Self.strippingHopByHop(exchange.head.headers)
+        exchange.framing.applied(to: &headers, method: exchange.head.method)
         if exchange.isUpgrade {
             headers.add(name: "connection", value: "upgrade")
             headers.add(name: "upgrade", value: exchange.head.headers.first(name: "upgrade") ?? "websocket")
@@ -520,6 +588,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             try client.addHandler(clientGlue, position: .after(self))
             client.removeHandler(name: Self.name, promise: nil)
             for name in Self.serverHandlerNames { client.removeHandler(name: name, promise: nil) }
+            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         } catch {
             context.close(promise: nil)
             upstream.channel.close(promise: nil)

@@ -35,6 +35,14 @@ public final class RequestMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry) { self.registry = registry }
 
+    static var refusals: MetricNameDescriptor { MetricNameDescriptor(namespace: "grayscale", metricName: "requests_refused", unitName: "total",
+                                               helpText: "Requests the proxy refused before routing them, by reason.") }
+
+    /// A request refused before it had a version (malformed, CONNECT, an unsupported transfer coding, …).
+    public func refused(reason: String) {
+        registry.makeCounter(descriptor: Self.refusals, labels: [("reason", reason)]).increment()
+    }
+
     public func record(_ outcome: RequestOutcome, route: RouteTarget) {
         let key = Key(service: outcome.service, release: outcome.release.number, route: route, statusClass: outcome.status / 100,
                       errorClass: outcome.errorClass)

@@ -89,6 +89,7 @@ struct UpstreamConnection {
 protocol UpstreamExchange: AnyObject {
     func upstreamRead(_ part: HTTPClientResponsePart)
     func upstreamClosed()
+    func upstreamFailed(_ error: Error)
     func upstreamReadComplete()
     func upstreamWritabilityChanged(isWritable: Bool)
 }
@@ -126,6 +127,9 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        let exchange = self.exchange
+        self.exchange = nil
+        exchange?.upstreamFailed(error)
         context.close(promise: nil)
     }
 }

@@ -26,6 +26,38 @@ struct IdentitySourceTests {
         #expect(IdentitySource().appId(in: head([("Authorization", value)])) == nil)
     }
 
+    /// A token whose payload is exactly these bytes (not necessarily valid JSON or UTF-8).
+    static func token(payload: [UInt8]) -> String {
+        func encode(_ bytes: [UInt8]) -> String {
+            Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+        }
+        return "Bearer \(encode(Array(#"{"alg":"none"}"#.utf8))).\(encode(payload)).sig"
+    }
+
+    @Test("claims are decoded strictly: invalid UTF-8, floats, booleans and objects make the request anonymous, and say why")
+    func strictClaims() {
+        let source = IdentitySource()
+        func identify(_ payload: [UInt8]) -> (appId: String?, problem: String?) {
+            source.identify(in: head([("Authorization", Self.token(payload: payload))]))
+        }
+        // Two different byte strings must never become the same user (a replacement character).
+        let invalid = identify(Array(#"{"appId":"ab"#.utf8) + [0xFF] + Array(#""}"#.utf8))
+        #expect(invalid.appId == nil)
+        #expect(invalid.problem == "the token's appId is not valid UTF-8")
+        let other = identify(Array(#"{"appId":"ab"#.utf8) + [0xFE] + Array(#""}"#.utf8))
+        #expect(other.appId == nil)
+        for payload in [#"{"appId":12.5}"#, #"{"appId":1e3}"#, #"{"appId":true}"#, #"{"appId":null}"#, #"{"appId":{"id":1}}"#, #"{"appId":"a\u0041"}"#] {
+            let result = identify(Array(payload.utf8))
+            #expect(result.appId == nil, "\(payload)")
+            #expect(result.problem != nil, "\(payload) is anonymous without saying why")
+        }
+        #expect(identify(Array(#"{"appId":-42}"#.utf8)).appId == "-42")
+        #expect(identify(Array(#"{"appId":"用户-1"}"#.utf8)).appId == "用户-1")
+        let absent = identify(Array(#"{"sub":"x"}"#.utf8))
+        #expect(absent.appId == nil && absent.problem == nil, "no appId claim is anonymous, not a problem")
+    }
+
     @Test("with an HS256 secret only correctly signed tokens name a user")
     func hs256() {
         let secret = Array("s3cret".utf8)

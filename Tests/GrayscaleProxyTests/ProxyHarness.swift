@@ -34,7 +34,8 @@ final class ProxyHarness {
     var accessLogPath: String { directory.appendingPathComponent("access.log").path }
 
     /// Starts the upstreams and the proxy; `canaryUpstream` may point at a dead port.
-    func start(configuration: ProxyConfiguration = ProxyConfiguration(port: 0), canaryUpstream: String? = nil) async throws {
+    func start(configuration: ProxyConfiguration = ProxyConfiguration(port: 0), canaryUpstream: String? = nil,
+               metrics: RequestMetrics? = nil) async throws {
         stable = try await VersionUpstream(version: 7, group: group)
         canary = try await VersionUpstream(version: 8, group: group)
         let who = Attribution(actor: "test")
@@ -45,7 +46,7 @@ final class ProxyHarness {
         configuration.port = 0
         accessLog = try AccessLog(path: accessLogPath, flushInterval: 0.01)
         proxy = ProxyServer(configuration: configuration, table: try table(), statistics: ProxyStatistics(windowSeconds: 1),
-                            accessLog: accessLog, group: group)
+                            accessLog: accessLog, metrics: metrics, group: group)
         port = try await proxy.start().port!
     }
 

@@ -39,6 +39,21 @@ final class RawSocket {
         }
     }
 
+    /// Sends zeros in 64 KiB pieces until `total` bytes went out, the peer stops reading
+    /// (a send blocks past the socket's timeout) or closes; returns how many went out.
+    func sendUntilBlocked(total: Int) -> Int {
+        var tv = timeval(tv_sec: 1, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let chunk = [UInt8](repeating: 0, count: 65536)
+        var sent = 0
+        while sent < total {
+            let count = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard count > 0 else { break }
+            sent += count
+        }
+        return sent
+    }
+
     /// Reads until `done` says the bytes so far are enough, the peer closes, or the timeout passes.
     @discardableResult
     func receive(until done: ([UInt8]) -> Bool = { _ in false }) -> [UInt8] {

@@ -1,0 +1,180 @@
+import Foundation
+import GrayscaleProxy
+import NIOCore
+import Prometheus
+import Testing
+
+/// The proxy never desyncs: each hostile request checked for what the client got and for
+/// exactly what the upstream received (bytes and the requests its own parser saw).
+@Suite("Request smuggling and unbounded buffering", .serialized)
+struct SmugglingTests {
+    static let token = "Authorization: Bearer \(makeJWT(["appId": "attacker"]))"
+    static let hidden = "GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Grayscale-Version: forged\r\n\r\n"
+
+    /// Runs `body` with a proxy whose canary (100% of users) is a recording upstream.
+    static func run(metrics: RequestMetrics? = nil, _ body: (ProxyHarness, RecordingUpstream) async throws -> Void) async throws {
+        let harness = try ProxyHarness()
+        let recording = try await RecordingUpstream(group: harness.group)
+        do {
+            try await harness.start(canaryUpstream: recording.url, metrics: metrics)
+            try harness.setCanary("100")
+            try await body(harness, recording)
+        } catch {
+            try? await recording.stop()
+            await harness.stop()
+            throw error
+        }
+        try? await recording.stop()
+        await harness.stop()
+    }
+
+    /// Sends `request`, reads the answer until the proxy closes or `settle` passes.
+    static func exchange(_ harness: ProxyHarness, _ request: String) throws -> RawSocket {
+        let socket = try RawSocket(port: harness.port, timeout: 3)
+        try socket.send(request)
+        socket.receive()
+        return socket
+    }
+
+    static func chunked(_ text: String) -> String { String(text.utf8.count, radix: 16) + "\r\n" + text + "\r\n0\r\n\r\n" }
+
+    struct Case: CustomStringConvertible, Sendable {
+        var name: String
+        var request: String
+        /// The status line's code the client must get.
+        var status: Int
+        /// The requests the upstream must parse, in order ("METHOD PATH").
+        var upstream: [String]
+        var description: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "TRACE with a Content-Length body", request: "TRACE /t HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: \(hidden.utf8.count)\r\n\r\n\(hidden)",
+             status: 400, upstream: []),
+        Case(name: "GET with Transfer-Encoding: Chunked", request: "GET /a HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n\(chunked(hidden))",
+             status: 200, upstream: ["GET /a"]),
+        Case(name: "GET with Transfer-Encoding: CHUNKED", request: "GET /b HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: CHUNKED\r\nConnection: close\r\n\r\n\(chunked(hidden))",
+             status: 200, upstream: ["GET /b"]),
+        Case(name: "DELETE with Transfer-Encoding: gzip, chunked", request: "DELETE /c HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: gzip, chunked\r\n\r\n\(chunked(hidden))",
+             status: 501, upstream: []),
+        Case(name: "OPTIONS with two Transfer-Encoding headers", request: "OPTIONS /d HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n\(chunked(hidden))",
+             status: 400, upstream: []),
+        Case(name: "HEAD with Transfer-Encoding: xchunked", request: "HEAD /e HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: xchunked\r\n\r\n\(chunked(hidden))",
+             status: 501, upstream: []),
+        Case(name: "GET with Connection: transfer-encoding", request: "GET /f HTTP/1.1\r\nHost: x\r\n\(token)\r\nConnection: transfer-encoding, close\r\nTransfer-Encoding: chunked\r\n\r\n\(chunked(hidden))",
+             status: 200, upstream: ["GET /f"]),
+        Case(name: "GET with Connection: content-length", request: "GET /g HTTP/1.1\r\nHost: x\r\n\(token)\r\nConnection: content-length, close\r\nContent-Length: \(hidden.utf8.count)\r\n\r\n\(hidden)",
+             status: 200, upstream: ["GET /g"]),
+        Case(name: "CONNECT", request: "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\(token)\r\n\r\n\(hidden)",
+             status: 405, upstream: []),
+        Case(name: "a chunk size that is not hex", request: "POST /h HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+             status: 400, upstream: []),
+        Case(name: "a chunk size over 64 bits", request: "POST /i HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: chunked\r\n\r\n1ffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+             status: 400, upstream: []),
+        Case(name: "CL and TE together", request: "POST /j HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\(hidden)",
+             status: 400, upstream: []),
+        Case(name: "a smuggled request in a POST body stays a body", request: "POST /k HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: \(hidden.utf8.count)\r\nConnection: close\r\n\r\n\(hidden)",
+             status: 200, upstream: ["POST /k"]),
+    ]
+
+    @Test("hostile framing: the client gets a status, the upstream parses exactly the requests the proxy meant", arguments: cases)
+    func framing(_ hostile: Case) async throws {
+        try await Self.run { harness, upstream in
+            let socket = try Self.exchange(harness, hostile.request)
+            #expect(socket.text.hasPrefix("HTTP/1.1 \(hostile.status) "), "\(hostile.name): \(socket.text.prefix(120))")
+            try await Task.sleep(for: .milliseconds(150))
+            #expect(upstream.requests.withLockedValue { $0 } == hostile.upstream, "\(hostile.name): the upstream parsed \(upstream.requests.withLockedValue { $0 })")
+            #expect(!upstream.received.contains("X-Grayscale-Version: forged\r\n\r\n") || hostile.upstream.count == 1,
+                    "\(hostile.name): a forged header reached the upstream outside a body")
+            // What the proxy forwarded carries the proxy's own framing, never the client's.
+            for line in upstream.received.split(separator: "\r\n") where line.lowercased().hasPrefix("transfer-encoding:") {
+                #expect(line == "transfer-encoding: chunked", "\(hostile.name): forwarded '\(line)'")
+            }
+        }
+    }
+
+    @Test("a slow smuggled answer never reaches another client")
+    func desync() async throws {
+        try await Self.run { harness, upstream in
+            let slow = "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+            let attack = try Self.exchange(harness, "GET /attack HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n\(Self.chunked(slow))")
+            #expect(attack.text.contains("answer for /attack"))
+            // Victims reuse the pooled upstream connection right away and later.
+            for index in 0..<10 {
+                let victim = try Self.exchange(harness, "GET /victim-\(index) HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+                #expect(victim.text.contains("answer for /victim-\(index)"), "victim \(index) got: \(victim.text.suffix(60))")
+                #expect(!victim.text.contains("/slow"))
+                if index == 4 { try await Task.sleep(for: .milliseconds(600)) }
+            }
+            #expect(!upstream.requests.withLockedValue { $0 }.contains("GET /slow"))
+        }
+    }
+
+    @Test("a malformed upstream answer is a 502 and is never sent again")
+    func malformedAnswer() async throws {
+        try await Self.run { harness, upstream in
+            // Warm a pooled connection, so the malformed answer comes on a reused one.
+            _ = try Self.exchange(harness, "GET /warm HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            let socket = try Self.exchange(harness, "GET /malformed HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(socket.text.hasPrefix("HTTP/1.1 502 "), "\(socket.text.prefix(120))")
+            try await Task.sleep(for: .milliseconds(150))
+            #expect(upstream.requests.withLockedValue { $0 }.filter { $0 == "GET /malformed" }.count == 1, "sent again")
+        }
+    }
+
+    @Test("an upgrade that is not a WebSocket tunnel: answered, then closed; what the client pushes after is not buffered")
+    func unboundedUpgrade() async throws {
+        try await Self.run { harness, upstream in
+            let socket = try RawSocket(port: harness.port, timeout: 3)
+            try socket.send("GET /h2c HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+            socket.receive()
+            #expect(socket.text.hasPrefix("HTTP/1.1 200 "), "\(socket.text.prefix(120))")
+            #expect(socket.text.lowercased().contains("connection: close"))
+            #expect(upstream.requests.withLockedValue { $0 } == ["GET /h2c"])
+            #expect(!upstream.received.lowercased().contains("upgrade: h2c"), "the upgrade went to the upstream")
+
+            // CONNECT, then 64 MiB pushed at the proxy: it stops reading, so the sender soon blocks.
+            let pusher = try RawSocket(port: harness.port, timeout: 2)
+            try pusher.send("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            let sent = pusher.sendUntilBlocked(total: 64 << 20)
+            #expect(sent < 16 << 20, "the proxy kept reading \(sent >> 20) MiB after refusing CONNECT")
+        }
+    }
+
+    @Test("every refusal is a status the client sees, a line in the access log with its reason, and a count in /metrics")
+    func refusalsCounted() async throws {
+        let registry = PrometheusCollectorRegistry()
+        try await Self.run(metrics: RequestMetrics(registry: registry)) { harness, _ in
+            for request in ["CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+                            "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+                            "TRACE / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                            "GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n"] {
+                let socket = try Self.exchange(harness, request)
+                #expect(socket.text.hasPrefix("HTTP/1.1 4") || socket.text.hasPrefix("HTTP/1.1 5"), "\(request.prefix(30)): \(socket.text.prefix(60))")
+                #expect(socket.isClosedByPeer(), "the connection was left open after a refusal")
+            }
+            let metrics = registry.emitToString()
+            for reason in ["connect", "transfer-encoding", "trace-body", "malformed"] {
+                #expect(metrics.contains(#"grayscale_requests_refused_total{reason="\#(reason)"} 1"#), "\(reason) not counted:\n\(metrics)")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            harness.accessLog.flush()
+            let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
+            #expect(log.contains(#""route":"refused""#) && log.contains("CONNECT is not supported"), "\(log.suffix(400))")
+            #expect(log.contains("transfer coding 'gzip' is not supported"))
+        }
+    }
+
+    @Test("an appId that is not valid UTF-8 is anonymous, and the access log says why")
+    func invalidAppIdLogged() async throws {
+        try await Self.run { harness, _ in
+            let token = IdentitySourceTests.token(payload: Array(#"{"appId":"ab"#.utf8) + [0xFF] + Array(#""}"#.utf8))
+            let socket = try Self.exchange(harness, "GET /who HTTP/1.1\r\nHost: x\r\nAuthorization: \(token)\r\nConnection: close\r\n\r\n")
+            #expect(socket.text.hasPrefix("HTTP/1.1 "))
+            try await Task.sleep(for: .milliseconds(100))
+            harness.accessLog.flush()
+            let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
+            #expect(log.contains(#""appId":"anonymous""#) && log.contains("the token's appId is not valid UTF-8"), "\(log.suffix(400))")
+        }
+    }
+}
