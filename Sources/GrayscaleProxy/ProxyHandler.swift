@@ -154,16 +154,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             exchange.timeout?.cancel()
             upstream.handler.exchange = nil
             upstream.channel.close(promise: nil)  // mid-exchange: never reuse
-            if !exchange.finished {
-                exchange.finished = true
-                shared.exchangeEnded()
-            }
+            abandoned(exchange)
         case .connecting(let exchange, _):
             exchange.timeout?.cancel()
-            if !exchange.finished {
-                exchange.finished = true
-                shared.exchangeEnded()
-            }
+            abandoned(exchange)
         case .idle, .answered, .tunnel:
             break
         }
@@ -381,7 +375,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             state = .idle
             idleSince = .now()
             upstream.handler.exchange = nil
-            if exchange.requestEnded && exchange.upstreamKeepAlive && upstream.channel.isActive {
+            // After an upgrade request the upstream may have stopped reading HTTP (it was asked to
+            // switch and did not): that connection is never handed to another request.
+            if exchange.requestEnded && exchange.upstreamKeepAlive && !exchange.isUpgrade && upstream.channel.isActive {
                 pool.release(upstream)
             } else {
                 upstream.channel.close(promise: nil)
@@ -478,16 +474,25 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
     }
 
-    private func finish(_ exchange: Exchange, status: HTTPResponseStatus, errorClass: ErrorClass?, error: String?) {
+    /// The client went away before the answer: the access log keeps the request (the
+    /// upstream may have received it), as nginx's 499; the statistics do not judge it.
+    private func abandoned(_ exchange: Exchange) {
+        finish(exchange, status: HTTPResponseStatus(statusCode: 499, reasonPhrase: "Client Closed Request"), errorClass: nil,
+               error: "the client closed the connection before the answer", counted: false)
+    }
+
+    private func finish(_ exchange: Exchange, status: HTTPResponseStatus, errorClass: ErrorClass?, error: String?, counted: Bool = true) {
         guard !exchange.finished else { return }
         exchange.finished = true
         shared.exchangeEnded()
         let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
         let now = shared.configuration.now()
-        let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
-                                     status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now, unit: exchange.unit)
-        shared.statistics.record(outcome)
-        shared.metrics?.record(outcome, route: exchange.route.target)
+        if counted {
+            let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
+                                         status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now, unit: exchange.unit)
+            shared.statistics.record(outcome)
+            shared.metrics?.record(outcome, route: exchange.route.target)
+        }
         shared.accessLog?.append(AccessLogLine(
             time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
             route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,

@@ -81,6 +81,7 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
     let requests: NIOLockedValueBox<[String]>
     let framings: NIOLockedValueBox<[(transferEncoding: [String], contentLength: [String])]>
     var path = ""
+    var isHead = false
 
     init(recorder: ByteRecorder, requests: NIOLockedValueBox<[String]>,
          framings: NIOLockedValueBox<[(transferEncoding: [String], contentLength: [String])]>) {
@@ -93,6 +94,7 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
         switch unwrapInboundIn(data) {
         case .head(let head):
             path = head.uri
+            isHead = head.method == .HEAD
             requests.withLockedValue { $0.append("\(head.method.rawValue) \(head.uri)") }
             framings.withLockedValue { $0.append((head.headers["transfer-encoding"], head.headers["content-length"])) }
         case .body:
@@ -117,7 +119,7 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
         var headers = HTTPHeaders()
         headers.add(name: "content-length", value: String(body.utf8.count))
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
     }
 }

@@ -110,6 +110,17 @@ struct SmugglingTests {
         }
     }
 
+    @Test("an upstream connection that was asked to upgrade and did not is never given to another request (found by the fuzzer)")
+    func upgradeConnectionNotReused() async throws {
+        try await Self.run { harness, upstream in
+            let upgrade = try Self.exchange(harness, "GET /ws HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            #expect(upgrade.text.hasPrefix("HTTP/1.1 200 "), "\(upgrade.text.prefix(80))")
+            // The upstream's parser stopped at the upgrade request: a request sent on that connection would wait for ever.
+            let next = try Self.exchange(harness, "GET /after HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(next.text.contains("answer for /after"), "\(next.text.prefix(80))")
+        }
+    }
+
     @Test("a malformed upstream answer is a 502 and is never sent again")
     func malformedAnswer() async throws {
         try await Self.run { harness, upstream in
