@@ -69,6 +69,8 @@ public final class ControllerService: Service, Sendable {
         var policies: PolicyLibrary?
         /// The lease as this process last held or saw it.
         var standing: LeaseStanding?
+        /// The last error claiming the lease, said once.
+        var leaseProblem: String?
         /// The split revision each driver last applied and read back.
         var applied: [String: AppliedSplit] = [:]
         /// The revision whose failure was already notified.
@@ -129,9 +131,19 @@ public final class ControllerService: Service, Sendable {
         do {
             standing = try database.claimLease(holder: configuration.holder, period: configuration.leasePeriod, at: now())
         } catch {
-            logger.error("cannot claim the controller's lease; not deciding until it can", metadata: ["problem": "\(error.message)"])
-            memory.withLock { $0.standing = nil }
+            // Said once per problem, not on every pass (a locked or full database lasts).
+            let first = memory.withLock { memory -> Bool in
+                defer { memory.standing = nil; memory.leaseProblem = error.message }
+                return memory.leaseProblem != error.message
+            }
+            if first {
+                logger.error("cannot claim the controller's lease; not deciding until it can", metadata: ["problem": "\(error.message)"])
+            }
             return nil
+        }
+        if memory.withLock({ $0.leaseProblem }) != nil {
+            logger.notice("the database answers again: claiming the lease works")
+            memory.withLock { $0.leaseProblem = nil }
         }
         let before = memory.withLock { memory in
             defer { memory.standing = standing }
