@@ -73,6 +73,29 @@ struct SmugglingTests {
              status: 400, upstream: []),
         Case(name: "CL and TE together", request: "POST /j HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\(hidden)",
              status: 400, upstream: []),
+        Case(name: "a bare LF ending a chunk size", request: "POST /l HTTP/1.1\r\nHost: x\r\n\(token)\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+             status: 400, upstream: []),
+        // What already held, kept under test.
+        Case(name: "two different Content-Lengths", request: "POST /m HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+             status: 400, upstream: []),
+        Case(name: "a signed Content-Length", request: "POST /n HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: +5\r\n\r\nhello",
+             status: 400, upstream: []),
+        Case(name: "a negative Content-Length", request: "POST /o HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: -5\r\n\r\nhello",
+             status: 400, upstream: []),
+        Case(name: "a Content-Length over 64 bits", request: "POST /p HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: 99999999999999999999999\r\n\r\nhello",
+             status: 400, upstream: []),
+        Case(name: "obsolete line folding", request: "GET /q HTTP/1.1\r\nHost: x\r\n\(token)\r\nX-Folded: a\r\n b\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+             status: 400, upstream: []),
+        Case(name: "a bare CR in a header", request: "GET /r HTTP/1.1\r\nHost: x\r\n\(token)\r\nX-A: a\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+             status: 400, upstream: []),
+        Case(name: "a NUL byte in a header", request: "GET /s HTTP/1.1\r\nHost: x\r\n\(token)\r\nX-A: a\u{0}b\r\n\r\n",
+             status: 400, upstream: []),
+        Case(name: "a spoofed version header is replaced", request: "GET /u HTTP/1.1\r\nHost: x\r\n\(token)\r\nX-Grayscale-Version: forged\r\nX-Grayscale-Route: forged\r\nConnection: close\r\n\r\n",
+             status: 200, upstream: ["GET /u"]),
+        Case(name: "an absolute-form target goes to the configured upstream only", request: "GET http://169.254.169.254/latest HTTP/1.1\r\nHost: x\r\n\(token)\r\nConnection: close\r\n\r\n",
+             status: 200, upstream: ["GET http://169.254.169.254/latest"]),
+        Case(name: "pipelined requests stay in order", request: "GET /p1 HTTP/1.1\r\nHost: x\r\n\(token)\r\n\r\nGET /slow HTTP/1.1\r\nHost: x\r\n\(token)\r\n\r\nGET /p3 HTTP/1.1\r\nHost: x\r\n\(token)\r\nConnection: close\r\n\r\n",
+             status: 200, upstream: ["GET /p1", "GET /slow", "GET /p3"]),
         Case(name: "a smuggled request in a POST body stays a body", request: "POST /k HTTP/1.1\r\nHost: x\r\n\(token)\r\nContent-Length: \(hidden.utf8.count)\r\nConnection: close\r\n\r\n\(hidden)",
              status: 200, upstream: ["POST /k"]),
     ]
@@ -86,6 +109,16 @@ struct SmugglingTests {
             #expect(upstream.requests.withLockedValue { $0 } == hostile.upstream, "\(hostile.name): the upstream parsed \(upstream.requests.withLockedValue { $0 })")
             #expect(!upstream.received.contains("X-Grayscale-Version: forged\r\n\r\n") || hostile.upstream.count == 1,
                     "\(hostile.name): a forged header reached the upstream outside a body")
+            if hostile.name.contains("spoofed") {
+                #expect(!upstream.received.contains("X-Grayscale-Version: forged") && !upstream.received.contains("X-Grayscale-Route: forged"),
+                        "a spoofed X-Grayscale header reached the upstream")
+                #expect(upstream.received.lowercased().contains("x-grayscale-version: engine@8"))
+            }
+            if hostile.upstream.count > 1 {
+                let answers = hostile.upstream.map { "answer for \($0.split(separator: " ")[1])" }
+                let positions = answers.compactMap { socket.text.range(of: $0)?.lowerBound }
+                #expect(positions.count == answers.count && positions == positions.sorted(), "\(hostile.name): answers out of order")
+            }
             // What the proxy forwarded carries the proxy's own framing, never the client's.
             for line in upstream.received.split(separator: "\r\n") where line.lowercased().hasPrefix("transfer-encoding:") {
                 #expect(line == "transfer-encoding: chunked", "\(hostile.name): forwarded '\(line)'")
