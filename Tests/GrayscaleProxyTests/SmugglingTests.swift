@@ -154,6 +154,24 @@ struct SmugglingTests {
         }
     }
 
+    @Test("slowloris: 200 connections holding half a header do not keep other clients from being served")
+    func slowloris() async throws {
+        try await Self.run { harness, _ in
+            var slow: [RawSocket] = []
+            for _ in 0..<200 {
+                let socket = try RawSocket(port: harness.port, timeout: 3)
+                try socket.send("GET /slowly HTTP/1.1\r\nHost: x\r\nX-Dribble: a")
+                slow.append(socket)
+            }
+            for index in 0..<20 {
+                let socket = try Self.exchange(harness, "GET /fast-\(index) HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+                #expect(socket.text.contains("answer for /fast-\(index)"))
+            }
+            for socket in slow { try? socket.send("b") }  // still held, still half a header
+            #expect(slow.count == 200)
+        }
+    }
+
     @Test("a malformed upstream answer is a 502 and is never sent again")
     func malformedAnswer() async throws {
         try await Self.run { harness, upstream in
