@@ -76,22 +76,31 @@ struct JSONClaimScanner {
 
     init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
+    /// The key's value; `invalid` when the key appears twice or any key is escaped (another
+    /// parser could read another value for it than this one).
     mutating func topLevelValue(for key: String) -> JWTPayload.Claim {
         skipWhitespace()
         guard take(UInt8(ascii: "{")) else { return .absent }
         skipWhitespace()
         if take(UInt8(ascii: "}")) { return .absent }
+        var found: JWTPayload.Claim?
         while true {
             skipWhitespace()
             guard let name = stringRange() else { return .absent }
+            if bytes[name].contains(UInt8(ascii: "\\")) { return .invalid("the token has an escaped claim name") }
             skipWhitespace()
             guard take(UInt8(ascii: ":")) else { return .absent }
             skipWhitespace()
-            if equals(name, key) { return value(key) }
-            guard skipValue() else { return .absent }
+            if equals(name, key) {
+                guard found == nil else { return .invalid("the token has more than one \(key)") }
+                found = value(key)
+                if case .invalid = found { return found! }
+            } else {
+                guard skipValue() else { return .absent }
+            }
             skipWhitespace()
             if take(UInt8(ascii: ",")) { continue }
-            return .absent  // "}" or malformed: the key is not there
+            return found ?? .absent  // "}" (or malformed after it)
         }
     }
 
@@ -110,6 +119,10 @@ struct JSONClaimScanner {
         while position < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[position]) { position += 1 }
         guard position > digits, position == bytes.count || isDelimiter(bytes[position]) else {
             return .invalid("the token's \(key) is not a string or an integer")
+        }
+        // JSON has no leading zeros, and -0 is 0: one user, one spelling.
+        guard bytes[digits] != UInt8(ascii: "0") || (position - digits == 1 && digits == start) else {
+            return .invalid("the token's \(key) is not a canonical integer")
         }
         return .value(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<position]), as: UTF8.self))
     }

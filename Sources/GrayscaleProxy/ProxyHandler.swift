@@ -49,7 +49,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         /// The randomized unit this request belongs to; nil for lists and opt-in.
         let unit: UnitEvent?
         let started: NIODeadline
-        let keepAlive: Bool
+        var keepAlive: Bool
         let isUpgrade: Bool
         /// How the body goes to the upstream: decided by the proxy, never the client's headers.
         var framing = RequestFraming.none
@@ -135,9 +135,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             exchange.bytesIn += body.readableBytes
             guard !tooLarge(exchange, context: context) else { return }
             upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-        case (.forwarding(let exchange, let upstream), .end(let trailers)):
+        case (.forwarding(let exchange, let upstream), .end):
             exchange.requestEnded = true
-            upstream.channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
+            // The client's trailers stay here: they could carry framing or the proxy's own headers.
+            upstream.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
         case (.answered, _), (.tunnel, _), (.idle, _), (.forwarding, .head):
             break
         }
@@ -224,7 +225,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             state = .answered
             let known = table.routes.keys.sorted().joined(separator: ", ")
             respond(.notFound, body: "grayscale: no service matches this request (services: \(known.isEmpty ? "none" : known))\n",
-                    context: context, exchange: nil, close: !head.isKeepAlive)
+                    context: context, exchange: nil, close: !head.isKeepAlive || endsHTTP, method: head.method)
             return
         }
         let identity = shared.configuration.identity.identify(in: head)
@@ -310,7 +311,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             for part in buffered {
                 switch part {
                 case .body(let body): upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-                case .end(let trailers): upstream.channel.write(HTTPClientRequestPart.end(trailers), promise: nil)
+                case .end: upstream.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
                 case .head: break
                 }
             }
@@ -361,6 +362,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             exchange.upstreamKeepAlive = head.isKeepAlive
             context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
         case .body(let body):
+            guard exchange.head.method != .HEAD else { return }  // an upstream that sends a body to HEAD: not to the client
             exchange.bytesOut += body.readableBytes
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
             if !context.channel.isWritable {
@@ -377,7 +379,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             upstream.handler.exchange = nil
             // After an upgrade request the upstream may have stopped reading HTTP (it was asked to
             // switch and did not): that connection is never handed to another request.
-            if exchange.requestEnded && exchange.upstreamKeepAlive && !exchange.isUpgrade && upstream.channel.isActive {
+            if exchange.requestEnded && exchange.upstreamKeepAlive && !exchange.isUpgrade && exchange.status != .switchingProtocols
+                && upstream.channel.isActive {
                 pool.release(upstream)
             } else {
                 upstream.channel.close(promise: nil)
@@ -452,7 +455,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     private func respond(_ status: HTTPResponseStatus, body: String, context: ChannelHandlerContext, exchange: Exchange?,
-                         close: Bool, errorClass: ErrorClass? = nil, error: String? = nil) {
+                         close: Bool, errorClass: ErrorClass? = nil, error: String? = nil, method: HTTPMethod? = nil) {
+        // A response to HEAD has the length of the body it would have, and no body.
+        let isHead = (method ?? exchange?.head.method) == .HEAD
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         headers.add(name: "content-length", value: String(body.utf8.count))
@@ -464,7 +469,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let version = exchange?.head.version ?? .http1_1
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil) }
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
             if close { context.close(promise: nil) }
         }
@@ -531,6 +536,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func upstreamHead(for exchange: Exchange) -> HTTPRequestHead {
         var headers = Self.strippingHopByHop(exchange.head.headers)
         exchange.framing.applied(to: &headers, method: exchange.head.method)
+        // The proxy sends the body without waiting: an upstream told to expect a 100 might skip it and read the body as a request.
+        headers.remove(name: "expect")
         if exchange.isUpgrade {
             headers.add(name: "connection", value: "upgrade")
             headers.add(name: "upgrade", value: exchange.head.headers.first(name: "upgrade") ?? "websocket")
@@ -552,6 +559,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             headers = head.headers
         } else {
             headers = Self.strippingHopByHop(head.headers)
+            // The response's framing is the proxy's too: a length it knows, else chunked for
+            // HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
+            let length = headers["content-length"].count == 1 ? headers.first(name: "content-length") : nil
+            headers.remove(name: "transfer-encoding")
+            headers.remove(name: "content-length")
+            if let length, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+                headers.add(name: "content-length", value: length)
+            } else if exchange.head.method == .HEAD || exchange.head.version.major < 1 || (exchange.head.version.major == 1 && exchange.head.version.minor == 0) {
+                exchange.keepAlive = false
+            }
             if !exchange.keepAlive { headers.add(name: "connection", value: "close") }
         }
         headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)

@@ -54,6 +54,12 @@ struct IdentitySourceTests {
         }
         #expect(identify(Array(#"{"appId":-42}"#.utf8)).appId == "-42")
         #expect(identify(Array(#"{"appId":"用户-1"}"#.utf8)).appId == "用户-1")
+        // Another parser must not read another user out of the same token.
+        for payload in [#"{"appId":"alice","appId":"bob"}"#, #"{"appId":"alice","app\u0049d":"bob"}"#, #"{"appId":007}"#, #"{"appId":-0}"#] {
+            let result = identify(Array(payload.utf8))
+            #expect(result.appId == nil && result.problem != nil, "\(payload) → \(String(describing: result.appId))")
+        }
+        #expect(identify(Array(#"{"appId":0}"#.utf8)).appId == "0")
         let absent = identify(Array(#"{"sub":"x"}"#.utf8))
         #expect(absent.appId == nil && absent.problem == nil, "no appId claim is anonymous, not a problem")
     }

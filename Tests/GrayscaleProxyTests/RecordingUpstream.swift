@@ -101,6 +101,18 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
             break
         case .end:
             let path = self.path
+            if path == "/switch" {
+                // A 101 to a request that asked for no upgrade: this connection speaks no more HTTP.
+                recorder.writeRaw("HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n")
+                return
+            }
+            if path == "/chunked" {
+                // No length: the upstream's encoder chunks the body.
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: "answer for /chunked")))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
             if path == "/malformed" {
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
                 return

@@ -172,6 +172,46 @@ struct SmugglingTests {
         }
     }
 
+    @Test("responses are framed by the proxy: HEAD has no body, an HTTP/1.0 client gets no chunked coding, a stray 101 is not reused")
+    func responseFraming() async throws {
+        try await Self.run { harness, upstream in
+            // HEAD then GET on one connection: the HEAD answer has its length and no body, so the GET's answer follows it exactly.
+            let pipelined = try Self.exchange(harness, "HEAD /h1 HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\nGET /h2 HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            let responses = pipelined.text.components(separatedBy: "HTTP/1.1 200 OK")
+            #expect(responses.count == 3, "\(pipelined.text)")
+            #expect(responses.count == 3 && !responses[1].contains("answer for /h1") && responses[1].hasSuffix("\r\n\r\n"),
+                    "the HEAD answer carried a body: \(pipelined.text)")
+            #expect(pipelined.text.hasSuffix("answer for /h2"))
+
+            // An HTTP/1.0 client and an upstream that chunks: no Transfer-Encoding reaches the client, the connection closes after.
+            let old = try Self.exchange(harness, "GET /chunked HTTP/1.0\r\n\(Self.token)\r\nConnection: keep-alive\r\n\r\n")
+            #expect(!old.text.lowercased().contains("transfer-encoding"), "\(old.text)")
+            #expect(old.text.lowercased().contains("connection: close"))
+            #expect(old.text.hasSuffix("\r\n\r\nanswer for /chunked"), "\(old.text)")
+
+            // A 101 to a plain request: that upstream connection is never handed to the next request.
+            _ = try Self.exchange(harness, "GET /switch HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            let after = try Self.exchange(harness, "GET /after-switch HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(after.text.contains("answer for /after-switch"), "\(after.text.prefix(80))")
+        }
+    }
+
+    @Test("Expect: 100-continue and the client's trailers stay at the proxy")
+    func expectAndTrailers() async throws {
+        try await Self.run { harness, upstream in
+            let body = Self.hidden
+            let expect = try Self.exchange(harness, "POST /expect HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nExpect: 100-continue\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)")
+            #expect(expect.text.contains("answer for /expect"))
+            let trailer = try Self.exchange(harness, "POST /trailer HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Grayscale-Route: forged\r\n\r\n")
+            #expect(trailer.text.contains("answer for /trailer"))
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(!upstream.received.lowercased().contains("expect:"), "Expect reached the upstream")
+            #expect(!upstream.received.contains("X-Grayscale-Route: forged"),
+                    "the client's trailers reached the upstream")
+            #expect(upstream.requests.withLockedValue { $0 } == ["POST /expect", "POST /trailer"])
+        }
+    }
+
     @Test("a malformed upstream answer is a 502 and is never sent again")
     func malformedAnswer() async throws {
         try await Self.run { harness, upstream in
