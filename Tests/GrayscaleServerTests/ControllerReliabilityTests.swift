@@ -126,4 +126,60 @@ struct ControllerReliabilityTests {
         #expect(try fixture.database.verdicts("engine", release: 8).map { $0.leaseToken ?? 0 }.last == 2)
         #expect(try fixture.database.split("engine").revision >= revision)
     }
+
+    @Test("a leader that loses its lease in the middle of a tick has that tick's commit refused by the fence")
+    func fenceInTheMiddleOfATick() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        try """
+            service: engine
+            steps: [5, 50, 100]
+            stepMinimum: 1s
+            analysis: {interval: 1s, minRequests: 10}
+            \(Self.alwaysOpen)
+            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
+        let written = NIOLockedValueBox<(verdicts: Int, audits: Int)?>(nil)
+        let database = fixture.database
+        // On its third reading of metrics, A freezes past its lease and B takes the lease, changing nothing
+        // else: only the fence can stop A's commit (the compare-and-swap would let it through).
+        let metrics = InterruptingMetrics(onCall: 3) {
+            let now = clock.withLockedValue { $0 = $0.addingTimeInterval(11); return $0 }
+            _ = try? database.claimLease(holder: "b", period: 10, at: now)
+            written.withLockedValue { $0 = ((try? database.verdicts("engine", release: 8).count) ?? -1,
+                                            (try? database.auditLog(service: "engine", limit: 1000).count) ?? -1) }
+        }
+        let a = ControllerService(database: database, policiesFolder: fixture.policies, metrics: metrics,
+                                  configuration: .init(leasePeriod: 10, holder: "a"), now: { clock.withLockedValue { $0 } },
+                                  logger: Logger(label: "a"))
+        for _ in 0..<5 {
+            await a.tickAll()
+            clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
+        }
+        #expect(metrics.calls.withLockedValue { $0 } == 3, "a was interrupted in the middle of a tick, then stood by")
+        let atClaim = try #require(written.withLockedValue { $0 })
+        #expect(try database.verdicts("engine", release: 8).count == atClaim.verdicts, "a's verdict was written after b took the lease")
+        #expect(try database.auditLog(service: "engine", limit: 1000).count == atClaim.audits)
+        #expect(try database.controllers(seenSince: .distantPast).lease?.holder == "b")
+        await a.tickAll()  // a now stands by: it writes nothing
+        #expect(try database.verdicts("engine", release: 8).count == atClaim.verdicts)
+    }
+}
+
+/// Healthy metrics that, on one call, run `interrupt` before answering (another process acting meanwhile).
+final class InterruptingMetrics: MetricsSource, Sendable {
+    let calls = NIOLockedValueBox(0)
+    let onCall: Int
+    let interrupt: @Sendable () async -> Void
+
+    init(onCall: Int, interrupt: @escaping @Sendable () async -> Void) {
+        self.onCall = onCall
+        self.interrupt = interrupt
+    }
+
+    func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
+        let call = calls.withLockedValue { $0 += 1; return $0 }
+        if call == onCall { await interrupt() }
+        return try await HealthyMetrics().observe(service: service, canary: canary, stable: stable, from: from, to: to)
+    }
 }
