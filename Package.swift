@@ -168,6 +168,7 @@ let package = Package(
         .testTarget(
             name: "GrayscaleProxyTests",
             dependencies: [
+                "GrayscaleTestSupport",
                 "GrayscaleProxy",
                 "GrayscaleServer",
                 "GrayscaleCore",

@@ -8,20 +8,6 @@ import GrayscaleTestSupport
 import Logging
 import Testing
 
-/// SplitMix64: the suite's choices replay from the printed seed.
-struct ChaosRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
-    mutating func chance(_ p: Double) -> Bool { Double(next() >> 11) / Double(1 << 53) < p }
-}
-
 /// Two `grayscale controller` processes on one SQLite file for a whole series of
 /// rollouts (each verifying its smoke check first), while the suite SIGKILLs the leader
 /// at random points (also during `verifying` and during a bot command), freezes it past
@@ -201,7 +187,7 @@ struct ChaosTests {
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["GRAYSCALE_CHAOS_SEED"].flatMap(UInt64.init) ?? 20_261_128
         let killsWanted = environment["GRAYSCALE_CHAOS_KILLS"].flatMap(Int.init) ?? 50
-        var random = ChaosRandom(state: seed)
+        var random = SeededRandom(seed: seed)
         var report = Report(seed: seed)
         print("chaos seed \(seed) (replay with GRAYSCALE_CHAOS_SEED=\(seed))")
 

@@ -1,19 +1,7 @@
 import Foundation
 import GrayscaleProxy
+import GrayscaleTestSupport
 import Testing
-
-/// SplitMix64: the fuzzer's mutations replay from the printed seed.
-struct FuzzRandom {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func int(_ range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
-}
 
 /// A seeded byte-level mutator over a corpus of valid and hostile requests, run against
 /// the proxy for a bounded time. The invariant: the upstream parses only requests the
@@ -40,7 +28,7 @@ struct ProxyFuzzTests {
                                    "Content-Length: -1\r\n", "Connection: upgrade, content-length\r\n", "Upgrade: h2c\r\n",
                                    "GET /hidden HTTP/1.1\r\nHost: y\r\n\r\n", "ffffffffffffffffff", "HTTP/1.1", "\r\n\r\n"]
 
-    static func mutate(_ input: [UInt8], _ random: inout FuzzRandom) -> [UInt8] {
+    static func mutate(_ input: [UInt8], _ random: inout SeededRandom) -> [UInt8] {
         var bytes = input
         for _ in 0..<random.int(1...4) {
             switch random.int(0...4) {
@@ -71,7 +59,7 @@ struct ProxyFuzzTests {
         let environment = ProcessInfo.processInfo.environment
         let seed = environment["GRAYSCALE_FUZZ_SEED"].flatMap(UInt64.init) ?? 20_261_128
         let seconds = environment["GRAYSCALE_FUZZ_SECONDS"].flatMap(Double.init) ?? 15
-        var random = FuzzRandom(state: seed)
+        var random = SeededRandom(seed: seed)
         try await SmugglingTests.run { harness, upstream in
             let deadline = Date().addingTimeInterval(seconds)
             var iterations = 0

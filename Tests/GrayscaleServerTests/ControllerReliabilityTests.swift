@@ -9,22 +9,13 @@ import Testing
 
 @Suite("Controller reliability")
 struct ControllerReliabilityTests {
-    static let alwaysOpen = #"window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}"#
-
     @Test("a controller that died while the rollout was verifying: the next one runs the smoke checks and the rollout goes on")
     func verifyingSurvivesRestart() async throws {
         let upstream = try FakeSlack()
         defer { upstream.stop() }
         let fixture = try SlackFixture()
         defer { fixture.remove() }
-        try """
-            service: engine
-            steps: [5, 50, 100]
-            stepMinimum: 1h
-            analysis: {interval: 1s, minRequests: 10}
-            smokeChecks: [{name: health, path: /healthz, expectStatus: 200}]
-            \(Self.alwaysOpen)
-            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        try fixture.writeEnginePolicy(stepMinimum: "1h", extra: "smokeChecks: [{name: health, path: /healthz, expectStatus: 200}]")
         try fixture.database.publish(ReleaseDraft(service: "engine", number: 9, label: "v2.1.2", upstream: upstream.url), salt: "c",
                                      by: Attribution(actor: "test"), at: Date())
         var library = PolicyLibrary(folder: fixture.policies)
@@ -89,13 +80,7 @@ struct ControllerReliabilityTests {
     func twoControllers() async throws {
         let fixture = try SlackFixture()
         defer { fixture.remove() }
-        try """
-            service: engine
-            steps: [5, 50, 100]
-            stepMinimum: 1s
-            analysis: {interval: 1s, minRequests: 10}
-            \(Self.alwaysOpen)
-            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        try fixture.writeEnginePolicy(stepMinimum: "1s")
         let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
         func controller(_ name: String) -> ControllerService {
             ControllerService(database: fixture.database, policiesFolder: fixture.policies, metrics: HealthyMetrics(),
@@ -131,13 +116,7 @@ struct ControllerReliabilityTests {
     func fenceInTheMiddleOfATick() async throws {
         let fixture = try SlackFixture()
         defer { fixture.remove() }
-        try """
-            service: engine
-            steps: [5, 50, 100]
-            stepMinimum: 1s
-            analysis: {interval: 1s, minRequests: 10}
-            \(Self.alwaysOpen)
-            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        try fixture.writeEnginePolicy(stepMinimum: "1s")
         let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
         let written = NIOLockedValueBox<(verdicts: Int, audits: Int)?>(nil)
         let database = fixture.database

@@ -34,13 +34,7 @@ struct EvidenceCursorTests {
     func cursor() async throws {
         let fixture = try SlackFixture()
         defer { fixture.remove() }
-        try """
-            service: engine
-            steps: [5, 50, 100]
-            stepMinimum: 1h
-            analysis: {interval: 1s, minRequests: 10}
-            window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
-            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        try fixture.writeEnginePolicy(stepMinimum: "1h")
         let metrics = RecordingMetrics(database: fixture.database, interfereOnCall: 2)
         let start = Date(timeIntervalSince1970: 1_800_000_000)
         let clock = NIOLockedValueBox(start)

@@ -69,6 +69,18 @@ struct SlackFixture {
 
     func remove() { try? FileManager.default.removeItem(at: directory) }
 
+    /// The engine's policy for controller tests: steps 5, 50, 100, the window always open, and `extra` lines.
+    func writeEnginePolicy(stepMinimum: String, extra: String = "") throws {
+        try """
+            service: engine
+            steps: [5, 50, 100]
+            stepMinimum: \(stepMinimum)
+            analysis: {interval: 1s, minRequests: 10}
+            window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
+            \(extra)
+            """.write(toFile: policies + "/engine.yaml", atomically: true, encoding: .utf8)
+    }
+
     func bot() -> ReleaseBot {
         let controller = ControllerService(database: database, policiesFolder: policies, metrics: NoMetrics(), logger: Logger(label: "test"))
         return ReleaseBot(database: database, controller: controller, policiesFolder: policies)

@@ -38,13 +38,7 @@ struct TrafficDriverTests {
     func driverSync() async throws {
         let fixture = try SlackFixture()
         defer { fixture.remove() }
-        try """
-            service: engine
-            steps: [5, 50, 100]
-            stepMinimum: 1s
-            analysis: {interval: 1s, minRequests: 10}
-            window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
-            """.write(toFile: fixture.policies + "/engine.yaml", atomically: true, encoding: .utf8)
+        try fixture.writeEnginePolicy(stepMinimum: "1s")
         let driver = RecordingDriver()
         driver.failures.withLockedValue { $0 = 2 }
         let clock = NIOLockedValueBox(Date())
