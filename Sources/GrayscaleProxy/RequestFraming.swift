@@ -25,8 +25,9 @@ enum RequestFraming: Equatable {
         if head.method == .CONNECT {
             return .failure(Refusal(status: .methodNotAllowed, reason: "connect", detail: "CONNECT is not supported: this is not a forward proxy"))
         }
-        let encodings = head.headers["transfer-encoding"]
-        let lengths = head.headers["content-length"]
+        // Most requests have neither header: no arrays for them.
+        let encodings = head.headers.contains(name: "transfer-encoding") ? head.headers["transfer-encoding"] : []
+        let lengths = head.headers.contains(name: "content-length") ? head.headers["content-length"] : []
         var framing = RequestFraming.none
         if !encodings.isEmpty {
             guard encodings.count == 1 else {

@@ -127,6 +127,12 @@ public final class ControllerService: Service, Sendable {
     /// Renews or takes the lease; the token to fence this pass's commits with, or nil
     /// while another controller leads. Says so in the log when the standing changes.
     func lead() -> Int64? {
+        // A lease held with more than two thirds of its period left needs no write yet
+        // (every commit still checks the token); a clock moved back forces a renewal.
+        if case .leading(let lease)? = memory.withLock({ $0.standing }) {
+            let left = lease.expiresAt.timeIntervalSince(now())
+            if left > configuration.leasePeriod * 2 / 3, left <= configuration.leasePeriod { return lease.token }
+        }
         let standing: LeaseStanding
         do {
             standing = try database.claimLease(holder: configuration.holder, period: configuration.leasePeriod, at: now())
@@ -182,7 +188,7 @@ public final class ControllerService: Service, Sendable {
         }
         for service in services {
             // A platform that does not show the committed split yet holds the rollout (the reconciler decides how).
-            let lag = await syncDriver(service) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
+            let lag = await syncDriver(service, token: fence) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
             do {
                 let policy = library.policy(for: service), problem = library.problem(for: service)
                 var again = try await tick(service, policy: policy, fence: fence, platformLag: lag, policyProblem: problem)
@@ -204,11 +210,14 @@ public final class ControllerService: Service, Sendable {
     /// way the bot and the admin API act. A command with an id runs once: a retry (or a
     /// second replica given the same id) gets the first answer back and changes nothing.
     /// Tries again only when nothing was written (a conflict, a busy database).
-    public func execute(_ command: HumanCommand, service: String, policy given: RolloutPolicy? = nil) async throws(GrayscaleError)
+    public func execute(_ command: HumanCommand, service: String, policies given: PolicyLibrary? = nil) async throws(GrayscaleError)
         -> (result: CommandResult, transition: Transition?) {
-        var library = PolicyLibrary(folder: policiesFolder)
-        try? library.reload()
-        let policy = given ?? library.policy(for: service)
+        let library = given ?? {
+            var library = PolicyLibrary(folder: policiesFolder)
+            try? library.reload()
+            return library
+        }()
+        let policy = library.policy(for: service)
         var attempt = 0
         while true {
             if let id = command.id, let first = try database.commandResult(id, service: service) { return (first, nil) }
@@ -235,12 +244,12 @@ public final class ControllerService: Service, Sendable {
     /// Applies the committed split through the service's driver if this leader has not
     /// yet (under its current token), or not lately. True when the platform shows the
     /// committed split (or the service has no driver). Only the leader pushes: the lease is
-    /// renewed right before, so a leader that was frozen and lost it writes nothing.
+    /// renewed right before (or `held` was just claimed), so a leader that was frozen and lost it writes nothing.
     @discardableResult
-    public func syncDriver(_ service: String) async -> Bool {
+    public func syncDriver(_ service: String, token held: Int64? = nil) async -> Bool {
         guard let driver = drivers[service] else { return true }
         guard let split = try? database.split(service) else { return true }
-        guard let token = lead() else { return true }  // a standby says nothing about the platform
+        guard let token = held ?? lead() else { return true }  // a standby says nothing about the platform
         let time = now()
         if let applied = memory.withLock({ $0.applied[service] }), applied.revision == split.revision, applied.token == token,
            time.timeIntervalSince(applied.at) < Self.reapplyEvery {

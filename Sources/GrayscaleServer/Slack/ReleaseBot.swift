@@ -71,7 +71,7 @@ public struct ReleaseBot: Sendable {
         guard let kind = command.action.humanCommand else { return BotReply.help }
         do {
             let (result, _) = try await controller.execute(HumanCommand(kind, actor: executor, text: text, id: commandId), service: service,
-                                                           policy: policy)
+                                                           policies: library)
             return reply(result, executor: executor, policy: policy)
         } catch {
             return refuse(command, text: text, executor: executor, state: state, rollout: rollout, policy: policy, reason: "\(error)")
