@@ -1,10 +1,8 @@
 import Foundation
-import GRDB
 import GrayscaleCore
 
 /// A verdict as stored, with the numbers behind it.
-public struct VerdictRecord: Codable, Hashable, Sendable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "verdict"
+public struct VerdictRecord: Codable, Hashable, Sendable {
     public var id: Int64?
     public var service: String
     public var releaseNumber: Int
@@ -26,58 +24,82 @@ public struct ControllerSnapshot: Sendable {
     public var commands: [(id: Int64, command: HumanCommand)]
 }
 
-struct RolloutStateRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "rolloutState"
+extension VerdictRecord {
+    init(row: SQLRow) throws {
+        self.init(id: try row.optionalInt64("id"), service: try row.string("service"), releaseNumber: try row.int("releaseNumber"),
+                  at: try row.date("at"), outcome: try row.string("outcome"), reason: try row.string("reason"),
+                  critical: try row.bool("critical"), numbers: try row.json([String: Double].self, "numbers"),
+                  leaseToken: try row.optionalInt64("leaseToken"))
+    }
+
+    func insert(_ db: any SQLExecutor) throws {
+        try db.insert("verdict", ["service": .text(service), "releaseNumber": .of(releaseNumber), "at": .date(at), "outcome": .text(outcome),
+                                  "reason": .text(reason), "critical": .of(critical), "numbers": try .json(numbers), "leaseToken": .of(leaseToken)])
+    }
+}
+
+/// The stored state of a service's rollout, compared and swapped by revision.
+struct RolloutStateRow {
     var service: String
     var releaseNumber: Int
     var revision: Int
     var state: RolloutState
     var updatedAt: Date
+
+    static func fetch(_ service: String, _ db: any SQLExecutor) throws -> RolloutStateRow? {
+        try db.row("SELECT * FROM rolloutState WHERE service = ?", .text(service)).map { row in
+            RolloutStateRow(service: try row.string("service"), releaseNumber: try row.int("releaseNumber"), revision: try row.int("revision"),
+                            state: try row.json(RolloutState.self, "state"), updatedAt: try row.date("updatedAt"))
+        }
+    }
+
+    func save(_ db: any SQLExecutor) throws {
+        try db.execute("""
+            INSERT INTO rolloutState (service, releaseNumber, revision, state, updatedAt) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (service) DO UPDATE SET releaseNumber = excluded.releaseNumber, revision = excluded.revision,
+                state = excluded.state, updatedAt = excluded.updatedAt
+            """, .text(service), .of(releaseNumber), .of(revision), try .json(state), .date(updatedAt))
+    }
 }
 
-struct CommandRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "controlCommand"
-    var id: Int64?
-    var service: String
-    var command: HumanCommand
-    var createdAt: Date
-    var consumedAt: Date?
-    var commandId: String?
-}
+/// The first answer to a command that carried an id.
+enum CommandResultRow {
+    static func fetch(_ id: String, _ db: any SQLExecutor) throws -> (service: String, result: CommandResult)? {
+        try db.row("SELECT service, result FROM commandResult WHERE id = ?", .text(id)).map { row in
+            (try row.string("service"), try row.json(CommandResult.self, "result"))
+        }
+    }
 
-struct CommandResultRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "commandResult"
-    var id: String
-    var service: String
-    var result: CommandResult
-    var at: Date
+    static func insert(id: String, service: String, result: CommandResult, at now: Date, ignoringADuplicate: Bool = false,
+                       _ db: any SQLExecutor) throws {
+        try db.insert("commandResult", ["id": .text(id), "service": .text(service), "result": try .json(result), "at": .date(now)],
+                      onConflictDoNothing: ignoringADuplicate)
+    }
 }
 
 extension GrayscaleDatabase {
     public func controllerSnapshot(_ service: String) throws(GrayscaleError) -> ControllerSnapshot {
         try read("read \(service) for the controller") { db in
             let state = try Self.loadState(service, db)
-            let row = try RolloutStateRow.fetchOne(db, key: service)
-            let commands = try CommandRow.filter(Column("service") == service && Column("consumedAt") == nil)
-                .order(Column("id")).fetchAll(db)
-            return ControllerSnapshot(service: state, rollout: row?.state, rolloutRevision: row?.revision ?? 0,
-                                      commands: commands.map { ($0.id!, $0.command) })
+            let row = try RolloutStateRow.fetch(service, db)
+            let commands = try db.rows("SELECT id, command FROM controlCommand WHERE service = ? AND consumedAt IS NULL ORDER BY id", .text(service))
+                .map { (try $0.int64("id"), try $0.json(HumanCommand.self, "command")) }
+            return ControllerSnapshot(service: state, rollout: row?.state, rolloutRevision: row?.revision ?? 0, commands: commands)
         }
     }
 
     public func rolloutState(_ service: String) throws(GrayscaleError) -> RolloutState? {
-        try read("read the rollout of \(service)") { db in try RolloutStateRow.fetchOne(db, key: service)?.state }
+        try read("read the rollout of \(service)") { db in try RolloutStateRow.fetch(service, db)?.state }
     }
 
     /// Services with a canary or a rollout the controller has not closed yet.
     public func servicesNeedingControl() throws(GrayscaleError) -> [String] {
         try read("list services to control") { db in
-            try String.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT name FROM service WHERE name IN (SELECT service FROM release WHERE status = 'canary')
                    OR name IN (SELECT service FROM rolloutState)
                    OR name IN (SELECT service FROM controlCommand WHERE consumedAt IS NULL)
-                ORDER BY name
-                """)
+                """).map { try $0.string("name") }.sorted()
         }
     }
 
@@ -88,15 +110,16 @@ extension GrayscaleDatabase {
         try write("queue a command for \(service)") { db in
             guard try Self.serviceExists(service, db) else { throw GrayscaleError("unknown service '\(service)'", kind: .notFound) }
             if let id = command.id {
-                if try CommandRow.filter(Column("commandId") == id).fetchCount(db) > 0 { return false }
-                if let done = try CommandResultRow.fetchOne(db, key: id) {
+                if try db.row("SELECT 1 AS queued FROM controlCommand WHERE commandId = ?", .text(id)) != nil { return false }
+                if let done = try CommandResultRow.fetch(id, db) {
                     guard done.service == service else {
                         throw GrayscaleError("command id \(id) was already used for \(done.service); give this command an id of its own")
                     }
                     return false
                 }
             }
-            try CommandRow(id: nil, service: service, command: command, createdAt: now, consumedAt: nil, commandId: command.id).insert(db)
+            try db.insert("controlCommand", ["service": .text(service), "command": try .json(command), "createdAt": .date(now),
+                                             "consumedAt": .null, "commandId": .of(command.id)])
             return true
         }
     }
@@ -104,7 +127,7 @@ extension GrayscaleDatabase {
     /// The first answer to the command with this id, if it was carried out; an error when
     /// the id was used for another service (one id, one command).
     public func commandResult(_ id: String, service: String? = nil) throws(GrayscaleError) -> CommandResult? {
-        let row = try read("read the result of command \(id)") { db in try CommandResultRow.fetchOne(db, key: id) }
+        let row = try read("read the result of command \(id)") { db in try CommandResultRow.fetch(id, db) }
         if let row, let service, row.service != service {
             throw GrayscaleError("command id \(id) was already used for \(row.service); give this command an id of its own")
         }
@@ -113,8 +136,8 @@ extension GrayscaleDatabase {
 
     public func verdicts(_ service: String, release: Int, limit: Int = 100) throws(GrayscaleError) -> [VerdictRecord] {
         try read("read verdicts") { db in
-            try VerdictRecord.filter(Column("service") == service && Column("releaseNumber") == release)
-                .order(Column("id").desc).limit(limit).fetchAll(db).reversed()
+            try db.rows("SELECT * FROM verdict WHERE service = ? AND releaseNumber = ? ORDER BY id DESC LIMIT ?",
+                        .text(service), .of(release), .of(limit)).map(VerdictRecord.init(row:)).reversed()
         }
     }
 
@@ -137,11 +160,11 @@ extension GrayscaleDatabase {
                 }
             }
             let before = try Self.loadState(service, db)
-            let stored = try RolloutStateRow.fetchOne(db, key: service)
+            let stored = try RolloutStateRow.fetch(service, db)
             guard before.split?.revision == snapshot.service.split?.revision, (stored?.revision ?? 0) == snapshot.rolloutRevision else {
                 throw GrayscaleError("\(service) changed during the tick; it is judged again on the next one", kind: .conflict)
             }
-            if let id = command?.id, try CommandResultRow.fetchOne(db, key: id) != nil {
+            if let id = command?.id, try CommandResultRow.fetch(id, db) != nil {
                 throw GrayscaleError("command \(id) was carried out meanwhile", kind: .conflict)
             }
             var transition = transition
@@ -172,19 +195,19 @@ extension GrayscaleDatabase {
             if let rollout = transition.rollout {
                 try RolloutStateRow(service: service, releaseNumber: rollout.release.number, revision: snapshot.rolloutRevision + 1,
                                     state: rollout, updatedAt: now).save(db)
-                try db.execute(sql: "UPDATE rollout SET state = ?, step = ?, updatedAt = ? WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL",
-                               arguments: [rollout.phase.rawValue, rollout.step, now, service, rollout.release.number])
+                try db.execute("UPDATE rollout SET state = ?, step = ?, updatedAt = ? WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL",
+                               .text(rollout.phase.rawValue), .of(rollout.step), .date(now), .text(service), .of(rollout.release.number))
             }
             let result = CommandResult(split: after.split, rollout: transition.rollout, refusal: transition.refusal)
             for (id, queued) in snapshot.commands {
-                try db.execute(sql: "UPDATE controlCommand SET consumedAt = ? WHERE id = ?", arguments: [now, id])
+                try db.execute("UPDATE controlCommand SET consumedAt = ? WHERE id = ?", .date(now), .integer(id))
                 // A queued command with an id is answered too: a later retry of it, queued or direct, changes nothing.
                 if let commandId = queued.id, commandId != command?.id {
-                    try CommandResultRow(id: commandId, service: service, result: result, at: now).insert(db, onConflict: .ignore)
+                    try CommandResultRow.insert(id: commandId, service: service, result: result, at: now, ignoringADuplicate: true, db)
                 }
             }
             if let command, let id = command.id {
-                try CommandResultRow(id: id, service: service, result: result, at: now).insert(db)
+                try CommandResultRow.insert(id: id, service: service, result: result, at: now, db)
             }
             return (after, transition)
         }

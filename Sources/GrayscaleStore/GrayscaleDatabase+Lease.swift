@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import GrayscaleCore
 
 /// Where a controller stands after asking for the lease.
@@ -10,19 +9,13 @@ public enum LeaseStanding: Hashable, Sendable {
     case standingBy(behind: ControllerLease)
 }
 
-struct PresenceRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "controllerPresence"
-    var holder: String
-    var role: ControllerPresence.Role
-    var seenAt: Date
-}
 
 extension GrayscaleDatabase {
     static let leaseName = "controller"
 
-    static func lease(_ db: Database) throws -> ControllerLease? {
-        guard let json = try String.fetchOne(db, sql: "SELECT lease FROM controllerLease WHERE name = ?", arguments: [leaseName]) else { return nil }
-        return try JSONDecoder().decode(ControllerLease.self, from: Data(json.utf8))
+    static func lease(_ db: any SQLExecutor) throws -> ControllerLease? {
+        guard let row = try db.row("SELECT lease FROM controllerLease WHERE name = ?", .text(leaseName)) else { return nil }
+        return try JSONDecoder().decode(ControllerLease.self, from: try row.data("lease"))
     }
 
     /// Renews the lease for `holder`, takes it over when it has lapsed, or reports who
@@ -33,17 +26,21 @@ extension GrayscaleDatabase {
             let standing: LeaseStanding
             if let claimed = ControllerLease.claim(current, by: holder, period: period, at: now) {
                 let json = String(decoding: try JSONEncoder().encode(claimed), as: UTF8.self)
-                try db.execute(sql: "INSERT INTO controllerLease (name, lease) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET lease = excluded.lease",
-                               arguments: [Self.leaseName, json])
+                try db.execute("INSERT INTO controllerLease (name, lease) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET lease = excluded.lease",
+                               .text(Self.leaseName), .text(json))
                 standing = .leading(claimed)
             } else {
                 standing = .standingBy(behind: current!)
             }
             if case .leading = standing {
                 // Whoever led before and has not been seen since is no longer the leader.
-                try db.execute(sql: "UPDATE controllerPresence SET role = 'standby' WHERE holder <> ? AND role = 'leader'", arguments: [holder])
+                try db.execute("UPDATE controllerPresence SET role = 'standby' WHERE holder <> ? AND role = 'leader'", .text(holder))
             }
-            try PresenceRow(holder: holder, role: { if case .leading = standing { .leader } else { .standby } }(), seenAt: now).save(db)
+            let role: ControllerPresence.Role = if case .leading = standing { .leader } else { .standby }
+            try db.execute("""
+                INSERT INTO controllerPresence (holder, role, seenAt) VALUES (?, ?, ?)
+                ON CONFLICT (holder) DO UPDATE SET role = excluded.role, seenAt = excluded.seenAt
+                """, .text(holder), .text(role.rawValue), .date(now))
             return standing
         }
     }
@@ -54,16 +51,19 @@ extension GrayscaleDatabase {
             guard var lease = try Self.lease(db), lease.holder == holder else { return }
             lease.expiresAt = now
             let json = String(decoding: try JSONEncoder().encode(lease), as: UTF8.self)
-            try db.execute(sql: "UPDATE controllerLease SET lease = ? WHERE name = ?", arguments: [json, Self.leaseName])
-            try db.execute(sql: "DELETE FROM controllerPresence WHERE holder = ?", arguments: [holder])
+            try db.execute("UPDATE controllerLease SET lease = ? WHERE name = ?", .text(json), .text(Self.leaseName))
+            try db.execute("DELETE FROM controllerPresence WHERE holder = ?", .text(holder))
         }
     }
 
     /// The lease as stored, and every controller seen since `since`.
     public func controllers(seenSince since: Date) throws(GrayscaleError) -> (lease: ControllerLease?, present: [ControllerPresence]) {
         try read("read the controllers") { db in
-            let rows = try PresenceRow.filter(Column("seenAt") >= since).order(Column("holder")).fetchAll(db)
-            return (try Self.lease(db), rows.map { ControllerPresence(holder: $0.holder, role: $0.role, seenAt: $0.seenAt) })
+            let present = try db.rows("SELECT * FROM controllerPresence WHERE seenAt >= ? ORDER BY holder", .date(since)).map { row in
+                guard let role = ControllerPresence.Role(rawValue: try row.string("role")) else { throw row.missing("role", "leader or standby") }
+                return ControllerPresence(holder: try row.string("holder"), role: role, seenAt: try row.date("seenAt"))
+            }
+            return (try Self.lease(db), present.sorted { $0.holder < $1.holder })
         }
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import GrayscaleCore
 
 extension GrayscaleDatabase {
@@ -14,10 +13,8 @@ extension GrayscaleDatabase {
     /// A release's samples whose window starts at or after `since`, oldest first.
     public func samples(_ service: String, release number: Int, since: Date) throws(GrayscaleError) -> [MetricSample] {
         try read("read metric samples") { db in
-            try MetricSample
-                .filter(Column("service") == service && Column("releaseNumber") == number && Column("windowStart") >= since)
-                .order(Column("windowStart"))
-                .fetchAll(db)
+            try db.rows("SELECT * FROM metricSample WHERE service = ? AND releaseNumber = ? AND windowStart >= ? ORDER BY windowStart, id",
+                        .text(service), .of(number), .date(since)).map(MetricSample.init(row:))
         }
     }
 
@@ -37,33 +34,30 @@ extension GrayscaleDatabase {
     /// Undelivered messages due by `now`, oldest first.
     public func dueNotifications(at now: Date, limit: Int = 100) throws(GrayscaleError) -> [Notification] {
         try read("read the outbox") { db in
-            try Notification
-                .filter(Column("deliveredAt") == nil && Column("nextAttemptAt") <= now)
-                .order(Column("id"))
-                .limit(limit)
-                .fetchAll(db)
+            try db.rows("SELECT * FROM notification WHERE deliveredAt IS NULL AND nextAttemptAt <= ? ORDER BY id LIMIT ?",
+                        .date(now), .of(limit)).map(Notification.init(row:))
         }
     }
 
     public func markDelivered(_ id: Int64, at now: Date) throws(GrayscaleError) {
         try write("mark a notification delivered") { db in
-            try db.execute(sql: "UPDATE notification SET deliveredAt = ?, attempts = attempts + 1 WHERE id = ?",
-                           arguments: [now, id])
+            try db.execute("UPDATE notification SET deliveredAt = ?, attempts = attempts + 1 WHERE id = ?", .date(now), .integer(id))
         }
     }
 
     /// Records a failed attempt; the message is tried again from `retryAt`.
     public func markFailed(_ id: Int64, error: String, retryAt: Date) throws(GrayscaleError) {
         try write("mark a notification failed") { db in
-            try db.execute(sql: "UPDATE notification SET attempts = attempts + 1, lastError = ?, nextAttemptAt = ? WHERE id = ?",
-                           arguments: [error, retryAt, id])
+            try db.execute("UPDATE notification SET attempts = attempts + 1, lastError = ?, nextAttemptAt = ? WHERE id = ?",
+                           .text(error), .date(retryAt), .integer(id))
         }
     }
 
     /// Every undelivered message (set-aside ones excluded), oldest first.
     public func undeliveredNotifications(limit: Int = 1000) throws(GrayscaleError) -> [Notification] {
         try read("read the outbox") { db in
-            try Notification.filter(Column("deliveredAt") == nil && Column("deadAt") == nil).order(Column("id")).limit(limit).fetchAll(db)
+            try db.rows("SELECT * FROM notification WHERE deliveredAt IS NULL AND deadAt IS NULL ORDER BY id LIMIT ?", .of(limit))
+                .map(Notification.init(row:))
         }
     }
 
@@ -71,12 +65,12 @@ extension GrayscaleDatabase {
     /// service with a long backlog cannot keep the others' messages from being read.
     public func outboxHeads(perService: Int = 20) throws(GrayscaleError) -> [Notification] {
         try read("read the outbox") { db in
-            try Notification.fetchAll(db, sql: """
+            try db.rows("""
                 SELECT * FROM (
                     SELECT *, ROW_NUMBER() OVER (PARTITION BY coalesce(service, '') ORDER BY id) AS position
-                    FROM notification WHERE deliveredAt IS NULL AND deadAt IS NULL)
+                    FROM notification WHERE deliveredAt IS NULL AND deadAt IS NULL) AS heads
                 WHERE position <= ? ORDER BY id
-                """, arguments: [perService])
+                """, .of(perService)).map(Notification.init(row:))
         }
     }
 
@@ -84,9 +78,9 @@ extension GrayscaleDatabase {
     /// audited, no longer retried, and the service's later messages go on.
     public func markDead(_ id: Int64, error: String, at now: Date) throws(GrayscaleError) {
         try write("set a notification aside") { db in
-            guard let message = try Notification.fetchOne(db, key: id) else { return }
-            try db.execute(sql: "UPDATE notification SET attempts = attempts + 1, lastError = ?, deadAt = ? WHERE id = ?",
-                           arguments: [error, now, id])
+            guard let message = try db.row("SELECT * FROM notification WHERE id = ?", .integer(id)).map(Notification.init(row:)) else { return }
+            try db.execute("UPDATE notification SET attempts = attempts + 1, lastError = ?, deadAt = ? WHERE id = ?",
+                           .text(error), .date(now), .integer(id))
             try AuditEntry(at: now, service: message.service, actor: "grayscale-notifier", action: "notification-dead", command: nil,
                            reason: error, outcome: "refused", detail: "not delivered to \(message.channel): \(error); message: \(message.text)",
                            splitBefore: nil, splitAfter: nil).insert(db)
@@ -96,15 +90,14 @@ extension GrayscaleDatabase {
     /// Messages set aside, newest first.
     public func deadNotifications(limit: Int = 100) throws(GrayscaleError) -> [Notification] {
         try read("read the outbox") { db in
-            try Notification.filter(Column("deadAt") != nil).order(Column("id").desc).limit(limit).fetchAll(db)
+            try db.rows("SELECT * FROM notification WHERE deadAt IS NOT NULL ORDER BY id DESC LIMIT ?", .of(limit)).map(Notification.init(row:))
         }
     }
 
     /// Records a Slack event id; false when it was already there (a retry).
     public func markSlackEventHandled(_ eventId: String, at now: Date) throws(GrayscaleError) -> Bool {
         try write("record a Slack event") { db in
-            try db.execute(sql: "INSERT OR IGNORE INTO slackEvent (eventId, receivedAt) VALUES (?, ?)", arguments: [eventId, now])
-            return db.changesCount == 1
+            try db.execute("INSERT INTO slackEvent (eventId, receivedAt) VALUES (?, ?) ON CONFLICT DO NOTHING", .text(eventId), .date(now)) == 1
         }
     }
 }

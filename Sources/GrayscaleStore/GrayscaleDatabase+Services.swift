@@ -1,5 +1,4 @@
 import Foundation
-import GRDB
 import GrayscaleCore
 
 extension GrayscaleDatabase {
@@ -7,7 +6,7 @@ extension GrayscaleDatabase {
 
     /// The names of every service with at least one release.
     public func services() throws(GrayscaleError) -> [String] {
-        try read("list services") { db in try String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name") }
+        try read("list services") { db in try Self.serviceNames(db) }
     }
 
     /// A service's releases and current split; an unknown service is an error.
@@ -30,22 +29,25 @@ extension GrayscaleDatabase {
     public func splitHistory(_ service: String) throws(GrayscaleError) -> [SplitChange] {
         try read("read the split history of \(service)") { db in
             guard try Self.serviceExists(service, db) else { throw unknownService(service, db) }
-            return try SplitChange.filter(Column("service") == service).order(Column("revision")).fetchAll(db)
+            return try db.rows("SELECT * FROM splitChange WHERE service = ? ORDER BY revision", .text(service)).map(SplitChange.init(row:))
         }
     }
 
     /// The audit trail, newest last; all services when `service` is nil.
     public func auditLog(service: String? = nil, limit: Int = 1000) throws(GrayscaleError) -> [AuditEntry] {
         try read("read the audit log") { db in
-            var request = AuditEntry.order(Column("id").desc).limit(limit)
-            if let service { request = request.filter(Column("service") == service) }
-            return try request.fetchAll(db).reversed()
+            let rows = if let service {
+                try db.rows("SELECT * FROM audit WHERE service = ? ORDER BY id DESC LIMIT ?", .text(service), .of(limit))
+            } else {
+                try db.rows("SELECT * FROM audit ORDER BY id DESC LIMIT ?", .of(limit))
+            }
+            return try rows.map(AuditEntry.init(row:)).reversed()
         }
     }
 
     public func rollouts(_ service: String) throws(GrayscaleError) -> [Rollout] {
         try read("read the rollouts of \(service)") { db in
-            try Rollout.filter(Column("service") == service).order(Column("id")).fetchAll(db)
+            try db.rows("SELECT * FROM rollout WHERE service = ? ORDER BY id", .text(service)).map(Rollout.init(row:))
         }
     }
 
@@ -105,7 +107,7 @@ extension GrayscaleDatabase {
                 var after = before
                 try operation(&after)
                 if !exists {
-                    try db.execute(sql: "INSERT INTO service (name, createdAt) VALUES (?, ?)", arguments: [service, now])
+                    try db.execute("INSERT INTO service (name, createdAt) VALUES (?, ?)", .text(service), .date(now))
                 }
                 try Self.store(after, replacing: before, action: action, by: who, at: now, db)
                 return after
@@ -122,24 +124,29 @@ extension GrayscaleDatabase {
         }
     }
 
-    private func unknownService(_ service: String, _ db: Database) -> GrayscaleError {
-        let known = (try? String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name")) ?? []
+    private func unknownService(_ service: String, _ db: any SQLExecutor) -> GrayscaleError {
+        let known = (try? Self.serviceNames(db)) ?? []
         let list = known.isEmpty ? "no services yet; publish a release first" : "known: \(known.joined(separator: ", "))"
         return GrayscaleError("unknown service '\(service)' (\(list))", kind: .notFound)
     }
 
-    static func serviceExists(_ service: String, _ db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM service WHERE name = ?)", arguments: [service]) ?? false
+    static func serviceNames(_ db: any SQLExecutor) throws -> [String] {
+        try db.rows("SELECT name FROM service ORDER BY name").map { try $0.string("name") }.sorted()
     }
 
-    static func loadState(_ service: String, _ db: Database) throws -> ServiceState {
-        let releases = try Release.filter(Column("service") == service).order(Column("number")).fetchAll(db)
-        let split = try SplitRow.fetchOne(db, key: service).map { try $0.split(releases: releases) }
+    static func serviceExists(_ service: String, _ db: any SQLExecutor) throws -> Bool {
+        try db.row("SELECT 1 AS present FROM service WHERE name = ?", .text(service)) != nil
+    }
+
+    static func loadState(_ service: String, _ db: any SQLExecutor) throws -> ServiceState {
+        let releases = try db.rows("SELECT * FROM release WHERE service = ? ORDER BY number", .text(service)).map(Release.init(row:))
+        let split = try db.row("SELECT * FROM split WHERE service = ?", .text(service)).map { try SplitRow(row: $0).split(releases: releases) }
         return ServiceState(service: service, releases: releases, split: split)
     }
 
     static func store(_ after: ServiceState, replacing before: ServiceState, action: String,
-                      by who: Attribution, at now: Date, _ db: Database, audit: Bool = true) throws {
+                      by who: Attribution, at now: Date, _ db: any SQLExecutor, audit: Bool = true) throws {
+        if after.releases != before.releases || after.split != before.split { try db.routingChanged() }
         for release in after.releases {
             let old = before.release(number: release.number)
             guard old != release else { continue }
@@ -161,19 +168,17 @@ extension GrayscaleDatabase {
     }
 
     /// A release that becomes the canary starts a rollout; one that stops being it ends it.
-    static func recordRollout(from old: ReleaseStatus?, to release: Release, at now: Date, _ db: Database) throws {
+    static func recordRollout(from old: ReleaseStatus?, to release: Release, at now: Date, _ db: any SQLExecutor) throws {
         if release.status == .canary, old != .canary {
             let rollout = Rollout(service: release.service, releaseNumber: release.number, state: "published",
                                   step: 0, startedAt: now, updatedAt: now, endedAt: nil)
             try rollout.insert(db)
         } else if old == .canary {
             let ended = release.status == .stable ? "promoted" : release.status.rawValue
-            try db.execute(
-                sql: """
-                    UPDATE rollout SET state = ?, updatedAt = ?, endedAt = ?
-                    WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL
-                    """,
-                arguments: [ended, now, now, release.service, release.number])
+            try db.execute("""
+                UPDATE rollout SET state = ?, updatedAt = ?, endedAt = ?
+                WHERE service = ? AND releaseNumber = ? AND endedAt IS NULL
+                """, .text(ended), .date(now), .date(now), .text(release.service), .of(release.number))
         }
     }
 }
@@ -182,7 +187,7 @@ extension GrayscaleDatabase {
     /// Every service's state, for building a routing table.
     public func allServiceStates() throws(GrayscaleError) -> [ServiceState] {
         try read("read all services") { db in
-            try String.fetchAll(db, sql: "SELECT name FROM service ORDER BY name").map { try Self.loadState($0, db) }
+            try Self.serviceNames(db).map { try Self.loadState($0, db) }
         }
     }
 }

@@ -1,72 +1,61 @@
 import Foundation
-import GRDB
 import GrayscaleCore
 
-/// The one door to Grayscale's SQLite database (WAL mode). Every state change is
-/// one IMMEDIATE transaction, so two processes changing the same service queue up
-/// behind each other instead of losing an update.
+/// The one door to Grayscale's stored state: an SQLite file in WAL mode (the embedded
+/// default) or a PostgreSQL database that several replicas share. Every state change is
+/// one write transaction serialized with every other writer, so two processes changing
+/// the same service queue up behind each other instead of losing an update; the store's
+/// logic is written once, in SQL both engines speak.
 public struct GrayscaleDatabase: Sendable {
-    let writer: any DatabaseWriter
-    /// What errors name the database by: its path, or `:memory:`.
-    public let path: String
+    let engine: any StoreEngine
+    /// What errors name the database by: its path, `:memory:`, or a PostgreSQL URL without password.
+    public var path: String { engine.name }
+    /// True when the database is PostgreSQL: shared by replicas, changes announced by NOTIFY.
+    public var isShared: Bool { engine is PostgresEngine }
 
-    /// Opens (creating if needed) the database file at `path` and migrates it.
-    /// A newer schema, a corrupt file or a lock held too long gives a clear error.
-    public static func open(path: String, busyTimeout: TimeInterval = 5) throws(GrayscaleError) -> GrayscaleDatabase {
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(busyTimeout)
-        configuration.foreignKeysEnabled = true
-        configuration.label = "grayscale"
-        let pool: DatabasePool
-        do {
-            pool = try DatabasePool(path: path, configuration: configuration)
-        } catch {
-            throw describe(error, path: path, doing: "open")
+    /// Opens `location` and migrates it: a file path (created if needed) or
+    /// `postgres://USER@HOST:PORT/DB` (its password from `$GRAYSCALE_DB_PASSWORD` or
+    /// `$GRAYSCALE_DB_PASSWORD_FILE`). A newer schema, a corrupt file, an unreachable
+    /// server or a lock held too long gives a clear error.
+    public static func open(path location: String, busyTimeout: TimeInterval = 5) throws(GrayscaleError) -> GrayscaleDatabase {
+        if PostgresLocation.isURL(location) {
+            let engine = PostgresEngine(location: try PostgresLocation(url: location), busyTimeout: busyTimeout)
+            try engine.migrate()
+            return GrayscaleDatabase(engine: engine)
         }
-        let database = GrayscaleDatabase(writer: pool, path: path)
-        try database.migrate()
-        return database
+        let engine = try SQLiteEngine.open(path: location, busyTimeout: busyTimeout)
+        try engine.migrate()
+        return GrayscaleDatabase(engine: engine)
     }
 
     /// A private in-memory database, for tests and dry runs.
     public static func inMemory() throws(GrayscaleError) -> GrayscaleDatabase {
-        let queue: DatabaseQueue
-        do { queue = try DatabaseQueue() } catch { throw describe(error, path: ":memory:", doing: "open") }
-        let database = GrayscaleDatabase(writer: queue, path: ":memory:")
-        try database.migrate()
-        return database
+        let engine = try SQLiteEngine.inMemory()
+        try engine.migrate()
+        return GrayscaleDatabase(engine: engine)
     }
 
-    private func migrate() throws(GrayscaleError) {
-        let migrator = Self.migrator
-        try guarded("migrate") {
-            let unknown = try writer.read { db in
-                try migrator.appliedIdentifiers(db).subtracting(migrator.migrations).sorted()
-            }
-            guard unknown.isEmpty else {
-                throw GrayscaleError("\(path): this database was written by a newer Grayscale (unknown schema migrations: \(unknown.joined(separator: ", "))); upgrade grayscale to use it. Nothing was changed.")
-            }
-            try migrator.migrate(writer)
-        }
+    /// Lets go of the engine's connections (PostgreSQL); the value must not be used after.
+    public func close() { engine.close() }
+
+    static func newerSchema(_ name: String, _ unknown: [String]) -> GrayscaleError {
+        GrayscaleError("\(name): this database was written by a newer Grayscale (unknown schema migrations: \(unknown.joined(separator: ", "))); upgrade grayscale to use it. Nothing was changed.")
+    }
+
+    /// The schema migrations applied to this database, in the order they ran.
+    public func appliedMigrations() throws(GrayscaleError) -> [String] {
+        try guarded("read the schema version") { try engine.appliedMigrations() }
     }
 
     /// Runs a read in a consistent snapshot.
-    func read<T>(_ what: String, _ body: (Database) throws -> T) throws(GrayscaleError) -> T {
-        try guarded(what) { try writer.read(body) }
+    func read<T>(_ what: String, _ body: (any SQLExecutor) throws -> T) throws(GrayscaleError) -> T {
+        try guarded(what) { try engine.read(body) }
     }
 
-    /// Runs `body` in one IMMEDIATE write transaction: all of it is stored, or none.
-    func write<T>(_ what: String, _ body: (Database) throws -> T) throws(GrayscaleError) -> T {
-        try guarded(what) {
-            try writer.writeWithoutTransaction { db in
-                var result: T?
-                try db.inTransaction(.immediate) {
-                    result = try body(db)
-                    return .commit
-                }
-                return result!
-            }
-        }
+    /// Runs `body` in one write transaction: all of it is stored, or none.
+    @discardableResult
+    func write<T>(_ what: String, _ body: (any SQLExecutor) throws -> T) throws(GrayscaleError) -> T {
+        try guarded(what) { try engine.write(body) }
     }
 
     func guarded<T>(_ what: String, _ body: () throws -> T) throws(GrayscaleError) -> T {
@@ -75,26 +64,7 @@ public struct GrayscaleDatabase: Sendable {
         } catch let error as GrayscaleError {
             throw error
         } catch {
-            throw Self.describe(error, path: path, doing: what)
-        }
-    }
-
-    /// Turns SQLite's result codes into messages an operator can act on.
-    static func describe(_ error: any Error, path: String, doing what: String) -> GrayscaleError {
-        guard let error = error as? DatabaseError else {
-            return GrayscaleError("\(path): cannot \(what): \(error)")
-        }
-        switch error.resultCode {
-        case .SQLITE_BUSY, .SQLITE_LOCKED:
-            return GrayscaleError("\(path): cannot \(what): the database is locked by another process; nothing was changed, try again", kind: .busy)
-        case .SQLITE_NOTADB, .SQLITE_CORRUPT:
-            return GrayscaleError("\(path): cannot \(what): the file is not a Grayscale database or is corrupt (\(error.message ?? "SQLite error \(error.resultCode.rawValue)")); it was left untouched")
-        case .SQLITE_CANTOPEN, .SQLITE_READONLY, .SQLITE_PERM:
-            return GrayscaleError("\(path): cannot \(what): \(error.message ?? "cannot open the file") (check the path and its permissions)")
-        case .SQLITE_FULL:
-            return GrayscaleError("\(path): cannot \(what): the disk is full; nothing was changed")
-        default:
-            return GrayscaleError("\(path): cannot \(what): \(error.message ?? "SQLite error \(error.resultCode.rawValue)")")
+            throw engine.describe(error, doing: what)
         }
     }
 }

@@ -1,10 +1,5 @@
 import Foundation
-import GRDB
 import GrayscaleCore
-
-extension Release: FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "release"
-}
 
 /// Who asked for a change and why: every change is audited with it.
 public struct Attribution: Hashable, Sendable {
@@ -21,7 +16,7 @@ public struct Attribution: Hashable, Sendable {
 }
 
 /// One entry of a service's split history.
-public struct SplitChange: Codable, Hashable, Sendable, FetchableRecord, PersistableRecord {
+public struct SplitChange: Codable, Hashable, Sendable {
     public var id: Int64?
     public var service: String
     public var revision: Int
@@ -33,8 +28,7 @@ public struct SplitChange: Codable, Hashable, Sendable, FetchableRecord, Persist
 }
 
 /// One line of the audit trail: who did what, when, why, and what it changed.
-public struct AuditEntry: Codable, Hashable, Sendable, FetchableRecord, PersistableRecord {
-    public static let databaseTableName = "audit"
+public struct AuditEntry: Codable, Hashable, Sendable {
     public var id: Int64?
     public var at: Date
     public var service: String?
@@ -53,7 +47,7 @@ public struct AuditEntry: Codable, Hashable, Sendable, FetchableRecord, Persista
 }
 
 /// A canary release's way from publication to promotion or rollback.
-public struct Rollout: Codable, Hashable, Sendable, FetchableRecord, PersistableRecord {
+public struct Rollout: Codable, Hashable, Sendable {
     public var id: Int64?
     public var service: String
     public var releaseNumber: Int
@@ -66,7 +60,7 @@ public struct Rollout: Codable, Hashable, Sendable, FetchableRecord, Persistable
 }
 
 /// Requests and errors one release served in one window, from the proxy or Prometheus.
-public struct MetricSample: Codable, Hashable, Sendable, FetchableRecord, PersistableRecord {
+public struct MetricSample: Codable, Hashable, Sendable {
     public var id: Int64?
     public var service: String
     public var releaseNumber: Int
@@ -96,7 +90,7 @@ public struct MetricSample: Codable, Hashable, Sendable, FetchableRecord, Persis
 }
 
 /// A message waiting in the outbox until the notifier delivers it.
-public struct Notification: Codable, Hashable, Sendable, FetchableRecord, MutablePersistableRecord {
+public struct Notification: Codable, Hashable, Sendable {
     public var id: Int64?
     public var createdAt: Date
     public var service: String?
@@ -108,14 +102,11 @@ public struct Notification: Codable, Hashable, Sendable, FetchableRecord, Mutabl
     public var lastError: String?
     /// Set when Slack refused the message for good: it is kept for the dashboard and the audit, not retried.
     public var deadAt: Date? = nil
-
-    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
 }
 
 /// The stored form of a service's current split: columns an operator can query,
 /// with the release labels and salt joined back in from `release` on read.
-struct SplitRow: Codable, FetchableRecord, PersistableRecord {
-    static let databaseTableName = "split"
+struct SplitRow {
     var service: String
     var revision: Int
     var stableNumber: Int
@@ -156,5 +147,133 @@ struct SplitRow: Codable, FetchableRecord, PersistableRecord {
         return TrafficSplit(service: service, revision: revision, stable: stable.ref, canary: canary,
                             nonAuthWeight: nonAuthWeight, allowList: allowList, denyList: denyList,
                             optInAllowed: optInAllowed)
+    }
+}
+
+// MARK: - Rows
+
+extension Release {
+    init(row: SQLRow) throws {
+        guard let status = ReleaseStatus(rawValue: try row.string("status")) else { throw row.missing("status", "a release status") }
+        self.init(service: try row.string("service"), number: try row.int("number"), label: try row.string("label"),
+                  upstream: try row.string("upstream"), sourceRef: try row.optionalString("sourceRef"), salt: try row.string("salt"),
+                  status: status, publishedAt: try row.date("publishedAt"), statusChangedAt: try row.date("statusChangedAt"))
+    }
+
+    /// Stores the release, replacing the stored row of the same number.
+    func save(_ db: any SQLExecutor) throws {
+        try db.execute("""
+            INSERT INTO release (service, number, label, upstream, sourceRef, salt, status, publishedAt, statusChangedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (service, number) DO UPDATE SET label = excluded.label, upstream = excluded.upstream,
+                sourceRef = excluded.sourceRef, salt = excluded.salt, status = excluded.status,
+                publishedAt = excluded.publishedAt, statusChangedAt = excluded.statusChangedAt
+            """, .text(service), .of(number), .text(label), .text(upstream), .of(sourceRef), .text(salt), .text(status.rawValue),
+            .date(publishedAt), .date(statusChangedAt))
+    }
+}
+
+extension SplitChange {
+    init(row: SQLRow) throws {
+        self.init(id: try row.optionalInt64("id"), service: try row.string("service"), revision: try row.int("revision"),
+                  changedAt: try row.date("changedAt"), actor: try row.string("actor"), action: try row.string("action"),
+                  reason: try row.optionalString("reason"), split: try row.json(TrafficSplit.self, "split"))
+    }
+
+    func insert(_ db: any SQLExecutor) throws {
+        try db.insert("splitChange", ["service": .text(service), "revision": .of(revision), "changedAt": .date(changedAt),
+                                      "actor": .text(actor), "action": .text(action), "reason": .of(reason), "split": try .json(split)])
+    }
+}
+
+extension AuditEntry {
+    init(row: SQLRow) throws {
+        self.init(id: try row.optionalInt64("id"), at: try row.date("at"), service: try row.optionalString("service"),
+                  actor: try row.string("actor"), action: try row.string("action"), command: try row.optionalString("command"),
+                  reason: try row.optionalString("reason"), outcome: try row.string("outcome"), detail: try row.optionalString("detail"),
+                  splitBefore: try row.optionalJSON(TrafficSplit.self, "splitBefore"),
+                  splitAfter: try row.optionalJSON(TrafficSplit.self, "splitAfter"), leaseToken: try row.optionalInt64("leaseToken"))
+    }
+
+    func insert(_ db: any SQLExecutor) throws {
+        try db.insert("audit", ["at": .date(at), "service": .of(service), "actor": .text(actor), "action": .text(action),
+                                "command": .of(command), "reason": .of(reason), "outcome": .text(outcome), "detail": .of(detail),
+                                "splitBefore": try .json(splitBefore), "splitAfter": try .json(splitAfter), "leaseToken": .of(leaseToken)])
+    }
+}
+
+extension Rollout {
+    init(row: SQLRow) throws {
+        self.init(id: try row.optionalInt64("id"), service: try row.string("service"), releaseNumber: try row.int("releaseNumber"),
+                  state: try row.string("state"), step: try row.int("step"), startedAt: try row.date("startedAt"),
+                  updatedAt: try row.date("updatedAt"), endedAt: try row.optionalDate("endedAt"))
+    }
+
+    func insert(_ db: any SQLExecutor) throws {
+        try db.insert("rollout", ["service": .text(service), "releaseNumber": .of(releaseNumber), "state": .text(state), "step": .of(step),
+                                  "startedAt": .date(startedAt), "updatedAt": .date(updatedAt), "endedAt": .of(endedAt)])
+    }
+}
+
+extension MetricSample {
+    init(row: SQLRow) throws {
+        guard let route = RouteTarget(rawValue: try row.string("route")) else { throw row.missing("route", "stable or canary") }
+        self.init(service: try row.string("service"), releaseNumber: try row.int("releaseNumber"), route: route,
+                  windowStart: try row.date("windowStart"), windowEnd: try row.date("windowEnd"), requests: try row.int("requests"),
+                  errors: try row.int("errors"), latencyP50Ms: try row.optionalDouble("latencyP50Ms"),
+                  latencyP99Ms: try row.optionalDouble("latencyP99Ms"), histogram: try row.optionalData("histogram"))
+        id = try row.optionalInt64("id")
+    }
+
+    func insert(_ db: any SQLExecutor) throws {
+        try db.insert("metricSample", ["service": .text(service), "releaseNumber": .of(releaseNumber), "route": .text(route.rawValue),
+                                       "windowStart": .date(windowStart), "windowEnd": .date(windowEnd), "requests": .of(requests),
+                                       "errors": .of(errors), "latencyP50Ms": .of(latencyP50Ms), "latencyP99Ms": .of(latencyP99Ms),
+                                       "histogram": .of(histogram)])
+    }
+}
+
+extension Notification {
+    init(row: SQLRow) throws {
+        self.init(id: try row.optionalInt64("id"), createdAt: try row.date("createdAt"), service: try row.optionalString("service"),
+                  channel: try row.string("channel"), text: try row.string("text"), attempts: try row.int("attempts"),
+                  nextAttemptAt: try row.date("nextAttemptAt"), deliveredAt: try row.optionalDate("deliveredAt"),
+                  lastError: try row.optionalString("lastError"), deadAt: try row.optionalDate("deadAt"))
+    }
+
+    mutating func insert(_ db: any SQLExecutor) throws {
+        id = try db.insert("notification", ["createdAt": .date(createdAt), "service": .of(service), "channel": .text(channel),
+                                            "text": .text(text), "attempts": .of(attempts), "nextAttemptAt": .date(nextAttemptAt),
+                                            "deliveredAt": .of(deliveredAt), "lastError": .of(lastError), "deadAt": .of(deadAt)],
+                           returningID: true)
+    }
+}
+
+extension SplitRow {
+    init(row: SQLRow) throws {
+        service = try row.string("service")
+        revision = try row.int("revision")
+        stableNumber = try row.int("stableNumber")
+        canaryNumber = try row.optionalInt("canaryNumber")
+        rangeLower = try row.int("rangeLower")
+        rangeUpper = try row.int("rangeUpper")
+        nonAuthWeight = try row.int("nonAuthWeight")
+        allowList = try row.json([String].self, "allowList")
+        denyList = try row.json([String].self, "denyList")
+        optInAllowed = try row.bool("optInAllowed")
+        updatedAt = try row.date("updatedAt")
+    }
+
+    func save(_ db: any SQLExecutor) throws {
+        try db.execute("""
+            INSERT INTO split (service, revision, stableNumber, canaryNumber, rangeLower, rangeUpper, nonAuthWeight,
+                               allowList, denyList, optInAllowed, updatedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (service) DO UPDATE SET revision = excluded.revision, stableNumber = excluded.stableNumber,
+                canaryNumber = excluded.canaryNumber, rangeLower = excluded.rangeLower, rangeUpper = excluded.rangeUpper,
+                nonAuthWeight = excluded.nonAuthWeight, allowList = excluded.allowList, denyList = excluded.denyList,
+                optInAllowed = excluded.optInAllowed, updatedAt = excluded.updatedAt
+            """, .text(service), .of(revision), .of(stableNumber), .of(canaryNumber), .of(rangeLower), .of(rangeUpper),
+            .of(nonAuthWeight), try .json(allowList), try .json(denyList), .of(optInAllowed), .date(updatedAt))
     }
 }
