@@ -156,7 +156,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GrayscaleStoreTests",
-            dependencies: ["GrayscaleCore", "GrayscaleStore", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["GrayscaleCore", "GrayscaleStore", "GrayscaleTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
         ),
         .testTarget(

@@ -3,17 +3,15 @@ import Testing
 import GrayscaleCore
 import GrayscaleStore
 
-/// The lease and its fence, and commands carried out once, on a real SQLite file.
+/// The lease and its fence, and commands carried out once, on each engine.
 @Suite("Controller lease and exactly-once commands")
 struct ControllerLeaseTests {
-    let directory: TemporaryDirectory
-    let database: GrayscaleDatabase
 
-    init() throws {
-        directory = try TemporaryDirectory()
-        database = try GrayscaleDatabase.open(path: directory.databasePath)
+    static func withTwoReleases(_ backend: StoreBackend) throws -> GrayscaleDatabase {
+        let database = try TestStore(backend).open()
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(0))
         try database.publish(draft(8, "v2.1.1"), salt: "s8", by: operatorAlice, at: minutes(1))
+        return database
     }
 
     func transition(_ snapshot: ControllerSnapshot, _ command: HumanCommand, at now: Date) -> Transition {
@@ -21,8 +19,9 @@ struct ControllerLeaseTests {
                                             commands: [command], now: now))
     }
 
-    @Test("one leader at a time: a standby takes over only when the lease lapses, with the next token")
-    func lease() throws {
+    @Test("one leader at a time: a standby takes over only when the lease lapses, with the next token", arguments: StoreBackend.allCases)
+    func lease(_ backend: StoreBackend) throws {
+        let database = try Self.withTwoReleases(backend)
         guard case .leading(let a) = try database.claimLease(holder: "a", period: 10, at: minutes(0)) else { Issue.record("a leads first"); return }
         #expect(a.token == 1)
         #expect(try database.claimLease(holder: "b", period: 10, at: minutes(0).addingTimeInterval(9)) == .standingBy(behind: a))
@@ -49,8 +48,9 @@ struct ControllerLeaseTests {
         #expect(again.token == 3)
     }
 
-    @Test("a commit with a token that is no longer current is refused and writes nothing")
-    func fence() throws {
+    @Test("a commit with a token that is no longer current is refused and writes nothing", arguments: StoreBackend.allCases)
+    func fence(_ backend: StoreBackend) throws {
+        let database = try Self.withTwoReleases(backend)
         guard case .leading(let old) = try database.claimLease(holder: "old", period: 10, at: minutes(2)) else { Issue.record("old leads"); return }
         let snapshot = try database.controllerSnapshot("engine")
         let decided = transition(snapshot, HumanCommand(.rollback, actor: "frozen"), at: minutes(2))
@@ -67,8 +67,9 @@ struct ControllerLeaseTests {
         #expect(try database.rolloutState("engine") == nil)
     }
 
-    @Test("a command with an id is carried out once: a retry gets the first answer and changes nothing")
-    func exactlyOnce() throws {
+    @Test("a command with an id is carried out once: a retry gets the first answer and changes nothing", arguments: StoreBackend.allCases)
+    func exactlyOnce(_ backend: StoreBackend) throws {
+        let database = try Self.withTwoReleases(backend)
         let command = HumanCommand(.setRange(try .parse(percent: "30"), nonAuthWeight: nil), actor: "alice", text: "-g -m engine -p 30", id: "T123")
         let snapshot = try database.controllerSnapshot("engine")
         try database.commitTick(snapshot, transition(snapshot, command, at: minutes(2)), command: command, fence: nil,

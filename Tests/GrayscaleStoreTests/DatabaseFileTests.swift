@@ -63,25 +63,25 @@ struct DatabaseFileTests {
 
 @Suite("Outbox and metric samples")
 struct OutboxTests {
-    @Test("a notification stays queued until delivered, and a failure schedules a retry")
-    func outbox() throws {
-        let directory = try TemporaryDirectory()
-        let database = try GrayscaleDatabase.open(path: directory.databasePath)
+    @Test("a notification stays queued until delivered, and a failure schedules a retry", arguments: StoreBackend.allCases)
+    func outbox(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
         let queued = try database.enqueue(channel: "#releases", text: "canary 8 at 5%", service: "engine", at: t0)
         let id = try #require(queued.id)
         #expect(try database.dueNotifications(at: t0).map(\.id) == [id])
         try database.markFailed(id, error: "HTTP 503", retryAt: minutes(1))
         #expect(try database.dueNotifications(at: t0).isEmpty)
-        let retry = try GrayscaleDatabase.open(path: directory.databasePath).dueNotifications(at: minutes(1))
+        let retry = try store.open().dueNotifications(at: minutes(1))
         #expect(retry.map(\.attempts) == [1])
         #expect(retry.first?.lastError == "HTTP 503")
         try database.markDelivered(id, at: minutes(1))
         #expect(try database.dueNotifications(at: minutes(10)).isEmpty)
     }
 
-    @Test("metric samples are stored per release and read back in window order")
-    func samples() throws {
-        let database = try GrayscaleDatabase.inMemory()
+    @Test("metric samples are stored per release and read back in window order", arguments: StoreBackend.allCases)
+    func samples(_ backend: StoreBackend) throws {
+        let database = try TestStore(backend).open()
         try database.record([
             MetricSample(service: "engine", releaseNumber: 8, route: .canary, windowStart: minutes(1), windowEnd: minutes(2), requests: 90, errors: 3),
             MetricSample(service: "engine", releaseNumber: 8, route: .canary, windowStart: minutes(0), windowEnd: minutes(1), requests: 100, errors: 1, latencyP99Ms: 210),

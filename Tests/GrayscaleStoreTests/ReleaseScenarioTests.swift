@@ -3,29 +3,22 @@ import Testing
 import GrayscaleCore
 import GrayscaleStore
 
-/// DESIGN.md "Stable and canary", each scenario through the store on a real SQLite file,
-/// checked after reopening the file so nothing lives only in memory.
+/// DESIGN.md "Stable and canary", each scenario through the store on each engine (a real SQLite file, a real
+/// PostgreSQL database), checked after reopening it so nothing lives only in memory.
 @Suite("Release scenarios")
 struct ReleaseScenarioTests {
-    let directory: TemporaryDirectory
-    let database: GrayscaleDatabase
-
-    init() throws {
-        directory = try TemporaryDirectory()
-        database = try GrayscaleDatabase.open(path: directory.databasePath)
-    }
-
-    func reopened() throws -> GrayscaleDatabase { try GrayscaleDatabase.open(path: directory.databasePath) }
-
     /// Releases 5 and 6 exist, 6 is stable.
-    func fiveAndSixWithSixStable() throws {
+    func fiveAndSixWithSixStable(_ database: GrayscaleDatabase) throws {
         try database.publish(draft(5, "v2.0.0"), salt: "s5", by: operatorAlice, at: minutes(0))
         try database.publish(draft(6, "v2.0.1"), salt: "s6", by: operatorAlice, at: minutes(1))
         try database.finish("engine", by: operatorAlice, at: minutes(2))
     }
 
-    @Test("the first release of a service is stable at once and takes all traffic")
-    func firstReleaseIsStable() throws {
+    @Test("the first release of a service is stable at once and takes all traffic", arguments: StoreBackend.allCases)
+    func firstReleaseIsStable(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
         try database.publish(draft(5, "v2.0.0"), salt: "s5", by: operatorAlice, at: minutes(0))
         let state = try reopened().serviceState("engine")
         #expect(state.stable?.number == 5)
@@ -37,9 +30,12 @@ struct ReleaseScenarioTests {
         #expect(try reopened().rollouts("engine").isEmpty)
     }
 
-    @Test("publish 7 over stable 6: canary 7, stable 6")
-    func publishMakesCanary() throws {
-        try fiveAndSixWithSixStable()
+    @Test("publish 7 over stable 6: canary 7, stable 6", arguments: StoreBackend.allCases)
+    func publishMakesCanary(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
         let state = try reopened().serviceState("engine")
         #expect(state.stable?.number == 6)
@@ -52,9 +48,12 @@ struct ReleaseScenarioTests {
         #expect(try reopened().rollouts("engine").map(\.state) == ["promoted", "published"])
     }
 
-    @Test("roll back 7 with nothing newer: only stable 6 remains, all traffic to 6")
-    func rollbackLeavesStable() throws {
-        try fiveAndSixWithSixStable()
+    @Test("roll back 7 with nothing newer: only stable 6 remains, all traffic to 6", arguments: StoreBackend.allCases)
+    func rollbackLeavesStable(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
         try database.setCanaryTraffic("engine", range: .parse(percent: "30"), by: operatorAlice, at: minutes(4))
         try database.rollBack("engine", by: operatorAlice, at: minutes(5))
@@ -69,9 +68,12 @@ struct ReleaseScenarioTests {
         #expect(try reopened().rollouts("engine").map(\.state) == ["promoted", "rolledBack"])
     }
 
-    @Test("roll back 7, later publish 8: canary 8, stable still 6")
-    func publishAfterRollback() throws {
-        try fiveAndSixWithSixStable()
+    @Test("roll back 7, later publish 8: canary 8, stable still 6", arguments: StoreBackend.allCases)
+    func publishAfterRollback(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
         try database.rollBack("engine", by: operatorAlice, at: minutes(4))
         try database.publish(draft(8, "v2.1.1"), salt: "s8", by: operatorAlice, at: minutes(5))
@@ -82,9 +84,12 @@ struct ReleaseScenarioTests {
         #expect(state.split?.canary?.salt == "s8")
     }
 
-    @Test("publish 8 while 7 is canary: 7 is superseded, 8 starts from the first step with a new cohort")
-    func publishSupersedes() throws {
-        try fiveAndSixWithSixStable()
+    @Test("publish 8 while 7 is canary: 7 is superseded, 8 starts from the first step with a new cohort", arguments: StoreBackend.allCases)
+    func publishSupersedes(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
         try database.setCanaryTraffic("engine", range: .parse(percent: "25"), by: operatorAlice, at: minutes(4))
         try database.publish(draft(8, "v2.1.1"), salt: "s8", by: operatorAlice, at: minutes(5))
@@ -97,9 +102,12 @@ struct ReleaseScenarioTests {
         #expect(try reopened().rollouts("engine").map(\.state) == ["promoted", "superseded", "published"])
     }
 
-    @Test("finish: the canary becomes stable and takes all traffic")
-    func finishPromotes() throws {
-        try fiveAndSixWithSixStable()
+    @Test("finish: the canary becomes stable and takes all traffic", arguments: StoreBackend.allCases)
+    func finishPromotes(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
         try database.setCanaryTraffic("engine", range: .parse(percent: "50"), by: operatorAlice, at: minutes(4))
         try database.finish("engine", by: operatorAlice, at: minutes(5))
@@ -112,9 +120,12 @@ struct ReleaseScenarioTests {
         #expect(try reopened().rollouts("engine").last?.state == "promoted")
     }
 
-    @Test("a duplicate or lower release number is refused, changes nothing, and is audited")
-    func numbersMustIncrease() throws {
-        try fiveAndSixWithSixStable()
+    @Test("a duplicate or lower release number is refused, changes nothing, and is audited", arguments: StoreBackend.allCases)
+    func numbersMustIncrease(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         let before = try database.serviceState("engine")
         #expect(throws: GrayscaleError("engine: release number 6 already exists (Version 6(v 2.0.1), stable); numbers are never reused")) {
             try database.publish(draft(6, "v9"), salt: "x", by: operatorAlice, at: minutes(3))
@@ -128,9 +139,12 @@ struct ReleaseScenarioTests {
         #expect(refused.first?.detail?.contains("already exists") == true)
     }
 
-    @Test("every split change is in the history, in order, with who made it")
-    func splitHistory() throws {
-        try fiveAndSixWithSixStable()
+    @Test("every split change is in the history, in order, with who made it", arguments: StoreBackend.allCases)
+    func splitHistory(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
         try database.setCanaryTraffic("engine", range: .parse(percent: "5"), by: Attribution(actor: "bob", reason: "first step"), at: minutes(4))
         try database.setCanaryTraffic("engine", range: .parse(percent: "20:55"), by: operatorAlice, at: minutes(5))
@@ -145,8 +159,11 @@ struct ReleaseScenarioTests {
         #expect(audit.last?.splitAfter?.nonAuthWeight == 3600)
     }
 
-    @Test("setting traffic for an unknown service or without a canary is refused")
-    func refusals() throws {
+    @Test("setting traffic for an unknown service or without a canary is refused", arguments: StoreBackend.allCases)
+    func refusals(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
         #expect(throws: GrayscaleError("unknown service 'engine' (no services yet; publish a release first)", kind: .notFound)) {
             try database.setCanaryTraffic("engine", range: .everyone, by: operatorAlice, at: t0)
         }

@@ -1,6 +1,8 @@
 import Foundation
 import GrayscaleCore
 import GrayscaleStore
+import GrayscaleTestSupport
+import Testing
 
 /// A real SQLite file in a fresh temporary directory, removed when the test ends.
 final class TemporaryDirectory {
@@ -14,6 +16,30 @@ final class TemporaryDirectory {
     var databasePath: String { url.appendingPathComponent("grayscale.sqlite").path }
 
     deinit { try? FileManager.default.removeItem(at: url) }
+}
+
+/// The engines every store contract test runs on.
+enum StoreBackend: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+    var testDescription: String { rawValue }
+}
+
+/// A fresh, empty database on one engine: a new SQLite file, or a new database on the
+/// test process's PostgreSQL server.
+struct TestStore {
+    let directory: TemporaryDirectory
+    let location: String
+
+    init(_ backend: StoreBackend) throws {
+        directory = try TemporaryDirectory()
+        switch backend {
+        case .sqlite: location = directory.databasePath
+        case .postgres: location = try PostgresServer.shared.get().createDatabase()
+        }
+    }
+
+    /// Opens the database again: what is read from it was stored, not kept in memory.
+    func open() throws -> GrayscaleDatabase { try GrayscaleDatabase.open(path: location) }
 }
 
 let operatorAlice = Attribution(actor: "alice")
