@@ -3,8 +3,9 @@
 
 SWIFT ?= swift
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev
-# What the tests need besides: a real Prometheus (and promtool) and a headless browser.
-TEST_PACKAGES := prometheus chromium
+# What the tests need besides: a real Prometheus (and promtool), a headless browser and
+# PostgreSQL's server (the tests start their own, on loopback, as the postgres user).
+TEST_PACKAGES := prometheus chromium postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps test-deps install-packages build test chaos demo walkthrough clean

@@ -84,7 +84,10 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
         self.logger = logger
     }
 
-    deinit { try? group.syncShutdownGracefully() }
+    deinit {
+        close()
+        try? group.syncShutdownGracefully()
+    }
 
     var configuration: PostgresConnection.Configuration {
         var configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
@@ -194,6 +197,10 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
             _ = try rows("SELECT pg_notify('\(PostgresEngine.routingChannel)', '')", [])
         }
 
+        func idsInserted(into table: String) throws {
+            _ = try rows("SELECT setval(pg_get_serial_sequence('\(table.lowercased())', 'id'), COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM \(table)", [])
+        }
+
         private func run(_ sql: String, _ arguments: [SQLValue]) throws -> PostgresQueryResult {
             var binds = PostgresBindings(capacity: arguments.count)
             for argument in arguments {
@@ -205,7 +212,7 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
                 case .blob(let value): try binds.append(value)
                 case .boolean(let value): binds.append(value)
                 // Milliseconds, as SQLite keeps them: both engines give back the same instant.
-                case .date(let value): binds.append(Date(timeIntervalSince1970: (value.timeIntervalSince1970 * 1000).rounded(.down) / 1000))
+                case .date(let value): binds.append(Date(timeIntervalSince1970: (value.timeIntervalSince1970 * 1000).rounded() / 1000))
                 }
             }
             let query = PostgresQuery(unsafeSQL: PostgresEngine.numberedPlaceholders(sql), binds: binds)
@@ -349,9 +356,9 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
 }
 
 extension PostgresConnection {
-    /// Closes the connection without waiting for it.
+    /// Closes the connection without waiting for it (the connection stays alive until it is closed).
     func discard() {
         let closing: EventLoopFuture<Void> = close()
-        closing.whenComplete { _ in }
+        closing.whenComplete { _ in withExtendedLifetime(self) {} }
     }
 }

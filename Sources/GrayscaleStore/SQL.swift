@@ -138,6 +138,8 @@ protocol SQLExecutor {
     func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow]
     /// Tells every replica's routing watch, when the transaction commits, that splits or releases changed.
     func routingChanged() throws
+    /// After rows were inserted with their ids given: the next generated id follows the largest.
+    func idsInserted(into table: String) throws
 }
 
 extension SQLExecutor {

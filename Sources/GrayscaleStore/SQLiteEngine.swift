@@ -122,6 +122,9 @@ struct SQLiteEngine: StoreEngine {
         /// Every process sees SQLite's commits through `PRAGMA data_version`; nothing to send.
         func routingChanged() {}
 
+        /// SQLite's AUTOINCREMENT follows the largest id inserted by itself.
+        func idsInserted(into table: String) {}
+
         static func bind(_ value: SQLValue) -> DatabaseValue {
             switch value {
             case .null: .null

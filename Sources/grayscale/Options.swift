@@ -4,7 +4,7 @@ import GrayscaleCore
 import GrayscaleStore
 
 struct DatabaseOptions: ParsableArguments {
-    @Option(name: .long, help: "The SQLite database file (default: $GRAYSCALE_DB or grayscale.sqlite).")
+    @Option(name: .long, help: "The database: an SQLite file, or postgres://USER@HOST:PORT/DB with the password in $GRAYSCALE_DB_PASSWORD or $GRAYSCALE_DB_PASSWORD_FILE (default: $GRAYSCALE_DB or grayscale.sqlite).")
     var db: String?
 
     var path: String { db ?? ProcessInfo.processInfo.environment["GRAYSCALE_DB"] ?? "grayscale.sqlite" }

@@ -15,7 +15,7 @@ struct ServeCommand: AsyncParsableCommand {
             """)
 
     @Option(help: "The configuration file (see grayscale.example.yaml).") var config: String?
-    @Option(help: "The SQLite database (overrides the configuration).") var db: String?
+    @Option(help: "The database, an SQLite file or postgres://USER@HOST:PORT/DB (overrides the configuration).") var db: String?
 
     func run() async throws {
         var configuration = try config.map { path throws in try ServeConfiguration.load(path: path) } ?? ServeConfiguration()

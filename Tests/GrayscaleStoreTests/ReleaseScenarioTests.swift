@@ -163,7 +163,6 @@ struct ReleaseScenarioTests {
     func refusals(_ backend: StoreBackend) throws {
         let store = try TestStore(backend)
         let database = try store.open()
-        let reopened = store.open
         #expect(throws: GrayscaleError("unknown service 'engine' (no services yet; publish a release first)", kind: .notFound)) {
             try database.setCanaryTraffic("engine", range: .everyone, by: operatorAlice, at: t0)
         }

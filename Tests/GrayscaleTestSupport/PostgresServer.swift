@@ -129,7 +129,7 @@ public final class PostgresServer: Sendable {
     }
 
     /// A port nothing listens on now (bound and released; PostgreSQL takes it right after).
-    static func freePort() -> Int {
+    public static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()
@@ -146,4 +146,13 @@ public final class PostgresServer: Sendable {
 public struct PostgresServerError: Error, CustomStringConvertible {
     public let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension PostgresServer {
+    /// Runs one SQL statement with psql against the database `url` names.
+    public func psql(_ url: String, _ sql: String) throws {
+        let database = String(url.split(separator: "/").last ?? "")
+        try Self.run(binaries + "/psql", ["-h", "127.0.0.1", "-p", "\(port)", "-U", Self.user, "-d", database, "-v", "ON_ERROR_STOP=1", "-c", sql],
+                     environment: ["PGPASSWORD": Self.password])
+    }
 }
