@@ -212,6 +212,7 @@ let package = Package(
             name: "GrayscaleCLITests",
             dependencies: [
                 "grayscale",
+                "GrayscaleDemo",
                 "GrayscaleTestSupport",
                 "GrayscaleServer",
                 "GrayscaleIntegrations",
