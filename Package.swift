@@ -138,6 +138,12 @@ let package = Package(
             ],
             path: "Benchmarks/RoutingBenchmark"
         ),
+        // The store on each engine and the replicas' routing propagation (Benchmarks/replicas.sh runs it).
+        .executableTarget(
+            name: "grayscale-store-bench",
+            dependencies: ["GrayscaleCore", "GrayscaleStore", "GrayscaleIntegrations"],
+            path: "Benchmarks/StoreBenchmark"
+        ),
         // Stand-ins for the outside world that several test targets share (a fake Slack).
         .target(
             name: "GrayscaleTestSupport",

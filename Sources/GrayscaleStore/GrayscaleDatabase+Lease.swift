@@ -11,27 +11,31 @@ public enum LeaseStanding: Hashable, Sendable {
 
 
 extension GrayscaleDatabase {
-    static let leaseName = "controller"
+    public static let leaseName = "controller"
 
-    static func lease(_ db: any SQLExecutor) throws -> ControllerLease? {
-        guard let row = try db.row("SELECT lease FROM controllerLease WHERE name = ?", .text(leaseName)) else { return nil }
+    /// The lease of the replicas' notifier: one of them delivers the outbox at a time.
+    public static let notifierLeaseName = "notifier"
+
+    static func lease(_ db: any SQLExecutor, name: String = leaseName) throws -> ControllerLease? {
+        guard let row = try db.row("SELECT lease FROM controllerLease WHERE name = ?", .text(name)) else { return nil }
         return try JSONDecoder().decode(ControllerLease.self, from: try row.data("lease"))
     }
 
     /// Renews the lease for `holder`, takes it over when it has lapsed, or reports who
     /// holds it; records that `holder` was seen, leading or standing by. One transaction.
-    public func claimLease(holder: String, period: Double, at now: Date) throws(GrayscaleError) -> LeaseStanding {
-        try write("claim the controller's lease") { db in
-            let current = try Self.lease(db)
+    public func claimLease(holder: String, period: Double, at now: Date, name: String = leaseName) throws(GrayscaleError) -> LeaseStanding {
+        try write("claim the \(name)'s lease") { db in
+            let current = try Self.lease(db, name: name)
             let standing: LeaseStanding
             if let claimed = ControllerLease.claim(current, by: holder, period: period, at: now) {
                 let json = String(decoding: try JSONEncoder().encode(claimed), as: UTF8.self)
                 try db.execute("INSERT INTO controllerLease (name, lease) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET lease = excluded.lease",
-                               .text(Self.leaseName), .text(json))
+                               .text(name), .text(json))
                 standing = .leading(claimed)
             } else {
                 standing = .standingBy(behind: current!)
             }
+            guard name == Self.leaseName else { return standing }  // only controllers are listed as present
             if case .leading = standing {
                 // Whoever led before and has not been seen since is no longer the leader.
                 try db.execute("UPDATE controllerPresence SET role = 'standby' WHERE holder <> ? AND role = 'leader'", .text(holder))

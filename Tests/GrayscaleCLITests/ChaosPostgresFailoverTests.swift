@@ -117,6 +117,14 @@ struct ChaosPostgresFailoverTests {
         for replica in replicas { try await waitUntil(30) { (try? await client.send(OutboundRequest(url: "http://127.0.0.1:\(replica.adminPort)/healthz", timeout: 2)))?.status == 200 } }
         let database = try GrayscaleDatabase.open(path: url)
         defer { database.close() }
+        // The fleet's routing long poll answers from any replica, woken by the NOTIFY of a change another one wrote.
+        for replica in replicas {
+            let admin = "http://127.0.0.1:\(replica.adminPort)/api/v1/routing"
+            let current = try RoutingSnapshot.decode(try await client.send(OutboundRequest(url: admin, timeout: 5)).body)
+            let next = try RoutingSnapshot.decode(try await client.send(OutboundRequest(url: admin + "?after=\(current.version.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)", timeout: 30)).body)
+            #expect(next.version != current.version, "\(replica.name)'s long poll answered without a change")
+            #expect(try database.split("engine").revision >= (next.services.first?.split?.revision ?? 0))
+        }
 
         // Traffic through every live proxy, counted per proxy; a proxy about to be killed is taken out first.
         let live = NIOLockedValueBox<Set<Int>>(Set(replicas.map(\.proxyPort)))
@@ -275,5 +283,13 @@ struct ChaosPostgresFailoverTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         Issue.record("timed out after \(seconds) s")
+    }
+}
+
+extension RoutingSnapshot {
+    static func decode(_ body: Data) throws -> RoutingSnapshot {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(RoutingSnapshot.self, from: body)
     }
 }

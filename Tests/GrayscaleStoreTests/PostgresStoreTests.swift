@@ -8,7 +8,7 @@ import Testing
 /// What only the shared engine has: several processes on one database, its URL and
 /// password, its schema version, a server that goes away and comes back, and moving an
 /// installation onto it. Against a real PostgreSQL server.
-@Suite("PostgreSQL store")
+@Suite("PostgreSQL store", .serialized)
 struct PostgresStoreTests {
     @Test("the URL names user, host, port and database; a password in it is refused without being repeated; it comes from the environment or a file")
     func location() throws {
@@ -197,7 +197,7 @@ struct PostgresStoreTests {
         #expect(try source.compare(with: target).isEmpty)
     }
 
-    func waitUntil(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async throws {
+    func waitUntil(timeout: Duration = .seconds(90), _ condition: () throws -> Bool) async throws {
         let deadline = ContinuousClock.now + timeout
         while try !condition() {
             guard ContinuousClock.now < deadline else { Issue.record("timed out"); return }

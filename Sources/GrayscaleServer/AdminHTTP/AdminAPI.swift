@@ -17,6 +17,8 @@ public struct AdminAPI: Sendable {
     public let slack: SlackEndpoint?
     /// Its health goes out on /metrics.
     public var accessLog: AccessLog?
+    /// The routing as this process's watch last read it; the long poll waits on it (read from the database when nil).
+    public var routing: RoutingBroadcast?
     /// Required as `Authorization: Bearer …` for POST; POST is refused when nil.
     public let adminToken: String?
 
@@ -86,6 +88,13 @@ public struct AdminAPI: Sendable {
             case (.GET, "routing", 1):
                 // Long poll: answers at once when the routing differs from `after`, else when it changes (25 s at most).
                 let deadline = Date().addingTimeInterval(25)
+                if let routing, var snapshot = routing.current {
+                    while snapshot.version == query["after"], Date() < deadline {
+                        await routing.waitForChange(timeout: .milliseconds(Int64(deadline.timeIntervalSinceNow * 1000)))
+                        snapshot = routing.current ?? snapshot
+                    }
+                    return try Self.json(snapshot)
+                }
                 var snapshot = RoutingSnapshot(states: try database.allServiceStates())
                 while snapshot.version == query["after"], Date() < deadline {
                     try await Task.sleep(for: .milliseconds(100))

@@ -19,6 +19,9 @@ public struct NotifierService: Service {
     public let maxBackoff: Double
     let now: @Sendable () -> Date
     let logger: Logger
+    /// Set for replicas sharing one database: only the holder of the notifier lease delivers,
+    /// so a message goes out once however many replicas run.
+    public var exclusive: (holder: String, period: Double)?
 
     public init(database: GrayscaleDatabase, slack: SlackClient, poll: Duration = .milliseconds(500), baseBackoff: Double = 2,
                 maxBackoff: Double = 300, now: @escaping @Sendable () -> Date = { Date() }, logger: Logger) {
@@ -34,10 +37,26 @@ public struct NotifierService: Service {
     public func run() async throws {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
-                do { _ = try await deliverDue() } catch { logger.warning("outbox unavailable", metadata: ["problem": "\(error)"]) }
+                do {
+                    if try mayDeliver() { _ = try await deliverDue() }
+                } catch {
+                    logger.warning("outbox unavailable", metadata: ["problem": "\(error)"])
+                }
                 try? await Task.sleep(for: poll)
             }
         }
+    }
+
+    /// True when this notifier may deliver: always alone, only while holding the notifier lease among replicas.
+    public func mayDeliver() throws(GrayscaleError) -> Bool {
+        guard let exclusive else { return true }
+        let standing = try database.claimLease(holder: exclusive.holder, period: exclusive.period, at: now(),
+                                               name: GrayscaleDatabase.notifierLeaseName)
+        if case .leading(let lease) = standing {
+            // Deliver only with a good part of the lease left: a send must not outlast it.
+            return lease.expiresAt.timeIntervalSince(now()) > exclusive.period / 2
+        }
+        return false
     }
 
     /// Sends every service's oldest undelivered message that is due; returns how many went out.

@@ -89,10 +89,13 @@ public struct GrayscaleServe: Sendable {
         let slackEndpoint = secret("GRAYSCALE_SLACK_SIGNING_SECRET").map {
             SlackEndpoint(signature: SlackSignature(secret: Array($0.utf8)), bot: bot, slack: slackClient, logger: logger)
         }
+        let routing = RoutingBroadcast()
+        routing.publish(try database.allServiceStates())
         let api = {
             var api = AdminAPI(database: database, statistics: statistics, registry: registry, bot: bot, slack: slackEndpoint,
                                adminToken: secret("GRAYSCALE_ADMIN_TOKEN"))
             api.accessLog = accessLog
+            api.routing = routing
             return api
         }()
 
@@ -105,7 +108,7 @@ public struct GrayscaleServe: Sendable {
             "notifications": "\(slackClient == nil ? "to the log (no Slack token or webhook)" : "to Slack")"])
 
         var services: [any Service] = [
-            SplitWatchService(database: database, proxy: proxy, matching: matching, logger: logger),
+            SplitWatchService(database: database, proxy: proxy, matching: matching, logger: logger, routing: routing),
             controller,
             ShutdownService(logger: logger, steps: [
                 .init("drain the proxy") { try await proxy.drain() },
@@ -114,7 +117,10 @@ public struct GrayscaleServe: Sendable {
             ]),
         ]
         if let slackClient {
-            services.append(NotifierService(database: database, slack: slackClient, logger: logger))
+            var notifier = NotifierService(database: database, slack: slackClient, logger: logger)
+            // Replicas on one PostgreSQL: one of them delivers at a time.
+            if database.isShared { notifier.exclusive = (ControllerService.processName(), 10) }
+            services.append(notifier)
         } else {
             services.append(LogNotifier(database: database, logger: logger))
         }

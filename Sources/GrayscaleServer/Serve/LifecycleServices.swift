@@ -4,18 +4,21 @@ import GrayscaleStore
 import Logging
 import ServiceLifecycle
 
-/// Rebuilds the proxy's routing table whenever the database changes.
+/// Rebuilds the proxy's routing table whenever the database changes (on PostgreSQL: when
+/// any replica's write sends the routing NOTIFY), and hands it to the fleet's long poll.
 public struct SplitWatchService: Service {
     let database: GrayscaleDatabase
     let proxy: ProxyServer
     let matching: ServiceMatching
     let logger: Logger
+    let routing: RoutingBroadcast?
 
-    public init(database: GrayscaleDatabase, proxy: ProxyServer, matching: ServiceMatching, logger: Logger) {
+    public init(database: GrayscaleDatabase, proxy: ProxyServer, matching: ServiceMatching, logger: Logger, routing: RoutingBroadcast? = nil) {
         self.database = database
         self.proxy = proxy
         self.matching = matching
         self.logger = logger
+        self.routing = routing
     }
 
     public func run() async throws {
@@ -23,6 +26,7 @@ public struct SplitWatchService: Service {
             await database.watchServiceStates(onChange: { states in
                 let table = RoutingTable(states: states, matching: matching)
                 proxy.update(table)
+                routing?.publish(states)
                 for (service, problem) in table.unroutable { logger.warning("service not routable", metadata: ["service": "\(service)", "why": "\(problem)"]) }
                 logger.info("routing table updated", metadata: ["splits": "\(states.compactMap { $0.split.map { "\($0.service)#\($0.revision)" } }.joined(separator: " "))"])
             }, onProblem: { problem, retryIn in
