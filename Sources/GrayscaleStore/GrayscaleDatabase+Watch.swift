@@ -58,6 +58,7 @@ extension GrayscaleDatabase {
         var backoff = interval
         while !Task.isCancelled {
             var connection: PostgresConnection?
+            defer { connection?.discard() }
             do {
                 let listener = try await engine.connectAsync()
                 connection = listener
@@ -81,7 +82,8 @@ extension GrayscaleDatabase {
                 backoff = min(backoff * 2, maxBackoff)
                 onProblem(problem, backoff)
             }
-            if let connection { connection.discard() }
+            connection?.discard()
+            connection = nil
             try? await Task.sleep(for: backoff)
         }
     }

@@ -4,17 +4,24 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import PostgresNIO
 
 /// Where a shared PostgreSQL database is: `postgres://USER@HOST:PORT/DB`. The password
 /// never comes from the URL (it would show in process lists, shell history and logs) but
 /// from `$GRAYSCALE_DB_PASSWORD` or the file `$GRAYSCALE_DB_PASSWORD_FILE` names.
+/// TLS as libpq names it: `?sslmode=require` (the default, with the server's certificate
+/// verified against the system's roots or `&sslrootcert=FILE`), `prefer` (the default on
+/// a loopback host) or `disable`.
 public struct PostgresLocation: Hashable, Sendable, CustomStringConvertible {
+    public enum TLSMode: String, Hashable, Sendable { case disable, prefer, require }
     public var user: String
     public var host: String
     public var port: Int
     public var database: String
     public var password: String?
+    public var tls: TLSMode
+    public var rootCertificate: String?
 
     public static func isURL(_ text: String) -> Bool { text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") }
 
@@ -35,6 +42,18 @@ public struct PostgresLocation: Hashable, Sendable, CustomStringConvertible {
         self.host = host
         self.port = components.port ?? 5432
         self.database = database.removingPercentEncoding ?? database
+        let query = Dictionary((components.queryItems ?? []).map { ($0.name, $0.value ?? "") }, uniquingKeysWith: { $1 })
+        for name in query.keys where !["sslmode", "sslrootcert"].contains(name) {
+            throw bad("unknown parameter \(name) (known: sslmode, sslrootcert)")
+        }
+        let loopback = ["127.0.0.1", "::1", "[::1]", "localhost"].contains(host)
+        if let mode = query["sslmode"] {
+            guard let tls = TLSMode(rawValue: mode) else { throw bad("sslmode \(mode): expected disable, prefer or require") }
+            self.tls = tls
+        } else {
+            self.tls = loopback ? .prefer : .require
+        }
+        self.rootCertificate = query["sslrootcert"]
         if let password = environment["GRAYSCALE_DB_PASSWORD"] {
             self.password = password
         } else if let file = environment["GRAYSCALE_DB_PASSWORD_FILE"] {
@@ -48,10 +67,12 @@ public struct PostgresLocation: Hashable, Sendable, CustomStringConvertible {
     /// The URL as errors and logs show it: never with a password.
     public var description: String { "postgres://\(user)@\(host):\(port)/\(database)" }
 
+    /// The URL with anything between `//` and `@` that could be a password cut out, parsable or not.
     static func redacted(_ url: String) -> String {
-        guard var components = URLComponents(string: url), components.password != nil else { return url }
-        components.password = "…"
-        return components.string ?? "postgres://…"
+        guard let scheme = url.range(of: "//"), let at = url[scheme.upperBound...].lastIndex(of: "@") else { return url }
+        let userInfo = url[scheme.upperBound..<at]
+        guard let colon = userInfo.firstIndex(of: ":") else { return url }
+        return String(url[..<colon]) + ":…" + String(url[at...])
     }
 }
 
@@ -89,22 +110,43 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
         try? group.syncShutdownGracefully()
     }
 
-    var configuration: PostgresConnection.Configuration {
+    /// How long a statement may run, and how long the engine waits for any answer.
+    static let statementTimeout: TimeInterval = 30
+    /// A session that sits in a transaction this long (a replica frozen or cut off while
+    /// holding the writers' lock) is ended by the server, which frees the lock.
+    var idleInTransactionTimeout: TimeInterval { max(5, busyTimeout * 2) }
+
+    func configuration() throws -> PostgresConnection.Configuration {
+        let tls: PostgresConnection.Configuration.TLS
+        switch location.tls {
+        case .disable:
+            tls = .disable
+        case .prefer, .require:
+            var settings = TLSConfiguration.makeClientConfiguration()
+            if let root = location.rootCertificate { settings.trustRoots = .file(root) }
+            let context = try NIOSSLContext(configuration: settings)
+            tls = location.tls == .require ? .require(context) : .prefer(context)
+        }
         var configuration = PostgresConnection.Configuration(host: location.host, port: location.port, username: location.user,
-                                                             password: location.password, database: location.database, tls: .disable)
+                                                             password: location.password, database: location.database, tls: tls)
         configuration.options.connectTimeout = .milliseconds(Int64(max(busyTimeout, 1) * 1000))
+        configuration.options.additionalStartupParameters = [
+            ("application_name", "grayscale"),
+            ("statement_timeout", "\(Int(Self.statementTimeout * 1000))"),
+            ("idle_in_transaction_session_timeout", "\(Int(idleInTransactionTimeout * 1000))"),
+        ]
         return configuration
     }
 
     func connect() throws -> PostgresConnection {
         let id = idle.withLockedValue { state -> Int in state.nextID += 1; return state.nextID }
-        return try PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger).wait()
+        return try PostgresConnection.connect(on: group.next(), configuration: try configuration(), id: id, logger: logger).wait()
     }
 
     /// Connects for a long-lived purpose (the routing watch), on the engine's event loop.
     func connectAsync() async throws -> PostgresConnection {
         let id = idle.withLockedValue { state -> Int in state.nextID += 1; return state.nextID }
-        return try await PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: logger)
+        return try await PostgresConnection.connect(on: group.next(), configuration: try configuration(), id: id, logger: logger)
     }
 
     func withConnection<T>(_ body: (PostgresConnection) throws -> T) throws -> T {
@@ -117,8 +159,11 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
             let result = try body(connection)
             giveBack(connection)
             return result
-        } catch {
+        } catch let broken as BrokenConnection {
             // A connection whose transaction could not be closed cleanly is not reused.
+            connection.discard()
+            throw broken.error
+        } catch {
             if Self.isConnectionProblem(error) { connection.discard() } else { giveBack(connection) }
             throw error
         }
@@ -166,10 +211,17 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
                             _ = try session.rows("SELECT pg_advisory_xact_lock(\(Self.writerLock))", [])
                         }
                         let result = try body(session)
-                        try session.execute("COMMIT", [])
+                        do {
+                            try session.execute("COMMIT", [])
+                        } catch {
+                            // The server may have committed before the answer was lost.
+                            throw BrokenConnection(error: CommitOutcomeUnknown(error: error))
+                        }
                         return result
+                    } catch let broken as BrokenConnection {
+                        throw broken
                     } catch {
-                        do { try session.execute("ROLLBACK", []) } catch { connection.discard() }
+                        do { try session.execute("ROLLBACK", []) } catch { throw BrokenConnection(error: error) }
                         throw error
                     }
                 }
@@ -211,12 +263,21 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
                 case .text(let value): binds.append(value)
                 case .blob(let value): try binds.append(value)
                 case .boolean(let value): binds.append(value)
-                // Milliseconds, as SQLite keeps them: both engines give back the same instant.
-                case .date(let value): binds.append(Date(timeIntervalSince1970: (value.timeIntervalSince1970 * 1000).rounded() / 1000))
+                // Milliseconds, as SQLite keeps them: both engines give back the same instant. (postgres-nio
+                // truncates to microseconds; the half microsecond keeps a whole millisecond from landing 1 µs low.)
+                case .date(let value):
+                    let milliseconds = (value.timeIntervalSince1970 * 1000).rounded()
+                    binds.append(Date(timeIntervalSince1970: milliseconds / 1000 + 0.000_000_5))
                 }
             }
             let query = PostgresQuery(unsafeSQL: PostgresEngine.numberedPlaceholders(sql), binds: binds)
-            return try connection.query(query, logger: logger).wait()
+            let answer = connection.query(query, logger: logger)
+            // No answer in time (the server's host gone without a reset): give the connection up.
+            let deadline = connection.eventLoop.scheduleTask(in: .seconds(Int64(PostgresEngine.statementTimeout) + 5)) { [connection] in
+                connection.discard()
+            }
+            answer.whenComplete { _ in deadline.cancel() }
+            return try answer.wait()
         }
 
         static func value(_ cell: PostgresCell) -> SQLValue {
@@ -226,7 +287,9 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
                 case .int8, .int4, .int2: return .integer(try cell.decode(Int64.self))
                 case .float8, .float4, .numeric: return .real(try cell.decode(Double.self))
                 case .bool: return .boolean(try cell.decode(Bool.self))
-                case .timestamptz, .timestamp: return .date(try cell.decode(Date.self))
+                case .timestamptz, .timestamp:
+                    let date = try cell.decode(Date.self)
+                    return .date(Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000))
                 case .bytea: return .blob(try cell.decode(Data.self))
                 case .void: return .null
                 default: return .text(try cell.decode(String.self))
@@ -273,6 +336,9 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
     func describe(_ error: any Error, doing what: String) -> GrayscaleError {
         if let error = error as? GrayscaleError { return error }
         let prefix = "\(name): cannot \(what)"
+        if let unknown = error as? CommitOutcomeUnknown {
+            return GrayscaleError("\(prefix): PostgreSQL did not confirm the commit (\(Self.reason(unknown.error))); it may or may not have been stored, check before repeating it")
+        }
         if Self.isConnectionProblem(error) {
             return GrayscaleError("\(prefix): PostgreSQL is unreachable (\(Self.reason(error))); nothing was changed, try again", kind: .busy)
         }
@@ -353,6 +419,16 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
             }
         }
     }
+}
+
+/// A transaction that could not be closed cleanly: its connection is not reused.
+struct BrokenConnection: Error {
+    let error: any Error
+}
+
+/// The connection failed while COMMIT was under way: the transaction may have been stored.
+struct CommitOutcomeUnknown: Error {
+    let error: any Error
 }
 
 extension PostgresConnection {

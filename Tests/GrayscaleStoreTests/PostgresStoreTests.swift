@@ -1,6 +1,6 @@
 import Foundation
 import GrayscaleCore
-import GrayscaleStore
+@testable import GrayscaleStore
 import GrayscaleTestSupport
 import NIOConcurrencyHelpers
 import Testing
@@ -29,6 +29,17 @@ struct PostgresStoreTests {
         #expect(try PostgresLocation(url: "postgres://g@h/d", environment: ["GRAYSCALE_DB_PASSWORD_FILE": file]).password == "from-a-file")
         #expect(throws: GrayscaleError.self) { try PostgresLocation(url: "postgres://g@h/d", environment: ["GRAYSCALE_DB_PASSWORD_FILE": file + ".missing"]) }
         #expect("\(plain)" == "postgres://grayscale@db.internal:6543/releases")
+        // TLS: required (certificate verified) unless on loopback or told otherwise.
+        #expect(plain.tls == .require)
+        #expect(try PostgresLocation(url: "postgres://g@127.0.0.1/d", environment: [:]).tls == .prefer)
+        let custom = try PostgresLocation(url: "postgres://g@db/d?sslmode=require&sslrootcert=/etc/ssl/our-ca.pem", environment: [:])
+        #expect(custom.tls == .require && custom.rootCertificate == "/etc/ssl/our-ca.pem")
+        #expect(try PostgresLocation(url: "postgres://g@db/d?sslmode=disable", environment: [:]).tls == .disable)
+        #expect(throws: GrayscaleError.self) { try PostgresLocation(url: "postgres://g@db/d?sslmode=maybe", environment: [:]) }
+        #expect(throws: GrayscaleError.self) { try PostgresLocation(url: "postgres://g@db/d?password=x", environment: [:]) }
+        // A password that makes the URL unparsable is not repeated either.
+        let unparsable = #expect(throws: GrayscaleError.self) { try PostgresLocation(url: "postgres://g:pa ss#wd@db/d", environment: [:]) }
+        #expect(unparsable?.message.contains("pa ss") == false, "\(unparsable?.message ?? "")")
     }
 
     @Test("a server nobody listens on gives a clear, retryable error, not a hang or a crash")
@@ -195,6 +206,44 @@ struct PostgresStoreTests {
         #expect(try target.deadNotifications().map(\.text) == ["hello"])
         _ = try source.copy(to: target, replacing: true)
         #expect(try source.compare(with: target).isEmpty)
+    }
+
+    @Test("a replica frozen in the middle of a write, holding the writers' lock, stops the others only until the server ends its session")
+    func frozenWriter() async throws {
+        let url = try PostgresServer.shared.get().createDatabase()
+        // busyTimeout 1 s: the lock is waited for 1 s, a session idle in a transaction is ended after 5 s.
+        let frozen = try GrayscaleDatabase.open(path: url, busyTimeout: 1), other = try GrayscaleDatabase.open(path: url, busyTimeout: 1)
+        try other.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: t0)
+        let woke = NIOLockedValueBox(false), holding = NIOLockedValueBox(false)
+        Thread {
+            // In a write transaction (the lock taken), then frozen: nothing sent for 20 s.
+            _ = try? frozen.engine.write { _ in
+                holding.withLockedValue { $0 = true }
+                Thread.sleep(forTimeInterval: 20)
+            }
+            woke.withLockedValue { $0 = true }
+        }.start()
+        try await waitUntil { holding.withLockedValue { $0 } }
+        let blocked = #expect(throws: GrayscaleError.self) { try other.publish(draft(8, "v2.1.1"), salt: "s8", by: operatorAlice, at: t0) }
+        #expect(blocked?.kind == .busy, "\(blocked?.message ?? "")")
+        try await waitUntil { (try? other.publish(draft(8, "v2.1.1"), salt: "s8", by: operatorAlice, at: t0)) != nil }
+        #expect(!woke.withLockedValue { $0 }, "the write went through while the frozen replica still slept")
+        #expect(try other.serviceState("engine").canary?.number == 8)
+    }
+
+    @Test("dates keep their millisecond on both engines", arguments: StoreBackend.allCases)
+    func milliseconds(_ backend: StoreBackend) throws {
+        let database = try TestStore(backend).open()
+        let instants = (0..<60).map { t0.addingTimeInterval(Double($0 * 16_661 % 1000) / 1000 + Double($0)) }
+        for (index, instant) in instants.enumerated() {
+            try database.enqueue(channel: "#c", text: "\(index)", service: nil, at: instant)
+        }
+        let stored = try database.undeliveredNotifications().map(\.createdAt)
+        #expect(stored.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) } == instants.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) })
+        if backend == .postgres {
+            // Exactly the millisecond, not a microsecond off it.
+            #expect(stored == instants.map { Date(timeIntervalSince1970: ($0.timeIntervalSince1970 * 1000).rounded() / 1000) })
+        }
     }
 
     func waitUntil(timeout: Duration = .seconds(90), _ condition: () throws -> Bool) async throws {

@@ -90,7 +90,7 @@ public struct AdminAPI: Sendable {
                 let deadline = Date().addingTimeInterval(25)
                 if let routing, var snapshot = routing.current {
                     while snapshot.version == query["after"], Date() < deadline {
-                        await routing.waitForChange(timeout: .milliseconds(Int64(deadline.timeIntervalSinceNow * 1000)))
+                        await routing.waitForChange(from: snapshot.version, timeout: .milliseconds(Int64(deadline.timeIntervalSinceNow * 1000)))
                         snapshot = routing.current ?? snapshot
                     }
                     return try Self.json(snapshot)

@@ -38,7 +38,7 @@ public struct NotifierService: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
-                    if try mayDeliver() { _ = try await deliverDue() }
+                    _ = try await deliverDue(while: mayDeliver)
                 } catch {
                     logger.warning("outbox unavailable", metadata: ["problem": "\(error)"])
                 }
@@ -47,7 +47,8 @@ public struct NotifierService: Service {
         }
     }
 
-    /// True when this notifier may deliver: always alone, only while holding the notifier lease among replicas.
+    /// True when this notifier may send now: always alone; among replicas only while it
+    /// holds the notifier lease with at least half of it left (more than a Slack call's timeout).
     public func mayDeliver() throws(GrayscaleError) -> Bool {
         guard let exclusive else { return true }
         let standing = try database.claimLease(holder: exclusive.holder, period: exclusive.period, at: now(),
@@ -60,11 +61,13 @@ public struct NotifierService: Service {
     }
 
     /// Sends every service's oldest undelivered message that is due; returns how many went out.
+    /// `mayContinue` is asked before each message (replicas: the notifier lease is renewed and checked).
     @discardableResult
-    public func deliverDue() async throws -> Int {
+    public func deliverDue(while mayContinue: () throws -> Bool = { true }) async throws -> Int {
         var delivered = 0
         var blocked = Set<String>()
         for message in try database.outboxHeads() {
+            guard try mayContinue() else { break }
             guard let id = message.id else { continue }
             let key = message.service ?? ""
             guard !blocked.contains(key) else { continue }

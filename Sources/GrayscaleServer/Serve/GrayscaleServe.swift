@@ -119,7 +119,7 @@ public struct GrayscaleServe: Sendable {
         if let slackClient {
             var notifier = NotifierService(database: database, slack: slackClient, logger: logger)
             // Replicas on one PostgreSQL: one of them delivers at a time.
-            if database.isShared { notifier.exclusive = (ControllerService.processName(), 10) }
+            if database.isShared { notifier.exclusive = (ControllerService.processName(), 30) }
             services.append(notifier)
         } else {
             services.append(LogNotifier(database: database, logger: logger))

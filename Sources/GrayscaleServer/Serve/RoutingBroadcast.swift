@@ -9,7 +9,6 @@ public final class RoutingBroadcast: Sendable {
     private struct State {
         var snapshot: RoutingSnapshot?
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
-        var timedOut: Set<Int> = []
         var nextID = 0
     }
     private let state = NIOLockedValueBox(State())
@@ -17,6 +16,9 @@ public final class RoutingBroadcast: Sendable {
     public init() {}
 
     public var current: RoutingSnapshot? { state.withLockedValue { $0.snapshot } }
+
+    /// How many long polls wait now.
+    public var waiting: Int { state.withLockedValue { $0.waiters.count } }
 
     public func publish(_ states: [ServiceState]) {
         let snapshot = RoutingSnapshot(states: states)
@@ -29,30 +31,29 @@ public final class RoutingBroadcast: Sendable {
         for waiter in waiting { waiter.resume() }
     }
 
-    /// Returns at the next change, or after `timeout`.
-    public func waitForChange(timeout: Duration) async {
+    /// Returns when the routing's version is no longer `version` (at once if it already
+    /// differs), or after `timeout`.
+    public func waitForChange(from version: String?, timeout: Duration) async {
         let id = state.withLockedValue { state -> Int in state.nextID += 1; return state.nextID }
-        let timer = Task { [weak self] in
-            try? await Task.sleep(for: timeout)
-            self?.wake(id)
-        }
+        let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
         await withCheckedContinuation { continuation in
-            let expired = state.withLockedValue { state -> Bool in
-                if state.timedOut.remove(id) != nil { return true }
+            // Compared under the lock the publisher takes: a change cannot slip in between.
+            let ready = state.withLockedValue { state -> Bool in
+                guard state.snapshot?.version == version else { return true }
                 state.waiters[id] = continuation
                 return false
             }
-            if expired { continuation.resume() }
+            if ready { return continuation.resume() }
+            timer.withLockedValue { $0 = Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                self?.wake(id)
+            } }
         }
-        timer.cancel()
+        timer.withLockedValue { $0?.cancel() }
     }
 
+    /// Ends one wait (its time is up); nothing when a change ended it already.
     private func wake(_ id: Int) {
-        let waiter = state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
-            if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
-            state.timedOut.insert(id)
-            return nil
-        }
-        waiter?.resume()
+        state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
     }
 }
