@@ -26,12 +26,12 @@ struct ReplicaNotifierTests {
             var notifier = NotifierService(database: try GrayscaleDatabase.open(path: url),
                                            slack: SlackClient(target: .botToken("xoxb-test", apiBase: slack.url)),
                                            poll: .milliseconds(20), logger: Logger(label: "replica-\(replica)"))
-            notifier.exclusive = (holder: "replica-\(replica)", period: 2)
+            notifier.exclusive = (holder: "replica-\(replica)", period: 30)
             return notifier
         }
         let running = notifiers.map { notifier in Task { try await notifier.run() } }
         defer { for task in running { task.cancel() } }
-        let deadline = ContinuousClock.now + .seconds(90)
+        let deadline = ContinuousClock.now + .seconds(180)
         while try !writer.undeliveredNotifications().isEmpty, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
         }

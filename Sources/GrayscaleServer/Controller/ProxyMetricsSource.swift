@@ -20,12 +20,22 @@ public struct InProcessProxyMetrics: MetricsSource {
 }
 
 /// `GET /stats` of one or more proxies, through libcurl, summed per version.
+///
+/// A proxy that does not answer (a replica killed, a zone cut off) is left out of the
+/// interval as long as another one answered: its windows are gone or unreachable, and
+/// judging the rest keeps a bad canary from being kept for as long as it is down. That
+/// stays valid: which proxy answers does not depend on whether canary requests fail, so
+/// the evidence is still a sample the statistic may stop on. Its windows inside the
+/// interval are never read later (the cursor moves past them), so nothing counts twice.
+/// When no proxy answers, the interval is not judged.
 public struct HTTPStatsMetrics: MetricsSource {
     public let endpoints: [String]
     public let client: CurlHTTPClient
     public let timeout: Double
     /// The proxies' statistics window: how often there is something new to read.
     public let windowSeconds: Int?
+    /// Told about each proxy left out of an interval, with why.
+    public var onUnreachable: (@Sendable (_ endpoint: String, _ problem: String) -> Void)?
 
     public init(endpoints: [String], client: CurlHTTPClient = CurlHTTPClient(), timeout: Double = 5, windowSeconds: Int? = nil) {
         self.endpoints = endpoints
@@ -38,10 +48,21 @@ public struct HTTPStatsMetrics: MetricsSource {
 
     public func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
         var windows: [(release: Int, window: WindowStatistics, length: Int)] = []
+        var answered = 0
+        var firstProblem: (any Error)?
         for endpoint in endpoints {
             let base = endpoint.hasSuffix("/") ? String(endpoint.dropLast()) : endpoint
             let url = "\(base)/stats?since=\(Int(from.timeIntervalSince1970.rounded(.up)))"
-            let response = try await client.send(OutboundRequest(url: url, timeout: timeout))
+            let response: OutboundResponse
+            do {
+                response = try await client.send(OutboundRequest(url: url, timeout: timeout))
+            } catch {
+                // No answer at all: left out of this interval (see above).
+                onUnreachable?(base, "\(error)")
+                firstProblem = firstProblem ?? error
+                continue
+            }
+            answered += 1
             guard response.status == 200 else {
                 throw GrayscaleError("GET \(base)/stats: HTTP \(response.status)")
             }
@@ -55,6 +76,7 @@ public struct HTTPStatsMetrics: MetricsSource {
                 windows += version.windows.map { (version.release, $0, snapshot.windowSeconds) }
             }
         }
+        if answered == 0, let firstProblem { throw firstProblem }
         let end = Int(to.timeIntervalSince1970.rounded(.down)), start = Int(from.timeIntervalSince1970.rounded(.up))
         let complete = windows.filter {
             let windowStart = Int($0.window.start.timeIntervalSince1970)

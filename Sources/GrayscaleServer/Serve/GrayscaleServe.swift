@@ -78,7 +78,14 @@ public struct GrayscaleServe: Sendable {
             database: database, policiesFolder: configuration.policies,
             metrics: configuration.fleetStats.isEmpty
                 ? InProcessProxyMetrics(statistics: statistics) as any MetricsSource
-                : HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats, windowSeconds: 10),
+                : {
+                    var fleet = HTTPStatsMetrics(endpoints: ["http://\(configuration.adminListen)"] + configuration.fleetStats, windowSeconds: 10)
+                    fleet.onUnreachable = { [logger] endpoint, problem in
+                        logger.warning("a proxy's statistics are left out of this interval: it does not answer",
+                                       metadata: ["proxy": "\(endpoint)", "problem": "\(problem)"])
+                    }
+                    return fleet
+                }(),
             customMetrics: configuration.prometheus.map { PrometheusMetrics(baseURL: $0) },
             configuration: .init(tick: .milliseconds(configuration.controllerTickMs), analysisInterval: configuration.analysisInterval.map(Double.init),
                                  defaultChannel: configuration.defaultChannel, leasePeriod: Double(configuration.controllerLeaseMs) / 1000),
