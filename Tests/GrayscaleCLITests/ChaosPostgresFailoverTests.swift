@@ -60,7 +60,7 @@ struct ChaosPostgresFailoverTests {
 
     struct Report: CustomStringConvertible {
         var seed: UInt64
-        var kills = 0, releases = 0, requests = 0, failedRequests = 0, takeovers: [Double] = []
+        var kills = 0, releases = 0, requests = 0, failedRequests = 0, takeovers: [Double] = [], standbyCommands = 0
         var databaseDown = 0.0, requestsWhileDown = 0, failedWhileDown = 0, progressAfterRestart = false
         var description: String {
             let sorted = takeovers.sorted()
@@ -68,7 +68,7 @@ struct ChaosPostgresFailoverTests {
             return "failover seed \(seed): \(kills) leaders SIGKILLed, \(releases) releases; takeover median \(String(format: "%.2f", median)) s, "
                 + "max \(String(format: "%.2f", sorted.last ?? 0)) s (lease 1 s); \(requests) requests through the surviving proxies, \(failedRequests) failed; "
                 + "PostgreSQL down \(String(format: "%.1f", databaseDown)) s: \(requestsWhileDown) requests meanwhile, \(failedWhileDown) failed; "
-                + "rollout moved on after the restart: \(progressAfterRestart)"
+                + "rollout moved on after the restart: \(progressAfterRestart); bot commands through standby replicas' API: \(standbyCommands)"
         }
     }
 
@@ -95,6 +95,7 @@ struct ChaosPostgresFailoverTests {
             steps: [\(Self.steps.map(String.init).joined(separator: ", "))]
             stepMinimum: 1s
             analysis: {interval: 1s, minRequests: 1}
+            slack: {channel: "#failover", operators: [failover]}
             window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
             """.write(to: policies.appendingPathComponent("default.yaml"), atomically: true, encoding: .utf8)
 
@@ -164,6 +165,11 @@ struct ChaosPostgresFailoverTests {
                 try await restartPostgres(server, database, replicas: replicas, counts: counts, report: &report)
                 continue
             }
+            if round == 4 || round == 14 {
+                try await commandsThroughStandbys(database, replicas: replicas, client: client, round: round)
+                report.standbyCommands += 2
+                continue
+            }
             guard let before = try database.controllers(seenSince: .distantPast).lease, before.expiresAt > Date(),
                   let leader = replicas.first(where: { before.holder.split(separator: ":").dropLast().last.map(String.init) == "\($0.pid)" }) else {
                 continue
@@ -208,6 +214,26 @@ struct ChaosPostgresFailoverTests {
         #expect(requests > 500, "traffic flowed")
         #expect(failed == 0, "requests through surviving proxies failed: \(failures.prefix(5))")
         #expect(report.progressAfterRestart)
+        #expect(report.standbyCommands == 4)
+    }
+
+    /// Writes reach the database from any replica: a pause and a resume sent to the API of
+    /// two replicas that do not lead, each carried out once and audited.
+    func commandsThroughStandbys(_ database: GrayscaleDatabase, replicas: [Replica], client: CurlHTTPClient, round: Int) async throws {
+        let lease = try database.controllers(seenSince: .distantPast).lease
+        let standbys = replicas.filter { replica in lease?.holder.split(separator: ":").dropLast().last.map(String.init) != "\(replica.pid)" }
+        guard standbys.count >= 2 else { return }
+        for (replica, text) in [(standbys[0], "pause -m engine"), (standbys[1], "resume -m engine")] {
+            let before = try database.auditLog(service: "engine", limit: 1_000_000).filter { $0.actor == "failover" }.count
+            let response = try await client.send(OutboundRequest(
+                method: "POST", url: "http://127.0.0.1:\(replica.adminPort)/api/v1/commands",
+                headers: [("Authorization", "Bearer failover-admin"), ("Content-Type", "application/json")],
+                body: Data(#"{"text": "\#(text)", "as": "failover"}"#.utf8), timeout: 30))
+            #expect(response.status == 200, "round \(round): \(text) through \(replica.name): HTTP \(response.status) \(String(decoding: response.body, as: UTF8.self))")
+            let audits = try database.auditLog(service: "engine", limit: 1_000_000).filter { $0.actor == "failover" }
+            #expect(audits.count == before + 1, "round \(round): \(text) through \(replica.name) audited once")
+        }
+        #expect(try database.rolloutState("engine")?.manual != true, "round \(round): resumed")
     }
 
     /// PostgreSQL stops for a few seconds in the middle of a rollout: the proxies keep
