@@ -263,42 +263,9 @@ struct ChaosPostgresFailoverTests {
         report.progressAfterRestart = revisionAfter > revision || ended
     }
 
-    /// The split history is contiguous, each canary's share only grows one step at a time,
-    /// decisions never go back to an older lease token, and evidence was counted once.
     func check(_ database: GrayscaleDatabase, round: Int) throws {
-        var split = try database.split("engine"), history = try database.splitHistory("engine")
-        for _ in 0..<10 {
-            let after = try database.split("engine")
-            if after == split { break }
-            split = after
-            history = try database.splitHistory("engine")
-        }
-        #expect(history.map(\.revision) == Array(1...history.count), "round \(round): the split history has gaps")
-        #expect(history.last?.split == split, "round \(round): the history does not end at the split")
-        var byRelease: [Int: [Int]] = [:]
-        for change in history {
-            guard let canary = change.split.canary else { continue }
-            byRelease[canary.release.number, default: []].append(change.split.range.widthHundredths)
-        }
-        for (release, widths) in byRelease {
-            let steps = widths.filter { $0 > 0 }
-            for width in steps { #expect(Self.widths.contains(width), "round \(round): release \(release) at \(width), not a step") }
-            for (before, after) in zip(steps, steps.dropFirst()) {
-                guard let b = Self.widths.firstIndex(of: before), let a = Self.widths.firstIndex(of: after) else { continue }
-                #expect(a == b || a == b + 1, "round \(round): release \(release) went from \(before) to \(after)")
-            }
-        }
-        var verdicts: [VerdictRecord] = []
-        for release in 8...80 { verdicts += try database.verdicts("engine", release: release, limit: 100_000) }
-        let tokens = verdicts.sorted { $0.id! < $1.id! }.map { $0.leaseToken ?? 0 }
-        for (before, after) in zip(tokens, tokens.dropFirst()) {
-            #expect(after >= before, "round \(round): a decision under token \(after) after one under \(before)")
-        }
-        if let rollout = try database.rolloutState("engine"), let from = rollout.evidenceFrom, let until = rollout.evidenceUntil {
-            let counted = rollout.evidenceSeconds ?? 0
-            #expect(abs(from.addingTimeInterval(counted).timeIntervalSince(until)) < 0.001,
-                    "round \(round): \(counted) s of evidence counted between \(from) and \(until)")
-            #expect(rollout.observedUntil == until, "round \(round): the cursor is behind what was counted")
+        for (_, problem) in try RolloutInvariants.check(database, widths: Self.widths, releases: 8...80) {
+            Issue.record("round \(round): \(problem)")
         }
     }
 

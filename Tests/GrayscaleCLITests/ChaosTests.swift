@@ -100,57 +100,14 @@ struct ChaosTests {
 
     /// Everything that must hold after any fault; adds what it finds to the report.
     func check(_ database: GrayscaleDatabase, _ report: inout Report, round: Int) throws {
-        // The split and its history from the same moment: read again if a controller committed in between.
-        var split = try database.split("engine")
-        var history = try database.splitHistory("engine")
-        for _ in 0..<10 {
-            let after = try database.split("engine")
-            if after == split { break }
-            split = after
-            history = try database.splitHistory("engine")
-        }
-        if history.map(\.revision) != Array(1...history.count) || history.last?.split != split {
-            report.splitsLost += 1
-            Issue.record("round \(round): the split history has gaps or does not end at the split")
-        }
-        // Within each canary's rollout its share only grows by one step at a time, until it ends.
-        var byRelease: [Int: [Int]] = [:]
-        for change in history {
-            guard let canary = change.split.canary else { continue }
-            byRelease[canary.release.number, default: []].append(change.split.range.widthHundredths)
-        }
-        for (release, widths) in byRelease {
-            let steps = widths.filter { $0 > 0 }
-            for width in steps where !Self.widths.contains(width) {
-                report.splitsLost += 1
-                Issue.record("round \(round): release \(release) at \(width), not a step")
+        for (broken, problem) in try RolloutInvariants.check(database, widths: Self.widths, releases: 8...60) {
+            switch broken {
+            case .split: report.splitsLost += 1
+            case .token: report.twoDeciders += 1
+            case .evidenceSkipped: report.evidenceLost += 1
+            case .evidenceTwice: report.evidenceTwice += 1
             }
-            for (before, after) in zip(steps, steps.dropFirst()) {
-                guard let b = Self.widths.firstIndex(of: before), let a = Self.widths.firstIndex(of: after) else { continue }
-                if a < b || a > b + 1 {
-                    report.splitsLost += 1
-                    Issue.record("round \(round): release \(release) went from \(before) to \(after)")
-                }
-            }
-        }
-        // Decisions carry the lease token they were made under: it never goes back.
-        let tokens = try allVerdictTokens(database)
-        for (before, after) in zip(tokens, tokens.dropFirst()) where after < before {
-            report.twoDeciders += 1
-            Issue.record("round \(round): a decision under token \(after) after one under \(before)")
-        }
-        // Every span of evidence read once and none skipped: the spans counted add up to the
-        // high-water mark, and the cursor never fell behind it (the clock does not move here).
-        if let rollout = try database.rolloutState("engine"), let from = rollout.evidenceFrom, let until = rollout.evidenceUntil {
-            let counted = rollout.evidenceSeconds ?? 0
-            if abs(from.addingTimeInterval(counted).timeIntervalSince(until)) > 0.001 {
-                report.evidenceLost += 1
-                Issue.record("round \(round): \(counted) s of evidence counted between \(from) and \(until)")
-            }
-            if rollout.observedUntil != until {
-                report.evidenceTwice += 1
-                Issue.record("round \(round): the cursor \(String(describing: rollout.observedUntil)) is behind what was counted (\(until))")
-            }
+            Issue.record("round \(round): \(problem)")
         }
         // Every decision the controller audited was also said in the channel (same transaction).
         // (The audit first: a tick committed between the two reads adds to both, but only the later read sees it.)
@@ -167,12 +124,6 @@ struct ChaosTests {
     /// Every notification written, delivered or not.
     static func notificationTexts(_ path: String) throws -> [String] {
         try DatabaseQueue(path: path).read { db in try String.fetchAll(db, sql: "SELECT text FROM notification WHERE deadAt IS NULL") }
-    }
-
-    func allVerdictTokens(_ database: GrayscaleDatabase) throws -> [Int64] {
-        var verdicts: [VerdictRecord] = []
-        for release in 8...60 { verdicts += try database.verdicts("engine", release: release, limit: 100_000) }
-        return verdicts.sorted { $0.id! < $1.id! }.map { $0.leaseToken ?? 0 }
     }
 
     func leader(_ database: GrayscaleDatabase, among controllers: [Controller]) throws -> Controller? {
