@@ -138,9 +138,28 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
         return configuration
     }
 
+    /// After a failed connection attempt, calls fail at once with its error for this long
+    /// instead of each waiting out a connect timeout of its own: while PostgreSQL is
+    /// unreachable (a blackholed host answers nothing for the whole timeout) the threads
+    /// that call the store are not tied up, and the server gets one attempt per interval.
+    static let reconnectInterval: TimeAmount = .seconds(1)
+    private let unreachable = NIOLockedValueBox<(until: NIODeadline, error: (any Error)?)>((.distantPast, nil))
+    /// Connection attempts made, for the tests.
+    let connectAttempts = NIOLockedValueBox(0)
+
     func connect() throws -> PostgresConnection {
+        let now = NIODeadline.now()
+        if let error = unreachable.withLockedValue({ now < $0.until ? $0.error : nil }) { throw error }
         let id = idle.withLockedValue { state -> Int in state.nextID += 1; return state.nextID }
-        return try PostgresConnection.connect(on: group.next(), configuration: try configuration(), id: id, logger: logger).wait()
+        connectAttempts.withLockedValue { $0 += 1 }
+        do {
+            let connection = try PostgresConnection.connect(on: group.next(), configuration: try configuration(), id: id, logger: logger).wait()
+            unreachable.withLockedValue { $0 = (.distantPast, nil) }
+            return connection
+        } catch {
+            if Self.isConnectionProblem(error) { unreachable.withLockedValue { $0 = (.now() + Self.reconnectInterval, error) } }
+            throw error
+        }
     }
 
     /// Connects for a long-lived purpose (the routing watch), on the engine's event loop.

@@ -50,6 +50,30 @@ struct PostgresStoreTests {
         #expect(error?.message.contains("unreachable") == true, "\(error?.message ?? "")")
     }
 
+    @Test("while PostgreSQL is unreachable, calls fail at once with why instead of each trying to connect: one attempt per second")
+    func failFast() throws {
+        let server = try PostgresServer.start()
+        let url = try server.createDatabase()
+        let database = try GrayscaleDatabase.open(path: url, busyTimeout: 1)
+        let engine = try #require(database.engine as? PostgresEngine)
+        try server.stopServer()
+        let before = engine.connectAttempts.withLockedValue { $0 }
+        let started = ContinuousClock.now
+        var failures = 0
+        while ContinuousClock.now - started < .milliseconds(500) {
+            do { _ = try database.services() } catch { failures += 1; #expect(error.kind == .busy) }
+        }
+        #expect(failures > 10)
+        #expect(engine.connectAttempts.withLockedValue { $0 } - before <= 1, "at most one connection attempt in half a second")
+        try server.startServer()
+        var back = false
+        for _ in 0..<100 where !back {
+            back = (try? database.services()) != nil
+            if !back { Thread.sleep(forTimeInterval: 0.1) }
+        }
+        #expect(back, "calls work again once PostgreSQL is back")
+    }
+
     @Test("a database written by a newer Grayscale is refused and left untouched")
     func newerSchema() throws {
         let server = try PostgresServer.shared.get()
