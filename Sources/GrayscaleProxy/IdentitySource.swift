@@ -72,7 +72,8 @@ public struct IdentitySource: Sendable {
         return authorization.withUTF8 { bytes -> JWTPayload.Claim in
             // "Bearer " with any case of the scheme.
             guard bytes.count > 7, bytes[6] == UInt8(ascii: " "),
-                  zip(bytes[0..<6], "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 })
+                  bytes[0] | 0x20 == UInt8(ascii: "b"), bytes[1] | 0x20 == UInt8(ascii: "e"), bytes[2] | 0x20 == UInt8(ascii: "a"),
+                  bytes[3] | 0x20 == UInt8(ascii: "r"), bytes[4] | 0x20 == UInt8(ascii: "e"), bytes[5] | 0x20 == UInt8(ascii: "r")
             else { return .absent }
             let token = UnsafeBufferPointer(rebasing: bytes[7...])
             guard let parts = JWTPayload.split(token) else { return .absent }

@@ -22,6 +22,22 @@ struct BucketTests {
         #expect(Bucket.of(appId: "123", salt: "gr1") == bucket)
     }
 
+    @Test("the bucket is the same however salt and appId are laid out: every length 0 to 40, Substrings, and past the stack buffer")
+    func bucketLayouts() {
+        var random = SystemRandomNumberGenerator()
+        func text(_ length: Int) -> String { String((0..<length).map { _ in "abcdefghijklmnopqrstuvwxyz0123456789é-_".randomElement(using: &random)! }) }
+        for saltLength in [0, 1, 3, 4, 5, 16, 17] {
+            for appLength in 0...40 {
+                let salt = text(saltLength), appId = text(appLength)
+                let expected = Int(MurmurHash3.x86_32("\(salt):\(appId)".utf8) % 10_000)
+                #expect(Bucket.of(appId: appId, salt: salt).value == expected)
+                #expect(Bucket.of(appId: ("x" + appId).dropFirst(), salt: salt).value == expected)
+            }
+        }
+        let long = text(600)
+        #expect(Bucket.of(appId: long, salt: "s").value == Int(MurmurHash3.x86_32("s:\(long)".utf8) % 10_000))
+    }
+
     @Test("100,000 appIds spread uniformly over the 100 percent buckets (chi-square, 99.9%)")
     func uniformity() {
         var counts = [Int](repeating: 0, count: 100)
