@@ -1,5 +1,6 @@
 import Foundation
 @testable import GrayscaleProxy
+import GrayscaleTestSupport
 import Testing
 
 /// The routing decision's base64url decoder against Foundation's, on every length and on malformed input.
@@ -27,6 +28,34 @@ struct Base64URLTests {
         }
     }
 
+    /// The decoder this one replaced (a sextet at a time), to compare with on random input.
+    func previousDecoder(_ text: String) -> [UInt8]? {
+        var input = Array(text.utf8)
+        while input.last == UInt8(ascii: "=") { input.removeLast() }
+        var accumulator: UInt32 = 0, bits = 0, output: [UInt8] = []
+        for byte in input {
+            guard let value = Base64URL.sextet(byte) else { return nil }
+            accumulator = (accumulator << 6) | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                output.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
+        }
+        return bits >= 6 ? nil : output
+    }
+
+    @Test("on 20,000 seeded random strings over the alphabet, '=', '.', '*' and bytes above 0x7F, it answers as the previous decoder did")
+    func matchesPreviousDecoder() {
+        var random = SeededRandom(seed: 20_261_128)
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=.*\u{e9}")
+        for _ in 0..<20_000 {
+            let length = random.int(0...23)
+            let text = String((0..<length).map { _ in alphabet[random.int(0...alphabet.count - 1)] })
+            #expect(decode(text) == previousDecoder(text), "\(text)")
+        }
+    }
+
     @Test("malformed input is nil: a character outside the alphabet anywhere, one leftover character, an output too small")
     func malformed() {
         #expect(decode("abc*") == nil)
@@ -36,6 +65,17 @@ struct Base64URLTests {
         #expect(decode("ab\u{00e9}d") == nil)
         #expect(decode("abcd ") == nil)
         #expect(decode("") == [])
+        // Through the table (lengths that leave no single character over): bytes outside the alphabet, at the end too.
+        #expect(decode("QUJD\u{e9}") == nil)
+        #expect(decode("QUI*") == nil)
+        #expect(decode("Q*") == nil)
+        #expect(decode("QUJDR*") == nil)
+        #expect(decode("Q\u{80}") == nil)
+        // What the previous decoder did with input that is not standard base64, kept.
+        #expect(decode("====") == [])
+        #expect(decode("QQ=====") == [0x41])
+        #expect(decode("QQ==QQ") == nil)
+        #expect(decode("QR") == [0x41])
         var input = Array("QUJDREVG".utf8)
         let tooSmall = input.withUnsafeMutableBufferPointer { source in
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 5) { Base64URL.decode(UnsafeBufferPointer(source), into: $0) }
@@ -43,3 +83,4 @@ struct Base64URLTests {
         #expect(tooSmall == nil)
     }
 }
+
