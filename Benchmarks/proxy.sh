@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Grayscale's proxy against nginx as a plain reverse proxy, same upstream, same
-# keep-alive settings, one worker thread each, alternating wrk runs. Then the
-# routing decision alone (ns and heap allocations per decision) and each proxy's
-# memory with 1,000 open connections.
+# Grayscale's proxy against nginx and HAProxy as plain reverse proxies, same upstream,
+# same keep-alive settings (upstream connections reused), one worker thread each,
+# alternating wrk runs. Then the routing decision alone (ns and heap allocations per
+# decision) and each proxy's memory with 1,000 open connections.
 #
 #   Benchmarks/proxy.sh [duration=10s] [connections=64] [rounds=3]
 #
-# Both proxies write an access log. Only loopback addresses are used.
+# All three write an access log (HAProxy's goes to a file through stdout). Only
+# loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}
@@ -14,11 +15,12 @@ connections=${2:-64}
 rounds=${3:-3}
 
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
-for tool in wrk nginx; do
+for tool in wrk nginx haproxy; do
   command -v $tool >/dev/null || command -v /usr/sbin/$tool >/dev/null || {
-    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx; }
+    $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx haproxy; }
 done
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 swift build -c release --product grayscale >/dev/null
 swift build -c release --product grayscale-bench >/dev/null
@@ -35,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n 4096
 
-upstream_port=18100 grayscale_port=18101 admin_port=18102 nginx_port=18103
+upstream_port=18100 grayscale_port=18101 admin_port=18102 nginx_port=18103 haproxy_port=18104
 
 cat > "$work/upstream.conf" <<CONF
 worker_processes 1; pid $work/up.pid; error_log $work/up.err;
@@ -52,8 +54,33 @@ http { access_log $work/nginx-access.log; keepalive_requests 1000000; keepalive_
     location / { proxy_pass http://releases; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 CONF
+cat > "$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 1900
+defaults
+  mode http
+  log stdout format raw local0
+  option httplog
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend grayscale_bench
+  bind 127.0.0.1:$haproxy_port
+  log global
+  default_backend releases
+backend releases
+  server upstream 127.0.0.1:$upstream_port
+CONF
 "$NGINX" -p "$work" -c "$work/upstream.conf"
 "$NGINX" -p "$work" -c "$work/proxy.conf"
+"$HAPROXY" -db -f "$work/haproxy.cfg" >"$work/haproxy-access.log" 2>"$work/haproxy.err" &
+haproxy_pid=$!; pids+=("$haproxy_pid")
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$haproxy_port/" && break; sleep 0.1; done
+kill -0 "$haproxy_pid" 2>/dev/null || { echo "haproxy did not start:"; cat "$work/haproxy.err"; exit 1; }
 
 export GRAYSCALE_DB="$work/grayscale.sqlite"
 "$bin/grayscale" release publish --service engine --number 7 --label v2.1.0 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
@@ -79,22 +106,26 @@ run() { # name port
   echo "$1 $rps $p50 $p99"
 }
 
-echo "== wrk -t1 -c$connections -d$duration, $rounds alternating rounds (grayscale: --threads 1; nginx: 1 worker)" >&2
-wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$grayscale_port/" >/dev/null   # warm up both
-wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$nginx_port/" >/dev/null
+echo "== wrk -t1 -c$connections -d$duration, $rounds alternating rounds (grayscale: --threads 1; nginx: 1 worker; haproxy: nbthread 1)" >&2
+for port in "$grayscale_port" "$nginx_port" "$haproxy_port"; do   # warm up all three
+  wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/" >/dev/null
+done
 results="$work/results"
 for round in $(seq "$rounds"); do
   run grayscale "$grayscale_port" >> "$results"
   run nginx "$nginx_port" >> "$results"
+  run haproxy "$haproxy_port" >> "$results"
 done
 awk '
   { rps[$1] = rps[$1] " " $2; p50[$1] = p50[$1] " " $3; p99[$1] = p99[$1] " " $4 }
   function median(list,   n, a, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }; return a[int((n + 1) / 2)] }
   END {
-    g = median(rps["grayscale"]); n = median(rps["nginx"])
+    g = median(rps["grayscale"]); n = median(rps["nginx"]); h = median(rps["haproxy"])
     printf "\nmedian     grayscale %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", g, median(p50["grayscale"]), median(p99["grayscale"])
     printf "median     nginx     %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", n, median(p50["nginx"]), median(p99["nginx"])
+    printf "median     haproxy   %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", h, median(p50["haproxy"]), median(p99["haproxy"])
     printf "throughput ratio grayscale/nginx: %.2f   p99 ratio: %.2f\n", g / n, median(p99["grayscale"]) / median(p99["nginx"])
+    printf "throughput ratio grayscale/haproxy: %.2f   p99 ratio: %.2f\n", g / h, median(p99["grayscale"]) / median(p99["haproxy"])
   }' "$results"
 
 echo
@@ -105,7 +136,7 @@ echo
 echo "== memory with 1,000 open keep-alive connections"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 nginx_worker=$(pgrep -P "$(cat "$work/px.pid")" | head -1)
-for target in "grayscale $grayscale_pid $grayscale_port" "nginx $nginx_worker $nginx_port"; do
+for target in "grayscale $grayscale_pid $grayscale_port" "nginx $nginx_worker $nginx_port" "haproxy $haproxy_pid $haproxy_port"; do
   set -- $target
   before=$(rss "$2")
   python3 - "$3" "$2" "$before" "$1" <<'PY'
