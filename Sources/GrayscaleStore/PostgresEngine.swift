@@ -261,7 +261,7 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
         }
 
         func rows(_ sql: String, _ arguments: [SQLValue]) throws -> [SQLRow] {
-            try run(sql, arguments).rows.map { row in SQLRow(row.map { cell in (cell.columnName, Self.value(cell)) }) }
+            try run(sql, arguments).rows.map { row in SQLRow(try row.map { cell in (cell.columnName, try Self.value(cell)) }) }
         }
 
         func routingChanged() throws {
@@ -299,22 +299,19 @@ final class PostgresEngine: StoreEngine, @unchecked Sendable {
             return try answer.wait()
         }
 
-        static func value(_ cell: PostgresCell) -> SQLValue {
+        /// A cell as a value; one that does not decode is an error, never a NULL in disguise.
+        static func value(_ cell: PostgresCell) throws -> SQLValue {
             guard cell.bytes != nil else { return .null }
-            do {
-                switch cell.dataType {
-                case .int8, .int4, .int2: return .integer(try cell.decode(Int64.self))
-                case .float8, .float4, .numeric: return .real(try cell.decode(Double.self))
-                case .bool: return .boolean(try cell.decode(Bool.self))
-                case .timestamptz, .timestamp:
-                    let date = try cell.decode(Date.self)
-                    return .date(Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000))
-                case .bytea: return .blob(try cell.decode(Data.self))
-                case .void: return .null
-                default: return .text(try cell.decode(String.self))
-                }
-            } catch {
-                return .null
+            switch cell.dataType {
+            case .int8, .int4, .int2: return .integer(try cell.decode(Int64.self))
+            case .float8, .float4, .numeric: return .real(try cell.decode(Double.self))
+            case .bool: return .boolean(try cell.decode(Bool.self))
+            case .timestamptz, .timestamp:
+                let date = try cell.decode(Date.self)
+                return .date(Date(timeIntervalSince1970: (date.timeIntervalSince1970 * 1000).rounded() / 1000))
+            case .bytea: return .blob(try cell.decode(Data.self))
+            case .void: return .null
+            default: return .text(try cell.decode(String.self))
             }
         }
     }

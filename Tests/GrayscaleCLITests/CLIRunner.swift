@@ -20,6 +20,20 @@ struct CLIRunner {
 
     func remove() { try? FileManager.default.removeItem(at: directory) }
 
+    /// Starts `grayscale ARGS` in the background, its output appended to `log`.
+    static func launch(_ arguments: [String], log: URL, environment: [String: String] = [:]) throws -> Process {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let handle = try FileHandle(forWritingTo: log)
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        return process
+    }
+
     struct Output {
         var status: Int32
         var stdout: String

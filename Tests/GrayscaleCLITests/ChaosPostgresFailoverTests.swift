@@ -43,16 +43,8 @@ struct ChaosPostgresFailoverTests {
         }
 
         func start() throws {
-            process = Process()
-            process.executableURL = CLIRunner.binary
-            process.arguments = ["serve", "--config", config.path]
-            process.environment = ProcessInfo.processInfo.environment.merging(PostgresServer.environment) { $1 }
-                .merging(["GRAYSCALE_ADMIN_TOKEN": "failover-admin"]) { $1 }
-            let handle = try FileHandle(forWritingTo: log)
-            handle.seekToEndOfFile()
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
+            process = try CLIRunner.launch(["serve", "--config", config.path], log: log,
+                                           environment: PostgresServer.environment.merging(["GRAYSCALE_ADMIN_TOKEN": "failover-admin"]) { $1 })
         }
 
         var pid: Int32 { process.processIdentifier }

@@ -64,16 +64,7 @@ struct ChaosTests {
             try start()
         }
 
-        func start() throws {
-            process = Process()
-            process.executableURL = CLIRunner.binary
-            process.arguments = arguments
-            let handle = try FileHandle(forWritingTo: log)
-            handle.seekToEndOfFile()
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-        }
+        func start() throws { process = try CLIRunner.launch(arguments, log: log) }
 
         var pid: Int32 { process.processIdentifier }
 

@@ -58,9 +58,13 @@ public struct GrayscaleServe: Sendable {
             maxBodyBytes: configuration.maxBodyBytes, idleTimeout: .seconds(Int64(configuration.idleTimeout)),
             upstreamResponseTimeout: .seconds(Int64(configuration.upstreamTimeout)), maxConnections: configuration.maxConnections)
         proxyConfiguration.routingHeader = configuration.routingHeader
+        // The routing as stored now: the proxy's first table and the long poll's first answer.
+        let states = try database.allServiceStates()
+        let routing = RoutingBroadcast()
+        routing.publish(states)
         let proxy = ProxyServer(
             configuration: proxyConfiguration,
-            table: RoutingTable(states: try database.allServiceStates(), matching: matching), statistics: statistics, accessLog: accessLog,
+            table: RoutingTable(states: states, matching: matching), statistics: statistics, accessLog: accessLog,
             metrics: RequestMetrics(registry: registry), group: group)
         var drivers: [String: any TrafficDriver] = [:]
         if !configuration.scf.isEmpty {
@@ -96,8 +100,6 @@ public struct GrayscaleServe: Sendable {
         let slackEndpoint = secret("GRAYSCALE_SLACK_SIGNING_SECRET").map {
             SlackEndpoint(signature: SlackSignature(secret: Array($0.utf8)), bot: bot, slack: slackClient, logger: logger)
         }
-        let routing = RoutingBroadcast()
-        routing.publish(try database.allServiceStates())
         let api = {
             var api = AdminAPI(database: database, statistics: statistics, registry: registry, bot: bot, slack: slackEndpoint,
                                adminToken: secret("GRAYSCALE_ADMIN_TOKEN"))
