@@ -368,7 +368,7 @@ extension ServeEndToEndTests {
             // logrotate moves the access log away and signals: the proxy writes a new file at the path.
             try FileManager.default.moveItem(atPath: harness.accessLog, toPath: harness.accessLog + ".1")
             kill(harness.serve!.processIdentifier, SIGUSR1)
-            let reopened = try await harness.waitFor(10) {
+            let reopened = try await harness.waitFor(30) {
                 ((try? String(contentsOfFile: harness.accessLog, encoding: .utf8)) ?? "").contains("\"service\":\"engine\"")
             }
             #expect(reopened, "SIGUSR1 did not reopen the access log")
