@@ -40,6 +40,12 @@ import Foundation
 /// sum, the weight of those not started yet counting as 1. A segment's log likelihood
 /// ratio is the rollout's running sum minus its value when the segment started.
 ///
+/// **Breakage at a step's start.** Most faults hit a user on their first request to
+/// the new version, so a bad canary's failures come in a burst after each widening.
+/// `OnsetTest` bets on the same events with a ratio that fades with the time since the
+/// step began, carrying its wealth from step to step. The error e-value is
+/// 0.8 × the onset test + 0.2 × the segments above: an average of e-processes.
+///
 /// **Custom metrics.** Each interval, a metric of the policy's own is "worse" when the
 /// canary's value is beyond stable's by more than its minimum effect. If the canary is
 /// no worse, the two versions' values are exchangeable and the chance of "worse" is at
@@ -80,6 +86,9 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// When the custom metrics were last read (data time): they are read once per analysis interval.
     public var customLastAt: Date?
 
+    /// The burst test of each step's first minutes (nil in a rollout stored before it
+    /// existed: it then counts as not started, worth 1).
+    public var onset: OnsetTest?
     /// Log likelihood ratio of each alternative in `errorRatios` since the rollout began.
     public var errorLogLR: [Double]
     /// `errorLogLR` when each started segment (a fresh e-process) began.
@@ -123,6 +132,8 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     static let latencyHistory = 200
 
     static let firstWeight = 0.45, lastWeight = 0.15, stepWeight = 0.25, timeWeight = 0.15
+    /// The onset test's share of the error e-value; the segments share the rest.
+    static let onsetWeight = 0.8
     /// Seconds of data after which a fresh error e-process starts.
     public static let restartEvery: TimeInterval = 1800
 
@@ -147,6 +158,7 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         errorRatios = [max(1.5, detectRatio / 2), detectRatio, 2 * detectRatio, 20, 50, 100, 200, 500]
         errorPrior = [0.03, 0.03, 0.04, 0.1, 0.3, 0.3, 0.15, 0.05]
         latencyRatios = [2, 5, 20, 50]
+        onset = OnsetTest()
         errorLogLR = Array(repeating: 0, count: errorRatios.count)
         segmentStarts = []
         segmentWeights = []
@@ -176,9 +188,14 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
 
     // MARK: - The numbers
 
-    /// log of the error e-process: per segment the mixture over `errorRatios`, then the
-    /// weighted average over segments (a segment not started yet is worth 1).
+    /// log of the error e-process: the onset test and the segments, averaged with fixed weights.
     public var errorLogE: Double {
+        logSumExp([log(Self.onsetWeight) + (onset?.logE ?? 0), log(1 - Self.onsetWeight) + segmentsLogE])
+    }
+
+    /// log of the segments' e-process: per segment the mixture over `errorRatios`, then
+    /// the weighted average over segments (a segment not started yet is worth 1).
+    public var segmentsLogE: Double {
         var terms = segmentStarts.indices.map(segmentLogE)
         let unstarted = 1 - segmentWeights.reduce(0, +) - droppedWeight
         if unstarted > 0 { terms.append(log(unstarted)) }
@@ -252,6 +269,8 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         stepLogLR = 0
         stepShare = 0
         stepFailures = 0
+        if onset == nil { onset = OnsetTest() }
+        onset?.startStep(at: time.timeIntervalSince1970)
         if segmentStarts.isEmpty && droppedWeight == 0 {
             startSegment(weight: Self.firstWeight, at: time)
         } else if last, !lastStepStarted {
@@ -327,7 +346,7 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         let p = Double(canaryRequests) / Double(total)
         stepShare = max(stepShare, p)
         stepFailures += canaryErrors + stableErrors
-        add(p: p, canary: canaryErrors, stable: stableErrors)
+        add(p: p, canary: canaryErrors, stable: stableErrors, at: time.timeIntervalSince1970)
     }
 
     mutating func observe(_ event: UnitEvent) {
@@ -360,14 +379,15 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         guard inside > 0, inside < size else { return }  // the version was certain: no evidence
         let p = Double(inside) / Double(size)
         stepShare = max(stepShare, Double(upper - lower) / Double(Bucket.count))
-        add(p: p, canary: event.canary ? 1 : 0, stable: event.canary ? 0 : 1)
+        add(p: p, canary: event.canary ? 1 : 0, stable: event.canary ? 0 : 1, at: event.at)
     }
 
-    /// `canary` and `stable` failures, each the canary's with probability `p` under the null.
-    mutating func add(p: Double, canary: Int, stable: Int) {
+    /// `canary` and `stable` failures at `time`, each the canary's with probability `p` under the null.
+    mutating func add(p: Double, canary: Int, stable: Int, at time: Double) {
         guard p > 0, p < 1, canary + stable > 0 else { return }
         canaryFailures += canary
         stableFailures += stable
+        onset?.add(p: p, canary: canary, stable: stable, at: time)
         for (index, ratio) in errorRatios.enumerated() {
             errorLogLR[index] += Self.logLR(p: p, ratio: ratio, canary: canary, stable: stable)
         }

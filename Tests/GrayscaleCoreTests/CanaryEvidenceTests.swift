@@ -76,7 +76,9 @@ struct UnitWorld {
                         let before = UnitEvent(unit: "u:\(unit)", canary: buckets[unit] < previous, lower: 0, upper: previous, at: clock.timeIntervalSince1970 - 599)
                         if before.canary { canary.failures.append(before) } else { stable.failures.append(before) }
                     }
-                    let event = UnitEvent(unit: "u:\(unit)", canary: onCanary, lower: 0, upper: width, at: clock.timeIntervalSince1970 - 1)
+                    // Failures at any moment of the window (the onset test bets by the time since the step began).
+                    let at = clock.timeIntervalSince1970 - 1 - random.uniform() * 590
+                    let event = UnitEvent(unit: "u:\(unit)", canary: onCanary, lower: 0, upper: width, at: at)
                     if onCanary { canary.failures.append(event); canaryFailed.insert(unit) } else { stable.failures.append(event) }
                 }
                 evidence.update(canary: canary, stable: stable, at: clock)
@@ -158,21 +160,31 @@ struct CanaryEvidenceTests {
         evidence.startStep(last: false, at: start)
         #expect(evidence.segmentWeights == [0.45])
         evidence.errorLogLR = evidence.errorLogLR.map { _ in log(100) }
-        // The first step's process at 100 is worth 0.45 × 100 + 0.55 (not started yet) = 45.55 of errors.
-        #expect(abs(evidence.errorLogE - log(45.55)) < 1e-9)
-        evidence.errorLogLR = evidence.errorLogLR.map { _ in log((100 - 0.55) / 0.45) }
+        // The first step's process at 100 is worth 0.45 × 100 + 0.55 (not started yet) = 45.55 of the segments,
+        // and the errors are 0.8 × the onset test (still 1) + 0.2 × the segments.
+        #expect(abs(evidence.segmentsLogE - log(45.55)) < 1e-9)
+        #expect(abs(evidence.errorLogE - log(0.8 + 0.2 * 45.55)) < 1e-9)
+        func segments(errors: Double) -> Double { log(((errors - 0.8) / 0.2 - 0.55) / 0.45) }
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in segments(errors: 100) }
         // Errors alone at 100 give 95.05: below 1/α, because latency holds a twentieth of the budget.
         #expect(abs(evidence.eValue - (0.95 * 100 + 0.05 * 1)) < 1e-9)
         #expect(!evidence.rejects)
-        evidence.errorLogLR = evidence.errorLogLR.map { _ in log((112 - 0.55) / 0.45) }
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in segments(errors: 106) }
         #expect(evidence.rejects)
+        // The onset test counts with its own weight: at 1/(0.8 × 0.95) = 131.6 it rejects alone.
+        var onsetOnly = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50)
+        onsetOnly.startStep(last: false, at: start)
+        onsetOnly.onset?.logCarried = log(125)
+        #expect(!onsetOnly.rejects)
+        onsetOnly.onset?.logCarried = log(132)
+        #expect(onsetOnly.rejects)
         // A later step's fresh process starts at 1, whatever came before, and counts with its own weight.
         evidence.errorLogLR = evidence.errorLogLR.map { _ in -20 }
         evidence.startStep(last: false, at: start + 600)
         let second = 0.25 * 6 / (Double.pi * Double.pi)
         #expect(evidence.segmentWeights == [0.45, second])
         evidence.errorLogLR = evidence.errorLogLR.map { $0 + log(1000) }
-        #expect(abs(evidence.errorLogE - log(0.45 * exp(-20 + log(1000)) + second * 1000 + (0.55 - second))) < 1e-9)
+        #expect(abs(evidence.segmentsLogE - log(0.45 * exp(-20 + log(1000)) + second * 1000 + (0.55 - second))) < 1e-9)
         // Half an hour of data later, another; the last step has its own weight.
         evidence.update(canary: VersionEvidence(), stable: VersionEvidence(), at: start + 600 + 1800)
         evidence.startStep(last: true, at: start + 2500)
@@ -187,6 +199,53 @@ struct CanaryEvidenceTests {
         latencyOnly.latencyLogLR = latencyOnly.latencyLogLR.map { _ in log(1982) }
         #expect(latencyOnly.rejects)
         #expect(CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil).errorWeight == 1)
+    }
+
+    @Test("the onset test: every bet is fair under the null, at any moment of a step; its wealth carries from step to step")
+    func onsetBetsAreFair() {
+        for p in [0.001, 0.01, 0.05, 0.25, 0.5, 0.8] {
+            for elapsed in [0.0, 10, 300, 1200, 7200] {
+                var canary = OnsetTest(), stable = OnsetTest()
+                canary.startStep(at: 1000)
+                stable.startStep(at: 1000)
+                canary.add(p: p, canary: 1, stable: 0, at: 1000 + elapsed)
+                stable.add(p: p, canary: 0, stable: 1, at: 1000 + elapsed)
+                for index in canary.logLR.indices {
+                    // E[factor] under the null: the failure is the canary's with probability p.
+                    let mean = p * exp(canary.logLR[index]) + (1 - p) * exp(stable.logLR[index])
+                    #expect(abs(mean - 1) < 1e-12, "p \(p), \(elapsed) s into the step, component \(index)")
+                }
+            }
+        }
+        var test = OnsetTest()
+        test.startStep(at: 0)
+        test.add(p: 0.01, canary: 1, stable: 0, at: 30)
+        test.add(p: 0.01, canary: 0, stable: 1, at: 40)
+        let afterFirstStep = test.logE
+        #expect(afterFirstStep > log(10))
+        test.startStep(at: 600)
+        #expect(abs(test.logE - afterFirstStep) < 1e-12, "the wealth is carried")
+        #expect(test.logLR.allSatisfy { $0 == 0 }, "a fresh mixture starts")
+    }
+
+    @Test("the onset test: two canary users failing in a widening's first two minutes at 1% are caught; hours into the step it has stopped betting")
+    func onsetBurst() {
+        func evidence(offset: Double) -> CanaryEvidence {
+            var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil)
+            let start = Date(timeIntervalSince1970: 0)
+            evidence.startStep(last: false, at: start)
+            var canary = VersionEvidence(), stable = VersionEvidence()
+            for (index, (onCanary, at)) in [(false, 20.0), (true, 30), (false, 50), (true, 90), (false, 110)].enumerated() {
+                let event = UnitEvent(unit: "u:\(index)", canary: onCanary, lower: 0, upper: 100, at: offset + at)
+                if onCanary { canary.failures.append(event) } else { stable.failures.append(event) }
+            }
+            evidence.update(canary: canary, stable: stable, at: start + offset + 120)
+            return evidence
+        }
+        #expect(evidence(offset: 0).rejects)
+        let late = evidence(offset: 7200)
+        #expect(late.onset.map { abs($0.logE) < log(1.5) } == true, "two hours in, the onset test's bets are near even")
+        #expect(late.errorLogE < evidence(offset: 0).errorLogE - log(3))
     }
 
     @Test("latency: a canary slower only by less than the minimum effect is never evidence; +600 ms on half its requests is")
@@ -236,9 +295,9 @@ struct CanaryEvidenceTests {
         driver.tick()
         driver.tick(driver.healthy(failingUnits: 30), advancing: 700)
         #expect(driver.rollout?.lastVerdict?.reason
-                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.59 of 100)")
+                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.16 of 100)")
         #expect(driver.rollout?.holdReason
-                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.59 of 100)")
+                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.16 of 100)")
         for _ in 0..<5 where driver.rollout?.step == 0 { driver.tick(driver.healthy(failingUnits: 100)) }
         #expect(driver.rollout?.step == 1, "the step advanced once its evidence and 50 canary requests were in")
         #expect(driver.log.flatMap(\.audit).contains(.init(action: "step", actor: Reconciler.actor,
