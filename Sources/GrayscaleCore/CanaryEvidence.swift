@@ -86,8 +86,9 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// When the custom metrics were last read (data time): they are read once per analysis interval.
     public var customLastAt: Date?
 
-    /// The burst test of each step's first minutes (nil in a rollout stored before it
-    /// existed: it then counts as not started, worth 1).
+    /// The burst test of each step's first minutes. nil in a rollout stored before it
+    /// existed: such a rollout keeps judging errors by the segments alone until it ends,
+    /// since changing the formula in the middle of a rollout would not keep α.
     public var onset: OnsetTest?
     /// Log likelihood ratio of each alternative in `errorRatios` since the rollout began.
     public var errorLogLR: [Double]
@@ -190,7 +191,8 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
 
     /// log of the error e-process: the onset test and the segments, averaged with fixed weights.
     public var errorLogE: Double {
-        logSumExp([log(Self.onsetWeight) + (onset?.logE ?? 0), log(1 - Self.onsetWeight) + segmentsLogE])
+        guard let onset else { return segmentsLogE }
+        return logSumExp([log(Self.onsetWeight) + onset.logE, log(1 - Self.onsetWeight) + segmentsLogE])
     }
 
     /// log of the segments' e-process: per segment the mixture over `errorRatios`, then
@@ -269,7 +271,6 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         stepLogLR = 0
         stepShare = 0
         stepFailures = 0
-        if onset == nil { onset = OnsetTest() }
         onset?.startStep(at: time.timeIntervalSince1970)
         if segmentStarts.isEmpty && droppedWeight == 0 {
             startSegment(weight: Self.firstWeight, at: time)

@@ -307,6 +307,7 @@ public enum Reconciler {
             if let at = state.lastVerdictAt, at > now { state.lastVerdictAt = nil }
             if let at = state.recordedAt, at > now { state.recordedAt = nil }
             if let at = state.evidence.lastRestartAt, at > now { state.evidence.lastRestartAt = now }
+            if let at = state.evidence.onset?.stepStartedAt, at > now.timeIntervalSince1970 { state.evidence.onset?.stepStartedAt = now.timeIntervalSince1970 }
             if let at = state.evidence.customLastAt, at > now { state.evidence.customLastAt = nil }
             transition.notifications.append("\(service): the clock moved back \(Int(latest.timeIntervalSince(now))) s; \(said)")
         }

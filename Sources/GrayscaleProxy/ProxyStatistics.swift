@@ -182,7 +182,10 @@ extension ProxyStatistics.Window {
         _ = latency.record(outcome.latencyMicros)
         if var unit = outcome.unit {
             let failed = outcome.errorClass.map { $0 != .rejected } ?? false
-            unit.at = outcome.at.timeIntervalSince1970
+            // A failure is dated by the request's arrival, not its answer: the answer's
+            // time adds that version's latency (a timeout is 30 s late), and the judge's
+            // bets and order by time must not depend on the version.
+            unit.at = outcome.at.timeIntervalSince1970 - Double(outcome.latencyMicros) / 1_000_000
             evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000,
                             failure: failed && failedUnits.insert(unit.unit).inserted ? unit : nil)
         }

@@ -248,6 +248,22 @@ struct CanaryEvidenceTests {
         #expect(late.errorLogE < evidence(offset: 0).errorLogE - log(3))
     }
 
+    @Test("a rollout stored before the onset test keeps judging by the segments alone until it ends")
+    func storedBeforeTheOnsetTest() throws {
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil)
+        evidence.startStep(last: false, at: Date(timeIntervalSince1970: 0))
+        evidence.errorLogLR = evidence.errorLogLR.map { _ in log(50) }
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(evidence)) as! [String: Any]
+        #expect(json["onset"] != nil)
+        json["onset"] = nil
+        var stored = try JSONDecoder().decode(CanaryEvidence.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(stored.onset == nil)
+        #expect(stored.errorLogE == stored.segmentsLogE)
+        stored.startStep(last: false, at: Date(timeIntervalSince1970: 600))
+        #expect(stored.onset == nil, "the formula does not change in the middle of a rollout")
+        #expect(evidence.errorLogE != evidence.segmentsLogE)
+    }
+
     @Test("latency: a canary slower only by less than the minimum effect is never evidence; +600 ms on half its requests is")
     func latency() {
         func histogram(_ ms: [Double]) -> VersionEvidence {

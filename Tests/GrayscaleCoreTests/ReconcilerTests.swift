@@ -106,6 +106,8 @@ struct ReconcilerTests {
         let back = driver.tick(driver.healthy(), advancing: -3600)
         #expect(driver.percent == 5)
         #expect(back.notifications.contains { $0.contains("the clock moved back 3") }, "\(back.notifications)")
+        // The onset test's step start moves back with the clock: its ratio fades from now, not from an hour ahead.
+        #expect(driver.rollout?.evidence.onset?.stepStartedAt == driver.now.timeIntervalSince1970)
         var ticks = 0
         var last = driver.percent
         while driver.percent < 25, ticks < 40 {

@@ -113,6 +113,13 @@ struct ProxyStatisticsTests {
         #expect(all.windows[0].latencyMs.max >= 29.9)
         let recent = statistics.snapshot(since: t0.addingTimeInterval(11)).versions.first!
         #expect(recent.totals.requests == 1)
+        // A failure is dated by the request's arrival (its answer's time less its latency), so
+        // a version that fails slowly is not judged by a later moment than one that fails fast.
+        let unit = UnitEvent(unit: "u:f", canary: true, lower: 0, upper: 100, at: 0)
+        statistics.record(RequestOutcome(service: "engine", release: release, appId: "f", status: 504, errorClass: .timeout,
+                                         latencyMicros: 3_500_000, at: t0.addingTimeInterval(19), unit: unit))
+        let failures = statistics.snapshot().versions.first!.windows.compactMap(\.evidence).flatMap(\.failures)
+        #expect(failures.map(\.at) == [t0.timeIntervalSince1970 + 15.5])
         // Retention: windows older than three are dropped.
         record(45, "e", 200, nil)
         #expect(statistics.snapshot().versions.first!.windows.map(\.requests) == [1])
