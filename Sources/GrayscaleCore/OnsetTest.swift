@@ -53,8 +53,9 @@ public struct OnsetTest: Codable, Hashable, Sendable {
 
     /// `canary` and `stable` failures at `time`, each the canary's with probability `p` under the null.
     public mutating func add(p: Double, canary: Int, stable: Int, at time: Double) {
-        if stepStartedAt == nil { stepStartedAt = time }
-        let elapsed = max(0, time - (stepStartedAt ?? time))
+        let started = stepStartedAt ?? time
+        stepStartedAt = started
+        let elapsed = max(0, time - started)
         for (ratioIndex, ratio) in Self.ratios.enumerated() {
             for (fadeIndex, fade) in Self.fades.enumerated() {
                 logLR[ratioIndex * Self.fades.count + fadeIndex] +=

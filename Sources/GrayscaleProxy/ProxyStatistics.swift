@@ -66,9 +66,10 @@ public final class ProxyStatistics: Sendable {
         var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
         var affectedUsers: Set<String> = []
         var anonymousErrors = 0
-        /// Randomized traffic, for the judge; `failedUnits` keeps one failure per unit.
+        /// Randomized traffic, for the judge; one failure per unit, its earliest
+        /// (`failedUnits`: where each unit's failure is in `evidence.failures`).
         var evidence = VersionEvidence()
-        var failedUnits: Set<String> = []
+        var failedUnits: [String: Int] = [:]
 
         init(start: Int) { self.start = start }
     }
@@ -182,12 +183,21 @@ extension ProxyStatistics.Window {
         _ = latency.record(outcome.latencyMicros)
         if var unit = outcome.unit {
             let failed = outcome.errorClass.map { $0 != .rejected } ?? false
-            // A failure is dated by the request's arrival, not its answer: the answer's
-            // time adds that version's latency (a timeout is 30 s late), and the judge's
-            // bets and order by time must not depend on the version.
-            unit.at = outcome.at.timeIntervalSince1970 - Double(outcome.latencyMicros) / 1_000_000
-            evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000,
-                            failure: failed && failedUnits.insert(unit.unit).inserted ? unit : nil)
+            var first: UnitEvent?
+            if failed {
+                // A failure is dated by the request's arrival, not its answer: the answer's
+                // time adds that version's latency (a timeout is 30 s late), and the judge's
+                // bets and order by time must not depend on the version. For the same
+                // reason a unit keeps its earliest-arriving failure, not its first answered.
+                unit.at = outcome.at.timeIntervalSince1970 - Double(outcome.latencyMicros) / 1_000_000
+                if let index = failedUnits[unit.unit] {
+                    if unit.at < evidence.failures[index].at { evidence.failures[index] = unit }
+                } else {
+                    failedUnits[unit.unit] = evidence.failures.count
+                    first = unit
+                }
+            }
+            evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000, failure: first)
         }
         guard let errorClass = outcome.errorClass else { return }
         errors[ErrorClass.allCases.firstIndex(of: errorClass)!] += 1

@@ -120,6 +120,11 @@ struct ProxyStatisticsTests {
                                          latencyMicros: 3_500_000, at: t0.addingTimeInterval(19), unit: unit))
         let failures = statistics.snapshot().versions.first!.windows.compactMap(\.evidence).flatMap(\.failures)
         #expect(failures.map(\.at) == [t0.timeIntervalSince1970 + 15.5])
+        // The same unit failing again, answered later but arrived earlier: its earliest arrival is kept, once.
+        statistics.record(RequestOutcome(service: "engine", release: release, appId: "f", status: 503, errorClass: .upstream5xx,
+                                         latencyMicros: 5_000_000, at: t0.addingTimeInterval(19.5), unit: unit))
+        let again = statistics.snapshot().versions.first!.windows.compactMap(\.evidence).flatMap(\.failures)
+        #expect(again.map(\.at) == [t0.timeIntervalSince1970 + 14.5])
         // Retention: windows older than three are dropped.
         record(45, "e", 200, nil)
         #expect(statistics.snapshot().versions.first!.windows.map(\.requests) == [1])
