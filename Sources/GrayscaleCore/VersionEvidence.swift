@@ -1,4 +1,4 @@
-/// The first failure of one randomized unit in a span of time: which version the
+/// The earliest failure of one randomized unit in a span of time: which version the
 /// unit was on, and which buckets sent units to the canary when it happened.
 ///
 /// A unit is what the hash randomized: an authenticated user (`u:<appId>`) or an
@@ -10,8 +10,9 @@ public struct UnitEvent: Codable, Hashable, Sendable {
     public var canary: Bool
     public var lower: Int
     public var upper: Int
-    /// When it happened (seconds since 1970): a unit's failures on both versions in one
-    /// span are taken in time order, whatever version each was on.
+    /// When its request arrived (seconds since 1970), never when it was answered, which
+    /// would add the version's latency: a unit's failures on both versions in one span are
+    /// taken in time order, whatever version each was on.
     public var at: Double
 
     public init(unit: String, canary: Bool, lower: Int, upper: Int, at: Double = 0) {
@@ -60,7 +61,7 @@ public struct VersionEvidence: Codable, Hashable, Sendable {
     public var requests: Int
     /// Randomized requests per `LatencyBuckets` bucket.
     public var latency: [Int]
-    /// The first failure of each unit in the span, in the order they happened.
+    /// The earliest failure of each unit in the span (`merge` and the judge order them by `at`).
     public var failures: [UnitEvent]
 
     public init(requests: Int = 0, latency: [Int] = Array(repeating: 0, count: LatencyBuckets.count), failures: [UnitEvent] = []) {

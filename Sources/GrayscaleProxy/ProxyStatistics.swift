@@ -193,7 +193,7 @@ extension ProxyStatistics.Window {
                 if let index = failedUnits[unit.unit] {
                     if unit.at < evidence.failures[index].at { evidence.failures[index] = unit }
                 } else {
-                    failedUnits[unit.unit] = evidence.failures.count
+                    failedUnits[unit.unit] = evidence.failures.count  // `record` appends every failure it is given
                     first = unit
                 }
             }

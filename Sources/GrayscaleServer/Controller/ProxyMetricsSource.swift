@@ -84,7 +84,7 @@ public struct HTTPStatsMetrics: MetricsSource {
         }
         let covered = complete.map { Int($0.window.start.timeIntervalSince1970) + $0.length }.max() ?? start
         func sum(_ release: Int) -> VersionObservation {
-            // Windows in time order, so that each unit keeps its first failure; histograms add up,
+            // Windows merged (each unit keeps its earliest failure by `at`); histograms add up,
             // percentiles are read off the sum (never averaged).
             let mine = complete.filter { $0.release == release }.map(\.window).sorted { $0.start < $1.start }
             // A window without evidence (a proxy older than it) adds no evidence: its traffic
