@@ -11,7 +11,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     typealias OutboundOut = HTTPServerResponsePart
 
     static let name = "grayscale.proxy"
-    static let serverHandlerNames = ["grayscale.http.encoder", "grayscale.http.decoder", "grayscale.http.pipeline"]
+    static let serverHandlerNames = ["grayscale.http.encoder", "grayscale.http.decoder"]
 
     private let shared: ProxyShared
     private let pool: UpstreamPool
@@ -26,6 +26,19 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// When the last exchange ended (or the connection opened): the idle timeout counts from here.
     private var idleSince = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
+    /// Requests that arrived while the one before was still waiting for its answer (HTTP
+    /// pipelining), in order, with any parse error among them: handled when it ends.
+    /// Client reads pause while any wait, so this holds at most what one read decoded.
+    private var pipelined = CircularBuffer<Pipelined>()
+    private var pipelinePaused = false
+    private var drainingPipeline = false
+    /// The decoder stopped after an upgrade request: client reads never resume.
+    private var httpEnded = false
+
+    enum Pipelined {
+        case part(HTTPServerRequestPart)
+        case error(Error)
+    }
 
     enum State {
         case idle
@@ -69,7 +82,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         /// Sent again once on a new connection after a reused one was closed under it.
         var retried = false
         var finished = false
-        var timeout: Scheduled<Void>?
+        /// No response head by then answers 504 (checked by the connection's timer, not a timer per request).
+        var deadline = NIODeadline.distantFuture
 
         init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
              started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
@@ -97,17 +111,26 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         scheduleIdleCheck(context: context)
     }
 
-    /// One timer per connection, re-armed a quarter timeout apart, rather than work on every read and write.
+    /// One timer per connection, re-armed a quarter of the shorter timeout apart, rather than
+    /// work on every read and write or a timer per request: the idle timeout and the upstream's
+    /// response timeout both fire within a quarter of their length after they are due.
     private func scheduleIdleCheck(context: ChannelHandlerContext) {
         let timeout = shared.configuration.idleTimeout
-        let interval = TimeAmount.nanoseconds(max(timeout.nanoseconds / 4, 1_000_000))
+        let shorter = min(timeout.nanoseconds, shared.configuration.upstreamResponseTimeout.nanoseconds)
+        let interval = TimeAmount.nanoseconds(max(shorter / 4, 1_000_000))
         idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
             guard let context = self.context else { return }
-            if case .idle = self.state, NIODeadline.now() - self.idleSince >= timeout {
+            switch self.state {
+            case .idle where NIODeadline.now() - self.idleSince >= timeout:
                 context.close(promise: nil)
-            } else {
-                self.scheduleIdleCheck(context: context)
+                return
+            case .connecting(let exchange, _) where exchange.status == nil && NIODeadline.now() >= exchange.deadline,
+                 .forwarding(let exchange, _) where exchange.status == nil && NIODeadline.now() >= exchange.deadline:
+                self.timedOut(exchange, context: context)
+            default:
+                break
             }
+            if self.context != nil { self.scheduleIdleCheck(context: context) }
         }
     }
 
@@ -122,6 +145,55 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         inClientRead = true
+        if !pipelined.isEmpty || awaitingAnswer {
+            pipelined.append(.part(part))
+            pausePipeline(context: context)
+            return
+        }
+        handle(part, context: context)
+    }
+
+    /// The current request has been read whole and its answer is awaited: what the client
+    /// sends now is its next request.
+    private var awaitingAnswer: Bool {
+        switch state {
+        case .connecting(let exchange, _), .forwarding(let exchange, _): return exchange.requestEnded
+        case .idle, .answered, .tunnel: return false
+        }
+    }
+
+    private func pausePipeline(context: ChannelHandlerContext) {
+        guard !pipelinePaused else { return }
+        pipelinePaused = true
+        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+    }
+
+    /// The exchange before them has ended with the connection kept alive: the requests that
+    /// waited are handled, in order, until one of them waits for its answer in turn.
+    private func drainPipeline(context: ChannelHandlerContext) {
+        guard !drainingPipeline else { return }
+        drainingPipeline = true
+        defer { drainingPipeline = false }
+        while !awaitingAnswer, let next = pipelined.popFirst() {
+            if case .answered = state { break }  // the connection is closing: what waited is dropped
+            if case .tunnel = state { break }
+            switch next {
+            case .part(let part): handle(part, context: context)
+            case .error(let error): handleError(error, context: context)
+            }
+        }
+        if case .answered = state { pipelined.removeAll() }
+        // What the handled parts wrote to the upstream goes out now (outside a client read, nothing else flushes it).
+        if !inClientRead, case .forwarding(_, let upstream) = state { upstream.channel.flush() }
+        if pipelined.isEmpty, pipelinePaused {
+            pipelinePaused = false
+            if !clientReadsPaused, !httpEnded, context.channel.isActive {
+                context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            }
+        }
+    }
+
+    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
         switch (state, part) {
         case (.idle, .head(let head)):
             begin(head, context: context)
@@ -152,12 +224,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
         case .forwarding(let exchange, let upstream):
-            exchange.timeout?.cancel()
             upstream.handler.exchange = nil
             upstream.channel.close(promise: nil)  // mid-exchange: never reuse
             abandoned(exchange)
         case .connecting(let exchange, _):
-            exchange.timeout?.cancel()
             abandoned(exchange)
         case .idle, .answered, .tunnel:
             break
@@ -173,6 +243,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // A parse error in a request after the one in flight waits its turn with it.
+        if error is HTTPParserError, !pipelined.isEmpty || awaitingAnswer {
+            pipelined.append(.error(error))
+            pausePipeline(context: context)
+            return
+        }
+        handleError(error, context: context)
+    }
+
+    private func handleError(_ error: Error, context: ChannelHandlerContext) {
         switch state {
         case .idle:
             // The request could not be parsed: nothing was routed yet.
@@ -185,7 +265,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 upstream.handler.exchange = nil
                 upstream.channel.close(promise: nil)
             }
-            exchange.timeout?.cancel()
             state = .answered
             shared.metrics?.refused(reason: "malformed")
             respondAndClose(.badRequest, body: "400 malformed request body\n", context: context, exchange: exchange)
@@ -217,6 +296,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let endsHTTP = RequestFraming.endsHTTP(head)
         if endsHTTP {
+            httpEnded = true
             // Whatever follows is not parsed: read no more of it than is already here.
             context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
         }
@@ -259,7 +339,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
-            started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining && !endsHTTP, isUpgrade: Self.isUpgrade(head),
+            started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining && !endsHTTP, isUpgrade: endsHTTP && Self.isUpgrade(head),
             stickyCookie: stickyCookie)
         exchange.framing = framing
         exchange.endsHTTP = endsHTTP
@@ -275,10 +355,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         state = .connecting(exchange, buffered: [])
         shared.exchangeStarted()
-        exchange.timeout = context.eventLoop.assumeIsolated().scheduleTask(in: shared.configuration.upstreamResponseTimeout) {
-            self.timedOut(exchange, context: context)
+        exchange.deadline = exchange.started + shared.configuration.upstreamResponseTimeout
+        // A pooled connection is handed over at once; only a new one needs a callback.
+        if let idle = pool.idleConnection(to: exchange.target.upstream) {
+            connected(.success(idle), exchange: exchange, context: context)
+            return
         }
-        pool.connection(to: exchange.target.upstream) { result in
+        pool.connection(to: exchange.target.upstream, fresh: true) { result in
             self.connected(result, exchange: exchange, context: context)
         }
         if case .connecting(let waiting, _) = state, waiting === exchange {
@@ -295,11 +378,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         if clientReadsPaused, !exchange.endsHTTP {
             clientReadsPaused = false
-            context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            if !pipelinePaused { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
         }
         switch result {
         case .failure(let error):
-            exchange.timeout?.cancel()
             state = .answered
             respond(.badGateway, body: "502 \(exchange.target.versionHeader) unreachable: \(error)\n", context: context,
                     exchange: exchange, close: !exchange.requestEnded || !exchange.keepAlive, errorClass: .connectFailure,
@@ -340,7 +422,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             upstream.handler.exchange = nil
             upstream.channel.close(promise: nil)
         }
-        exchange.timeout?.cancel()
         state = .answered
         if exchange.status == nil {
             respondAndClose(.payloadTooLarge, body: "413 request body over \(shared.configuration.maxBodyBytes) bytes\n",
@@ -357,7 +438,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
         switch part {
         case .head(let head):
-            exchange.timeout?.cancel()
             exchange.status = head.status
             exchange.upstreamKeepAlive = head.isKeepAlive
             context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
@@ -389,6 +469,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
             if exchange.keepAlive {
                 context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+                drainPipeline(context: context)
             } else {
                 context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
@@ -403,7 +484,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
         upstream.handler.exchange = nil
         upstream.channel.close(promise: nil)
-        exchange.timeout?.cancel()
         state = .answered
         guard exchange.status == nil else {
             context.close(promise: nil)  // the answer had begun: the client cannot be told otherwise
@@ -426,7 +506,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
             return
         }
-        exchange.timeout?.cancel()
         state = .answered
         if exchange.status == nil {
             respond(.badGateway, body: "502 \(exchange.target.versionHeader) closed the connection\n", context: context,
@@ -476,6 +555,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if !close, case .answered = state {
             state = .idle
             idleSince = .now()
+            drainPipeline(context: context)
         }
     }
 
@@ -514,41 +594,65 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     // MARK: - Headers
 
-    /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy.
-    static let hopByHop: [String] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
-                                        "proxy-authenticate", "proxy-authorization"]
+    /// Hop-by-hop headers (RFC 9110 §7.6.1) never cross the proxy. Static strings: each
+    /// comparison checks the length first and lowercases nothing.
+    static let hopByHop: [StaticString] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade",
+                                           "proxy-authenticate", "proxy-authorization"]
 
-    static func strippingHopByHop(_ headers: HTTPHeaders) -> HTTPHeaders {
+    /// Headers the proxy sets itself on the way to the upstream: the client's are dropped
+    /// (framing, `Expect`, the forwarding and version headers).
+    static let replacedUpstream: [StaticString] = ["content-length", "transfer-encoding", "expect", "x-forwarded-for", "x-forwarded-proto",
+                                                   "x-grayscale-version", "x-grayscale-route"]
+
+    /// The response's framing and version headers are the proxy's.
+    static let replacedDownstream: [StaticString] = ["content-length", "transfer-encoding", "x-grayscale-version"]
+
+    static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) } }
+
+    /// `headers` without the hop-by-hop ones and those `dropped` names, in one pass.
+    static func strippingHopByHop(_ headers: HTTPHeaders, reserving extra: Int = 0, dropping dropped: (String) -> Bool = { _ in false }) -> HTTPHeaders {
         // Headers the Connection header names are hop-by-hop too (keep-alive and close name none).
         // Connection may not name the framing or the host away: the proxy sets the framing itself.
-        let named = headers[canonicalForm: "connection"].filter { name in
+        // Most messages have no Connection header: no array for them.
+        let named = headers.contains(name: "connection") ? headers[canonicalForm: "connection"].filter { name in
             !["keep-alive", "close", "content-length", "transfer-encoding", "host"].contains { isASCIICaseInsensitiveEqual(name, $0) }
-        }
+        } : []
         var result = HTTPHeaders()
+        result.reserveCapacity(headers.count + extra)
         for (name, value) in headers {
-            let dropped = hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) }
-                || named.contains { isASCIICaseInsensitiveEqual(name, $0) }
-            if !dropped { result.add(name: name, value: value) }
+            if isHopByHop(name) || dropped(name) { continue }
+            if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, $0) }) { continue }
+            result.add(name: name, value: value)
         }
         return result
     }
 
     private func upstreamHead(for exchange: Exchange) -> HTTPRequestHead {
-        var headers = Self.strippingHopByHop(exchange.head.headers)
-        exchange.framing.applied(to: &headers, method: exchange.head.method)
-        // The proxy sends the body without waiting: an upstream told to expect a 100 might skip it and read the body as a request.
-        headers.remove(name: "expect")
+        let routingHeader = shared.configuration.routingHeader
+        var forwardedFor: String?
+        var headers = Self.strippingHopByHop(exchange.head.headers, reserving: 7) { name in
+            Self.replacedUpstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
+                || routingHeader.map { isASCIICaseInsensitiveEqual(name, $0) } == true
+        }
+        for (name, value) in exchange.head.headers where isASCIICaseInsensitiveEqual(name, "x-forwarded-for") {
+            forwardedFor = value  // the first, extended with this hop; any others are dropped
+            break
+        }
+        switch exchange.framing {
+        case .length(let length): headers.add(name: "content-length", value: String(length))
+        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
+        case .none: if RequestFraming.expectsBody(exchange.head.method) { headers.add(name: "content-length", value: "0") }
+        }
         if exchange.isUpgrade {
             headers.add(name: "connection", value: "upgrade")
             headers.add(name: "upgrade", value: exchange.head.headers.first(name: "upgrade") ?? "websocket")
         }
-        let forwarded = exchange.head.headers.first(name: "x-forwarded-for").map { "\($0), \(clientAddress)" } ?? clientAddress
-        headers.replaceOrAdd(name: "x-forwarded-for", value: forwarded)
-        headers.replaceOrAdd(name: "x-forwarded-proto", value: "http")
-        headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
-        headers.replaceOrAdd(name: "x-grayscale-route", value: Self.routeName(exchange.route))
-        if let name = shared.configuration.routingHeader, let bucket = exchange.routingBucket {
-            headers.replaceOrAdd(name: name, value: String(bucket))
+        headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
+        headers.add(name: "x-forwarded-proto", value: "http")
+        headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader)
+        headers.add(name: "x-grayscale-route", value: Self.routeName(exchange.route))
+        if let routingHeader, let bucket = exchange.routingBucket {
+            headers.add(name: routingHeader, value: String(bucket))
         }
         return HTTPRequestHead(version: .http1_1, method: exchange.head.method, uri: exchange.head.uri, headers: headers)
     }
@@ -557,21 +661,27 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var headers: HTTPHeaders
         if head.status == .switchingProtocols && exchange.isUpgrade {
             headers = head.headers
+            headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
         } else {
-            headers = Self.strippingHopByHop(head.headers)
             // The response's framing is the proxy's too: a length it knows, else chunked for
             // HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
-            let length = headers["content-length"].count == 1 ? headers.first(name: "content-length") : nil
-            headers.remove(name: "transfer-encoding")
-            headers.remove(name: "content-length")
-            if let length, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+            var lengths = 0
+            var length: String?
+            for (name, value) in head.headers where isASCIICaseInsensitiveEqual(name, "content-length") {
+                lengths += 1
+                length = value
+            }
+            headers = Self.strippingHopByHop(head.headers, reserving: 4) { name in
+                Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
+            }
+            if lengths == 1, let length, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
                 headers.add(name: "content-length", value: length)
             } else if exchange.head.method == .HEAD || exchange.head.version.major < 1 || (exchange.head.version.major == 1 && exchange.head.version.minor == 0) {
                 exchange.keepAlive = false
             }
             if !exchange.keepAlive { headers.add(name: "connection", value: "close") }
+            headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader)
         }
-        headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
         if let cookie = exchange.stickyCookie { headers.add(name: "set-cookie", value: cookie) }
         return HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
     }

@@ -120,7 +120,6 @@ public final class ProxyServer: Sendable {
                     let names = ProxyHandler.serverHandlerNames
                     try sync.addHandler(HTTPResponseEncoder(), name: names[0])
                     try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)), name: names[1])
-                    try sync.addHandler(HTTPServerPipelineHandler(), name: names[2])
                     try sync.addHandler(ProxyHandler(shared: shared, pool: pool), name: ProxyHandler.name)
                 }
             }

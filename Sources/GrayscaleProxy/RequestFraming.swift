@@ -60,9 +60,10 @@ enum RequestFraming: Equatable {
     /// True when the decoder stops parsing after this request (an upgrade of any kind):
     /// whatever the client sends next is not HTTP the proxy reads.
     static func endsHTTP(_ head: HTTPRequestHead) -> Bool {
+        // `Upgrade` is looked for first: most requests have none, and no array is made for them.
         head.method == .CONNECT
-            || (head.headers[canonicalForm: "connection"].contains { isASCIICaseInsensitiveEqual($0, "upgrade") }
-                && head.headers.contains(name: "upgrade"))
+            || (head.headers.contains(name: "upgrade")
+                && head.headers[canonicalForm: "connection"].contains { isASCIICaseInsensitiveEqual($0, "upgrade") })
     }
 
     /// Methods whose requests are expected to carry a body: sent without one, they say so (`Content-Length: 0`).

@@ -16,14 +16,21 @@ final class UpstreamPool {
         self.maxIdle = maxIdle
     }
 
-    /// Hands `completion` an idle connection to `upstream` (unless `fresh`), or a new one, on this loop.
-    func connection(to upstream: Upstream, fresh: Bool = false, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+    /// An idle connection to `upstream` that is still open, taken from the pool.
+    func idleConnection(to upstream: Upstream) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
         // Popped in place: copying the list out of the dictionary would allocate on every request.
-        while !fresh, var connection = idle[upstream]?.popLast() {
+        while var connection = idle[upstream]?.popLast() {
             connection.reused = true
-            if connection.channel.isActive { return completion(.success(connection)) }
+            if connection.channel.isActive { return connection }
         }
+        return nil
+    }
+
+    /// Hands `completion` an idle connection to `upstream` (unless `fresh`), or a new one, on this loop.
+    func connection(to upstream: Upstream, fresh: Bool = false, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
+        eventLoop.assertInEventLoop()
+        if !fresh, let connection = idleConnection(to: upstream) { return completion(.success(connection)) }
         ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

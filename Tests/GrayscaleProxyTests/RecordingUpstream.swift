@@ -7,7 +7,8 @@ import NIOPosix
 /// An upstream that records the exact bytes each connection receives and every request
 /// its own HTTP decoder parses out of them, and answers `answer for PATH`. `/slow`
 /// answers after 500 ms; `/malformed` answers with Content-Length and
-/// Transfer-Encoding together (bytes no client may trust).
+/// Transfer-Encoding together (bytes no client may trust); `/100`, `/204`, `/304` and
+/// `/close-delimited` answer with those framings.
 final class RecordingUpstream: Sendable {
     let channel: Channel
     /// Bytes received, per connection, in arrival order.
@@ -29,7 +30,8 @@ final class RecordingUpstream: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     let recorder = ByteRecorder(id: id, bytes: bytes)
                     try channel.pipeline.syncOperations.addHandler(recorder)
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: false)
+                    // No pipelining assistance: the raw answers below bypass the encoder, which it would wait for.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
                     try channel.pipeline.syncOperations.addHandler(Answerer(recorder: recorder, requests: requests, framings: framings))
                 }
             }
@@ -67,10 +69,11 @@ private final class ByteRecorder: ChannelDuplexHandler, @unchecked Sendable {
         context.fireChannelRead(data)
     }
 
-    /// Bytes straight to the socket, below the HTTP encoder.
-    func writeRaw(_ text: String) {
+    /// Bytes straight to the socket, below the HTTP encoder; then the connection closes, when `close`.
+    func writeRaw(_ text: String, close: Bool = false) {
         guard let context else { return }
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: text)), promise: nil)
+        if close { context.close(promise: nil) }
     }
 }
 
@@ -112,6 +115,23 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
                 context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: "answer for /chunked")))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                 return
+            }
+            // Framings a proxy that passes answers through must get right, written as bytes.
+            switch path {
+            case "/100":  // an informational answer before the real one
+                recorder.writeRaw("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nanswer for /100")
+                return
+            case "/204":
+                recorder.writeRaw("HTTP/1.1 204 No Content\r\nX-Answer: /204\r\n\r\n")
+                return
+            case "/304":  // a length that describes a body never sent
+                recorder.writeRaw("HTTP/1.1 304 Not Modified\r\nETag: \"v8\"\r\nContent-Length: 99\r\n\r\n")
+                return
+            case "/close-delimited":  // no length, no chunks: the body ends when the connection does
+                recorder.writeRaw("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nanswer for /close-delimited", close: true)
+                return
+            default:
+                break
             }
             if path == "/malformed" {
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")

@@ -196,6 +196,52 @@ struct SmugglingTests {
         }
     }
 
+    @Test("pipelined requests are answered in order, each framed by the proxy: 1xx, 204, 304, chunked, close-delimited, a body, a 404, a parse error last")
+    func pipelinedFraming() async throws {
+        try await Self.run { harness, upstream in
+            // Everything in one write: the proxy reads the later requests while the first is in flight.
+            let requests = [
+                "GET /100 HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n",
+                "GET /204 HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n",
+                "POST /posted HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nTransfer-Encoding: chunked\r\n\r\n\(Self.chunked("a pipelined body"))",
+                "GET /304 HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n",
+                "GET /chunked HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n",
+                "GET /close-delimited HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n",
+                "GET /last HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n",
+                "GET /bad HTTP/1.1\r\nHost: x\r\nBad Header: space in the name\r\n\r\n",
+            ]
+            let socket = try RawSocket(port: harness.port, timeout: 5)
+            try socket.send(requests.joined())
+            socket.receive()  // until the proxy closes after the 400
+            let text = socket.text
+            // A body is not followed by a line break: status lines are found wherever they start.
+            let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { String($0.prefix(3)) }
+            #expect(statuses == ["200", "204", "200", "304", "200", "200", "200", "400"], "\(text)")
+            // Bodies in order, and none where there must be none.
+            let order = ["answer for /100", "X-Answer: /204", "answer for /posted", "etag: \"v8\"", "answer for /chunked",
+                         "answer for /close-delimited", "answer for /last", "400 "]
+            var from = text.startIndex
+            for marker in order {
+                guard let found = text.range(of: marker, options: .caseInsensitive, range: from..<text.endIndex) else {
+                    Issue.record("\(marker) missing or out of order in \(text)")
+                    break
+                }
+                from = found.upperBound
+            }
+            #expect(!text.contains("100 Continue"), "an informational answer reached the client")
+            // The 204 and 304 carry no framing a client could wait on; a body of unknown length is chunked.
+            let answer304 = text.components(separatedBy: "HTTP/1.1 304")[1].components(separatedBy: "HTTP/1.1 ")[0]
+            #expect(answer304.lowercased().contains("content-length: 99") || !answer304.lowercased().contains("transfer-encoding"))
+            #expect(answer304.hasSuffix("\r\n\r\n"), "a 304 carried a body: \(answer304)")
+            let closeDelimited = text.components(separatedBy: "answer for /chunked")[1].components(separatedBy: "answer for /close-delimited")[0]
+            #expect(closeDelimited.lowercased().contains("transfer-encoding: chunked"), "\(closeDelimited)")
+            #expect(upstream.requests.withLockedValue { $0 } == ["GET /100", "GET /204", "POST /posted", "GET /304", "GET /chunked",
+                                                                "GET /close-delimited", "GET /last"])
+            let stats = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
+            #expect(stats?.totals.requests == 7)
+        }
+    }
+
     @Test("Expect: 100-continue and the client's trailers stay at the proxy")
     func expectAndTrailers() async throws {
         try await Self.run { harness, upstream in
