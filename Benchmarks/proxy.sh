@@ -4,7 +4,9 @@
 # alternating wrk runs. Then the routing decision alone (ns and heap allocations per
 # decision) and each proxy's memory with 1,000 open connections.
 #
-#   Benchmarks/proxy.sh [duration=10s] [connections=64] [rounds=3]
+#   Benchmarks/proxy.sh [duration=10s] [connections=64] [rounds=3] [threads=1]
+#
+# threads=2 runs each proxy with two: Grayscale --threads 2, nginx 2 workers, HAProxy nbthread 2.
 #
 # All three write an access log (HAProxy's goes to a file through stdout). Only
 # loopback addresses are used.
@@ -13,6 +15,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-10s}
 connections=${2:-64}
 rounds=${3:-3}
+threads=${4:-1}
 
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 for tool in wrk nginx haproxy; do
@@ -46,7 +49,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
   server { listen 127.0.0.1:$upstream_port; location / { return 200 "hello from release 8\n"; } } }
 CONF
 cat > "$work/proxy.conf" <<CONF
-worker_processes 1; pid $work/px.pid; error_log $work/px.err;
+worker_processes $threads; pid $work/px.pid; error_log $work/px.err;
 events { worker_connections 8192; }
 http { access_log $work/nginx-access.log; keepalive_requests 1000000; keepalive_timeout 60s;
   upstream releases { server 127.0.0.1:$upstream_port; keepalive 128; }
@@ -56,7 +59,7 @@ http { access_log $work/nginx-access.log; keepalive_requests 1000000; keepalive_
 CONF
 cat > "$work/haproxy.cfg" <<CONF
 global
-  nbthread 1
+  nbthread $threads
   maxconn 1900
 defaults
   mode http
@@ -86,7 +89,7 @@ export GRAYSCALE_DB="$work/grayscale.sqlite"
 "$bin/grayscale" release publish --service engine --number 7 --label v2.1.0 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
 "$bin/grayscale" release publish --service engine --number 8 --label v2.1.1 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
 "$bin/grayscale" traffic set --service engine --range 20:55 >/dev/null
-"$bin/grayscale" proxy --listen "127.0.0.1:$grayscale_port" --admin "127.0.0.1:$admin_port" --threads 1 \
+"$bin/grayscale" proxy --listen "127.0.0.1:$grayscale_port" --admin "127.0.0.1:$admin_port" --threads "$threads" \
   --access-log "$work/grayscale-access.log" 2>"$work/grayscale.err" &
 grayscale_pid=$!; pids+=("$grayscale_pid")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$grayscale_port/" && break; sleep 0.1; done
@@ -106,7 +109,7 @@ run() { # name port
   echo "$1 $rps $p50 $p99"
 }
 
-echo "== wrk -t1 -c$connections -d$duration, $rounds alternating rounds (grayscale: --threads 1; nginx: 1 worker; haproxy: nbthread 1)" >&2
+echo "== wrk -t1 -c$connections -d$duration, $rounds alternating rounds (grayscale: --threads $threads; nginx: $threads worker(s); haproxy: nbthread $threads)" >&2
 for port in "$grayscale_port" "$nginx_port" "$haproxy_port"; do   # warm up all three
   wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/" >/dev/null
 done
@@ -133,25 +136,31 @@ echo "== the routing decision alone (malloc-interposer preloaded)"
 LD_PRELOAD="$bin/libMallocInterposerSwift.so" "$bin/grayscale-bench"
 
 echo
-echo "== memory with 1,000 open keep-alive connections"
+echo "== memory with 1,000 open keep-alive connections (after a warm-up round of 1,000 closed ones,"
+echo "   so the upstream connections they opened and freed are not counted as the idle ones' cost)"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-nginx_worker=$(pgrep -P "$(cat "$work/px.pid")" | head -1)
+nginx_worker=$(pgrep -P "$(cat "$work/px.pid")" | head -1)  # with 2 workers: the first one's memory
 for target in "grayscale $grayscale_pid $grayscale_port" "nginx $nginx_worker $nginx_port" "haproxy $haproxy_pid $haproxy_port"; do
   set -- $target
-  before=$(rss "$2")
-  python3 - "$3" "$2" "$before" "$1" <<'PY'
+  python3 - "$3" "$2" "$1" <<'PY'
 import socket, sys, time
-port, pid, before, name = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
-sockets = []
-for _ in range(1000):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-    sockets.append(s)
-for s in sockets:
-    s.recv(65536)
+port, pid, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+rss = lambda: int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")))
+def open_all():
+    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
+    for s in sockets:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    for s in sockets:
+        s.recv(65536)
+    return sockets
+for s in open_all():
+    s.close()
+time.sleep(1)
+before = rss()
+sockets = open_all()
 time.sleep(0.5)
-after = int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")))
-print(f"{name:10} RSS {before/1024:7.1f} MiB idle -> {after/1024:7.1f} MiB with 1000 connections ({(after-before)/1000:.1f} KiB per connection)")
+after = rss()
+print(f"{name:10} RSS {before/1024:7.1f} MiB -> {after/1024:7.1f} MiB with 1000 idle keep-alive connections ({(after-before)/1000:.1f} KiB per connection)")
 for s in sockets:
     s.close()
 PY

@@ -6,39 +6,35 @@ import NIOHTTP1
 /// One client connection: routes each request, forwards it to the chosen release's
 /// upstream, streams the response back, and records the outcome by version.
 /// Protocol work only; the routing rule itself is `TrafficSplit.route` in Core.
+///
+/// The connection's bytes are read here, with no HTTP codec in the pipeline: a request
+/// head is parsed whole (`HTTP1`), written again for the upstream with the proxy's own
+/// headers and framing, and its body passed on as slices of the bytes read (chunks
+/// decoded and encoded again). Requests that arrive while one is in flight (pipelining)
+/// stay unread in `inbound` until its answer has gone.
 final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, UpstreamExchange {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     static let name = "grayscale.proxy"
-    static let serverHandlerNames = ["grayscale.http.encoder", "grayscale.http.decoder"]
 
     private let shared: ProxyShared
     private let pool: UpstreamPool
     private var context: ChannelHandlerContext?
     private var state = State.idle
     private var clientAddress = ""
-    /// True between a read from the client and its read-complete: writes to the upstream
-    /// made meanwhile are flushed once, at read-complete.
-    private var inClientRead = false
-    /// Client reads are paused while an exchange waits for a new upstream connection.
-    private var clientReadsPaused = false
+    /// Bytes read from the client and not handled yet: the rest of a request, or the next ones.
+    private var inbound = ByteBuffer()
+    /// How far the current head has been searched for its end (a slow client's head is not searched again from its start).
+    private var headSearched = 0
+    private var reader = Reader.head
+    /// True while `process` runs: what it writes to the upstream is flushed once, at its end.
+    private var processing = false
+    /// Client reads are paused (a new upstream connection is being made, too much is waiting, or HTTP has ended).
+    private var readsPaused = false
     /// When the last exchange ended (or the connection opened): the idle timeout counts from here.
     private var idleSince = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
-    /// Requests that arrived while the one before was still waiting for its answer (HTTP
-    /// pipelining), in order, with any parse error among them: handled when it ends.
-    /// Client reads pause while any wait, so this holds at most what one read decoded.
-    private var pipelined = CircularBuffer<Pipelined>()
-    private var pipelinePaused = false
-    private var drainingPipeline = false
-    /// The decoder stopped after an upgrade request: client reads never resume.
-    private var httpEnded = false
-
-    enum Pipelined {
-        case part(HTTPServerRequestPart)
-        case error(Error)
-    }
 
     enum State {
         case idle
@@ -48,6 +44,15 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         /// Answered by the proxy itself (413, 502, 504…); the rest of the request is dropped.
         case answered
         case tunnel
+    }
+
+    /// What the next client bytes are.
+    enum Reader {
+        case head
+        case body(remaining: Int)
+        case chunked(HTTP1.ChunkedDecoder)
+        /// After an upgrade request: not HTTP the proxy reads.
+        case stopped
     }
 
     /// One request on its way through the proxy.
@@ -66,8 +71,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let isUpgrade: Bool
         /// How the body goes to the upstream: decided by the proxy, never the client's headers.
         var framing = RequestFraming.none
-        /// The decoder stops after this request (an upgrade): client reads stay paused, and
-        /// unless a WebSocket tunnel starts the connection closes after the response.
+        /// The client reads no more after this request (an upgrade): unless a WebSocket
+        /// tunnel starts, the connection closes after the response.
         var endsHTTP = false
         /// Why the token named no user although it was there (invalid UTF-8, not a string or integer).
         var identityProblem: String?
@@ -79,6 +84,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var requestEnded = false
         /// The upstream's answer allows reusing its connection (not `Connection: close`, not HTTP/1.0 without keep-alive).
         var upstreamKeepAlive = true
+        /// The answer goes to the client in chunks (its length is unknown and the client speaks HTTP/1.1).
+        var clientChunked = false
         /// Sent again once on a new connection after a reused one was closed under it.
         var retried = false
         var finished = false
@@ -99,6 +106,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             self.stickyCookie = stickyCookie
         }
     }
+
+    static let crlf = ByteBuffer(string: "\r\n")
+    static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
 
     init(shared: ProxyShared, pool: UpstreamPool) {
         self.shared = shared
@@ -143,83 +153,157 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
-        inClientRead = true
-        if !pipelined.isEmpty || awaitingAnswer {
-            pipelined.append(.part(part))
-            pausePipeline(context: context)
-            return
+        var bytes = unwrapInboundIn(data)
+        if inbound.readableBytes == 0 {
+            inbound = bytes  // the common case: no copy
+        } else {
+            if inbound.readerIndex > 4096 { inbound.discardReadBytes() }
+            inbound.writeBuffer(&bytes)
         }
-        handle(part, context: context)
+        process(context: context)
     }
 
-    /// The current request has been read whole and its answer is awaited: what the client
-    /// sends now is its next request.
-    private var awaitingAnswer: Bool {
+    /// Handles what `inbound` holds, as far as the connection's state allows: a request
+    /// waiting for its answer keeps the next one unread.
+    private func process(context: ChannelHandlerContext) {
+        guard !processing else { return }
+        processing = true
+        read: while inbound.readableBytes > 0 {
+            switch state {
+            case .answered, .tunnel:
+                break read
+            case .connecting(let exchange, _), .forwarding(let exchange, _):
+                if exchange.requestEnded { break read }  // the next request waits its turn
+            case .idle:
+                break
+            }
+            switch reader {
+            case .stopped:
+                break read
+            case .head:
+                guard let end = HTTP1.headEnd(inbound, from: headSearched) else {
+                    headSearched = max(0, inbound.readableBytes - 3)
+                    if inbound.readableBytes > shared.configuration.maxHeaderBytes { malformed(.requestHeaderFieldsTooLarge, context: context) }
+                    break read
+                }
+                headSearched = 0
+                guard end <= shared.configuration.maxHeaderBytes else {
+                    malformed(.requestHeaderFieldsTooLarge, context: context)
+                    break read
+                }
+                let head: HTTPRequestHead
+                do {
+                    head = try inbound.withUnsafeReadableBytes { raw in try HTTP1.requestHead(UnsafeRawBufferPointer(rebasing: raw[..<end])) }
+                } catch {
+                    malformed(.badRequest, context: context)
+                    break read
+                }
+                inbound.moveReaderIndex(forwardBy: end)
+                begin(head, context: context)
+            case .body(let remaining):
+                let take = min(remaining, inbound.readableBytes)
+                let body = inbound.readSlice(length: take)!
+                reader = take == remaining ? .head : .body(remaining: remaining - take)
+                requestBody(body, context: context)
+                if take == remaining { requestEnd(context: context) }
+            case .chunked(var decoder):
+                do {
+                    let done = try decoder.decode(&inbound) { requestBody($0, context: context) }
+                    reader = done ? .head : .chunked(decoder)
+                    if done { requestEnd(context: context) }
+                } catch {
+                    malformedBody(context: context)
+                    break read
+                }
+            }
+        }
+        processing = false
+        if case .forwarding(_, let upstream) = state { upstream.channel.flush() }
+        updateReading(context: context)
+    }
+
+    /// Client reads pause while a new upstream connection is made, while more than a head's
+    /// worth waits unread, and for good once HTTP has ended; otherwise they run.
+    private func updateReading(context: ChannelHandlerContext) {
+        var pause = inbound.readableBytes > shared.configuration.maxHeaderBytes
+        if case .connecting = state { pause = true }
+        if case .stopped = reader { pause = true }
+        if case .tunnel = state { return }
+        guard pause != readsPaused, context.channel.isActive else { return }
+        readsPaused = pause
+        context.channel.setOption(ChannelOptions.autoRead, value: !pause).whenComplete { _ in }
+    }
+
+    /// A request head that cannot be parsed: nothing was routed, the connection closes.
+    private func malformed(_ status: HTTPResponseStatus, context: ChannelHandlerContext) {
+        state = .answered
+        shared.metrics?.refused(reason: status == .badRequest ? "malformed" : "header-too-large")
+        respondAndClose(status, body: "\(status.code) \(status.reasonPhrase)\n", context: context, exchange: nil)
+    }
+
+    /// A request body that cannot be parsed (a bad chunk size, a bare LF…): the client hears
+    /// why if it has no answer yet, the upstream connection goes.
+    private func malformedBody(context: ChannelHandlerContext) {
         switch state {
-        case .connecting(let exchange, _), .forwarding(let exchange, _): return exchange.requestEnded
-        case .idle, .answered, .tunnel: return false
-        }
-    }
-
-    private func pausePipeline(context: ChannelHandlerContext) {
-        guard !pipelinePaused else { return }
-        pipelinePaused = true
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-    }
-
-    /// The exchange before them has ended with the connection kept alive: the requests that
-    /// waited are handled, in order, until one of them waits for its answer in turn.
-    private func drainPipeline(context: ChannelHandlerContext) {
-        guard !drainingPipeline else { return }
-        drainingPipeline = true
-        defer { drainingPipeline = false }
-        while !awaitingAnswer, let next = pipelined.popFirst() {
-            if case .answered = state { break }  // the connection is closing: what waited is dropped
-            if case .tunnel = state { break }
-            switch next {
-            case .part(let part): handle(part, context: context)
-            case .error(let error): handleError(error, context: context)
+        case .connecting(let exchange, _) where exchange.status == nil, .forwarding(let exchange, _) where exchange.status == nil:
+            if case .forwarding(_, let upstream) = state {
+                upstream.handler.exchange = nil
+                upstream.channel.close(promise: nil)
             }
-        }
-        if case .answered = state { pipelined.removeAll() }
-        // What the handled parts wrote to the upstream goes out now (outside a client read, nothing else flushes it).
-        if !inClientRead, case .forwarding(_, let upstream) = state { upstream.channel.flush() }
-        if pipelined.isEmpty, pipelinePaused {
-            pipelinePaused = false
-            if !clientReadsPaused, !httpEnded, context.channel.isActive {
-                context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
-            }
+            state = .answered
+            shared.metrics?.refused(reason: "malformed")
+            respondAndClose(.badRequest, body: "400 malformed request body\n", context: context, exchange: exchange)
+        default:
+            state = .answered
+            context.close(promise: nil)
         }
     }
 
-    private func handle(_ part: HTTPServerRequestPart, context: ChannelHandlerContext) {
-        switch (state, part) {
-        case (.idle, .head(let head)):
-            begin(head, context: context)
-        case (.connecting(let exchange, var buffered), _):
-            if case .body(let body) = part { exchange.bytesIn += body.readableBytes }
-            if case .end = part { exchange.requestEnded = true }
-            guard !tooLarge(exchange, context: context) else { return }
-            buffered.append(part)
-            state = .connecting(exchange, buffered: buffered)
-        case (.forwarding(let exchange, let upstream), .body(let body)):
+    private func requestBody(_ body: ByteBuffer, context: ChannelHandlerContext) {
+        switch state {
+        case .connecting(let exchange, var buffered):
             exchange.bytesIn += body.readableBytes
             guard !tooLarge(exchange, context: context) else { return }
-            upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-        case (.forwarding(let exchange, let upstream), .end):
+            buffered.append(.body(body))
+            state = .connecting(exchange, buffered: buffered)
+        case .forwarding(let exchange, let upstream):
+            exchange.bytesIn += body.readableBytes
+            guard !tooLarge(exchange, context: context) else { return }
+            writeUpstreamBody(body, exchange: exchange, upstream: upstream)
+        case .idle, .answered, .tunnel:
+            break  // the body of a request already answered
+        }
+    }
+
+    private func requestEnd(context: ChannelHandlerContext) {
+        switch state {
+        case .connecting(let exchange, var buffered):
+            exchange.requestEnded = true
+            buffered.append(.end(nil))
+            state = .connecting(exchange, buffered: buffered)
+        case .forwarding(let exchange, let upstream):
             exchange.requestEnded = true
             // The client's trailers stay here: they could carry framing or the proxy's own headers.
-            upstream.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
-        case (.answered, _), (.tunnel, _), (.idle, _), (.forwarding, .head):
+            if case .chunked = exchange.framing { upstream.channel.write(Self.lastChunk, promise: nil) }
+        case .idle, .answered, .tunnel:
             break
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        inClientRead = false
-        if case .forwarding(_, let upstream) = state { upstream.channel.flush() }
+    private func writeUpstreamBody(_ body: ByteBuffer, exchange: Exchange, upstream: UpstreamConnection) {
+        guard body.readableBytes > 0 else { return }
+        if case .chunked = exchange.framing {
+            var size = upstream.channel.allocator.buffer(capacity: 24)
+            HTTP1.writeChunkSize(body.readableBytes, to: &size)
+            upstream.channel.write(size, promise: nil)
+            upstream.channel.write(body, promise: nil)
+            upstream.channel.write(Self.crlf, promise: nil)
+        } else {
+            upstream.channel.write(body, promise: nil)
+        }
     }
+
+    func channelReadComplete(context: ChannelHandlerContext) {}
 
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
@@ -243,41 +327,15 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // A parse error in a request after the one in flight waits its turn with it.
-        if error is HTTPParserError, !pipelined.isEmpty || awaitingAnswer {
-            pipelined.append(.error(error))
-            pausePipeline(context: context)
-            return
-        }
-        handleError(error, context: context)
-    }
-
-    private func handleError(_ error: Error, context: ChannelHandlerContext) {
-        switch state {
-        case .idle:
-            // The request could not be parsed: nothing was routed yet.
-            let status: HTTPResponseStatus = (error as? HTTPParserError) == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
-            shared.metrics?.refused(reason: status == .badRequest ? "malformed" : "header-too-large")
-            respondAndClose(status, body: "\(status.code) \(status.reasonPhrase)\n", context: context, exchange: nil)
-        case .connecting(let exchange, _) where exchange.status == nil, .forwarding(let exchange, _) where exchange.status == nil:
-            // The body could not be parsed (a bad chunk size, a bare LF…): the client hears why, the upstream connection goes.
-            if case .forwarding(_, let upstream) = state {
-                upstream.handler.exchange = nil
-                upstream.channel.close(promise: nil)
-            }
-            state = .answered
-            shared.metrics?.refused(reason: "malformed")
-            respondAndClose(.badRequest, body: "400 malformed request body\n", context: context, exchange: exchange)
-        default:
-            context.close(promise: nil)
-        }
+        // Reads and writes that failed (a reset): the connection is gone.
+        context.close(promise: nil)
     }
 
     /// Refuses a request before routing it: the client sees the status, the access log and
     /// `/metrics` say why, and the connection closes (what follows cannot be trusted).
     private func refuse(_ refusal: RequestFraming.Refusal, head: HTTPRequestHead, context: ChannelHandlerContext) {
         state = .answered
-        context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        reader = .stopped
         shared.metrics?.refused(reason: refusal.reason)
         shared.accessLog?.append(AccessLogLine(
             time: shared.configuration.now(), service: "", release: 0, label: "", route: "refused", appId: nil, bucket: nil,
@@ -295,10 +353,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             return
         }
         let endsHTTP = RequestFraming.endsHTTP(head)
-        if endsHTTP {
-            httpEnded = true
-            // Whatever follows is not parsed: read no more of it than is already here.
-            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
+        // What follows the head: its body, the next request, or (after an upgrade) nothing the proxy reads.
+        switch framing {
+        case _ where endsHTTP: reader = .stopped
+        case .none: reader = .head
+        case .length(let length): reader = .body(remaining: length)
+        case .chunked: reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: shared.configuration.maxHeaderBytes))
         }
         let table = shared.table
         guard let service = table.service(for: head) else {
@@ -346,7 +406,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         exchange.identityProblem = identity.problem
 
         if shared.configuration.routingHeader != nil { exchange.routingBucket = service.split.routingBucket(for: route) }
-        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > shared.configuration.maxBodyBytes {
+        if case .length(let length) = framing, length > shared.configuration.maxBodyBytes {
             shared.exchangeStarted()
             state = .answered
             respondAndClose(.payloadTooLarge, body: "413 request body over \(shared.configuration.maxBodyBytes) bytes\n",
@@ -356,6 +416,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         state = .connecting(exchange, buffered: [])
         shared.exchangeStarted()
         exchange.deadline = exchange.started + shared.configuration.upstreamResponseTimeout
+        if framing == .none || endsHTTP { exchange.requestEnded = true }
         // A pooled connection is handed over at once; only a new one needs a callback.
         if let idle = pool.idleConnection(to: exchange.target.upstream) {
             connected(.success(idle), exchange: exchange, context: context)
@@ -364,21 +425,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         pool.connection(to: exchange.target.upstream, fresh: true) { result in
             self.connected(result, exchange: exchange, context: context)
         }
-        if case .connecting(let waiting, _) = state, waiting === exchange {
-            // A new connection is being made: hold further request bytes in the socket meanwhile.
-            clientReadsPaused = true
-            context.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-        }
+        updateReading(context: context)  // a new connection is being made: hold further bytes in the socket meanwhile
     }
 
     private func connected(_ result: Result<UpstreamConnection, Error>, exchange: Exchange, context: ChannelHandlerContext) {
         guard case .connecting(let current, let buffered) = state, current === exchange else {
             if case .success(let connection) = result { pool.release(connection) }
             return
-        }
-        if clientReadsPaused, !exchange.endsHTTP {
-            clientReadsPaused = false
-            if !pipelinePaused { context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in } }
         }
         switch result {
         case .failure(let error):
@@ -388,16 +441,20 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     error: "connect: \(error)")
         case .success(let upstream):
             upstream.handler.exchange = self
+            upstream.handler.expectResponse(to: exchange.head.method)
             state = .forwarding(exchange, upstream)
-            upstream.channel.write(HTTPClientRequestPart.head(upstreamHead(for: exchange)), promise: nil)
+            upstream.channel.write(upstreamHead(for: exchange, allocator: upstream.channel.allocator), promise: nil)
             for part in buffered {
                 switch part {
-                case .body(let body): upstream.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-                case .end: upstream.channel.write(HTTPClientRequestPart.end(nil), promise: nil)
+                case .body(let body): writeUpstreamBody(body, exchange: exchange, upstream: upstream)
+                case .end: if case .chunked = exchange.framing { upstream.channel.write(Self.lastChunk, promise: nil) }
                 case .head: break
                 }
             }
-            if !inClientRead { upstream.channel.flush() }
+            if !processing {
+                upstream.channel.flush()
+                process(context: context)  // bytes that waited while connecting
+            }
         }
     }
 
@@ -440,19 +497,27 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .head(let head):
             exchange.status = head.status
             exchange.upstreamKeepAlive = head.isKeepAlive
-            context.write(wrapOutboundOut(.head(clientHead(for: head, exchange: exchange))), promise: nil)
+            context.write(wrapOutboundOut(clientHead(for: head, exchange: exchange, allocator: context.channel.allocator)), promise: nil)
         case .body(let body):
-            guard exchange.head.method != .HEAD else { return }  // an upstream that sends a body to HEAD: not to the client
+            guard exchange.head.method != .HEAD, body.readableBytes > 0 else { return }  // an upstream that sends a body to HEAD: not to the client
             exchange.bytesOut += body.readableBytes
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            if exchange.clientChunked {
+                var size = context.channel.allocator.buffer(capacity: 24)
+                HTTP1.writeChunkSize(body.readableBytes, to: &size)
+                context.write(wrapOutboundOut(size), promise: nil)
+                context.write(wrapOutboundOut(body), promise: nil)
+                context.write(wrapOutboundOut(Self.crlf), promise: nil)
+            } else {
+                context.write(wrapOutboundOut(body), promise: nil)
+            }
             if !context.channel.isWritable {
                 upstream.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
             }
-        case .end(let trailers) where exchange.status == .switchingProtocols && exchange.isUpgrade:
-            // The upstream's decoder has stopped at the upgrade: from here on, bytes.
-            context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+        case .end where exchange.status == .switchingProtocols && exchange.isUpgrade:
+            // From here on, bytes both ways.
+            context.flush()
             startTunnel(exchange, upstream: upstream, context: context)
-        case .end(let trailers):
+        case .end:
             let status = exchange.status ?? .ok
             state = .idle
             idleSince = .now()
@@ -467,11 +532,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
             // Recorded before the last byte goes out, so whoever sees the response also sees it counted.
             finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
+            if exchange.clientChunked { context.write(wrapOutboundOut(Self.lastChunk), promise: nil) }
             if exchange.keepAlive {
-                context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-                drainPipeline(context: context)
+                context.flush()
+                process(context: context)  // the next request, if it came meanwhile
             } else {
-                context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
+                state = .answered
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer())).assumeIsolated().whenComplete { _ in
                     context.close(promise: nil)
                 }
             }
@@ -537,25 +604,27 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                          close: Bool, errorClass: ErrorClass? = nil, error: String? = nil, method: HTTPMethod? = nil) {
         // A response to HEAD has the length of the body it would have, and no body.
         let isHead = (method ?? exchange?.head.method) == .HEAD
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/plain; charset=utf-8")
-        headers.add(name: "content-length", value: String(body.utf8.count))
-        if let exchange { headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader) }
-        if close { headers.add(name: "connection", value: "close") }
+        let length = body.utf8.count
         if let exchange {
-            exchange.bytesOut += body.utf8.count
+            exchange.bytesOut += length
             finish(exchange, status: status, errorClass: errorClass, error: error)
         }
-        let version = exchange?.head.version ?? .http1_1
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: version, status: status, headers: headers))), promise: nil)
-        if !isHead { context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+        var buffer = context.channel.allocator.buffer(capacity: 160 + length)
+        HTTP1.writeStatusLine(exchange?.head.version ?? .http1_1, status, to: &buffer)
+        buffer.writeStaticString("content-type: text/plain; charset=utf-8\r\ncontent-length: ")
+        buffer.writeString(String(length))
+        buffer.writeStaticString("\r\n")
+        if let exchange { HTTP1.writeField("x-grayscale-version", exchange.target.versionHeader, to: &buffer) }
+        if close { buffer.writeStaticString("connection: close\r\n") }
+        buffer.writeStaticString("\r\n")
+        if !isHead { buffer.writeString(body) }
+        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
             if close { context.close(promise: nil) }
         }
         if !close, case .answered = state {
             state = .idle
             idleSince = .now()
-            drainPipeline(context: context)
+            process(context: context)
         }
     }
 
@@ -609,88 +678,110 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) } }
 
-    /// `headers` without the hop-by-hop ones and those `dropped` names, in one pass.
-    static func strippingHopByHop(_ headers: HTTPHeaders, reserving extra: Int = 0, dropping dropped: (String) -> Bool = { _ in false }) -> HTTPHeaders {
-        // Headers the Connection header names are hop-by-hop too (keep-alive and close name none).
-        // Connection may not name the framing or the host away: the proxy sets the framing itself.
-        // Most messages have no Connection header: no array for them.
-        let named = headers.contains(name: "connection") ? headers[canonicalForm: "connection"].filter { name in
+    /// The headers a `Connection` header names: hop-by-hop too (keep-alive and close name none).
+    /// It may not name the framing or the host away: the proxy sets the framing itself.
+    /// Most messages have no Connection header: no array for them.
+    static func connectionNamed(_ headers: HTTPHeaders) -> [Substring] {
+        guard headers.contains(name: "connection") else { return [] }
+        return headers[canonicalForm: "connection"].filter { name in
             !["keep-alive", "close", "content-length", "transfer-encoding", "host"].contains { isASCIICaseInsensitiveEqual(name, $0) }
-        } : []
-        var result = HTTPHeaders()
-        result.reserveCapacity(headers.count + extra)
+        }
+    }
+
+    /// Writes the fields of `headers` that cross the proxy: not hop-by-hop, not named by
+    /// `Connection`, not `dropped`.
+    static func writePassing(_ headers: HTTPHeaders, to buffer: inout ByteBuffer, dropping dropped: (String) -> Bool) {
+        let named = connectionNamed(headers)
         for (name, value) in headers {
             if isHopByHop(name) || dropped(name) { continue }
             if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, $0) }) { continue }
-            result.add(name: name, value: value)
+            HTTP1.writeField(name, value, to: &buffer)
         }
-        return result
     }
 
-    private func upstreamHead(for exchange: Exchange) -> HTTPRequestHead {
+    /// The request head the upstream gets: the client's method and target, its headers
+    /// less the hop-by-hop ones and those the proxy sets, then the proxy's framing and its own headers.
+    private func upstreamHead(for exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+        let head = exchange.head
         let routingHeader = shared.configuration.routingHeader
-        var forwardedFor: String?
-        var headers = Self.strippingHopByHop(exchange.head.headers, reserving: 7) { name in
+        var buffer = allocator.buffer(capacity: 256 + head.uri.utf8.count + head.headers.count * 48)
+        buffer.writeString(head.method.rawValue)
+        buffer.writeStaticString(" ")
+        buffer.writeString(head.uri)
+        buffer.writeStaticString(" HTTP/1.1\r\n")
+        Self.writePassing(head.headers, to: &buffer) { name in
             Self.replacedUpstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
                 || routingHeader.map { isASCIICaseInsensitiveEqual(name, $0) } == true
         }
-        for (name, value) in exchange.head.headers where isASCIICaseInsensitiveEqual(name, "x-forwarded-for") {
-            forwardedFor = value  // the first, extended with this hop; any others are dropped
-            break
-        }
         switch exchange.framing {
-        case .length(let length): headers.add(name: "content-length", value: String(length))
-        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
-        case .none: if RequestFraming.expectsBody(exchange.head.method) { headers.add(name: "content-length", value: "0") }
+        case .length(let length): HTTP1.writeField("content-length", String(length), to: &buffer)
+        case .chunked: buffer.writeStaticString("transfer-encoding: chunked\r\n")
+        case .none: if RequestFraming.expectsBody(head.method) { buffer.writeStaticString("content-length: 0\r\n") }
         }
         if exchange.isUpgrade {
-            headers.add(name: "connection", value: "upgrade")
-            headers.add(name: "upgrade", value: exchange.head.headers.first(name: "upgrade") ?? "websocket")
+            buffer.writeStaticString("connection: upgrade\r\n")
+            HTTP1.writeField("upgrade", head.headers.first(name: "upgrade") ?? "websocket", to: &buffer)
         }
-        headers.add(name: "x-forwarded-for", value: forwardedFor.map { "\($0), \(clientAddress)" } ?? clientAddress)
-        headers.add(name: "x-forwarded-proto", value: "http")
-        headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader)
-        headers.add(name: "x-grayscale-route", value: Self.routeName(exchange.route))
+        // The first X-Forwarded-For, extended with this hop; any others are dropped.
+        let forwarded = head.headers.first(name: "x-forwarded-for").map { "\($0), \(clientAddress)" } ?? clientAddress
+        HTTP1.writeField("x-forwarded-for", forwarded, to: &buffer)
+        buffer.writeStaticString("x-forwarded-proto: http\r\n")
+        HTTP1.writeField("x-grayscale-version", exchange.target.versionHeader, to: &buffer)
+        HTTP1.writeField("x-grayscale-route", Self.routeName(exchange.route), to: &buffer)
         if let routingHeader, let bucket = exchange.routingBucket {
-            headers.add(name: routingHeader, value: String(bucket))
+            HTTP1.writeField(routingHeader, String(bucket), to: &buffer)
         }
-        return HTTPRequestHead(version: .http1_1, method: exchange.head.method, uri: exchange.head.uri, headers: headers)
+        buffer.writeStaticString("\r\n")
+        return buffer
     }
 
-    private func clientHead(for head: HTTPResponseHead, exchange: Exchange) -> HTTPResponseHead {
-        var headers: HTTPHeaders
+    /// The response head the client gets. Its framing is the proxy's: a length it knows, else
+    /// chunks for HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
+    private func clientHead(for head: HTTPResponseHead, exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 256 + head.headers.count * 48)
+        HTTP1.writeStatusLine(exchange.head.version, head.status, to: &buffer)
         if head.status == .switchingProtocols && exchange.isUpgrade {
-            headers = head.headers
-            headers.replaceOrAdd(name: "x-grayscale-version", value: exchange.target.versionHeader)
+            for (name, value) in head.headers where !isASCIICaseInsensitiveEqual(name, "x-grayscale-version") {
+                HTTP1.writeField(name, value, to: &buffer)
+            }
         } else {
-            // The response's framing is the proxy's too: a length it knows, else chunked for
-            // HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
+            Self.writePassing(head.headers, to: &buffer) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
             var lengths = 0
             var length: String?
             for (name, value) in head.headers where isASCIICaseInsensitiveEqual(name, "content-length") {
                 lengths += 1
                 length = value
             }
-            headers = Self.strippingHopByHop(head.headers, reserving: 4) { name in
-                Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
-            }
-            if lengths == 1, let length, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
-                headers.add(name: "content-length", value: length)
-            } else if exchange.head.method == .HEAD || exchange.head.version.major < 1 || (exchange.head.version.major == 1 && exchange.head.version.minor == 0) {
+            let code = head.status.code
+            let clientHTTP10 = exchange.head.version.major == 1 && exchange.head.version.minor == 0
+            if code < 200 || code == 204 {
+                // No body and no length.
+            } else if lengths == 1, let length, !length.isEmpty, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
+                HTTP1.writeField("content-length", length, to: &buffer)
+            } else if code == 304 {
+                // No body.
+            } else if exchange.head.method == .HEAD || clientHTTP10 {
                 exchange.keepAlive = false
+            } else {
+                buffer.writeStaticString("transfer-encoding: chunked\r\n")
+                exchange.clientChunked = true
             }
-            if !exchange.keepAlive { headers.add(name: "connection", value: "close") }
-            headers.add(name: "x-grayscale-version", value: exchange.target.versionHeader)
+            if !exchange.keepAlive {
+                buffer.writeStaticString("connection: close\r\n")
+            } else if clientHTTP10 {
+                buffer.writeStaticString("connection: keep-alive\r\n")
+            }
         }
-        if let cookie = exchange.stickyCookie { headers.add(name: "set-cookie", value: cookie) }
-        return HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
+        HTTP1.writeField("x-grayscale-version", exchange.target.versionHeader, to: &buffer)
+        if let cookie = exchange.stickyCookie { HTTP1.writeField("set-cookie", cookie, to: &buffer) }
+        buffer.writeStaticString("\r\n")
+        return buffer
     }
 
     static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
         head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
             && head.headers.first(name: "upgrade")?.lowercased() == "websocket"
     }
-
 
     static func routeName(_ route: Route) -> String {
         switch route.reason {
@@ -703,23 +794,25 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     // MARK: - WebSocket tunnel
 
-    /// After a 101, both connections stop speaking HTTP: remove the codecs and glue the bytes.
+    /// After a 101, both connections stop speaking HTTP: the bytes each side sent past its
+    /// head go across, then the two are glued.
     private func startTunnel(_ exchange: Exchange, upstream: UpstreamConnection, context: ChannelHandlerContext) {
         state = .tunnel
         upstream.handler.exchange = nil
         finish(exchange, status: .switchingProtocols, errorClass: nil, error: nil)
+        let fromUpstream = upstream.handler.takeUnread()
+        if fromUpstream.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(fromUpstream), promise: nil) }
+        if inbound.readableBytes > 0 {
+            upstream.channel.writeAndFlush(inbound, promise: nil)
+            inbound.clear()
+        }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         do {
             let client = context.pipeline.syncOperations, server = upstream.channel.pipeline.syncOperations
-            // Upstream: glue first, then drop the codecs (the decoder forwards any bytes it still holds).
             try server.addHandler(upstreamGlue, position: .before(upstream.handler))
             server.removeHandler(upstream.handler, promise: nil)
-            server.removeHandler(name: UpstreamConnection.encoderName, promise: nil)
-            server.removeHandler(name: UpstreamConnection.decoderName, promise: nil)
-            // Client: the same, after this handler has gone.
             try client.addHandler(clientGlue, position: .after(self))
             client.removeHandler(name: Self.name, promise: nil)
-            for name in Self.serverHandlerNames { client.removeHandler(name: name, promise: nil) }
             context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
         } catch {
             context.close(promise: nil)

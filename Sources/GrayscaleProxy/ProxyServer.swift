@@ -106,6 +106,9 @@ public final class ProxyServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Each connection keeps its receive buffer between reads: start it small (a request
+            // head fits) and let it grow for bodies, rather than 2 KiB for every idle connection.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     guard shared.connectionOpened() else {
@@ -113,13 +116,7 @@ public final class ProxyServer: Sendable {
                         return
                     }
                     let pool = loopPools[ObjectIdentifier(channel.eventLoop)]!.value
-                    var limits = NIOHTTPDecoderLimitConfiguration()
-                    limits.maxHeaderListSize = shared.configuration.maxHeaderBytes
-                    limits.maxHeaderFieldSize = shared.configuration.maxHeaderBytes
                     let sync = channel.pipeline.syncOperations
-                    let names = ProxyHandler.serverHandlerNames
-                    try sync.addHandler(HTTPResponseEncoder(), name: names[0])
-                    try sync.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .forwardBytes, limitConfiguration: limits)), name: names[1])
                     try sync.addHandler(ProxyHandler(shared: shared, pool: pool), name: ProxyHandler.name)
                 }
             }

@@ -18,7 +18,7 @@ final class UpstreamPool {
 
     /// An idle connection to `upstream` that is still open, taken from the pool.
     func idleConnection(to upstream: Upstream) -> UpstreamConnection? {
-        eventLoop.preconditionInEventLoop()
+        eventLoop.assertInEventLoop()
         // Popped in place: copying the list out of the dictionary would allocate on every request.
         while var connection = idle[upstream]?.popLast() {
             connection.reused = true
@@ -29,19 +29,12 @@ final class UpstreamPool {
 
     /// Hands `completion` an idle connection to `upstream` (unless `fresh`), or a new one, on this loop.
     func connection(to upstream: Upstream, fresh: Bool = false, _ completion: @escaping (Result<UpstreamConnection, Error>) -> Void) {
-        eventLoop.assertInEventLoop()
+        eventLoop.preconditionInEventLoop()
         if !fresh, let connection = idleConnection(to: upstream) { return completion(.success(connection)) }
         ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(HTTPRequestEncoder(), name: UpstreamConnection.encoderName)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes)),
-                        name: UpstreamConnection.decoderName)
-                }
-            }
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 1024, maximum: 65536))
             .connect(host: upstream.host, port: upstream.port)
             .assumeIsolated()
             .whenComplete { result in
@@ -82,9 +75,6 @@ final class UpstreamPool {
 
 /// An upstream channel and the handler that hands its response to the exchange using it.
 struct UpstreamConnection {
-    static let encoderName = "grayscale.upstream.encoder"
-    static let decoderName = "grayscale.upstream.decoder"
-
     let channel: Channel
     let handler: UpstreamHandler
     let upstream: Upstream
@@ -101,22 +91,170 @@ protocol UpstreamExchange: AnyObject {
     func upstreamWritabilityChanged(isWritable: Bool)
 }
 
-/// The last handler of an upstream channel: forwards response parts to the client
-/// exchange currently using the connection.
+/// The only handler of an upstream channel: reads each response as the proxy's own
+/// HTTP/1.1 reader (`HTTP1`) and hands its head, body slices and end to the exchange
+/// currently using the connection. Bytes nobody asked for end the connection.
 final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
+
+    /// A larger response head is a malformed answer.
+    static let maxHeadBytes = 64 * 1024
 
     weak var exchange: UpstreamExchange?
     private let pool: UpstreamPool
     private let upstream: Upstream
+    private var inbound = ByteBuffer()
+    private var reader = Reader.idle
+
+    enum Reader {
+        /// No request in flight: any byte is one nobody asked for.
+        case idle
+        case head(method: HTTPMethod, searched: Int)
+        case body(remaining: Int)
+        case chunked(HTTP1.ChunkedDecoder)
+        /// No length and no chunks: the body ends when the connection does.
+        case untilClose
+        /// After a 101: what follows is the tunnel's, not HTTP.
+        case switched
+    }
 
     init(pool: UpstreamPool, upstream: Upstream) {
         self.pool = pool
         self.upstream = upstream
     }
 
+    /// A request is on its way: its answer is read next (a HEAD's answer has no body).
+    func expectResponse(to method: HTTPMethod) {
+        reader = .head(method: method, searched: 0)
+    }
+
+    /// What arrived after a 101's head: the first bytes of the tunnel.
+    func takeUnread() -> ByteBuffer {
+        defer { inbound.clear() }
+        return inbound
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        exchange?.upstreamRead(unwrapInboundIn(data))
+        var bytes = unwrapInboundIn(data)
+        if inbound.readableBytes == 0 {
+            inbound = bytes
+        } else {
+            if inbound.readerIndex > 4096 { inbound.discardReadBytes() }
+            inbound.writeBuffer(&bytes)
+        }
+        do {
+            try read(context: context)
+        } catch {
+            let exchange = self.exchange
+            self.exchange = nil
+            reader = .idle
+            exchange?.upstreamFailed(error)
+            context.close(promise: nil)
+        }
+    }
+
+    private func read(context: ChannelHandlerContext) throws {
+        while inbound.readableBytes > 0 {
+            switch reader {
+            case .idle:
+                // An answer to no request (a second response, bytes on an idle connection): never trusted again.
+                pool.remove(context.channel, upstream: upstream)
+                inbound.clear()
+                context.close(promise: nil)
+                return
+            case .switched:
+                return
+            case .head(let method, let searched):
+                guard let end = HTTP1.headEnd(inbound, from: searched) else {
+                    guard inbound.readableBytes <= Self.maxHeadBytes else { throw HTTP1.ParseError(reason: "a response head over 64 KiB") }
+                    reader = .head(method: method, searched: max(0, inbound.readableBytes - 3))
+                    return
+                }
+                guard end <= Self.maxHeadBytes else { throw HTTP1.ParseError(reason: "a response head over 64 KiB") }
+                let head = try inbound.withUnsafeReadableBytes { raw in try HTTP1.responseHead(UnsafeRawBufferPointer(rebasing: raw[..<end])) }
+                inbound.moveReaderIndex(forwardBy: end)
+                let code = head.status.code
+                if code >= 100 && code < 200 && code != 101 {
+                    reader = .head(method: method, searched: 0)  // informational: the answer follows
+                    continue
+                }
+                if code == 101 {
+                    reader = .switched
+                    exchange?.upstreamRead(.head(head))
+                    exchange?.upstreamRead(.end(nil))
+                    return
+                }
+                let framing = try Self.framing(of: head, method: method)
+                exchange?.upstreamRead(.head(head))
+                switch framing {
+                case .none:
+                    reader = .idle
+                    exchange?.upstreamRead(.end(nil))
+                case .length(let length):
+                    reader = .body(remaining: length)
+                case .chunked:
+                    reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: Self.maxHeadBytes))
+                case .untilClose:
+                    reader = .untilClose
+                }
+            case .body(let remaining):
+                let take = min(remaining, inbound.readableBytes)
+                let body = inbound.readSlice(length: take)!
+                reader = take == remaining ? .idle : .body(remaining: remaining - take)
+                exchange?.upstreamRead(.body(body))
+                if take == remaining { exchange?.upstreamRead(.end(nil)) }
+            case .chunked(var decoder):
+                let done = try decoder.decode(&inbound) { exchange?.upstreamRead(.body($0)) }
+                reader = done ? .idle : .chunked(decoder)
+                if done { exchange?.upstreamRead(.end(nil)) }
+            case .untilClose:
+                exchange?.upstreamRead(.body(inbound))
+                inbound.clear()
+            }
+        }
+    }
+
+    enum ResponseFraming: Equatable {
+        case none
+        case length(Int)
+        case chunked
+        case untilClose
+    }
+
+    /// How a response's body is delimited (RFC 9112 §6.3). A length and chunks together,
+    /// lengths that disagree, or a coding the proxy cannot read are malformed answers.
+    static func framing(of head: HTTPResponseHead, method: HTTPMethod) throws(HTTP1.ParseError) -> ResponseFraming {
+        let code = head.status.code
+        if method == .HEAD || code == 204 || code == 304 { return .none }
+        // One pass over the fields, no arrays, no Foundation: this runs for every answer.
+        var encodings = 0, chunked = false, lengths = 0
+        var length: Int?
+        var lengthsAgree = true
+        for (name, value) in head.headers {
+            if isASCIICaseInsensitiveEqual(name, "transfer-encoding") {
+                encodings += 1
+                chunked = isASCIICaseInsensitiveEqual(HTTP1.trimmed(Substring(value)), "chunked")
+            } else if isASCIICaseInsensitiveEqual(name, "content-length") {
+                lengths += 1
+                for item in value.split(separator: ",", omittingEmptySubsequences: false) {
+                    guard let parsed = HTTP1.decimal(HTTP1.trimmed(item)), length == nil || length == parsed else {
+                        lengthsAgree = false
+                        break
+                    }
+                    length = parsed
+                }
+            }
+        }
+        if encodings > 0 {
+            guard lengths == 0 else { throw HTTP1.ParseError(reason: "Content-Length and Transfer-Encoding together") }
+            guard encodings == 1, chunked else { throw HTTP1.ParseError(reason: "a transfer coding other than chunked") }
+            return .chunked
+        }
+        if lengths > 0 {
+            guard lengthsAgree, let length else { throw HTTP1.ParseError(reason: "an invalid Content-Length") }
+            return length == 0 ? .none : .length(length)
+        }
+        return .untilClose
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -125,6 +263,10 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         pool.remove(context.channel, upstream: upstream)
+        if case .untilClose = reader {
+            reader = .idle
+            exchange?.upstreamRead(.end(nil))  // the end of the connection was the end of the body
+        }
         exchange?.upstreamClosed()
         exchange = nil
     }

@@ -1,0 +1,300 @@
+import NIOCore
+import NIOHTTP1
+
+/// The proxy's own HTTP/1.1 reading: strict, and only as much as forwarding needs. Heads
+/// are parsed whole once their blank line has arrived; bodies are framed (a length, or
+/// chunks decoded here and encoded again) and passed on as slices of the bytes read,
+/// never copied into parts. Anything a peer could read two ways (a bare CR or LF, folded
+/// lines, a space before a colon, a control byte) is an error, never a guess.
+enum HTTP1 {
+    struct ParseError: Error, Equatable, CustomStringConvertible {
+        var reason: String
+        var description: String { reason }
+    }
+
+    static let crlfcrlf: [UInt8] = [13, 10, 13, 10]
+
+    /// Where the head in `bytes` ends (the length up to and with its blank line), or nil when
+    /// it has not all arrived. `from`: how much was searched before (a slow client's head is
+    /// not searched again from its start at every read).
+    static func headEnd(_ bytes: ByteBuffer, from: Int = 0) -> Int? {
+        bytes.withUnsafeReadableBytes { raw -> Int? in
+            var index = max(3, from)
+            while index < raw.count {
+                if raw[index] == 10, raw[index - 1] == 13, raw[index - 2] == 10, raw[index - 3] == 13 { return index + 1 }
+                index += 1
+            }
+            return nil
+        }
+    }
+
+    /// A token character (RFC 9110 §5.6.2): method and header names.
+    @inline(__always)
+    static func isTokenByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return true
+        case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+             UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// A byte a field value may hold: visible ASCII, space, tab, and obs-text; never a control byte.
+    @inline(__always)
+    static func isValueByte(_ byte: UInt8) -> Bool { byte == 9 || (byte >= 0x20 && byte != 0x7F) }
+
+    /// Lines of a head, each without its CRLF; a CR or LF anywhere else is an error.
+    private struct Lines {
+        let raw: UnsafeRawBufferPointer
+        var position = 0
+
+        /// The next line's bounds, or nil at the blank line that ends the head.
+        mutating func next() throws(ParseError) -> Range<Int>? {
+            let start = position
+            var index = start
+            while index < raw.count {
+                let byte = raw[index]
+                if byte == 13 {
+                    guard index + 1 < raw.count, raw[index + 1] == 10 else { throw ParseError(reason: "a CR not followed by LF") }
+                    position = index + 2
+                    return index == start ? nil : start..<index
+                }
+                if byte == 10 { throw ParseError(reason: "a line ended by a bare LF") }
+                index += 1
+            }
+            throw ParseError(reason: "the head does not end with an empty line")
+        }
+    }
+
+    private static func string(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
+        String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
+    }
+
+    /// The header fields after the start line, up to the blank line.
+    private static func fields(_ lines: inout Lines, raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        while let line = try lines.next() {
+            let first = raw[line.lowerBound]
+            guard first != 32, first != 9 else { throw ParseError(reason: "obsolete line folding") }
+            var colon = line.lowerBound
+            while colon < line.upperBound, isTokenByte(raw[colon]) { colon += 1 }
+            guard colon > line.lowerBound, colon < line.upperBound, raw[colon] == UInt8(ascii: ":") else {
+                throw ParseError(reason: "a header line that is not name: value")
+            }
+            var valueStart = colon + 1, valueEnd = line.upperBound
+            while valueStart < valueEnd, raw[valueStart] == 32 || raw[valueStart] == 9 { valueStart += 1 }
+            while valueEnd > valueStart, raw[valueEnd - 1] == 32 || raw[valueEnd - 1] == 9 { valueEnd -= 1 }
+            for index in valueStart..<valueEnd where !isValueByte(raw[index]) {
+                throw ParseError(reason: "a control byte in a header value")
+            }
+            headers.add(name: string(raw, line.lowerBound..<colon), value: string(raw, valueStart..<valueEnd))
+        }
+        return headers
+    }
+
+    private static func version(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) throws(ParseError) -> HTTPVersion {
+        guard range.count == 8 else { throw ParseError(reason: "not HTTP/1.0 or HTTP/1.1") }
+        let b = range.lowerBound
+        guard raw[b] == UInt8(ascii: "H"), raw[b + 1] == UInt8(ascii: "T"), raw[b + 2] == UInt8(ascii: "T"), raw[b + 3] == UInt8(ascii: "P"),
+              raw[b + 4] == UInt8(ascii: "/"), raw[b + 5] == UInt8(ascii: "1"), raw[b + 6] == UInt8(ascii: "."),
+              raw[b + 7] == UInt8(ascii: "0") || raw[b + 7] == UInt8(ascii: "1")
+        else { throw ParseError(reason: "not HTTP/1.0 or HTTP/1.1") }
+        return raw[b + 7] == UInt8(ascii: "1") ? .http1_1 : .http1_0
+    }
+
+    /// A request head: `METHOD SP target SP HTTP/1.x CRLF`, fields, CRLF.
+    static func requestHead(_ raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPRequestHead {
+        var lines = Lines(raw: raw)
+        guard let line = try lines.next() else { throw ParseError(reason: "an empty request line") }
+        var index = line.lowerBound
+        while index < line.upperBound, isTokenByte(raw[index]) { index += 1 }
+        guard index > line.lowerBound, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad method") }
+        let method = string(raw, line.lowerBound..<index)
+        let targetStart = index + 1
+        index = targetStart
+        // The target: visible ASCII only (no space, no control byte, no obs-text).
+        while index < line.upperBound, raw[index] > 32, raw[index] < 0x7F { index += 1 }
+        guard index > targetStart, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad request target") }
+        let target = string(raw, targetStart..<index)
+        let version = try version(raw, index + 1..<line.upperBound)
+        let headers = try fields(&lines, raw: raw)
+        return HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: target, headers: headers)
+    }
+
+    /// A response head: `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, fields, CRLF.
+    static func responseHead(_ raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPResponseHead {
+        var lines = Lines(raw: raw)
+        guard let line = try lines.next(), line.count >= 12 else { throw ParseError(reason: "a bad status line") }
+        let start = line.lowerBound
+        let version = try version(raw, start..<start + 8)
+        guard raw[start + 8] == 32 else { throw ParseError(reason: "a bad status line") }
+        var code = 0
+        for index in start + 9..<start + 12 {
+            let digit = raw[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { throw ParseError(reason: "a bad status code") }
+            code = code * 10 + Int(digit)
+        }
+        guard code >= 100 else { throw ParseError(reason: "a bad status code") }
+        var reason = ""
+        if line.count > 12 {
+            guard raw[start + 12] == 32 else { throw ParseError(reason: "a bad status line") }
+            for index in start + 13..<line.upperBound where !isValueByte(raw[index]) { throw ParseError(reason: "a control byte in the reason") }
+            reason = string(raw, start + 13..<line.upperBound)
+        }
+        let headers = try fields(&lines, raw: raw)
+        return HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: code, reasonPhrase: reason), headers: headers)
+    }
+
+    /// Reads a chunked body (RFC 9112 §7.1) incrementally: the data of each chunk is handed
+    /// on as slices; extensions are checked and dropped, trailers are checked and dropped.
+    struct ChunkedDecoder {
+        enum State: Equatable {
+            case size(value: UInt64, digits: Int)
+            case extensions(UInt64)
+            case sizeLF(UInt64)
+            case data(remaining: Int)
+            case dataCR
+            case dataLF
+            case trailerStart
+            case trailer
+            case trailerLF
+            case lastLF
+            case done
+        }
+
+        var state = State.size(value: 0, digits: 0)
+        /// Trailer bytes allowed in all: a bound, not a buffer (they are dropped as read).
+        var trailerBudget: Int
+
+        init(maxTrailerBytes: Int) { trailerBudget = maxTrailerBytes }
+
+        var isDone: Bool { state == .done }
+
+        /// Consumes what it can of `buffer`; each chunk's data goes to `data`. True once the
+        /// last chunk and its trailers have been read (what follows stays in `buffer`).
+        mutating func decode(_ buffer: inout ByteBuffer, data: (ByteBuffer) -> Void) throws(ParseError) -> Bool {
+            while buffer.readableBytes > 0 {
+                if case .data(let remaining) = state {
+                    let take = min(remaining, buffer.readableBytes)
+                    data(buffer.readSlice(length: take)!)
+                    state = remaining == take ? .dataCR : .data(remaining: remaining - take)
+                    continue
+                }
+                let byte = buffer.readInteger(as: UInt8.self)!
+                switch state {
+                case .size(let value, let digits):
+                    if let digit = Self.hexValue(byte) {
+                        guard digits < 16 else { throw ParseError(reason: "a chunk size over 64 bits") }
+                        state = .size(value: value << 4 | UInt64(digit), digits: digits + 1)
+                    } else if digits > 0, byte == UInt8(ascii: ";") {
+                        state = .extensions(value)
+                    } else if digits > 0, byte == 13 {
+                        state = .sizeLF(value)
+                    } else {
+                        throw ParseError(reason: "a chunk size that is not hexadecimal")
+                    }
+                case .extensions(let size):
+                    if byte == 13 {
+                        state = .sizeLF(size)
+                    } else if !isValueByte(byte) {
+                        throw ParseError(reason: "a control byte in a chunk extension")
+                    }
+                case .sizeLF(let size):
+                    guard byte == 10 else { throw ParseError(reason: "a CR not followed by LF after a chunk size") }
+                    guard size <= UInt64(Int.max) else { throw ParseError(reason: "a chunk size over 63 bits") }
+                    state = size == 0 ? .trailerStart : .data(remaining: Int(size))
+                case .dataCR:
+                    guard byte == 13 else { throw ParseError(reason: "chunk data longer than its size") }
+                    state = .dataLF
+                case .dataLF:
+                    guard byte == 10 else { throw ParseError(reason: "a CR not followed by LF after chunk data") }
+                    state = .size(value: 0, digits: 0)
+                case .trailerStart:
+                    if byte == 13 {
+                        state = .lastLF
+                    } else {
+                        guard isTokenByte(byte) else { throw ParseError(reason: "a bad trailer line") }
+                        state = .trailer
+                    }
+                    trailerBudget -= 1
+                case .trailer:
+                    trailerBudget -= 1
+                    if byte == 13 {
+                        state = .trailerLF
+                    } else if !isValueByte(byte) {
+                        throw ParseError(reason: "a control byte in a trailer")
+                    }
+                case .trailerLF:
+                    guard byte == 10 else { throw ParseError(reason: "a CR not followed by LF in the trailers") }
+                    state = .trailerStart
+                case .lastLF:
+                    guard byte == 10 else { throw ParseError(reason: "a CR not followed by LF after the last chunk") }
+                    state = .done
+                    return true
+                case .data, .done:
+                    break
+                }
+                guard trailerBudget >= 0 else { throw ParseError(reason: "trailers over the header limit") }
+            }
+            return state == .done
+        }
+
+        private static func hexValue(_ byte: UInt8) -> UInt8? {
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return byte - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return byte - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return byte - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+    }
+
+    /// `text` without the spaces and tabs around it.
+    static func trimmed(_ text: Substring) -> Substring {
+        var text = text
+        while let first = text.utf8.first, first == 32 || first == 9 { text = text.dropFirst() }
+        while let last = text.utf8.last, last == 32 || last == 9 { text = text.dropLast() }
+        return text
+    }
+
+    /// A decimal length: 1 to 18 digits, nothing else (no sign, no space).
+    static func decimal(_ text: Substring) -> Int? {
+        guard !text.isEmpty, text.utf8.count <= 18 else { return nil }
+        var value = 0
+        for byte in text.utf8 {
+            let digit = byte &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            value = value * 10 + Int(digit)
+        }
+        return value
+    }
+
+    // MARK: - Writing
+
+    /// Appends `name: value CRLF`.
+    @inline(__always)
+    static func writeField(_ name: String, _ value: String, to buffer: inout ByteBuffer) {
+        buffer.writeString(name)
+        buffer.writeStaticString(": ")
+        buffer.writeString(value)
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// The size line of a chunk of `count` bytes.
+    static func writeChunkSize(_ count: Int, to buffer: inout ByteBuffer) {
+        buffer.writeString(String(count, radix: 16))
+        buffer.writeStaticString("\r\n")
+    }
+
+    static func writeStatusLine(_ version: HTTPVersion, _ status: HTTPResponseStatus, to buffer: inout ByteBuffer) {
+        buffer.writeStaticString(version.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ")
+        buffer.writeString(String(status.code))
+        buffer.writeStaticString(" ")
+        buffer.writeString(status.reasonPhrase)
+        buffer.writeStaticString("\r\n")
+    }
+}
