@@ -525,7 +525,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             // After an upgrade request the upstream may have stopped reading HTTP (it was asked to
             // switch and did not): that connection is never handed to another request.
             if exchange.requestEnded && exchange.upstreamKeepAlive && !exchange.isUpgrade && exchange.status != .switchingProtocols
-                && upstream.channel.isActive {
+                && upstream.handler.reusable && upstream.channel.isActive {
                 pool.release(upstream)
             } else {
                 upstream.channel.close(promise: nil)

@@ -105,6 +105,9 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let upstream: Upstream
     private var inbound = ByteBuffer()
     private var reader = Reader.idle
+    /// False once the upstream sent bytes behind an answer that no request asked for: the
+    /// connection is closed after this exchange, never handed to the next request.
+    private(set) var reusable = true
 
     enum Reader {
         /// No request in flight: any byte is one nobody asked for.
@@ -189,7 +192,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                 switch framing {
                 case .none:
                     reader = .idle
-                    exchange?.upstreamRead(.end(nil))
+                    ended()
                 case .length(let length):
                     reader = .body(remaining: length)
                 case .chunked:
@@ -202,16 +205,24 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let body = inbound.readSlice(length: take)!
                 reader = take == remaining ? .idle : .body(remaining: remaining - take)
                 exchange?.upstreamRead(.body(body))
-                if take == remaining { exchange?.upstreamRead(.end(nil)) }
+                if take == remaining { ended() }
             case .chunked(var decoder):
                 let done = try decoder.decode(&inbound) { exchange?.upstreamRead(.body($0)) }
                 reader = done ? .idle : .chunked(decoder)
-                if done { exchange?.upstreamRead(.end(nil)) }
+                if done { ended() }
             case .untilClose:
                 exchange?.upstreamRead(.body(inbound))
                 inbound.clear()
             }
         }
+    }
+
+    /// The answer is complete. Bytes already behind it answer no request: the exchange
+    /// learns the connection cannot be reused before it decides (it may hand the connection
+    /// to the client's next request at once).
+    private func ended() {
+        if inbound.readableBytes > 0 { reusable = false }
+        exchange?.upstreamRead(.end(nil))
     }
 
     enum ResponseFraming: Equatable {

@@ -127,6 +127,10 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
             case "/304":  // a length that describes a body never sent
                 recorder.writeRaw("HTTP/1.1 304 Not Modified\r\nETag: \"v8\"\r\nContent-Length: 99\r\n\r\n")
                 return
+            case "/double":  // a second answer no request asked for, right behind the first
+                recorder.writeRaw("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nfirst of double"
+                                  + "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nsecond of double")
+                return
             case "/close-delimited":  // no length, no chunks: the body ends when the connection does
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nanswer for /close-delimited", close: true)
                 return

@@ -242,6 +242,20 @@ struct SmugglingTests {
         }
     }
 
+    @Test("an answer no request asked for, behind a real one, never reaches the next request (pipelined or not)")
+    func unsolicitedAnswer() async throws {
+        try await Self.run { harness, upstream in
+            let pipelined = try Self.exchange(harness, "GET /double HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\n\r\n"
+                                                + "GET /next HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(pipelined.text.contains("first of double"))
+            #expect(pipelined.text.hasSuffix("answer for /next"), "\(pipelined.text)")
+            #expect(!pipelined.text.contains("second of double"))
+            let later = try Self.exchange(harness, "GET /later HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(later.text.hasSuffix("answer for /later"), "\(later.text)")
+            #expect(upstream.requests.withLockedValue { $0 } == ["GET /double", "GET /next", "GET /later"])
+        }
+    }
+
     @Test("Expect: 100-continue and the client's trailers stay at the proxy")
     func expectAndTrailers() async throws {
         try await Self.run { harness, upstream in
