@@ -38,7 +38,7 @@ cleanup() {
   sleep 0.3; rm -rf "$work"
 }
 trap cleanup EXIT
-ulimit -n 65536 2>/dev/null || ulimit -n 4096
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 upstream_port=18100 grayscale_port=18101 admin_port=18102 nginx_port=18103 haproxy_port=18104
 
@@ -50,7 +50,7 @@ http { access_log off; keepalive_requests 1000000; keepalive_timeout 60s;
 CONF
 cat > "$work/proxy.conf" <<CONF
 worker_processes $threads; pid $work/px.pid; error_log $work/px.err;
-events { worker_connections 8192; }
+events { worker_connections 20000; }
 http { access_log $work/nginx-access.log; keepalive_requests 1000000; keepalive_timeout 60s;
   upstream releases { server 127.0.0.1:$upstream_port; keepalive 128; }
   server { listen 127.0.0.1:$nginx_port;
@@ -60,7 +60,7 @@ CONF
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread $threads
-  maxconn 1900
+  maxconn 9900  # 2 fds a connection: the most a hard limit of 20,000 allows
 defaults
   mode http
   log stdout format raw local0
@@ -89,7 +89,7 @@ export GRAYSCALE_DB="$work/grayscale.sqlite"
 "$bin/grayscale" release publish --service engine --number 7 --label v2.1.0 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
 "$bin/grayscale" release publish --service engine --number 8 --label v2.1.1 --upstream "http://127.0.0.1:$upstream_port" >/dev/null
 "$bin/grayscale" traffic set --service engine --range 20:55 >/dev/null
-"$bin/grayscale" proxy --listen "127.0.0.1:$grayscale_port" --admin "127.0.0.1:$admin_port" --threads "$threads" \
+"$bin/grayscale" proxy --listen "127.0.0.1:$grayscale_port" --admin "127.0.0.1:$admin_port" --threads "$threads" --max-connections 10500 \
   --access-log "$work/grayscale-access.log" 2>"$work/grayscale.err" &
 grayscale_pid=$!; pids+=("$grayscale_pid")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$grayscale_port/" && break; sleep 0.1; done
@@ -136,32 +136,30 @@ echo "== the routing decision alone (malloc-interposer preloaded)"
 LD_PRELOAD="$bin/libMallocInterposerSwift.so" "$bin/grayscale-bench"
 
 echo
-echo "== memory with 1,000 open keep-alive connections (after a warm-up round of 1,000 closed ones,"
-echo "   so the upstream connections they opened and freed are not counted as the idle ones' cost)"
+echo "== memory with 10,000 idle keep-alive connections (each opened, asked one request and answered in"
+echo "   turn, so one upstream connection serves them all and only the client connections are counted)"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 nginx_worker=$(pgrep -P "$(cat "$work/px.pid")" | head -1)  # with 2 workers: the first one's memory
-for target in "grayscale $grayscale_pid $grayscale_port" "nginx $nginx_worker $nginx_port" "haproxy $haproxy_pid $haproxy_port"; do
+# HAProxy is held to 9,000 where its maxconn must stay within the file limit.
+for target in "grayscale $grayscale_pid $grayscale_port 10000" "nginx $nginx_worker $nginx_port 10000" "haproxy $haproxy_pid $haproxy_port 9000"; do
   set -- $target
-  python3 - "$3" "$2" "$1" <<'PY'
+  python3 - "$3" "$2" "$1" "$4" <<'PY'
 import socket, sys, time
-port, pid, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+port, pid, name, count = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
 rss = lambda: int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")))
-def open_all():
-    sockets = [socket.create_connection(("127.0.0.1", port)) for _ in range(1000)]
-    for s in sockets:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-    for s in sockets:
-        s.recv(65536)
-    return sockets
-for s in open_all():
-    s.close()
-time.sleep(1)
+time.sleep(0.5)
 before = rss()
-sockets = open_all()
+sockets = []
+for _ in range(count):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    s.recv(65536)
+    sockets.append(s)
 time.sleep(0.5)
 after = rss()
-print(f"{name:10} RSS {before/1024:7.1f} MiB -> {after/1024:7.1f} MiB with 1000 idle keep-alive connections ({(after-before)/1000:.1f} KiB per connection)")
+print(f"{name:10} RSS {before/1024:7.1f} MiB -> {after/1024:7.1f} MiB with {count} idle keep-alive connections ({(after-before)/count:.2f} KiB per connection)")
 for s in sockets:
     s.close()
+time.sleep(0.5)
 PY
 done

@@ -48,7 +48,7 @@ enum HTTP1 {
     static func isValueByte(_ byte: UInt8) -> Bool { byte == 9 || (byte >= 0x20 && byte != 0x7F) }
 
     /// Lines of a head, each without its CRLF; a CR or LF anywhere else is an error.
-    private struct Lines {
+    fileprivate struct Lines {
         let raw: UnsafeRawBufferPointer
         var position = 0
 
@@ -75,7 +75,7 @@ enum HTTP1 {
     }
 
     /// The header fields after the start line, up to the blank line.
-    private static func fields(_ lines: inout Lines, raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPHeaders {
+    fileprivate static func fields(_ lines: inout Lines, raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPHeaders {
         var headers = HTTPHeaders()
         while let line = try lines.next() {
             let first = raw[line.lowerBound]
@@ -116,7 +116,8 @@ enum HTTP1 {
         let method = string(raw, line.lowerBound..<index)
         let targetStart = index + 1
         index = targetStart
-        // The target: visible ASCII only (no space, no control byte, no obs-text).
+        // The target: visible ASCII only (no space, no control byte, no raw UTF-8, which a
+        // strict upstream such as NIO's own parser refuses: such a request would hang there).
         while index < line.upperBound, raw[index] > 32, raw[index] < 0x7F { index += 1 }
         guard index > targetStart, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad request target") }
         let target = string(raw, targetStart..<index)
@@ -167,10 +168,25 @@ enum HTTP1 {
         }
 
         var state = State.size(value: 0, digits: 0)
-        /// Trailer bytes allowed in all: a bound, not a buffer (they are dropped as read).
+        /// Trailer bytes allowed in all.
         var trailerBudget: Int
+        /// The trailer lines read, when they are kept (an answer's, for the client); a request's are dropped as read.
+        var trailerBytes: ByteBuffer?
 
-        init(maxTrailerBytes: Int) { trailerBudget = maxTrailerBytes }
+        init(maxTrailerBytes: Int, keepingTrailers: Bool = false) {
+            trailerBudget = maxTrailerBytes
+            trailerBytes = keepingTrailers ? ByteBuffer() : nil
+        }
+
+        /// The trailer fields kept, checked as header fields are.
+        func trailers() throws(ParseError) -> HTTPHeaders? {
+            guard var bytes = trailerBytes, bytes.readableBytes > 0 else { return nil }
+            bytes.writeStaticString("\r\n")
+            return try bytes.withUnsafeReadableBytes { raw throws(ParseError) in
+                var lines = Lines(raw: raw)
+                return try HTTP1.fields(&lines, raw: raw)
+            }
+        }
 
         var isDone: Bool { state == .done }
 
@@ -219,6 +235,7 @@ enum HTTP1 {
                     } else {
                         guard isTokenByte(byte) else { throw ParseError(reason: "a bad trailer line") }
                         state = .trailer
+                        trailerBytes?.writeInteger(byte)
                     }
                     trailerBudget -= 1
                 case .trailer:
@@ -228,9 +245,11 @@ enum HTTP1 {
                     } else if !isValueByte(byte) {
                         throw ParseError(reason: "a control byte in a trailer")
                     }
+                    trailerBytes?.writeInteger(byte)
                 case .trailerLF:
                     guard byte == 10 else { throw ParseError(reason: "a CR not followed by LF in the trailers") }
                     state = .trailerStart
+                    trailerBytes?.writeInteger(byte)
                 case .lastLF:
                     guard byte == 10 else { throw ParseError(reason: "a CR not followed by LF after the last chunk") }
                     state = .done

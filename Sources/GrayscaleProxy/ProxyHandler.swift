@@ -30,8 +30,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private var reader = Reader.head
     /// True while `process` runs: what it writes to the upstream is flushed once, at its end.
     private var processing = false
-    /// Client reads are paused (a new upstream connection is being made, too much is waiting, or HTTP has ended).
+    /// Client reads are paused (a new upstream connection is being made, too much is waiting,
+    /// the upstream cannot take more, or HTTP has ended). `updateReading` alone sets client autoRead.
     private var readsPaused = false
+    /// The upstream connection of the exchange in flight cannot take more bytes now.
+    private var upstreamUnwritable = false
+    /// The upstream connection's reads were paused because the client could not take more.
+    private var upstreamReadsPaused = false
     /// When the last exchange ended (or the connection opened): the idle timeout counts from here.
     private var idleSince = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
@@ -71,6 +76,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let isUpgrade: Bool
         /// How the body goes to the upstream: decided by the proxy, never the client's headers.
         var framing = RequestFraming.none
+        /// The headers the client's `Connection` header names: they stop at the proxy.
+        var connectionNamed: [Substring] = []
         /// The client reads no more after this request (an upgrade): unless a WebSocket
         /// tunnel starts, the connection closes after the response.
         var endsHTTP = false
@@ -181,6 +188,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             case .stopped:
                 break read
             case .head:
+                // Empty lines before a request line are skipped (RFC 9112 §2.2): some clients send a CRLF after a body.
+                while headSearched == 0, inbound.readableBytes >= 2, inbound.getInteger(at: inbound.readerIndex, as: UInt16.self) == 0x0D0A {
+                    inbound.moveReaderIndex(forwardBy: 2)
+                }
+                guard inbound.readableBytes > 0 else { break read }
                 guard let end = HTTP1.headEnd(inbound, from: headSearched) else {
                     headSearched = max(0, inbound.readableBytes - 3)
                     if inbound.readableBytes > shared.configuration.maxHeaderBytes { malformed(.requestHeaderFieldsTooLarge, context: context) }
@@ -203,13 +215,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             case .body(let remaining):
                 let take = min(remaining, inbound.readableBytes)
                 let body = inbound.readSlice(length: take)!
-                reader = take == remaining ? .head : .body(remaining: remaining - take)
+                reader = take == remaining ? afterBody : .body(remaining: remaining - take)
                 requestBody(body, context: context)
                 if take == remaining { requestEnd(context: context) }
             case .chunked(var decoder):
                 do {
                     let done = try decoder.decode(&inbound) { requestBody($0, context: context) }
-                    reader = done ? .head : .chunked(decoder)
+                    reader = done ? afterBody : .chunked(decoder)
                     if done { requestEnd(context: context) }
                 } catch {
                     malformedBody(context: context)
@@ -218,14 +230,21 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
         }
         processing = false
+        // Holding on to the bytes read would keep NIO from reusing its receive buffer (a copy
+        // on the next read) and keep that buffer alive on every idle connection.
+        if inbound.readableBytes == 0 { inbound = ByteBuffer() }
         if case .forwarding(_, let upstream) = state { upstream.channel.flush() }
         updateReading(context: context)
     }
 
+    /// What the client sends after a body: the next request, unless this one ended HTTP (an upgrade).
+    private var afterBody: Reader { endsHTTPAfterBody ? .stopped : .head }
+    private var endsHTTPAfterBody = false
+
     /// Client reads pause while a new upstream connection is made, while more than a head's
     /// worth waits unread, and for good once HTTP has ended; otherwise they run.
     private func updateReading(context: ChannelHandlerContext) {
-        var pause = inbound.readableBytes > shared.configuration.maxHeaderBytes
+        var pause = inbound.readableBytes > shared.configuration.maxHeaderBytes || upstreamUnwritable
         if case .connecting = state { pause = true }
         if case .stopped = reader { pause = true }
         if case .tunnel = state { return }
@@ -253,7 +272,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             state = .answered
             shared.metrics?.refused(reason: "malformed")
             respondAndClose(.badRequest, body: "400 malformed request body\n", context: context, exchange: exchange)
-        default:
+        case .connecting(let exchange, _), .forwarding(let exchange, _):
+            // The answer had begun: it cannot be told otherwise, the connection goes.
+            if case .forwarding(_, let upstream) = state {
+                upstream.handler.exchange = nil
+                upstream.channel.close(promise: nil)
+            }
+            state = .answered
+            finish(exchange, status: exchange.status ?? .badRequest, errorClass: nil, error: "malformed request body after the answer began")
+            context.close(promise: nil)
+        case .idle, .answered, .tunnel:
             state = .answered
             context.close(promise: nil)
         }
@@ -322,8 +350,15 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if case .forwarding(_, let upstream) = state {
-            upstream.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenComplete { _ in }
+            pauseUpstreamReads(!context.channel.isWritable, upstream: upstream)
         }
+    }
+
+    /// The client cannot take more of the answer: the upstream is read no further until it can.
+    private func pauseUpstreamReads(_ pause: Bool, upstream: UpstreamConnection) {
+        guard pause != upstreamReadsPaused else { return }
+        upstreamReadsPaused = pause
+        upstream.channel.setOption(ChannelOptions.autoRead, value: !pause).whenComplete { _ in }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -354,18 +389,20 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let endsHTTP = RequestFraming.endsHTTP(head)
         // What follows the head: its body, the next request, or (after an upgrade) nothing the proxy reads.
+        // An upgrade request's body is read and forwarded whole before the proxy stops reading.
+        endsHTTPAfterBody = endsHTTP
         switch framing {
-        case _ where endsHTTP: reader = .stopped
-        case .none: reader = .head
+        case .none: reader = endsHTTP ? .stopped : .head
         case .length(let length): reader = .body(remaining: length)
         case .chunked: reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: shared.configuration.maxHeaderBytes))
         }
+        let connection = ConnectionTokens(head.headers)
         let table = shared.table
         guard let service = table.service(for: head) else {
             state = .answered
             let known = table.routes.keys.sorted().joined(separator: ", ")
             respond(.notFound, body: "grayscale: no service matches this request (services: \(known.isEmpty ? "none" : known))\n",
-                    context: context, exchange: nil, close: !head.isKeepAlive || endsHTTP, method: head.method)
+                    context: context, exchange: nil, close: !connection.keepsAlive(head.version) || endsHTTP, method: head.method)
             return
         }
         let identity = shared.configuration.identity.identify(in: head)
@@ -399,9 +436,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
-            started: .now(), keepAlive: head.isKeepAlive && !shared.isDraining && !endsHTTP, isUpgrade: endsHTTP && Self.isUpgrade(head),
+            started: .now(), keepAlive: connection.keepsAlive(head.version) && !shared.isDraining && !endsHTTP, isUpgrade: endsHTTP && Self.isUpgrade(head),
             stickyCookie: stickyCookie)
         exchange.framing = framing
+        exchange.connectionNamed = connection.named
         exchange.endsHTTP = endsHTTP
         exchange.identityProblem = identity.problem
 
@@ -416,7 +454,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         state = .connecting(exchange, buffered: [])
         shared.exchangeStarted()
         exchange.deadline = exchange.started + shared.configuration.upstreamResponseTimeout
-        if framing == .none || endsHTTP { exchange.requestEnded = true }
+        if framing == .none { exchange.requestEnded = true }
         // A pooled connection is handed over at once; only a new one needs a callback.
         if let idle = pool.idleConnection(to: exchange.target.upstream) {
             connected(.success(idle), exchange: exchange, context: context)
@@ -440,6 +478,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     exchange: exchange, close: !exchange.requestEnded || !exchange.keepAlive, errorClass: .connectFailure,
                     error: "connect: \(error)")
         case .success(let upstream):
+            upstreamUnwritable = !upstream.channel.isWritable
+            upstreamReadsPaused = false
             upstream.handler.exchange = self
             upstream.handler.expectResponse(to: exchange.head.method)
             state = .forwarding(exchange, upstream)
@@ -484,6 +524,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             respondAndClose(.payloadTooLarge, body: "413 request body over \(shared.configuration.maxBodyBytes) bytes\n",
                             context: context, exchange: exchange)
         } else {
+            finish(exchange, status: .payloadTooLarge, errorClass: .rejected, error: "request body over the limit after the answer began")
             context.close(promise: nil)
         }
         return true
@@ -496,8 +537,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         switch part {
         case .head(let head):
             exchange.status = head.status
-            exchange.upstreamKeepAlive = head.isKeepAlive
-            context.write(wrapOutboundOut(clientHead(for: head, exchange: exchange, allocator: context.channel.allocator)), promise: nil)
+            let connection = ConnectionTokens(head.headers)
+            exchange.upstreamKeepAlive = connection.keepsAlive(head.version)
+            context.write(wrapOutboundOut(clientHead(for: head, named: connection.named, exchange: exchange, allocator: context.channel.allocator)),
+                          promise: nil)
         case .body(let body):
             guard exchange.head.method != .HEAD, body.readableBytes > 0 else { return }  // an upstream that sends a body to HEAD: not to the client
             exchange.bytesOut += body.readableBytes
@@ -510,9 +553,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             } else {
                 context.write(wrapOutboundOut(body), promise: nil)
             }
-            if !context.channel.isWritable {
-                upstream.channel.setOption(ChannelOptions.autoRead, value: false).whenComplete { _ in }
-            }
+            if !context.channel.isWritable { pauseUpstreamReads(true, upstream: upstream) }
         case .end where exchange.status == .switchingProtocols && exchange.isUpgrade:
             // From here on, bytes both ways.
             context.flush()
@@ -522,9 +563,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             state = .idle
             idleSince = .now()
             upstream.handler.exchange = nil
+            // A connection goes back to the pool reading, whatever this client's pace was.
+            pauseUpstreamReads(false, upstream: upstream)
+            upstreamUnwritable = false
             // After an upgrade request the upstream may have stopped reading HTTP (it was asked to
             // switch and did not): that connection is never handed to another request.
-            if exchange.requestEnded && exchange.upstreamKeepAlive && !exchange.isUpgrade && exchange.status != .switchingProtocols
+            if exchange.requestEnded && exchange.upstreamKeepAlive && !exchange.endsHTTP && exchange.status != .switchingProtocols
                 && upstream.handler.reusable && upstream.channel.isActive {
                 pool.release(upstream)
             } else {
@@ -532,7 +576,18 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
             // Recorded before the last byte goes out, so whoever sees the response also sees it counted.
             finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
-            if exchange.clientChunked { context.write(wrapOutboundOut(Self.lastChunk), promise: nil) }
+            if exchange.clientChunked {
+                if case .end(let trailers?) = part, !trailers.isEmpty {
+                    // The upstream's trailers, less what only the proxy may say about framing and versions.
+                    var last = context.channel.allocator.buffer(capacity: 64)
+                    last.writeStaticString("0\r\n")
+                    Self.writePassing(trailers, named: [], to: &last) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
+                    last.writeStaticString("\r\n")
+                    context.write(wrapOutboundOut(last), promise: nil)
+                } else {
+                    context.write(wrapOutboundOut(Self.lastChunk), promise: nil)
+                }
+            }
             if exchange.keepAlive {
                 context.flush()
                 process(context: context)  // the next request, if it came meanwhile
@@ -553,7 +608,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         upstream.channel.close(promise: nil)
         state = .answered
         guard exchange.status == nil else {
-            context.close(promise: nil)  // the answer had begun: the client cannot be told otherwise
+            // The answer had begun: the client cannot be told otherwise; it is cut short.
+            finish(exchange, status: .badGateway, errorClass: .upstream5xx, error: "malformed upstream answer: \(error)")
+            context.close(promise: nil)
             return
         }
         respond(.badGateway, body: "502 \(exchange.target.versionHeader) sent a malformed answer\n", context: context, exchange: exchange,
@@ -590,7 +647,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {
-        context?.channel.setOption(ChannelOptions.autoRead, value: isWritable).whenComplete { _ in }
+        upstreamUnwritable = !isWritable
+        if let context { updateReading(context: context) }
     }
 
     // MARK: - Responses of the proxy's own
@@ -678,20 +736,40 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) } }
 
-    /// The headers a `Connection` header names: hop-by-hop too (keep-alive and close name none).
-    /// It may not name the framing or the host away: the proxy sets the framing itself.
-    /// Most messages have no Connection header: no array for them.
-    static func connectionNamed(_ headers: HTTPHeaders) -> [Substring] {
-        guard headers.contains(name: "connection") else { return [] }
-        return headers[canonicalForm: "connection"].filter { name in
-            !["keep-alive", "close", "content-length", "transfer-encoding", "host"].contains { isASCIICaseInsensitiveEqual(name, $0) }
+    /// What a message's `Connection` headers say, read in one pass with no array for the usual
+    /// `keep-alive` or `close`: whether it keeps the connection, and the headers it names,
+    /// which are hop-by-hop too. It may not name the framing or the host away: the proxy sets
+    /// the framing itself.
+    struct ConnectionTokens {
+        var named: [Substring] = []
+        var close = false
+        var keepAlive = false
+
+        init(_ headers: HTTPHeaders) {
+            for (name, value) in headers where isASCIICaseInsensitiveEqual(name, "connection") {
+                for token in value.utf8.split(separator: UInt8(ascii: ",")) {
+                    let token = HTTP1.trimmed(Substring(token))
+                    if isASCIICaseInsensitiveEqual(token, "close") {
+                        close = true
+                    } else if isASCIICaseInsensitiveEqual(token, "keep-alive") {
+                        keepAlive = true
+                    } else if !token.isEmpty, !isASCIICaseInsensitiveEqual(token, "content-length"),
+                              !isASCIICaseInsensitiveEqual(token, "transfer-encoding"), !isASCIICaseInsensitiveEqual(token, "host") {
+                        named.append(token)
+                    }
+                }
+            }
+        }
+
+        /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes it unless told `keep-alive`.
+        func keepsAlive(_ version: HTTPVersion) -> Bool {
+            version.major == 1 && version.minor >= 1 ? !close : keepAlive && !close
         }
     }
 
     /// Writes the fields of `headers` that cross the proxy: not hop-by-hop, not named by
     /// `Connection`, not `dropped`.
-    static func writePassing(_ headers: HTTPHeaders, to buffer: inout ByteBuffer, dropping dropped: (String) -> Bool) {
-        let named = connectionNamed(headers)
+    static func writePassing(_ headers: HTTPHeaders, named: [Substring], to buffer: inout ByteBuffer, dropping dropped: (String) -> Bool) {
         for (name, value) in headers {
             if isHopByHop(name) || dropped(name) { continue }
             if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, $0) }) { continue }
@@ -709,7 +787,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         buffer.writeStaticString(" ")
         buffer.writeString(head.uri)
         buffer.writeStaticString(" HTTP/1.1\r\n")
-        Self.writePassing(head.headers, to: &buffer) { name in
+        Self.writePassing(head.headers, named: exchange.connectionNamed, to: &buffer) { name in
             Self.replacedUpstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
                 || routingHeader.map { isASCIICaseInsensitiveEqual(name, $0) } == true
         }
@@ -737,7 +815,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     /// The response head the client gets. Its framing is the proxy's: a length it knows, else
     /// chunks for HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
-    private func clientHead(for head: HTTPResponseHead, exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+    private func clientHead(for head: HTTPResponseHead, named: [Substring], exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 256 + head.headers.count * 48)
         HTTP1.writeStatusLine(exchange.head.version, head.status, to: &buffer)
         if head.status == .switchingProtocols && exchange.isUpgrade {
@@ -745,7 +823,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 HTTP1.writeField(name, value, to: &buffer)
             }
         } else {
-            Self.writePassing(head.headers, to: &buffer) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
+            Self.writePassing(head.headers, named: named, to: &buffer) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
             var lengths = 0
             var length: String?
             for (name, value) in head.headers where isASCIICaseInsensitiveEqual(name, "content-length") {

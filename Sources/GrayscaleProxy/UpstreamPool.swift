@@ -147,6 +147,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         do {
             try read(context: context)
+            if inbound.readableBytes == 0 { inbound = ByteBuffer() }  // NIO reuses its receive buffer only when nobody holds it
         } catch {
             let exchange = self.exchange
             self.exchange = nil
@@ -196,7 +197,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                 case .length(let length):
                     reader = .body(remaining: length)
                 case .chunked:
-                    reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: Self.maxHeadBytes))
+                    reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: Self.maxHeadBytes, keepingTrailers: true))
                 case .untilClose:
                     reader = .untilClose
                 }
@@ -209,7 +210,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .chunked(var decoder):
                 let done = try decoder.decode(&inbound) { exchange?.upstreamRead(.body($0)) }
                 reader = done ? .idle : .chunked(decoder)
-                if done { ended() }
+                if done { ended(trailers: try decoder.trailers()) }
             case .untilClose:
                 exchange?.upstreamRead(.body(inbound))
                 inbound.clear()
@@ -220,9 +221,9 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The answer is complete. Bytes already behind it answer no request: the exchange
     /// learns the connection cannot be reused before it decides (it may hand the connection
     /// to the client's next request at once).
-    private func ended() {
+    private func ended(trailers: HTTPHeaders? = nil) {
         if inbound.readableBytes > 0 { reusable = false }
-        exchange?.upstreamRead(.end(nil))
+        exchange?.upstreamRead(.end(trailers))
     }
 
     enum ResponseFraming: Equatable {

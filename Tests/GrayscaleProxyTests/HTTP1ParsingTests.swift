@@ -45,6 +45,7 @@ struct HTTP1ParsingTests {
         ("a control byte in a value", "GET / HTTP/1.1\r\nX-A: a\u{1B}b\r\n\r\n"),
         ("a space in the target", "GET /a b HTTP/1.1\r\n\r\n"),
         ("a tab in the target", "GET /a\tb HTTP/1.1\r\n\r\n"),
+        ("DEL in the target", "GET /a\u{7F} HTTP/1.1\r\n\r\n"),
         ("a byte above 0x7F in the target", "GET /caf\u{E9} HTTP/1.1\r\n\r\n"),
         ("two spaces after the method", "GET  / HTTP/1.1\r\n\r\n"),
         ("no target", "GET HTTP/1.1\r\n\r\n"),

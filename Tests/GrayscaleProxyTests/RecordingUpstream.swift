@@ -131,6 +131,10 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nfirst of double"
                                   + "HTTP/1.1 200 OK\r\nContent-Length: 16\r\n\r\nsecond of double")
                 return
+            case "/trailers":  // chunks, then trailers: one a client may see, one only the proxy may say
+                recorder.writeRaw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nanswer for /trailers\r\n0\r\n"
+                                  + "Server-Timing: db;dur=5\r\nContent-Length: 99\r\n\r\n")
+                return
             case "/close-delimited":  // no length, no chunks: the body ends when the connection does
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nanswer for /close-delimited", close: true)
                 return

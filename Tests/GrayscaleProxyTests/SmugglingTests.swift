@@ -256,6 +256,29 @@ struct SmugglingTests {
         }
     }
 
+    @Test("an upgrade request with a body: the body is forwarded whole, and that upstream connection is never reused")
+    func upgradeWithBody() async throws {
+        try await Self.run { harness, upstream in
+            let body = Self.hidden
+            let upgrade = try Self.exchange(harness, "POST /up HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: upgrade\r\nUpgrade: foo\r\n"
+                                              + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)")
+            #expect(upgrade.text.contains("answer for /up"), "\(upgrade.text)")
+            let after = try Self.exchange(harness, "GET /after HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(after.text.hasSuffix("answer for /after"), "\(after.text)")
+            #expect(upstream.requests.withLockedValue { $0 } == ["POST /up", "GET /after"])
+        }
+    }
+
+    @Test("an empty line before a request line is skipped; an upstream's trailers reach an HTTP/1.1 client, less framing")
+    func leadingLineAndTrailers() async throws {
+        try await Self.run { harness, upstream in
+            let crlf = try Self.exchange(harness, "\r\n\r\nGET /crlf HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(crlf.text.hasPrefix("HTTP/1.1 200 ") && crlf.text.hasSuffix("answer for /crlf"), "\(crlf.text)")
+            let trailers = try Self.exchange(harness, "GET /trailers HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(trailers.text.hasSuffix("answer for /trailers\r\n0\r\nServer-Timing: db;dur=5\r\n\r\n"), "\(trailers.text)")
+        }
+    }
+
     @Test("Expect: 100-continue and the client's trailers stay at the proxy")
     func expectAndTrailers() async throws {
         try await Self.run { harness, upstream in
