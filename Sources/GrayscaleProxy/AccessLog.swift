@@ -77,15 +77,20 @@ public final class AccessLog: Sendable {
     }
 
     public func append(_ line: AccessLogLine) {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(320)
-        line.encode(into: &bytes)
+        // Encoded straight into the pending bytes: no buffer of its own, no copy. The writer
+        // holds the lock only to swap the bytes out.
         pending.withLock { pending in
-            guard !pending.closed, pending.bytes.count + bytes.count <= limits.maxPendingBytes else {
+            guard !pending.closed else {
                 pending.dropped += 1
                 return
             }
-            pending.bytes.append(contentsOf: bytes)
+            let before = pending.bytes.count
+            line.encode(into: &pending.bytes)
+            guard pending.bytes.count <= limits.maxPendingBytes else {
+                pending.bytes.removeSubrange(before...)
+                pending.dropped += 1
+                return
+            }
             pending.lines += 1
         }
     }
@@ -285,6 +290,13 @@ public struct AccessLogLine: Sendable {
         func string(_ value: String?) {
             guard let value else { return out.append(contentsOf: "null".utf8) }
             out.append(UInt8(ascii: "\""))
+            // Most values need no escaping: checked, then copied whole.
+            let copied = value.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+                guard !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+                out.append(contentsOf: bytes)
+                return true
+            }
+            if copied == true { return out.append(UInt8(ascii: "\"")) }
             for byte in value.utf8 {
                 switch byte {
                 case UInt8(ascii: "\""), UInt8(ascii: "\\"):
