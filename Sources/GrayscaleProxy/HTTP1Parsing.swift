@@ -70,13 +70,13 @@ enum HTTP1 {
         }
     }
 
-    private static func string(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
+    fileprivate static func string(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
         String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
     }
 
-    /// The header fields after the start line, up to the blank line.
-    fileprivate static func fields(_ lines: inout Lines, raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPHeaders {
-        var headers = HTTPHeaders()
+    /// The header fields after the start line, up to the blank line: each name and trimmed value's bounds.
+    private static func fieldRanges(_ lines: inout Lines, raw: UnsafeRawBufferPointer,
+                                    _ field: (Range<Int>, Range<Int>) -> Void) throws(ParseError) {
         while let line = try lines.next() {
             let first = raw[line.lowerBound]
             guard first != 32, first != 9 else { throw ParseError(reason: "obsolete line folding") }
@@ -91,9 +91,8 @@ enum HTTP1 {
             for index in valueStart..<valueEnd where !isValueByte(raw[index]) {
                 throw ParseError(reason: "a control byte in a header value")
             }
-            headers.add(name: string(raw, line.lowerBound..<colon), value: string(raw, valueStart..<valueEnd))
+            field(line.lowerBound..<colon, valueStart..<valueEnd)
         }
-        return headers
     }
 
     private static func version(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) throws(ParseError) -> HTTPVersion {
@@ -126,28 +125,77 @@ enum HTTP1 {
         return HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: target, headers: headers)
     }
 
-    /// A response head: `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, fields, CRLF.
-    static func responseHead(_ raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPResponseHead {
-        var lines = Lines(raw: raw)
-        guard let line = try lines.next(), line.count >= 12 else { throw ParseError(reason: "a bad status line") }
-        let start = line.lowerBound
-        let version = try version(raw, start..<start + 8)
-        guard raw[start + 8] == 32 else { throw ParseError(reason: "a bad status line") }
-        var code = 0
-        for index in start + 9..<start + 12 {
-            let digit = raw[index] &- UInt8(ascii: "0")
-            guard digit < 10 else { throw ParseError(reason: "a bad status code") }
-            code = code * 10 + Int(digit)
+    /// An answer's head as read: its status, and where each field lies in its bytes. Nothing
+    /// is decoded into strings: the proxy looks at a few fields and copies the others whole.
+    struct ResponseHead {
+        struct Field {
+            var name: Range<Int>
+            var value: Range<Int>
         }
-        guard code >= 100 else { throw ParseError(reason: "a bad status code") }
-        var reason = ""
-        if line.count > 12 {
-            guard raw[start + 12] == 32 else { throw ParseError(reason: "a bad status line") }
-            for index in start + 13..<line.upperBound where !isValueByte(raw[index]) { throw ParseError(reason: "a control byte in the reason") }
-            reason = string(raw, start + 13..<line.upperBound)
+
+        var version: HTTPVersion
+        var code: Int
+        /// Where the reason phrase is (empty when there is none).
+        var reason: Range<Int>
+        /// The head's bytes, status line to blank line.
+        var bytes: ByteBuffer
+        var fields: [Field]
+
+        var reasonPhrase: String { withBytes { HTTP1.string($0, reason) } }
+
+        var status: HTTPResponseStatus { HTTPResponseStatus(statusCode: code) }
+
+        func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+            try bytes.withUnsafeReadableBytes(body)
         }
-        let headers = try fields(&lines, raw: raw)
-        return HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: code, reasonPhrase: reason), headers: headers)
+
+        /// The value of the first field called `name`, as a string (for tests and rare fields).
+        func first(_ name: StaticString) -> String? {
+            withBytes { raw in
+                fields.first { Self.isName(raw, $0, name) }.map { HTTP1.string(raw, $0.value) }
+            }
+        }
+
+        @inline(__always)
+        static func isName(_ raw: UnsafeRawBufferPointer, _ field: Field, _ name: StaticString) -> Bool {
+            isASCIICaseInsensitiveEqual(UnsafeRawBufferPointer(rebasing: raw[field.name]), name)
+        }
+    }
+
+    /// A response head: `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, fields, CRLF. `bytes` holds the
+    /// head alone; it is kept (a slice, not a copy) for the fields to be copied from.
+    static func responseHead(_ bytes: ByteBuffer) throws(ParseError) -> ResponseHead {
+        try bytes.withUnsafeReadableBytes { raw throws(ParseError) -> ResponseHead in
+            var lines = Lines(raw: raw)
+            guard let line = try lines.next(), line.count >= 12 else { throw ParseError(reason: "a bad status line") }
+            let start = line.lowerBound
+            let version = try version(raw, start..<start + 8)
+            guard raw[start + 8] == 32 else { throw ParseError(reason: "a bad status line") }
+            var code = 0
+            for index in start + 9..<start + 12 {
+                let digit = raw[index] &- UInt8(ascii: "0")
+                guard digit < 10 else { throw ParseError(reason: "a bad status code") }
+                code = code * 10 + Int(digit)
+            }
+            guard code >= 100 else { throw ParseError(reason: "a bad status code") }
+            var reason = line.upperBound..<line.upperBound
+            if line.count > 12 {
+                guard raw[start + 12] == 32 else { throw ParseError(reason: "a bad status line") }
+                for index in start + 13..<line.upperBound where !isValueByte(raw[index]) { throw ParseError(reason: "a control byte in the reason") }
+                reason = start + 13..<line.upperBound
+            }
+            var fields: [ResponseHead.Field] = []
+            fields.reserveCapacity(8)
+            try Self.fieldRanges(&lines, raw: raw) { fields.append(ResponseHead.Field(name: $0, value: $1)) }
+            return ResponseHead(version: version, code: code, reason: reason, bytes: bytes, fields: fields)
+        }
+    }
+
+    /// A request or trailer's fields, as strings.
+    fileprivate static func fields(_ lines: inout Lines, raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        try fieldRanges(&lines, raw: raw) { name, value in headers.add(name: string(raw, name), value: string(raw, value)) }
+        return headers
     }
 
     /// Reads a chunked body (RFC 9112 §7.1) incrementally: the data of each chunk is handed
@@ -280,11 +328,21 @@ enum HTTP1 {
         return text
     }
 
+    /// `bytes` without the spaces and tabs around them.
+    static func trimmed(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        var start = 0, end = bytes.count
+        while start < end, bytes[start] == 32 || bytes[start] == 9 { start += 1 }
+        while end > start, bytes[end - 1] == 32 || bytes[end - 1] == 9 { end -= 1 }
+        return UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+    }
+
     /// A decimal length: 1 to 18 digits, nothing else (no sign, no space).
-    static func decimal(_ text: Substring) -> Int? {
-        guard !text.isEmpty, text.utf8.count <= 18 else { return nil }
+    static func decimal(_ text: Substring) -> Int? { decimal(text.utf8) }
+
+    static func decimal(_ bytes: some Collection<UInt8>) -> Int? {
+        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
         var value = 0
-        for byte in text.utf8 {
+        for byte in bytes {
             let digit = byte &- UInt8(ascii: "0")
             guard digit < 10 else { return nil }
             value = value * 10 + Int(digit)

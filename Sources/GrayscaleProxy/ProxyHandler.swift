@@ -532,12 +532,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     // MARK: - Upstream side
 
-    func upstreamRead(_ part: HTTPClientResponsePart) {
+    func upstreamRead(_ part: UpstreamPart) {
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
         switch part {
         case .head(let head):
             exchange.status = head.status
-            let connection = ConnectionTokens(head.headers)
+            let connection = ConnectionTokens(head)
             exchange.upstreamKeepAlive = connection.keepsAlive(head.version)
             context.write(wrapOutboundOut(clientHead(for: head, named: connection.named, exchange: exchange, allocator: context.channel.allocator)),
                           promise: nil)
@@ -761,6 +761,27 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             }
         }
 
+        /// The same, read from an answer's bytes: the usual `keep-alive` makes no string.
+        init(_ head: HTTP1.ResponseHead) {
+            head.withBytes { raw in
+                for field in head.fields where HTTP1.ResponseHead.isName(raw, field, "connection") {
+                    var start = field.value.lowerBound
+                    for index in field.value.lowerBound...field.value.upperBound where index == field.value.upperBound || raw[index] == UInt8(ascii: ",") {
+                        let token = HTTP1.trimmed(UnsafeRawBufferPointer(rebasing: raw[start..<index]))
+                        start = index + 1
+                        if isASCIICaseInsensitiveEqual(token, "close") {
+                            close = true
+                        } else if isASCIICaseInsensitiveEqual(token, "keep-alive") {
+                            keepAlive = true
+                        } else if token.count > 0, !isASCIICaseInsensitiveEqual(token, "content-length"),
+                                  !isASCIICaseInsensitiveEqual(token, "transfer-encoding"), !isASCIICaseInsensitiveEqual(token, "host") {
+                            named.append(Substring(String(decoding: token, as: UTF8.self)))
+                        }
+                    }
+                }
+            }
+        }
+
         /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 closes it unless told `keep-alive`.
         func keepsAlive(_ version: HTTPVersion) -> Bool {
             version.major == 1 && version.minor >= 1 ? !close : keepAlive && !close
@@ -813,29 +834,47 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         return buffer
     }
 
-    /// The response head the client gets. Its framing is the proxy's: a length it knows, else
-    /// chunks for HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
-    private func clientHead(for head: HTTPResponseHead, named: [Substring], exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: 256 + head.headers.count * 48)
-        HTTP1.writeStatusLine(exchange.head.version, head.status, to: &buffer)
-        if head.status == .switchingProtocols && exchange.isUpgrade {
-            for (name, value) in head.headers where !isASCIICaseInsensitiveEqual(name, "x-grayscale-version") {
-                HTTP1.writeField(name, value, to: &buffer)
+    /// The response head the client gets: the upstream's fields copied as they came, less the
+    /// hop-by-hop ones. Its framing is the proxy's: a length it knows, else chunks for
+    /// HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
+    private func clientHead(for head: HTTP1.ResponseHead, named: [Substring], exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: head.bytes.readableBytes + 128)
+        let clientHTTP10 = exchange.head.version.major == 1 && exchange.head.version.minor == 0
+        head.withBytes { raw in
+            buffer.writeStaticString(clientHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+            buffer.writeString(String(head.code))
+            buffer.writeStaticString(" ")
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reason]))
+            buffer.writeStaticString("\r\n")
+            func copy(_ field: HTTP1.ResponseHead.Field) {
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.name]))
+                buffer.writeStaticString(": ")
+                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
+                buffer.writeStaticString("\r\n")
             }
-        } else {
-            Self.writePassing(head.headers, named: named, to: &buffer) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
+            if head.code == 101 && exchange.isUpgrade {
+                for field in head.fields where !HTTP1.ResponseHead.isName(raw, field, "x-grayscale-version") { copy(field) }
+                return
+            }
             var lengths = 0
-            var length: String?
-            for (name, value) in head.headers where isASCIICaseInsensitiveEqual(name, "content-length") {
-                lengths += 1
-                length = value
+            var length: HTTP1.ResponseHead.Field?
+            for field in head.fields {
+                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                if isASCIICaseInsensitiveEqual(name, "content-length") {
+                    lengths += 1
+                    length = field
+                    continue
+                }
+                if Self.hopByHop.contains(where: { isASCIICaseInsensitiveEqual(name, $0) })
+                    || Self.replacedDownstream.contains(where: { isASCIICaseInsensitiveEqual(name, $0) }) { continue }
+                if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, substring: $0) }) { continue }
+                copy(field)
             }
-            let code = head.status.code
-            let clientHTTP10 = exchange.head.version.major == 1 && exchange.head.version.minor == 0
+            let code = head.code
             if code < 200 || code == 204 {
                 // No body and no length.
-            } else if lengths == 1, let length, !length.isEmpty, length.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) {
-                HTTP1.writeField("content-length", length, to: &buffer)
+            } else if lengths == 1, let length, HTTP1.decimal(UnsafeRawBufferPointer(rebasing: raw[length.value])) != nil {
+                copy(length)
             } else if code == 304 {
                 // No body.
             } else if exchange.head.method == .HEAD || clientHTTP10 {
@@ -899,15 +938,40 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 }
 
+/// An ASCII letter in lower case; any other byte as it is (so `^` and `~`, or `@` and a
+/// backquote, stay apart, as a bare `| 0x20` would not keep them).
+@inline(__always)
+func asciiLower(_ byte: UInt8) -> UInt8 { byte &- 65 < 26 ? byte | 0x20 : byte }
+
 /// Compares header names without allocating lowercased copies.
 @inline(__always)
 func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: StaticString) -> Bool {
     let right = UnsafeBufferPointer(start: rhs.utf8Start, count: rhs.utf8CodeUnitCount)
     guard lhs.utf8.count == right.count else { return false }
-    return zip(lhs.utf8, right).allSatisfy { $0 | 0x20 == $1 | 0x20 }
+    if let equal = lhs.utf8.withContiguousStorageIfAvailable({ isASCIICaseInsensitiveEqual(UnsafeRawBufferPointer($0), right) }) {
+        return equal
+    }
+    return zip(lhs.utf8, right).allSatisfy { asciiLower($0) == asciiLower($1) }
 }
 
 @inline(__always)
 func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: some StringProtocol) -> Bool {
-    lhs.utf8.count == rhs.utf8.count && zip(lhs.utf8, rhs.utf8).allSatisfy { $0 | 0x20 == $1 | 0x20 }
+    lhs.utf8.count == rhs.utf8.count && zip(lhs.utf8, rhs.utf8).allSatisfy { asciiLower($0) == asciiLower($1) }
+}
+
+@inline(__always)
+func isASCIICaseInsensitiveEqual(_ lhs: UnsafeRawBufferPointer, _ rhs: StaticString) -> Bool {
+    isASCIICaseInsensitiveEqual(lhs, UnsafeBufferPointer(start: rhs.utf8Start, count: rhs.utf8CodeUnitCount))
+}
+
+@inline(__always)
+func isASCIICaseInsensitiveEqual(_ lhs: UnsafeRawBufferPointer, _ right: UnsafeBufferPointer<UInt8>) -> Bool {
+    guard lhs.count == right.count else { return false }
+    for index in 0..<lhs.count where asciiLower(lhs[index]) != asciiLower(right[index]) { return false }
+    return true
+}
+
+@inline(__always)
+func isASCIICaseInsensitiveEqual(_ lhs: UnsafeRawBufferPointer, substring rhs: Substring) -> Bool {
+    lhs.count == rhs.utf8.count && zip(lhs, rhs.utf8).allSatisfy { asciiLower($0) == asciiLower($1) }
 }

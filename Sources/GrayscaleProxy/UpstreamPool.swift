@@ -82,9 +82,17 @@ struct UpstreamConnection {
     var reused = false
 }
 
+/// One piece of an upstream's answer: its head as read, a slice of its body, its end (with
+/// the trailers of a chunked body).
+enum UpstreamPart {
+    case head(HTTP1.ResponseHead)
+    case body(ByteBuffer)
+    case end(HTTPHeaders?)
+}
+
 /// What an exchange using an upstream connection is told.
 protocol UpstreamExchange: AnyObject {
-    func upstreamRead(_ part: HTTPClientResponsePart)
+    func upstreamRead(_ part: UpstreamPart)
     func upstreamClosed()
     func upstreamFailed(_ error: Error)
     func upstreamReadComplete()
@@ -175,9 +183,9 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                     return
                 }
                 guard end <= Self.maxHeadBytes else { throw HTTP1.ParseError(reason: "a response head over 64 KiB") }
-                let head = try inbound.withUnsafeReadableBytes { raw in try HTTP1.responseHead(UnsafeRawBufferPointer(rebasing: raw[..<end])) }
+                let head = try HTTP1.responseHead(inbound.getSlice(at: inbound.readerIndex, length: end)!)
                 inbound.moveReaderIndex(forwardBy: end)
-                let code = head.status.code
+                let code = head.code
                 if code >= 100 && code < 200 && code != 101 {
                     reader = .head(method: method, searched: 0)  // informational: the answer follows
                     continue
@@ -235,25 +243,31 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// How a response's body is delimited (RFC 9112 §6.3). A length and chunks together,
     /// lengths that disagree, or a coding the proxy cannot read are malformed answers.
-    static func framing(of head: HTTPResponseHead, method: HTTPMethod) throws(HTTP1.ParseError) -> ResponseFraming {
-        let code = head.status.code
+    static func framing(of head: HTTP1.ResponseHead, method: HTTPMethod) throws(HTTP1.ParseError) -> ResponseFraming {
+        let code = head.code
         if method == .HEAD || code == 204 || code == 304 { return .none }
-        // One pass over the fields, no arrays, no Foundation: this runs for every answer.
+        // One pass over the fields' bytes, no strings, no arrays: this runs for every answer.
         var encodings = 0, chunked = false, lengths = 0
         var length: Int?
         var lengthsAgree = true
-        for (name, value) in head.headers {
-            if isASCIICaseInsensitiveEqual(name, "transfer-encoding") {
-                encodings += 1
-                chunked = isASCIICaseInsensitiveEqual(HTTP1.trimmed(Substring(value)), "chunked")
-            } else if isASCIICaseInsensitiveEqual(name, "content-length") {
-                lengths += 1
-                for item in value.split(separator: ",", omittingEmptySubsequences: false) {
-                    guard let parsed = HTTP1.decimal(HTTP1.trimmed(item)), length == nil || length == parsed else {
-                        lengthsAgree = false
-                        break
+        head.withBytes { raw in
+            for field in head.fields {
+                if HTTP1.ResponseHead.isName(raw, field, "transfer-encoding") {
+                    encodings += 1
+                    chunked = isASCIICaseInsensitiveEqual(HTTP1.trimmed(UnsafeRawBufferPointer(rebasing: raw[field.value])), "chunked")
+                } else if HTTP1.ResponseHead.isName(raw, field, "content-length") {
+                    lengths += 1
+                    // A list of equal lengths ("10, 10") is one length; anything else is none.
+                    var itemStart = field.value.lowerBound
+                    for index in field.value.lowerBound...field.value.upperBound where index == field.value.upperBound || raw[index] == UInt8(ascii: ",") {
+                        let item = HTTP1.trimmed(UnsafeRawBufferPointer(rebasing: raw[itemStart..<index]))
+                        itemStart = index + 1
+                        guard let parsed = HTTP1.decimal(item), length == nil || length == parsed else {
+                            lengthsAgree = false
+                            continue
+                        }
+                        length = parsed
                     }
-                    length = parsed
                 }
             }
         }

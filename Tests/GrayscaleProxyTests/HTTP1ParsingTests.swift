@@ -14,9 +14,8 @@ struct HTTP1ParsingTests {
         return try bytes.withUnsafeBytes { try HTTP1.requestHead($0) }
     }
 
-    static func response(_ text: String) throws -> HTTPResponseHead {
-        let bytes = Array(text.utf8)
-        return try bytes.withUnsafeBytes { try HTTP1.responseHead($0) }
+    static func response(_ text: String) throws -> HTTP1.ResponseHead {
+        try HTTP1.responseHead(ByteBuffer(string: text))
     }
 
     @Test("a request head: method, target, version and fields, values trimmed, order and repeats kept")
@@ -64,9 +63,11 @@ struct HTTP1ParsingTests {
 
     @Test("a response head, with or without a reason; status lines that are not one are refused")
     func responseHead() throws {
-        let head = try Self.response("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-        #expect(head.status.code == 404 && head.status.reasonPhrase == "Not Found")
-        #expect(try Self.response("HTTP/1.1 200\r\n\r\n").status.code == 200)
+        let head = try Self.response("HTTP/1.1 404 Nothing Here\r\nContent-Length:  0 \r\nX-A: b\r\n\r\n")
+        #expect(head.code == 404 && head.reasonPhrase == "Nothing Here")
+        #expect(head.first("content-length") == "0" && head.first("x-a") == "b" && head.first("x-b") == nil)
+        #expect(try Self.response("HTTP/1.1 200\r\n\r\n").code == 200)
+        #expect(try Self.response("HTTP/1.1 200\r\n\r\n").reasonPhrase == "")
         #expect(try Self.response("HTTP/1.0 200 \r\n\r\n").version == .http1_0)
         for bad in ["HTTP/1.1 99 Low\r\n\r\n", "HTTP/1.1 2000 OK\r\n\r\n", "HTTP/1.1 20x OK\r\n\r\n", "HTTP/1.1  200 OK\r\n\r\n",
                     "HTTP/1.1 200OK\r\n\r\n", "ICY 200 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nX: a\u{0}\r\n\r\n", "HTTP/1.1 200 O\u{1}K\r\n\r\n"] {
