@@ -281,11 +281,9 @@ public struct AccessLogLine: Sendable {
     }
 
     func encode(into out: inout [UInt8]) {
-        func key(_ name: StaticString, first: Bool = false) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            out.append(UInt8(ascii: "\""))
-            out.append(contentsOf: UnsafeBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount))
-            out.append(contentsOf: "\":".utf8)
+        /// A key written whole: its comma, quotes and colon are in the literal.
+        func key(_ literal: StaticString) {
+            out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
         }
         func string(_ value: String?) {
             guard let value else { return out.append(contentsOf: "null".utf8) }
@@ -316,23 +314,22 @@ public struct AccessLogLine: Sendable {
             guard let value else { return out.append(contentsOf: "null".utf8) }
             out.append(contentsOf: String(value).utf8)
         }
-        out.append(UInt8(ascii: "{"))
-        key("time", first: true); Self.appendTime(time, to: &out)
-        key("service"); string(service)
-        key("release"); number(release)
-        key("label"); string(label)
-        key("route"); string(route)
-        key("appId"); string(appId ?? "anonymous")
-        key("bucket"); number(bucket)
-        key("method"); string(method)
-        key("path"); string(path)
-        key("status"); number(status)
-        key("latencyMs"); Self.appendMillis(latencyMs, to: &out)
-        key("upstream"); string(upstream)
-        key("bytesIn"); number(bytesIn)
-        key("bytesOut"); number(bytesOut)
-        key("error"); string(error)
-        out.append(contentsOf: "}\n".utf8)
+        key(#"{"time":"#); Self.appendTime(time, to: &out)
+        key(#","service":"#); string(service)
+        key(#","release":"#); number(release)
+        key(#","label":"#); string(label)
+        key(#","route":"#); string(route)
+        key(#","appId":"#); string(appId ?? "anonymous")
+        key(#","bucket":"#); number(bucket)
+        key(#","method":"#); string(method)
+        key(#","path":"#); string(path)
+        key(#","status":"#); number(status)
+        key(#","latencyMs":"#); Self.appendMillis(latencyMs, to: &out)
+        key(#","upstream":"#); string(upstream)
+        key(#","bytesIn":"#); number(bytesIn)
+        key(#","bytesOut":"#); number(bytesOut)
+        key(#","error":"#); string(error)
+        key("}\n")
     }
 
     private func hexDigit(_ value: UInt8) -> UInt8 {

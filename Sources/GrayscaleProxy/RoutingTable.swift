@@ -67,6 +67,8 @@ public final class RoutingTable: Sendable {
     public let matching: ServiceMatching
     /// Services whose releases the proxy cannot reach (e.g. an https upstream), with why.
     public let unroutable: [String: String]
+    /// With one service and no rules, every request's: found without a lookup.
+    private let only: ServiceRoute?
 
     public init(states: [ServiceState], matching: ServiceMatching = ServiceMatching()) {
         var routes: [String: ServiceRoute] = [:]
@@ -81,12 +83,14 @@ public final class RoutingTable: Sendable {
         self.routes = routes
         self.matching = matching
         self.unroutable = unroutable
+        self.only = matching.hosts.isEmpty && matching.prefixes.isEmpty && routes.count == 1 ? routes.first!.value : nil
     }
 
     public static let empty = RoutingTable(states: [])
 
     /// The service a request is for, or nil when no rule matches.
     public func service(for head: HTTPRequestHead) -> ServiceRoute? {
+        if let only { return only }
         if !matching.hosts.isEmpty, let host = head.headers.first(name: "host") {
             let name = host.split(separator: ":", maxSplits: 1).first.map(String.init) ?? host
             if let service = matching.hosts[name.lowercased()], let route = routes[service] { return route }
