@@ -80,7 +80,8 @@ public final class AccessLog: Sendable {
         // Encoded straight into the pending bytes: no buffer of its own, no copy. The writer
         // holds the lock only to swap the bytes out.
         pending.withLock { pending in
-            guard !pending.closed else {
+            // Full (the writer is stuck): dropped before any encoding under the lock.
+            guard !pending.closed, pending.bytes.count < limits.maxPendingBytes else {
                 pending.dropped += 1
                 return
             }

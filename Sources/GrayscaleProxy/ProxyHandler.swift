@@ -78,6 +78,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var framing = RequestFraming.none
         /// The headers the client's `Connection` header names: they stop at the proxy.
         var connectionNamed: [Substring] = []
+        /// The same for the upstream's answer: they stop at the proxy, in its head and its trailers.
+        var answerConnectionNamed: [Substring] = []
         /// The client reads no more after this request (an upgrade): unless a WebSocket
         /// tunnel starts, the connection closes after the response.
         var endsHTTP = false
@@ -539,6 +541,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             exchange.status = head.status
             let connection = ConnectionTokens(head)
             exchange.upstreamKeepAlive = connection.keepsAlive(head.version)
+            exchange.answerConnectionNamed = connection.named
             context.write(wrapOutboundOut(clientHead(for: head, named: connection.named, exchange: exchange, allocator: context.channel.allocator)),
                           promise: nil)
         case .body(let body):
@@ -581,7 +584,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     // The upstream's trailers, less what only the proxy may say about framing and versions.
                     var last = context.channel.allocator.buffer(capacity: 64)
                     last.writeStaticString("0\r\n")
-                    Self.writePassing(trailers, named: [], to: &last) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
+                    Self.writePassing(trailers, named: exchange.answerConnectionNamed, to: &last) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
                     last.writeStaticString("\r\n")
                     context.write(wrapOutboundOut(last), promise: nil)
                 } else {
@@ -914,6 +917,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// After a 101, both connections stop speaking HTTP: the bytes each side sent past its
     /// head go across, then the two are glued.
     private func startTunnel(_ exchange: Exchange, upstream: UpstreamConnection, context: ChannelHandlerContext) {
+        guard case .stopped = reader else {
+            // A 101 before the request's body was read whole: what follows on each side would
+            // not line up with the other (part of the body re-chunked, the rest raw). No tunnel.
+            upstream.handler.exchange = nil
+            upstream.channel.close(promise: nil)
+            state = .answered
+            finish(exchange, status: .badGateway, errorClass: .upstream5xx, error: "101 before the upgrade request's body was sent")
+            context.close(promise: nil)
+            return
+        }
         state = .tunnel
         upstream.handler.exchange = nil
         finish(exchange, status: .switchingProtocols, errorClass: nil, error: nil)

@@ -141,7 +141,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// What arrived after a 101's head: the first bytes of the tunnel.
     func takeUnread() -> ByteBuffer {
-        defer { inbound.clear() }
+        defer { inbound = ByteBuffer() }
         return inbound
     }
 
@@ -171,7 +171,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             case .idle:
                 // An answer to no request (a second response, bytes on an idle connection): never trusted again.
                 pool.remove(context.channel, upstream: upstream)
-                inbound.clear()
+                inbound = ByteBuffer()
                 context.close(promise: nil)
                 return
             case .switched:
@@ -216,12 +216,14 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
                 exchange?.upstreamRead(.body(body))
                 if take == remaining { ended() }
             case .chunked(var decoder):
+                reader = .idle  // the decoder is the only copy while it runs: its trailer bytes are not copied on write
                 let done = try decoder.decode(&inbound) { exchange?.upstreamRead(.body($0)) }
                 reader = done ? .idle : .chunked(decoder)
-                if done { ended(trailers: try decoder.trailers()) }
+                // The body is complete: trailers the header grammar refuses are dropped, not taken for a broken answer.
+                if done { ended(trailers: (try? decoder.trailers()) ?? nil) }
             case .untilClose:
                 exchange?.upstreamRead(.body(inbound))
-                inbound.clear()
+                inbound = ByteBuffer()
             }
         }
     }

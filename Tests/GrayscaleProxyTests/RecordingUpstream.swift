@@ -135,6 +135,13 @@ private final class Answerer: ChannelInboundHandler, @unchecked Sendable {
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n14\r\nanswer for /trailers\r\n0\r\n"
                                   + "Server-Timing: db;dur=5\r\nContent-Length: 99\r\n\r\n")
                 return
+            case "/trailer-named":  // a trailer the answer's Connection header names: it stops at the proxy
+                recorder.writeRaw("HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                                  + "X-Internal: secret\r\nX-Public: yes\r\n\r\n")
+                return
+            case "/trailer-bad":  // a trailer line the header grammar refuses, after a complete body
+                recorder.writeRaw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Bad : 1\r\n\r\n")
+                return
             case "/close-delimited":  // no length, no chunks: the body ends when the connection does
                 recorder.writeRaw("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nanswer for /close-delimited", close: true)
                 return

@@ -276,6 +276,14 @@ struct SmugglingTests {
             #expect(crlf.text.hasPrefix("HTTP/1.1 200 ") && crlf.text.hasSuffix("answer for /crlf"), "\(crlf.text)")
             let trailers = try Self.exchange(harness, "GET /trailers HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
             #expect(trailers.text.hasSuffix("answer for /trailers\r\n0\r\nServer-Timing: db;dur=5\r\n\r\n"), "\(trailers.text)")
+            let named = try Self.exchange(harness, "GET /trailer-named HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(named.text.hasSuffix("hello\r\n0\r\nX-Public: yes\r\n\r\n"), "\(named.text)")
+            // A bad trailer line after a complete body: the answer still completes, and is not an error of that version.
+            let bad = try Self.exchange(harness, "GET /trailer-bad HTTP/1.1\r\nHost: x\r\n\(Self.token)\r\nConnection: close\r\n\r\n")
+            #expect(bad.text.hasSuffix("hello\r\n0\r\n\r\n"), "\(bad.text)")
+            try await Task.sleep(for: .milliseconds(100))
+            let errors = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }?.totals.errors
+            #expect(errors == 0)
         }
     }
 
