@@ -98,8 +98,11 @@ struct SlackEndpointTests {
         headers.append(("X-Slack-Request-Timestamp", stamp))
         if signed { headers.append(("X-Slack-Signature", SlackSignature(secret: Self.secret).signature(timestamp: stamp, body: Array(body.utf8)))) }
         headers += extra.map { (name: $0.0, value: $0.1) }
+        // 60 s, not 20: the endpoint answers from Swift's cooperative pool, which has two threads on
+        // this 2-core machine and is shared with the whole parallel suite (the Monte Carlo tests
+        // keep it busy for minutes). One CI run of three on 2026-12-07 timed out at 20 s.
         return try await CurlHTTPClient().send(OutboundRequest(method: "POST", url: "http://127.0.0.1:\(port)\(path)", headers: headers,
-                                                               body: Data(body.utf8), timeout: 20))
+                                                               body: Data(body.utf8), timeout: 60))
     }
 
     static func mention(_ id: String, _ text: String, user: String = "U0OPERATOR") -> String {
