@@ -12,8 +12,6 @@ enum HTTP1 {
         var description: String { reason }
     }
 
-    static let crlfcrlf: [UInt8] = [13, 10, 13, 10]
-
     /// Where the head in `bytes` ends (the length up to and with its blank line), or nil when
     /// it has not all arrived. `from`: how much was searched before (a slow client's head is
     /// not searched again from its start at every read).
@@ -71,7 +69,13 @@ enum HTTP1 {
     }
 
     fileprivate static func string(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
-        String(decoding: UnsafeRawBufferPointer(rebasing: raw[range]), as: UTF8.self)
+        String(decoding: bytes(raw, range), as: UTF8.self)
+    }
+
+    /// The bytes of `range` in `raw` (a field's name or value, a reason phrase).
+    @inline(__always)
+    static func bytes(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: raw[range])
     }
 
     /// The header fields after the start line, up to the blank line: each name and trimmed value's bounds.
@@ -158,7 +162,7 @@ enum HTTP1 {
 
         @inline(__always)
         static func isName(_ raw: UnsafeRawBufferPointer, _ field: Field, _ name: StaticString) -> Bool {
-            isASCIICaseInsensitiveEqual(UnsafeRawBufferPointer(rebasing: raw[field.name]), name)
+            isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, field.name), name)
         }
     }
 
@@ -235,8 +239,6 @@ enum HTTP1 {
                 return try HTTP1.fields(&lines, raw: raw)
             }
         }
-
-        var isDone: Bool { state == .done }
 
         /// Consumes what it can of `buffer`; each chunk's data goes to `data`. True once the
         /// last chunk and its trailers have been read (what follows stays in `buffer`).
@@ -320,14 +322,6 @@ enum HTTP1 {
         }
     }
 
-    /// `text` without the spaces and tabs around it.
-    static func trimmed(_ text: Substring) -> Substring {
-        var text = text
-        while let first = text.utf8.first, first == 32 || first == 9 { text = text.dropFirst() }
-        while let last = text.utf8.last, last == 32 || last == 9 { text = text.dropLast() }
-        return text
-    }
-
     /// `bytes` without the spaces and tabs around them.
     static func trimmed(_ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
         var start = 0, end = bytes.count
@@ -336,10 +330,18 @@ enum HTTP1 {
         return UnsafeRawBufferPointer(rebasing: bytes[start..<end])
     }
 
-    /// A decimal length: 1 to 18 digits, nothing else (no sign, no space).
-    static func decimal(_ text: Substring) -> Int? { decimal(text.utf8) }
+    /// Each item of a comma-separated field value (`Connection`, a `Content-Length` list),
+    /// without the spaces and tabs around it; empty items too.
+    static func forEachListItem(_ value: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) -> Void) {
+        var start = 0
+        for index in 0...value.count where index == value.count || value[index] == UInt8(ascii: ",") {
+            body(trimmed(UnsafeRawBufferPointer(rebasing: value[start..<index])))
+            start = index + 1
+        }
+    }
 
-    static func decimal(_ bytes: some Collection<UInt8>) -> Int? {
+    /// A decimal length: 1 to 18 digits, nothing else (no sign, no space).
+    static func decimal(_ bytes: UnsafeRawBufferPointer) -> Int? {
         guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
         var value = 0
         for byte in bytes {
@@ -362,9 +364,11 @@ enum HTTP1 {
     }
 
     /// The size line of a chunk of `count` bytes.
-    static func writeChunkSize(_ count: Int, to buffer: inout ByteBuffer) {
-        buffer.writeString(String(count, radix: 16))
-        buffer.writeStaticString("\r\n")
+    static func chunkSize(_ count: Int, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var line = allocator.buffer(capacity: 24)
+        line.writeString(String(count, radix: 16))
+        line.writeStaticString("\r\n")
+        return line
     }
 
     static func writeStatusLine(_ version: HTTPVersion, _ status: HTTPResponseStatus, to buffer: inout ByteBuffer) {

@@ -162,13 +162,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     // MARK: - Client side
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if inbound.readableBytes == 0 {
-            inbound = bytes  // the common case: no copy
-        } else {
-            if inbound.readerIndex > 4096 { inbound.discardReadBytes() }
-            inbound.writeBuffer(&bytes)
-        }
+        inbound.appendRead(unwrapInboundIn(data))
         process(context: context)
     }
 
@@ -268,8 +262,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         switch state {
         case .connecting(let exchange, _) where exchange.status == nil, .forwarding(let exchange, _) where exchange.status == nil:
             if case .forwarding(_, let upstream) = state {
-                upstream.handler.exchange = nil
-                upstream.channel.close(promise: nil)
+                drop(upstream)
             }
             state = .answered
             shared.metrics?.refused(reason: "malformed")
@@ -277,8 +270,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .connecting(let exchange, _), .forwarding(let exchange, _):
             // The answer had begun: it cannot be told otherwise, the connection goes.
             if case .forwarding(_, let upstream) = state {
-                upstream.handler.exchange = nil
-                upstream.channel.close(promise: nil)
+                drop(upstream)
             }
             state = .answered
             finish(exchange, status: exchange.status ?? .badRequest, errorClass: nil, error: "malformed request body after the answer began")
@@ -323,9 +315,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func writeUpstreamBody(_ body: ByteBuffer, exchange: Exchange, upstream: UpstreamConnection) {
         guard body.readableBytes > 0 else { return }
         if case .chunked = exchange.framing {
-            var size = upstream.channel.allocator.buffer(capacity: 24)
-            HTTP1.writeChunkSize(body.readableBytes, to: &size)
-            upstream.channel.write(size, promise: nil)
+            upstream.channel.write(HTTP1.chunkSize(body.readableBytes, allocator: upstream.channel.allocator), promise: nil)
             upstream.channel.write(body, promise: nil)
             upstream.channel.write(Self.crlf, promise: nil)
         } else {
@@ -333,13 +323,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {}
-
     func channelInactive(context: ChannelHandlerContext) {
         switch state {
         case .forwarding(let exchange, let upstream):
-            upstream.handler.exchange = nil
-            upstream.channel.close(promise: nil)  // mid-exchange: never reuse
+            drop(upstream)  // mid-exchange: never reuse
             abandoned(exchange)
         case .connecting(let exchange, _):
             abandoned(exchange)
@@ -354,6 +341,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if case .forwarding(_, let upstream) = state {
             pauseUpstreamReads(!context.channel.isWritable, upstream: upstream)
         }
+    }
+
+    /// An upstream connection the exchange gives up mid-way: it answers no one, and is never reused.
+    private func drop(_ upstream: UpstreamConnection) {
+        upstream.handler.exchange = nil
+        upstream.channel.close(promise: nil)
     }
 
     /// The client cannot take more of the answer: the upstream is read no further until it can.
@@ -394,7 +387,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         // An upgrade request's body is read and forwarded whole before the proxy stops reading.
         endsHTTPAfterBody = endsHTTP
         switch framing {
-        case .none: reader = endsHTTP ? .stopped : .head
+        case .none: reader = afterBody
         case .length(let length): reader = .body(remaining: length)
         case .chunked: reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: shared.configuration.maxHeaderBytes))
         }
@@ -505,8 +498,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .connecting(let current, _) where current === exchange:
             break
         case .forwarding(let current, let upstream) where current === exchange && current.status == nil:
-            upstream.handler.exchange = nil
-            upstream.channel.close(promise: nil)
+            drop(upstream)
         default:
             return
         }
@@ -518,8 +510,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func tooLarge(_ exchange: Exchange, context: ChannelHandlerContext) -> Bool {
         guard exchange.bytesIn > shared.configuration.maxBodyBytes else { return false }
         if case .forwarding(_, let upstream) = state {
-            upstream.handler.exchange = nil
-            upstream.channel.close(promise: nil)
+            drop(upstream)
         }
         state = .answered
         if exchange.status == nil {
@@ -548,9 +539,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             guard exchange.head.method != .HEAD, body.readableBytes > 0 else { return }  // an upstream that sends a body to HEAD: not to the client
             exchange.bytesOut += body.readableBytes
             if exchange.clientChunked {
-                var size = context.channel.allocator.buffer(capacity: 24)
-                HTTP1.writeChunkSize(body.readableBytes, to: &size)
-                context.write(wrapOutboundOut(size), promise: nil)
+                context.write(wrapOutboundOut(HTTP1.chunkSize(body.readableBytes, allocator: context.channel.allocator)), promise: nil)
                 context.write(wrapOutboundOut(body), promise: nil)
                 context.write(wrapOutboundOut(Self.crlf), promise: nil)
             } else {
@@ -607,8 +596,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// never taken for a stale connection and never sent again.
     func upstreamFailed(_ error: Error) {
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
-        upstream.handler.exchange = nil
-        upstream.channel.close(promise: nil)
+        drop(upstream)
         state = .answered
         guard exchange.status == nil else {
             // The answer had begun: the client cannot be told otherwise; it is cut short.
@@ -750,37 +738,28 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
         init(_ headers: HTTPHeaders) {
             for (name, value) in headers where isASCIICaseInsensitiveEqual(name, "connection") {
-                for token in value.utf8.split(separator: UInt8(ascii: ",")) {
-                    let token = HTTP1.trimmed(Substring(token))
-                    if isASCIICaseInsensitiveEqual(token, "close") {
-                        close = true
-                    } else if isASCIICaseInsensitiveEqual(token, "keep-alive") {
-                        keepAlive = true
-                    } else if !token.isEmpty, !isASCIICaseInsensitiveEqual(token, "content-length"),
-                              !isASCIICaseInsensitiveEqual(token, "transfer-encoding"), !isASCIICaseInsensitiveEqual(token, "host") {
-                        named.append(token)
-                    }
-                }
+                var value = value
+                value.withUTF8 { read(UnsafeRawBufferPointer($0)) }
             }
         }
 
         /// The same, read from an answer's bytes: the usual `keep-alive` makes no string.
         init(_ head: HTTP1.ResponseHead) {
             head.withBytes { raw in
-                for field in head.fields where HTTP1.ResponseHead.isName(raw, field, "connection") {
-                    var start = field.value.lowerBound
-                    for index in field.value.lowerBound...field.value.upperBound where index == field.value.upperBound || raw[index] == UInt8(ascii: ",") {
-                        let token = HTTP1.trimmed(UnsafeRawBufferPointer(rebasing: raw[start..<index]))
-                        start = index + 1
-                        if isASCIICaseInsensitiveEqual(token, "close") {
-                            close = true
-                        } else if isASCIICaseInsensitiveEqual(token, "keep-alive") {
-                            keepAlive = true
-                        } else if token.count > 0, !isASCIICaseInsensitiveEqual(token, "content-length"),
-                                  !isASCIICaseInsensitiveEqual(token, "transfer-encoding"), !isASCIICaseInsensitiveEqual(token, "host") {
-                            named.append(Substring(String(decoding: token, as: UTF8.self)))
-                        }
-                    }
+                for field in head.fields where HTTP1.ResponseHead.isName(raw, field, "connection") { read(HTTP1.bytes(raw, field.value)) }
+            }
+        }
+
+        /// One `Connection` value's tokens.
+        private mutating func read(_ value: UnsafeRawBufferPointer) {
+            HTTP1.forEachListItem(value) { token in
+                if isASCIICaseInsensitiveEqual(token, "close") {
+                    close = true
+                } else if isASCIICaseInsensitiveEqual(token, "keep-alive") {
+                    keepAlive = true
+                } else if token.count > 0, !isASCIICaseInsensitiveEqual(token, "content-length"),
+                          !isASCIICaseInsensitiveEqual(token, "transfer-encoding"), !isASCIICaseInsensitiveEqual(token, "host") {
+                    named.append(Substring(String(decoding: token, as: UTF8.self)))
                 }
             }
         }
@@ -847,12 +826,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             buffer.writeStaticString(clientHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
             buffer.writeString(String(head.code))
             buffer.writeStaticString(" ")
-            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[head.reason]))
+            buffer.writeBytes(HTTP1.bytes(raw, head.reason))
             buffer.writeStaticString("\r\n")
             func copy(_ field: HTTP1.ResponseHead.Field) {
-                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.name]))
+                buffer.writeBytes(HTTP1.bytes(raw, field.name))
                 buffer.writeStaticString(": ")
-                buffer.writeBytes(UnsafeRawBufferPointer(rebasing: raw[field.value]))
+                buffer.writeBytes(HTTP1.bytes(raw, field.value))
                 buffer.writeStaticString("\r\n")
             }
             if head.code == 101 && exchange.isUpgrade {
@@ -862,7 +841,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             var lengths = 0
             var length: HTTP1.ResponseHead.Field?
             for field in head.fields {
-                let name = UnsafeRawBufferPointer(rebasing: raw[field.name])
+                let name = HTTP1.bytes(raw, field.name)
                 if isASCIICaseInsensitiveEqual(name, "content-length") {
                     lengths += 1
                     length = field
@@ -876,7 +855,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             let code = head.code
             if code < 200 || code == 204 {
                 // No body and no length.
-            } else if lengths == 1, let length, HTTP1.decimal(UnsafeRawBufferPointer(rebasing: raw[length.value])) != nil {
+            } else if lengths == 1, let length, HTTP1.decimal(HTTP1.bytes(raw, length.value)) != nil {
                 copy(length)
             } else if code == 304 {
                 // No body.
@@ -920,8 +899,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard case .stopped = reader else {
             // A 101 before the request's body was read whole: what follows on each side would
             // not line up with the other (part of the body re-chunked, the rest raw). No tunnel.
-            upstream.handler.exchange = nil
-            upstream.channel.close(promise: nil)
+            drop(upstream)
             state = .answered
             finish(exchange, status: .badGateway, errorClass: .upstream5xx, error: "101 before the upgrade request's body was sent")
             context.close(promise: nil)
@@ -934,7 +912,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if fromUpstream.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(fromUpstream), promise: nil) }
         if inbound.readableBytes > 0 {
             upstream.channel.writeAndFlush(inbound, promise: nil)
-            inbound.clear()
+            inbound = ByteBuffer()
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         do {

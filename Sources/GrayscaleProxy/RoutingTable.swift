@@ -98,7 +98,6 @@ public final class RoutingTable: Sendable {
         for (prefix, service) in matching.prefixes where head.uri.hasPrefix(prefix) {
             if let route = routes[service] { return route }
         }
-        if matching.hosts.isEmpty, matching.prefixes.isEmpty, routes.count == 1 { return routes.first!.value }
         return nil
     }
 }

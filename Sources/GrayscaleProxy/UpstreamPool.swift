@@ -90,6 +90,17 @@ enum UpstreamPart {
     case end(HTTPHeaders?)
 }
 
+extension ByteBuffer {
+    /// Adds what a read delivered to the bytes not handled yet: taken as it is when nothing
+    /// waits (the common case, no copy), appended otherwise.
+    mutating func appendRead(_ bytes: ByteBuffer) {
+        guard readableBytes > 0 else { return self = bytes }
+        if readerIndex > 4096 { discardReadBytes() }
+        var bytes = bytes
+        writeBuffer(&bytes)
+    }
+}
+
 /// What an exchange using an upstream connection is told.
 protocol UpstreamExchange: AnyObject {
     func upstreamRead(_ part: UpstreamPart)
@@ -146,13 +157,7 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var bytes = unwrapInboundIn(data)
-        if inbound.readableBytes == 0 {
-            inbound = bytes
-        } else {
-            if inbound.readerIndex > 4096 { inbound.discardReadBytes() }
-            inbound.writeBuffer(&bytes)
-        }
+        inbound.appendRead(unwrapInboundIn(data))
         do {
             try read(context: context)
             if inbound.readableBytes == 0 { inbound = ByteBuffer() }  // NIO reuses its receive buffer only when nobody holds it
@@ -256,17 +261,14 @@ final class UpstreamHandler: ChannelInboundHandler, RemovableChannelHandler {
             for field in head.fields {
                 if HTTP1.ResponseHead.isName(raw, field, "transfer-encoding") {
                     encodings += 1
-                    chunked = isASCIICaseInsensitiveEqual(HTTP1.trimmed(UnsafeRawBufferPointer(rebasing: raw[field.value])), "chunked")
+                    chunked = isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, field.value), "chunked")  // values are trimmed when read
                 } else if HTTP1.ResponseHead.isName(raw, field, "content-length") {
                     lengths += 1
                     // A list of equal lengths ("10, 10") is one length; anything else is none.
-                    var itemStart = field.value.lowerBound
-                    for index in field.value.lowerBound...field.value.upperBound where index == field.value.upperBound || raw[index] == UInt8(ascii: ",") {
-                        let item = HTTP1.trimmed(UnsafeRawBufferPointer(rebasing: raw[itemStart..<index]))
-                        itemStart = index + 1
+                    HTTP1.forEachListItem(HTTP1.bytes(raw, field.value)) { item in
                         guard let parsed = HTTP1.decimal(item), length == nil || length == parsed else {
                             lengthsAgree = false
-                            continue
+                            return
                         }
                         length = parsed
                     }
