@@ -43,7 +43,8 @@ import Foundation
 /// **Breakage at a step's start.** Most faults hit a user on their first request to
 /// the new version, so a bad canary's failures come in a burst after each widening.
 /// `OnsetTest` bets on the same events with a ratio that fades with the time since the
-/// step began, carrying its wealth from step to step. The error e-value is
+/// step began, and on failures of units' first requests under the split with a constant
+/// one, carrying its wealth from step to step. The error e-value is
 /// 0.8 × the onset test + 0.2 × the segments above: an average of e-processes.
 ///
 /// **Custom metrics.** Each interval, a metric of the policy's own is "worse" when the
@@ -380,15 +381,15 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
         guard inside > 0, inside < size else { return }  // the version was certain: no evidence
         let p = Double(inside) / Double(size)
         stepShare = max(stepShare, Double(upper - lower) / Double(Bucket.count))
-        add(p: p, canary: event.canary ? 1 : 0, stable: event.canary ? 0 : 1, at: event.at)
+        add(p: p, canary: event.canary ? 1 : 0, stable: event.canary ? 0 : 1, at: event.at, fresh: event.fresh)
     }
 
     /// `canary` and `stable` failures at `time`, each the canary's with probability `p` under the null.
-    mutating func add(p: Double, canary: Int, stable: Int, at time: Double) {
+    mutating func add(p: Double, canary: Int, stable: Int, at time: Double, fresh: Bool = false) {
         guard p > 0, p < 1, canary + stable > 0 else { return }
         canaryFailures += canary
         stableFailures += stable
-        onset?.add(p: p, canary: canary, stable: stable, at: time)
+        onset?.add(p: p, canary: canary, stable: stable, at: time, fresh: fresh)
         for (index, ratio) in errorRatios.enumerated() {
             errorLogLR[index] += Self.logLR(p: p, ratio: ratio, canary: canary, stable: stable)
         }

@@ -20,6 +20,20 @@ import Foundation
 /// wealth at a stopping time keeps a test martingale, so one failing canary user at a
 /// small first step still counts at the next step.
 ///
+/// **First requests.** The sharpest form of the same bet: a failure on a unit's first
+/// request under the current split (`UnitEvent.fresh`). Whether a unit's first request
+/// fails depends on the unit and on the version, never on its bucket, so among such
+/// failures the canary's share is p under the null, the same p as any failure's: a
+/// second family of components bets on these failures alone, with a constant ratio,
+/// and ignores every other one. Stable's first requests fail only at the background
+/// rate (a unit that fails now and then is rarely failing at its first request), so a
+/// bet on them is not drained by stable's steady failures, at any time in the step,
+/// while a release that breaks a share f of users on their first request makes the
+/// canary's first requests fail (f + b)/b times as often as stable's (b the
+/// background): about 75 for the name-rule incident, 100 for 10% of requests failing.
+/// A rollout stored before these components existed keeps its old formula (`fresh`
+/// is nil) until it ends.
+///
 /// The components: r₀ = 20 is a fault that hits a few percent of users (the name-rule
 /// incident: 7.5% of users, each failing on their first request, arrive about twenty
 /// times as fast as stable's background on the canary's share), r₀ = 80 a fault that
@@ -31,28 +45,35 @@ public struct OnsetTest: Codable, Hashable, Sendable {
     public static let ratios: [Double] = [20, 80]
     /// τ of each component, in seconds.
     public static let fades: [Double] = [300, 1200]
+    /// The ratios of the first-request components.
+    public static let freshRatios: [Double] = [5, 20, 100, 500]
 
     /// log of the wealth carried from the steps before this one.
     public var logCarried: Double = 0
     /// log likelihood ratio of each (r₀, τ) component since this step began, r₀-major.
     public var logLR: [Double] = Array(repeating: 0, count: Self.ratios.count * Self.fades.count)
+    /// log likelihood ratio of each first-request component (`freshRatios`) since this
+    /// step began; nil in a rollout stored before they existed.
+    public var fresh: [Double]? = Array(repeating: 0, count: Self.freshRatios.count)
     /// When this step began (seconds since 1970, data time); nil before any step.
     public var stepStartedAt: Double?
 
     public init() {}
 
-    /// log of the e-value: the carried wealth times this step's mixture.
-    public var logE: Double { logCarried + logMeanExp(logLR) }
+    /// log of the e-value: the carried wealth times this step's mixture (all components weigh alike).
+    public var logE: Double { logCarried + logMeanExp(logLR + (fresh ?? [])) }
 
     /// A new step: the mixture's value is carried and a fresh one starts.
     public mutating func startStep(at time: Double) {
         if stepStartedAt != nil { logCarried = logE }
         logLR = logLR.map { _ in 0 }
+        fresh = fresh?.map { _ in 0 }
         stepStartedAt = time
     }
 
-    /// `canary` and `stable` failures at `time`, each the canary's with probability `p` under the null.
-    public mutating func add(p: Double, canary: Int, stable: Int, at time: Double) {
+    /// `canary` and `stable` failures at `time`, each the canary's with probability `p`
+    /// under the null; `fresh` when they were their units' first requests under the split.
+    public mutating func add(p: Double, canary: Int, stable: Int, at time: Double, fresh isFresh: Bool = false) {
         let started = stepStartedAt ?? time
         stepStartedAt = started
         let elapsed = max(0, time - started)
@@ -62,5 +83,10 @@ public struct OnsetTest: Codable, Hashable, Sendable {
                     CanaryEvidence.logLR(p: p, ratio: 1 + (ratio - 1) * exp(-elapsed / fade), canary: canary, stable: stable)
             }
         }
+        guard isFresh, var components = fresh, components.count == Self.freshRatios.count else { return }
+        for (index, ratio) in Self.freshRatios.enumerated() {
+            components[index] += CanaryEvidence.logLR(p: p, ratio: ratio, canary: canary, stable: stable)
+        }
+        fresh = components
     }
 }

@@ -14,13 +14,79 @@ public struct UnitEvent: Codable, Hashable, Sendable {
     /// would add the version's latency: a unit's failures on both versions in one span are
     /// taken in time order, whatever version each was on.
     public var at: Double
+    /// Whether the failing request was the unit's first under this split (its first since
+    /// the canary's range or weight last changed). Whether a unit's first request fails
+    /// depends on the unit and the version, never on its bucket, so the judge may count
+    /// these failures apart (`OnsetTest`). Absent from older proxies' JSON: false.
+    public var fresh: Bool
 
-    public init(unit: String, canary: Bool, lower: Int, upper: Int, at: Double = 0) {
+    public init(unit: String, canary: Bool, lower: Int, upper: Int, at: Double = 0, fresh: Bool = false) {
         self.unit = unit
         self.canary = canary
         self.lower = lower
         self.upper = upper
         self.at = at
+        self.fresh = fresh
+    }
+
+    enum CodingKeys: String, CodingKey { case unit, canary, lower, upper, at, fresh }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        unit = try container.decode(String.self, forKey: .unit)
+        canary = try container.decode(Bool.self, forKey: .canary)
+        lower = try container.decode(Int.self, forKey: .lower)
+        upper = try container.decode(Int.self, forKey: .upper)
+        at = try container.decodeIfPresent(Double.self, forKey: .at) ?? 0
+        fresh = try container.decodeIfPresent(Bool.self, forKey: .fresh) ?? false
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(unit, forKey: .unit)
+        try container.encode(canary, forKey: .canary)
+        try container.encode(lower, forKey: .lower)
+        try container.encode(upper, forKey: .upper)
+        try container.encode(at, forKey: .at)
+        if fresh { try container.encode(fresh, forKey: .fresh) }
+    }
+}
+
+/// Which units have sent a request under a service's current split: a unit's first
+/// request after the canary's salt, range or weight changes is "fresh" (`UnitEvent.fresh`).
+/// Decided when a request arrives, in arrival order, so the answer never depends on a
+/// version's latency. Past `limit` units the rest are not fresh: which units those are
+/// depends on when they arrive, never on their buckets, so the judge stays valid.
+public struct FirstRequests: Sendable {
+    /// What makes a split new for this purpose.
+    public struct Split: Hashable, Sendable {
+        public var salt: String
+        public var lower: Int
+        public var upper: Int
+        public var nonAuthWeight: Int
+
+        public init(_ split: TrafficSplit) {
+            salt = split.canary?.salt ?? ""
+            lower = split.range.lower
+            upper = split.range.upper
+            nonAuthWeight = split.nonAuthWeight
+        }
+    }
+
+    public let limit: Int
+    private var split: Split?
+    private var seen: Set<String> = []
+
+    public init(limit: Int = CanaryEvidence.maxUnits) { self.limit = limit }
+
+    /// Whether this is `unit`'s first request under `split`; records it.
+    public mutating func isFirst(_ unit: String, under split: Split) -> Bool {
+        if split != self.split {
+            self.split = split
+            seen.removeAll(keepingCapacity: true)
+        }
+        guard seen.count < limit else { return false }
+        return seen.insert(unit).inserted
     }
 }
 
@@ -123,7 +189,7 @@ public struct VersionEvidence: Codable, Hashable, Sendable {
         let failures = self.failures.compactMap { event -> UnitEvent? in
             let lower = min(max(event.lower, 0), Bucket.count), upper = min(max(event.upper, lower), Bucket.count)
             guard event.at.isFinite else { return nil }
-            return UnitEvent(unit: event.unit, canary: event.canary, lower: lower, upper: upper, at: event.at)
+            return UnitEvent(unit: event.unit, canary: event.canary, lower: lower, upper: upper, at: event.at, fresh: event.fresh)
         }
         return VersionEvidence(requests: count(requests), latency: latency, failures: failures)
     }

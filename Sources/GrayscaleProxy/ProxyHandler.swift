@@ -420,7 +420,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let split = service.split
         let draw = clientId.map { Bucket.of(appId: "a:\($0)", salt: split.canary?.salt ?? "") } ?? Bucket(0)
         let route = split.route(appId: appId, requestedChannel: requested, anonymousDraw: draw)
-        let unit: UnitEvent?
+        var unit: UnitEvent?
         switch route.reason {
         case .inRange, .outOfRange:
             unit = appId.map { UnitEvent(unit: "u:\($0)", canary: route.target == .canary, lower: split.range.lower, upper: split.range.upper) }
@@ -429,6 +429,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .noCanary, .allowList, .denyList, .optIn:
             unit = nil  // not randomized: served and counted, never evidence
         }
+        if let id = unit?.unit { unit?.fresh = shared.statistics.isFirstRequest(id, service: service.service, split: split) }
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
             started: .now(), keepAlive: connection.keepsAlive(head.version) && !shared.isDraining && !endsHTTP, isUpgrade: endsHTTP && Self.isUpgrade(head),

@@ -48,6 +48,8 @@ public final class ProxyStatistics: Sendable {
     public let windowSeconds: Int
     public let retainedWindows: Int
     private let series = Mutex<[SeriesKey: Series]>([:])
+    /// Per service, the units that have sent a request under its current split.
+    private let firstRequests = Mutex<[String: FirstRequests]>([:])
 
     struct SeriesKey: Hashable {
         var service: String
@@ -78,6 +80,13 @@ public final class ProxyStatistics: Sendable {
         precondition(windowSeconds > 0 && retainedWindows > 0)
         self.windowSeconds = windowSeconds
         self.retainedWindows = retainedWindows
+    }
+
+    /// Whether this is `unit`'s first request to `service` under `split` (`UnitEvent.fresh`);
+    /// asked once per randomized request, as it arrives.
+    public func isFirstRequest(_ unit: String, service: String, split: TrafficSplit) -> Bool {
+        let key = FirstRequests.Split(split)
+        return firstRequests.withLock { $0[service, default: FirstRequests()].isFirst(unit, under: key) }
     }
 
     public func record(_ outcome: RequestOutcome) {

@@ -184,6 +184,9 @@ public struct SimulationEngine {
         var humanRollbackAt: Int?
 
         var hurt = Set<Int>()
+        // Each client's first request under a split is "fresh" (`UnitEvent.fresh`), as the proxy marks it.
+        var seenUnder = [Int](repeating: -1, count: clients.count)
+        var splitGeneration = 0, generationSplit: FirstRequests.Split?
         var requestsTotal = 0, requestsFailed = 0
         var exposure = 0.0
         var firstFaultStart: Int?
@@ -312,6 +315,11 @@ public struct SimulationEngine {
             var tally = [VersionTally(), VersionTally()]
             let requests = random.poisson(totalRate * Double(window) * shapeFactor(time))
             let salt = split?.canary?.salt ?? ""
+            let splitKey = split.map(FirstRequests.Split.init)
+            if splitKey != generationSplit {
+                generationSplit = splitKey
+                splitGeneration += 1
+            }
             for request in 0..<requests {
                 let index = pick(cumulative)
                 let client = clients[index]
@@ -343,7 +351,9 @@ public struct SimulationEngine {
                 default:
                     unit = nil
                 }
-                if let unit {
+                if var unit {
+                    unit.fresh = seenUnder[index] != splitGeneration
+                    seenUnder[index] = splitGeneration
                     evidence[slot].record(latencyMs: latency, failure: failed && failedUnits[slot].insert(unit.unit).inserted ? unit : nil)
                 }
             }

@@ -55,6 +55,7 @@ struct UnitWorld {
         var canaryFailed = Set<Int>()
         for (index, width) in steps.enumerated() {
             evidence.startStep(last: index == steps.count - 1, at: clock)
+            var seenInStep = Set<Int>()
             for windowIndex in 0..<windowsPerStep {
                 clock += 600
                 let previous = splitChangesInsideSpans && windowIndex == 0 && index > 0 ? steps[index - 1] : nil
@@ -67,10 +68,13 @@ struct UnitWorld {
                     while product > limit { requests += 1; product *= random.uniform() }
                     guard requests > 0 else { continue }
                     let onCanary = buckets[unit] < width
-                    var failed = chronic[unit]
-                    for _ in 0..<requests where !failed {
+                    var failed = chronic[unit], failedAt = 0
+                    for request in 0..<requests where !failed {
                         failed = random.uniform() < background || (onCanary && random.uniform() < canaryHazard)
+                        failedAt = request
                     }
+                    // A failure of the unit's first request in this step is marked fresh, as the proxy marks it.
+                    let fresh = seenInStep.insert(unit).inserted && failedAt == 0
                     guard failed else { continue }
                     if let previous, chronic[unit] {
                         let before = UnitEvent(unit: "u:\(unit)", canary: buckets[unit] < previous, lower: 0, upper: previous, at: clock.timeIntervalSince1970 - 599)
@@ -78,7 +82,7 @@ struct UnitWorld {
                     }
                     // Failures at any moment of the window (the onset test bets by the time since the step began).
                     let at = clock.timeIntervalSince1970 - 1 - random.uniform() * 590
-                    let event = UnitEvent(unit: "u:\(unit)", canary: onCanary, lower: 0, upper: width, at: at)
+                    let event = UnitEvent(unit: "u:\(unit)", canary: onCanary, lower: 0, upper: width, at: at, fresh: fresh)
                     if onCanary { canary.failures.append(event); canaryFailed.insert(unit) } else { stable.failures.append(event) }
                 }
                 evidence.update(canary: canary, stable: stable, at: clock)
@@ -91,8 +95,9 @@ struct UnitWorld {
 
 @Suite("Canary evidence")
 struct CanaryEvidenceTests {
-    /// World: 500 units, log-normal activity (σ 2), 1% chronic broken clients, 0.2%
-    /// background errors, five widening steps; a harmless release. 1,000 seeded runs:
+    /// World: 500 units, log-normal activity (σ 2), 1% chronic broken clients (whose
+    /// first request under every split fails, on either version), 0.2% background
+    /// errors, five widening steps; a harmless release. 1,000 seeded runs:
     /// false rejections stay under α = 1% plus three standard errors (1.94%).
     @Test("a harmless release is rejected at most α of the time, heavy users and broken clients included")
     func nullWorld() async {
@@ -208,11 +213,13 @@ struct CanaryEvidenceTests {
                 var canary = OnsetTest(), stable = OnsetTest()
                 canary.startStep(at: 1000)
                 stable.startStep(at: 1000)
-                canary.add(p: p, canary: 1, stable: 0, at: 1000 + elapsed)
-                stable.add(p: p, canary: 0, stable: 1, at: 1000 + elapsed)
-                for index in canary.logLR.indices {
+                canary.add(p: p, canary: 1, stable: 0, at: 1000 + elapsed, fresh: true)
+                stable.add(p: p, canary: 0, stable: 1, at: 1000 + elapsed, fresh: true)
+                let canaryComponents = canary.logLR + canary.fresh!, stableComponents = stable.logLR + stable.fresh!
+                #expect(canaryComponents.count == 8)
+                for index in canaryComponents.indices {
                     // E[factor] under the null: the failure is the canary's with probability p.
-                    let mean = p * exp(canary.logLR[index]) + (1 - p) * exp(stable.logLR[index])
+                    let mean = p * exp(canaryComponents[index]) + (1 - p) * exp(stableComponents[index])
                     #expect(abs(mean - 1) < 1e-12, "p \(p), \(elapsed) s into the step, component \(index)")
                 }
             }
@@ -225,7 +232,73 @@ struct CanaryEvidenceTests {
         #expect(afterFirstStep > log(10))
         test.startStep(at: 600)
         #expect(abs(test.logE - afterFirstStep) < 1e-12, "the wealth is carried")
-        #expect(test.logLR.allSatisfy { $0 == 0 }, "a fresh mixture starts")
+        #expect(test.logLR.allSatisfy { $0 == 0 } && test.fresh!.allSatisfy { $0 == 0 }, "a fresh mixture starts")
+        // A failure that was not its unit's first request leaves the first-request components alone.
+        test.add(p: 0.05, canary: 1, stable: 0, at: 700)
+        #expect(test.fresh!.allSatisfy { $0 == 0 } && test.logLR.allSatisfy { $0 > 0 })
+    }
+
+    /// At 1% with a stable failure every 30 s (a unit's failure now and then, not on its
+    /// first request), two canary users whose first requests fail 35 and 40 minutes into
+    /// the step are caught; the same failures on later requests are not (the time-faded
+    /// bets have faded and stable's failures drained them).
+    @Test("the onset test: first-request failures are judged apart from stable's steady failures, at any time in the step")
+    func onsetFirstRequests() {
+        func evidence(fresh: Bool) -> CanaryEvidence {
+            var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil)
+            let start = Date(timeIntervalSince1970: 0)
+            evidence.startStep(last: false, at: start)
+            var canary = VersionEvidence(), stable = VersionEvidence()
+            for index in 0..<80 {
+                stable.failures.append(UnitEvent(unit: "u:s\(index)", canary: false, lower: 0, upper: 100, at: 30 * Double(index) + 1))
+            }
+            for (index, at) in [2100.0, 2400].enumerated() {
+                canary.failures.append(UnitEvent(unit: "u:c\(index)", canary: true, lower: 0, upper: 100, at: at, fresh: fresh))
+            }
+            evidence.update(canary: canary, stable: stable, at: start + 2460)
+            return evidence
+        }
+        #expect(evidence(fresh: true).rejects)
+        #expect(!evidence(fresh: false).rejects)
+        #expect(evidence(fresh: false).eValue < 10)
+    }
+
+    @Test("a rollout stored before the first-request components keeps its onset formula until it ends")
+    func storedBeforeFirstRequests() throws {
+        var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: nil)
+        evidence.startStep(last: false, at: Date(timeIntervalSince1970: 0))
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(evidence)) as! [String: Any]
+        var onset = json["onset"] as! [String: Any]
+        #expect(onset["fresh"] != nil)
+        onset["fresh"] = nil
+        json["onset"] = onset
+        var stored = try JSONDecoder().decode(CanaryEvidence.self, from: JSONSerialization.data(withJSONObject: json))
+        #expect(stored.onset?.fresh == nil)
+        let event = UnitEvent(unit: "u:a", canary: true, lower: 0, upper: 100, at: 10, fresh: true)
+        stored.update(canary: VersionEvidence(failures: [event]), stable: VersionEvidence(), at: Date(timeIntervalSince1970: 20))
+        let old = try #require(stored.onset)
+        #expect(abs(old.logE - (old.logCarried + logMeanExp(old.logLR))) < 1e-12, "the old mixture: time-faded components only")
+        stored.startStep(last: false, at: Date(timeIntervalSince1970: 600))
+        #expect(stored.onset?.fresh == nil, "the formula does not change in the middle of a rollout")
+    }
+
+    @Test("first requests: one per unit and split; a new salt, range or weight starts again; past the limit none is first")
+    func firstRequests() throws {
+        let release = ReleaseRef(number: 8, label: "v8")
+        func split(_ percent: String, salt: String = "s", weight: Int = 0) throws -> TrafficSplit {
+            TrafficSplit(service: "engine", revision: 1, stable: ReleaseRef(number: 7, label: "v7"),
+                         canary: .init(release: release, salt: salt, range: try .parse(percent: percent)), nonAuthWeight: weight)
+        }
+        var first = FirstRequests(limit: 3)
+        let five = FirstRequests.Split(try split("5"))
+        let answers = ["u:a", "u:a", "u:b"].map { first.isFirst($0, under: five) }
+        #expect(answers == [true, false, true])
+        for other in [try split("25"), try split("5", salt: "t"), try split("5", weight: 500)] {
+            let twice = [first.isFirst("u:a", under: .init(other)), first.isFirst("u:a", under: .init(other))]
+            #expect(twice == [true, false])
+        }
+        let again = ["u:b", "u:c", "u:d", "u:e"].map { first.isFirst($0, under: five) }
+        #expect(again == [true, true, true, false], "past the limit none is first")
     }
 
     @Test("the onset test: two canary users failing in a widening's first two minutes at 1% are caught; hours into the step it has stopped betting")
@@ -311,9 +384,9 @@ struct CanaryEvidenceTests {
         driver.tick()
         driver.tick(driver.healthy(failingUnits: 30), advancing: 700)
         #expect(driver.rollout?.lastVerdict?.reason
-                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.16 of 100)")
+                == "waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.54 of 100)")
         #expect(driver.rollout?.holdReason
-                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.16 of 100)")
+                == "step 1 of 5: waiting for evidence: 30 of 118 failing units needed to rule out a canary 5× worse than stable (e-value 0.54 of 100)")
         for _ in 0..<5 where driver.rollout?.step == 0 { driver.tick(driver.healthy(failingUnits: 100)) }
         #expect(driver.rollout?.step == 1, "the step advanced once its evidence and 50 canary requests were in")
         #expect(driver.log.flatMap(\.audit).contains(.init(action: "step", actor: Reconciler.actor,

@@ -101,6 +101,38 @@ struct ProxyRoutingTests {
         }
     }
 
+    @Test("a unit's failure is marked fresh only on its first request under a split; a widening makes every unit's next request fresh again")
+    func freshFailures() async throws {
+        try await ProxyHarness.run { harness in
+            try harness.setCanary("50")
+            let statistics = harness.proxy.statistics
+            func failures(_ appId: String) -> [Bool] {
+                statistics.snapshot().versions.flatMap(\.windows).compactMap(\.evidence).flatMap(\.failures)
+                    .filter { $0.unit == "u:\(appId)" }.sorted { $0.at < $1.at }.map(\.fresh)
+            }
+            /// Waits for the next one-second statistics window, so each failure is its unit's earliest in its window.
+            func nextWindow() async throws {
+                let now = Date().timeIntervalSince1970
+                try await Task.sleep(for: .milliseconds(Int((now.rounded(.down) + 1 - now) * 1000) + 20))
+            }
+            try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                for appId in ["fresh-a", "fresh-b"] {
+                    #expect(try await client.send("/status/503", headers: [ProxyHarness.bearer(appId)]).status == 503)
+                }
+                try await nextWindow()
+                #expect(try await client.send("/status/503", headers: [ProxyHarness.bearer("fresh-a")]).status == 503)
+                #expect(try await client.send("/ok", headers: [ProxyHarness.bearer("fresh-b")]).status == 200)
+                try harness.setCanary("60")
+                try await nextWindow()
+                #expect(try await client.send("/ok", headers: [ProxyHarness.bearer("fresh-b")]).status == 200)
+                #expect(try await client.send("/status/503", headers: [ProxyHarness.bearer("fresh-b")]).status == 503)
+                #expect(try await client.send("/status/503", headers: [ProxyHarness.bearer("fresh-a")]).status == 503)
+            }
+            #expect(failures("fresh-a") == [true, false, true], "first request, a later one, first after the widening")
+            #expect(failures("fresh-b") == [true, false], "a success came first under the new split")
+        }
+    }
+
     @Test("anonymous clients get the non-auth weight and stay put with the sticky cookie")
     func anonymousSticky() async throws {
         try await ProxyHarness.run { harness in
