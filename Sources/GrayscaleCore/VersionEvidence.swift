@@ -55,8 +55,11 @@ public struct UnitEvent: Codable, Hashable, Sendable {
 /// Which units have sent a request under a service's current split: a unit's first
 /// request after the canary's salt, range or weight changes is "fresh" (`UnitEvent.fresh`).
 /// Decided when a request arrives, in arrival order, so the answer never depends on a
-/// version's latency. Past `limit` units the rest are not fresh: which units those are
-/// depends on when they arrive, never on their buckets, so the judge stays valid.
+/// version's latency. Past `limit` units the rest are not fresh, and a request routed by
+/// an older revision than the newest seen (a thread that had not taken the new table
+/// yet) is not fresh either: which units those are depends on when they arrive, never on
+/// their buckets, so the judge stays valid. Units are kept as in-process hashes (a
+/// collision, about 10⁻⁹ at the limit, only makes a unit not fresh).
 public struct FirstRequests: Sendable {
     /// What makes a split new for this purpose.
     public struct Split: Hashable, Sendable {
@@ -75,18 +78,21 @@ public struct FirstRequests: Sendable {
 
     public let limit: Int
     private var split: Split?
-    private var seen: Set<String> = []
+    private var revision = Int.min
+    private var seen: Set<Int> = []
 
     public init(limit: Int = CanaryEvidence.maxUnits) { self.limit = limit }
 
-    /// Whether this is `unit`'s first request under `split`; records it.
-    public mutating func isFirst(_ unit: String, under split: Split) -> Bool {
+    /// Whether this is `unit`'s first request under `split` (of `revision`); records it.
+    public mutating func isFirst(_ unit: String, under split: Split, revision: Int = 0) -> Bool {
+        guard revision >= self.revision else { return false }
+        self.revision = revision
         if split != self.split {
             self.split = split
-            seen.removeAll(keepingCapacity: true)
+            seen.removeAll(keepingCapacity: seen.count < 4096)
         }
         guard seen.count < limit else { return false }
-        return seen.insert(unit).inserted
+        return seen.insert(unit.hashValue).inserted
     }
 }
 

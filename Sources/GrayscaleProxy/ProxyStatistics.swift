@@ -86,7 +86,7 @@ public final class ProxyStatistics: Sendable {
     /// asked once per randomized request, as it arrives.
     public func isFirstRequest(_ unit: String, service: String, split: TrafficSplit) -> Bool {
         let key = FirstRequests.Split(split)
-        return firstRequests.withLock { $0[service, default: FirstRequests()].isFirst(unit, under: key) }
+        return firstRequests.withLock { $0[service, default: FirstRequests()].isFirst(unit, under: key, revision: split.revision) }
     }
 
     public func record(_ outcome: RequestOutcome) {

@@ -282,7 +282,7 @@ struct CanaryEvidenceTests {
         #expect(stored.onset?.fresh == nil, "the formula does not change in the middle of a rollout")
     }
 
-    @Test("first requests: one per unit and split; a new salt, range or weight starts again; past the limit none is first")
+    @Test("first requests: one per unit and split; a new salt, range or weight starts again; past the limit, or by an older table, none is first")
     func firstRequests() throws {
         let release = ReleaseRef(number: 8, label: "v8")
         func split(_ percent: String, salt: String = "s", weight: Int = 0) throws -> TrafficSplit {
@@ -299,6 +299,13 @@ struct CanaryEvidenceTests {
         }
         let again = ["u:b", "u:c", "u:d", "u:e"].map { first.isFirst($0, under: five) }
         #expect(again == [true, true, true, false], "past the limit none is first")
+        // A request routed by an older revision than one already seen is not first, and changes nothing.
+        var ordered = FirstRequests()
+        let quarter = FirstRequests.Split(try split("25"))
+        let newer = ordered.isFirst("u:a", under: quarter, revision: 3)
+        let older = ordered.isFirst("u:b", under: five, revision: 2)
+        let after = ["u:a", "u:b"].map { ordered.isFirst($0, under: quarter, revision: 3) }
+        #expect(newer && !older && after == [false, true])
     }
 
     @Test("the onset test: two canary users failing in a widening's first two minutes at 1% are caught; hours into the step it has stopped betting")
