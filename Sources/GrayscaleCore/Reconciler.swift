@@ -359,7 +359,20 @@ public enum Reconciler {
             let changed = state.phase != .holding || state.holdReason != reason
             state.phase = .holding
             state.holdReason = reason
-            if changed { transition.notifications.append("\(service): canary \(state.release) holds at \(formatHundredths(input.service.split?.range.widthHundredths ?? 0))%: \(reason)") }
+            if changed { transition.notifications.append("\(service): canary \(state.release) holds at \(currentRange.map { "\($0), " } ?? "")\(formatHundredths(currentRange?.widthHundredths ?? 0))%: \(reason)") }
+        }
+
+        /// The canary's range as this tick leaves it: a change made in this tick (a human's
+        /// `-g -p`, a step) wins over the split read before it.
+        var currentRange: CanaryRange? {
+            for change in transition.splitChanges.reversed() {
+                switch change {
+                case .canary(let range, _, _): return range
+                case .rollBack, .promote: return nil
+                case .rules: continue
+                }
+            }
+            return input.service.split?.canary?.range
         }
 
         mutating func applyStep(_ state: inout RolloutState, reason: String, actor: String = Reconciler.actor, command: String? = nil) {

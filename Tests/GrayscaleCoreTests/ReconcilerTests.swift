@@ -245,6 +245,9 @@ struct ReconcilerTests {
         driver.tick(commands: [HumanCommand(.setRange(try .parse(percent: "30"), nonAuthWeight: nil), actor: "kaiyuzeng", text: "-g -m engine -p 30")])
         #expect(driver.percent == 30)
         #expect(driver.rollout?.manual == true)
+        // The channel hears of the split the command set, not the one before it.
+        let said = driver.log.last?.notifications.filter { $0.contains("holds at") } ?? []
+        #expect(said == ["engine: canary Version 8(v 2.1.1) holds at [0 - 29], 30%: manual mode: a human set the split; resume to continue"])
         for _ in 0..<30 { driver.tick(driver.healthy()) }
         #expect(driver.percent == 30, "manual mode must not advance")
         #expect(driver.rollout?.phase == .holding)
