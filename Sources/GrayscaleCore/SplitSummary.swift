@@ -29,6 +29,21 @@ public struct SplitSummary: Codable, Hashable, Sendable {
         public var percent: Double
     }
 
+    enum CodingKeys: String, CodingKey { case service, revision, stable, canary, nonAuthWeightPercent, allowList, denyList, optInAllowed }
+
+    /// `canary` is written as `null` when there is none, as documented, never left out.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(service, forKey: .service)
+        try container.encode(revision, forKey: .revision)
+        try container.encode(stable, forKey: .stable)
+        try container.encode(canary, forKey: .canary)
+        try container.encode(nonAuthWeightPercent, forKey: .nonAuthWeightPercent)
+        try container.encode(allowList, forKey: .allowList)
+        try container.encode(denyList, forKey: .denyList)
+        try container.encode(optInAllowed, forKey: .optInAllowed)
+    }
+
     public init(_ split: TrafficSplit) {
         service = split.service
         revision = split.revision

@@ -20,12 +20,15 @@ extension GrayscaleDatabase {
 
     // MARK: - Notification outbox
 
-    /// Queues a message; it stays until `markDelivered` records its delivery.
+    /// Queues a message; it stays until `markDelivered` records its delivery. `threadTs` posts
+    /// it inside a thread; `responseUrl` sends it to a slash command's response URL instead.
     @discardableResult
-    public func enqueue(channel: String, text: String, service: String?, at now: Date) throws(GrayscaleError) -> Notification {
+    public func enqueue(channel: String, text: String, service: String?, at now: Date, threadTs: String? = nil,
+                        responseUrl: String? = nil) throws(GrayscaleError) -> Notification {
         try write("queue a notification") { db in
             var notification = Notification(createdAt: now, service: service, channel: channel, text: text,
-                                            attempts: 0, nextAttemptAt: now, deliveredAt: nil, lastError: nil)
+                                            attempts: 0, nextAttemptAt: now, deliveredAt: nil, lastError: nil,
+                                            threadTs: threadTs, responseUrl: responseUrl)
             try notification.insert(db)
             return notification
         }

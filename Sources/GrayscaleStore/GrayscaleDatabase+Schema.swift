@@ -165,6 +165,13 @@ extension GrayscaleDatabase {
             // A message Slack refused for good (channel_not_found, invalid_auth, …) is set aside, not retried for ever.
             try db.alter(table: "notification") { t in t.add(column: "deadAt", .datetime) }
         }
+        migrator.registerMigration("v5-slack-replies") { db in
+            // Replies inside a thread, and slash-command replies through their response_url, go through the outbox too.
+            try db.alter(table: "notification") { t in
+                t.add(column: "threadTs", .text)
+                t.add(column: "responseUrl", .text)
+            }
+        }
         return migrator
     }
 }

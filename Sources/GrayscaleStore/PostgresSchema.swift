@@ -89,5 +89,9 @@ enum PostgresSchema {
             "ALTER TABLE audit ADD COLUMN leaseToken bigint",
             "ALTER TABLE notification ADD COLUMN deadAt timestamptz",
         ]),
+        Migration(identifier: "v5-slack-replies", statements: [
+            "ALTER TABLE notification ADD COLUMN threadTs text",
+            "ALTER TABLE notification ADD COLUMN responseUrl text",
+        ]),
     ]
 }

@@ -102,6 +102,10 @@ public struct Notification: Codable, Hashable, Sendable {
     public var lastError: String?
     /// Set when Slack refused the message for good: it is kept for the dashboard and the audit, not retried.
     public var deadAt: Date? = nil
+    /// A reply inside a thread: the thread's first message.
+    public var threadTs: String? = nil
+    /// A slash command's reply: its `response_url` (good for 30 minutes), used instead of the channel.
+    public var responseUrl: String? = nil
 }
 
 /// The stored form of a service's current split: columns an operator can query,
@@ -238,13 +242,15 @@ extension Notification {
         self.init(id: try row.optionalInt64("id"), createdAt: try row.date("createdAt"), service: try row.optionalString("service"),
                   channel: try row.string("channel"), text: try row.string("text"), attempts: try row.int("attempts"),
                   nextAttemptAt: try row.date("nextAttemptAt"), deliveredAt: try row.optionalDate("deliveredAt"),
-                  lastError: try row.optionalString("lastError"), deadAt: try row.optionalDate("deadAt"))
+                  lastError: try row.optionalString("lastError"), deadAt: try row.optionalDate("deadAt"),
+                  threadTs: try row.optionalString("threadTs"), responseUrl: try row.optionalString("responseUrl"))
     }
 
     mutating func insert(_ db: any SQLExecutor) throws {
         id = try db.insert("notification", ["createdAt": .date(createdAt), "service": .of(service), "channel": .text(channel),
                                             "text": .text(text), "attempts": .of(attempts), "nextAttemptAt": .date(nextAttemptAt),
-                                            "deliveredAt": .of(deliveredAt), "lastError": .of(lastError), "deadAt": .of(deadAt)],
+                                            "deliveredAt": .of(deliveredAt), "lastError": .of(lastError), "deadAt": .of(deadAt),
+                                            "threadTs": .of(threadTs), "responseUrl": .of(responseUrl)],
                            returningID: true)
     }
 }

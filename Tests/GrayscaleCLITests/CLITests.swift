@@ -81,6 +81,9 @@ struct CLITests {
         let rolledBack = try cli.run(["release", "rollback", "--service", "engine", "--as", "oncall", "--reason", "errors up"])
         #expect(rolledBack.status == 0)
         #expect(rolledBack.stdout.contains("Canary: none (all traffic to stable)"))
+        // No canary is `"canary": null`, as the README documents, not a missing key.
+        let shown = try #require(try cli.json(["traffic", "show", "--service", "engine"]) as? [String: Any])
+        #expect(shown.keys.contains("canary") && shown["canary"] is NSNull)
         let audit = try #require(try cli.json(["audit", "--service", "engine"]) as? [[String: Any]])
         let last = try #require(audit.last)
         #expect(last["action"] as? String == "rollback")

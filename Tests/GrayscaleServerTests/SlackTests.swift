@@ -150,9 +150,10 @@ struct SlackEndpointTests {
         }
         let replies = fake.delivered.filter { $0.json["channel"] == "C0RELEASE" }.compactMap { $0.json["text"] }
         #expect(replies.count == 2)
-        #expect(replies.first?.contains("Executor: @U0OPERATOR\nGrayScale Status: Done") == true)
+        // The executor as Slack shows a person (<@U…>), the rest escaped for Slack's markup.
+        #expect(replies.first?.contains("Executor: <@U0OPERATOR>\nGrayScale Status: Done") == true)
         #expect(replies.first?.contains("Canary Version 8(v 2.1.1) appid range: [20 - 55]\nNon-Auth GrayScale Weight: 36%") == true)
-        #expect(replies.last?.contains("GrayScale Status: Refused: @U0VISITOR may only list") == true)
+        #expect(replies.last?.contains("GrayScale Status: Refused: <@U0VISITOR> may only list") == true)
         #expect(fake.received.withLockedValue { $0 }.allSatisfy { $0.path == "/chat.postMessage" && $0.authorization == "Bearer xoxb-test-token" })
         #expect(try fixture.database.split("engine").canary != nil, "the visitor's rollback must not run")
         let audit = try fixture.database.auditLog(service: "engine")
@@ -169,6 +170,62 @@ struct SlackEndpointTests {
 
         try await server.stop()
         try await group.shutdownGracefully()
+    }
+
+    @Test("a mention in a thread is answered in the thread; a slash command's reply goes through the outbox to its response_url, surviving a 500")
+    func threadsAndSlashReplies() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let fake = try FakeSlack()
+        defer { fake.stop() }
+        let slack = SlackClient(target: .botToken("xoxb-test-token", apiBase: fake.url))
+        let endpoint = SlackEndpoint(signature: SlackSignature(secret: Self.secret), bot: fixture.bot(), slack: slack, logger: Logger(label: "test"))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await HTTPEndpointServer(host: "127.0.0.1", port: 0, group: group) { await endpoint.respond($0) }
+        let port = server.localAddress.port!
+        let notifier = NotifierService(database: fixture.database, slack: slack, baseBackoff: 0.05, logger: Logger(label: "test"))
+
+        let threaded = #"{"type":"event_callback","event_id":"EvT","event":{"type":"app_mention","user":"U0OPERATOR","channel":"C0RELEASE","#
+            + #""ts":"1700000002.000200","thread_ts":"1700000001.000100","text":"<@U0LAN0Z89> -l -m engine"}}"#
+        #expect(try await post(port, "/slack/events", body: threaded).status == 200)
+        for _ in 0..<200 where fake.delivered.isEmpty {
+            try await notifier.deliverDue()
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        // The response_url answers 500 first: the reply waits in the outbox and is sent again.
+        fake.script.withLockedValue { $0 = [(status: 500, retryAfter: nil)] }
+        let form = "token=x&team_id=T1&channel_id=C0RELEASE&user_id=U0OPERATOR&command=%2Fgray&text=-l+-m+engine"
+            + "&response_url=\(fake.url.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)%2Fcommands%2FT1%2F42%2Fsecret&trigger_id=13345224609.7"
+        let ack = try await post(port, "/slack/commands", body: form)
+        #expect(ack.status == 200)
+        for _ in 0..<200 {
+            try await notifier.deliverDue()
+            if fake.delivered.count >= 2 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let delivered = fake.delivered
+        #expect(delivered.count == 2)
+        let inThread = delivered.first { $0.path == "/chat.postMessage" }
+        #expect(inThread?.json["thread_ts"] == "1700000001.000100")
+        #expect(inThread?.json["channel"] == "C0RELEASE")
+        let slash = fake.received.withLockedValue { $0 }.filter { $0.path == "/commands/T1/42/secret" }
+        #expect(slash.map { $0.json["_status"] } == ["500", "200"], "tried again after the 500, delivered once")
+        #expect(slash.last?.json["response_type"] == "in_channel")
+        #expect(slash.last?.json["text"]?.hasPrefix("Executor: <@U0OPERATOR>\nGrayScale Status: Done") == true)
+        try await server.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("replies are escaped for Slack's markup: usage text shows its <placeholders>, & < > are entities, user ids become mentions")
+    func escaping() {
+        #expect(SlackText.render("usage: -g -m <service> -p <percent|low:high> & more") == "usage: -g -m &lt;service&gt; -p &lt;percent|low:high&gt; &amp; more")
+        #expect(SlackText.render("Executor: @U0LAN0Z89\nRefused: @W012A3CDE4F may only list") == "Executor: <@U0LAN0Z89>\nRefused: <@W012A3CDE4F> may only list")
+        // Not user ids: too short, lower case, inside a word or an e-mail address, a local name.
+        for plain in ["@U12", "@Uabcdefgh", "me@U0LAN0Z89", "@U0LAN0Z89x", "@kaiyuzeng", "@"] {
+            #expect(SlackText.render(plain) == plain)
+        }
+        #expect(SlackText.render("") == "")
+        #expect(SlackText.render("e-value ≥ 1/α: <b>") == "e-value ≥ 1/α: &lt;b&gt;")
     }
 
     @Test("a message Slack refuses for good is set aside (audit, dead letters) and later messages flow; a blocked service starves no other")

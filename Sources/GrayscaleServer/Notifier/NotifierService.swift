@@ -75,7 +75,12 @@ public struct NotifierService: Service {
                 blocked.insert(key)  // later messages of this service wait for it
                 continue
             }
-            switch await slack.post(channel: message.channel, text: message.text) {
+            let result = if let responseUrl = message.responseUrl {
+                await slack.respond(to: responseUrl, text: message.text)
+            } else {
+                await slack.post(channel: message.channel, text: message.text, threadTs: message.threadTs)
+            }
+            switch result {
             case .delivered:
                 try database.markDelivered(id, at: now())
                 delivered += 1

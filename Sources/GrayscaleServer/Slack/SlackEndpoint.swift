@@ -63,11 +63,14 @@ public struct SlackEndpoint: Sendable {
         } catch {
             return .init(status: .internalServerError, body: "\(error)\n")  // Slack retries; nothing ran
         }
+        // A mention inside a thread is answered in that thread.
+        let thread = event["thread_ts"] as? String
         let bot = self.bot, logger = self.logger, now = self.now
         Task {
             let reply = await bot.handle(text, executor: user, commandId: "slack-event:\(eventId)")
             do {
-                try bot.database.enqueue(channel: channel, text: reply, service: try? BotCommand.parse(text).service, at: now())
+                try bot.database.enqueue(channel: channel, text: reply, service: try? BotCommand.parse(text).service, at: now(),
+                                         threadTs: thread)
             } catch {
                 logger.error("reply not queued", metadata: ["problem": "\(error)"])
             }
@@ -81,12 +84,16 @@ public struct SlackEndpoint: Sendable {
         let text = fields["text"] ?? ""
         // Slack names each invocation: a resent request runs the command once.
         let commandId = fields["trigger_id"].map { "slack-trigger:\($0)" }
-        let bot = self.bot, slack = self.slack, logger = self.logger
-        if let responseURL = fields["response_url"], let slack {
+        let bot = self.bot, logger = self.logger, now = self.now
+        if let responseURL = fields["response_url"], slack != nil {
+            // The reply goes through the outbox, like notifications: a Slack outage or a 500 delays it, never loses it.
             Task {
                 let reply = await bot.handle(text, executor: user, commandId: commandId)
-                if case .failed(let problem) = await slack.respond(to: responseURL, text: reply) {
-                    logger.warning("slash command reply not delivered", metadata: ["problem": "\(problem)"])
+                do {
+                    try bot.database.enqueue(channel: fields["channel_id"] ?? "", text: reply, service: try? BotCommand.parse(text).service,
+                                             at: now(), responseUrl: responseURL)
+                } catch {
+                    logger.error("slash command reply not queued", metadata: ["problem": "\(error)"])
                 }
             }
             return .init(status: .ok, contentType: "application/json", body: #"{"response_type":"ephemeral","text":"Working on it…"}"#)
@@ -94,7 +101,7 @@ public struct SlackEndpoint: Sendable {
         // No way to answer later: answer now.
         let reply = await bot.handle(text, executor: user, commandId: commandId)
         return .init(status: .ok, contentType: "application/json",
-                     body: String(decoding: try! JSONSerialization.data(withJSONObject: ["response_type": "in_channel", "text": reply]), as: UTF8.self))
+                     body: String(decoding: SlackClient.commandResponseBody(reply), as: UTF8.self))
     }
 
     static func formFields(_ body: [UInt8]) -> [String: String] {
