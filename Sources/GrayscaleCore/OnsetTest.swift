@@ -25,14 +25,23 @@ import Foundation
 /// fails depends on the unit and on the version, never on its bucket, so among such
 /// failures the canary's share is p under the null, the same p as any failure's: a
 /// second family of components bets on these failures alone, with a constant ratio,
-/// and ignores every other one. Stable's first requests fail only at the background
-/// rate (a unit that fails now and then is rarely failing at its first request), so a
-/// bet on them is not drained by stable's steady failures, at any time in the step,
-/// while a release that breaks a share f of users on their first request makes the
-/// canary's first requests fail (f + b)/b times as often as stable's (b the
+/// and ignores every other one. Stable's first requests fail at the background rate
+/// (and a chronic broken client's, once per split), not at the rate of stable's failing
+/// units, so these bets are not drained by stable's steady failures at any time in the
+/// step, while a release that breaks a share f of users on their first request makes
+/// the canary's first requests fail (f + b)/b times as often as stable's (b the
 /// background): about 75 for the name-rule incident, 100 for 10% of requests failing.
-/// A rollout stored before these components existed keeps its old formula (`fresh`
-/// is nil) until it ends.
+///
+/// What this assumes, beyond the rest of the test: that being moved to another version
+/// does not by itself make a user's first request fail (a lost session, a cold cache);
+/// a release whose users fail only because they moved is judged worse. The time-faded
+/// components assume the same in a step's first minutes. The proxy marks first
+/// requests as they arrive and records a unit's failures in arrival order
+/// (`ProxyStatistics.record`), so which failure is first never depends on a version's
+/// latency. A source that cannot mark them (Prometheus, a proxy older than the mark)
+/// leaves these components at 1, and the time-faded ones then count half as much as
+/// before they existed. A rollout stored before these components existed keeps its old
+/// formula (`fresh` is nil) until it ends.
 ///
 /// The components: r₀ = 20 is a fault that hits a few percent of users (the name-rule
 /// incident: 7.5% of users, each failing on their first request, arrive about twenty

@@ -429,7 +429,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .noCanary, .allowList, .denyList, .optIn:
             unit = nil  // not randomized: served and counted, never evidence
         }
-        if let id = unit?.unit { unit?.fresh = shared.statistics.isFirstRequest(id, service: service.service, split: split) }
+        if let id = unit?.unit {
+            unit?.fresh = shared.statistics.isFirstRequest(id, service: service.service, split: split, newUnit: stickyCookie != nil,
+                                                           at: shared.configuration.now())
+        }
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
             started: .now(), keepAlive: connection.keepsAlive(head.version) && !shared.isDraining && !endsHTTP, isUpgrade: endsHTTP && Self.isUpgrade(head),
@@ -696,6 +699,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                                          status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now, unit: exchange.unit)
             shared.statistics.record(outcome)
             shared.metrics?.record(outcome, route: exchange.route.target)
+        } else if let unit = exchange.unit, unit.fresh {
+            shared.statistics.firstRequestAbandoned(unit.unit, service: exchange.service, at: now)
         }
         shared.accessLog?.append(AccessLogLine(
             time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,

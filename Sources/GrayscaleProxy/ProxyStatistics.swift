@@ -50,6 +50,21 @@ public final class ProxyStatistics: Sendable {
     private let series = Mutex<[SeriesKey: Series]>([:])
     /// Per service, the units that have sent a request under its current split.
     private let firstRequests = Mutex<[String: FirstRequests]>([:])
+    /// Units whose first request under the split is still unanswered, with the failures of
+    /// their later requests held back until it is (see `record`).
+    private let pendingFirst = Mutex<[PendingKey: PendingFirst]>([:])
+    /// How long a first request may stay unanswered before what waits behind it is recorded anyway.
+    public let firstRequestPatience: TimeInterval
+
+    struct PendingKey: Hashable {
+        var service: String
+        var unit: String
+    }
+
+    struct PendingFirst {
+        var since: Date
+        var held: [RequestOutcome] = []
+    }
 
     struct SeriesKey: Hashable {
         var service: String
@@ -76,20 +91,85 @@ public final class ProxyStatistics: Sendable {
         init(start: Int) { self.start = start }
     }
 
-    public init(windowSeconds: Int = 10, retainedWindows: Int = 360) {
+    public init(windowSeconds: Int = 10, retainedWindows: Int = 360, firstRequestPatience: TimeInterval = 60) {
         precondition(windowSeconds > 0 && retainedWindows > 0)
         self.windowSeconds = windowSeconds
         self.retainedWindows = retainedWindows
+        self.firstRequestPatience = firstRequestPatience
     }
 
     /// Whether this is `unit`'s first request to `service` under `split` (`UnitEvent.fresh`);
-    /// asked once per randomized request, as it arrives.
-    public func isFirstRequest(_ unit: String, service: String, split: TrafficSplit) -> Bool {
+    /// asked once per randomized request, as it arrives (`at`). `newUnit`: a unit that did not
+    /// exist before this request (an anonymous client's new draw) is first without being
+    /// remembered, so clients that never keep their cookie do not fill the set.
+    public func isFirstRequest(_ unit: String, service: String, split: TrafficSplit, newUnit: Bool = false, at: Date) -> Bool {
         let key = FirstRequests.Split(split)
-        return firstRequests.withLock { $0[service, default: FirstRequests()].isFirst(unit, under: key, revision: split.revision) }
+        let first = newUnit || firstRequests.withLock { $0[service, default: FirstRequests()].isFirst(unit, under: key, revision: split.revision) }
+        if first { pendingFirst.withLock { $0[PendingKey(service: service, unit: unit)] = PendingFirst(since: at) } }
+        return first
     }
 
+    /// A unit's first request ended without an outcome to record (its client went away):
+    /// what waited behind it is recorded now.
+    public func firstRequestAbandoned(_ unit: String, service: String, at: Date) {
+        let held = pendingFirst.withLock { $0.removeValue(forKey: PendingKey(service: service, unit: unit))?.held ?? [] }
+        for outcome in held { recordNow(outcome, at: at) }
+    }
+
+    /// Records one request's outcome.
+    ///
+    /// A unit's failures reach the judge in the order they arrived, not the order they were
+    /// answered: while a unit's first request under the split is unanswered, the failures
+    /// of its later requests are held back and recorded when it is answered (or after
+    /// `firstRequestPatience`). Otherwise a quick failing retry behind a slow first request
+    /// would be read first, reveal the unit's version, and leave the first request's
+    /// failure (the one `UnitEvent.fresh` marks) without weight; how often that happens
+    /// depends on each version's latency, which would tilt the judge's first-request bets.
     public func record(_ outcome: RequestOutcome) {
+        guard let unit = outcome.unit else { return recordNow(outcome, at: outcome.at) }
+        let key = PendingKey(service: outcome.service, unit: unit.unit)
+        if unit.fresh {
+            let held = pendingFirst.withLock { $0.removeValue(forKey: key)?.held ?? [] }
+            recordNow(outcome, at: outcome.at)
+            for late in held { recordNow(late, at: outcome.at) }
+            return
+        }
+        let failed = outcome.errorClass.map { $0 != .rejected } ?? false
+        var stale: [RequestOutcome] = []
+        let heldBack: Bool = pendingFirst.withLock { pending in
+            guard failed, let first = pending[key] else { return false }
+            guard outcome.at.timeIntervalSince(first.since) < firstRequestPatience else {
+                stale = pending.removeValue(forKey: key)?.held ?? []
+                return false
+            }
+            pending[key]!.held.append(outcome)
+            return true
+        }
+        guard !heldBack else { return }
+        for late in stale { recordNow(late, at: outcome.at) }
+        recordNow(outcome, at: outcome.at)
+    }
+
+    /// First requests unanswered for longer than `firstRequestPatience` (an upgraded
+    /// connection, an exchange that never ended) stop holding their unit's failures back.
+    func releaseStalePending(at now: Date) {
+        let stale: [RequestOutcome] = pendingFirst.withLock { pending in
+            let old = pending.filter { now.timeIntervalSince($0.value.since) >= firstRequestPatience }
+            for key in old.keys { pending[key] = nil }
+            return old.values.flatMap(\.held)
+        }
+        for outcome in stale { recordNow(outcome, at: now) }
+    }
+
+    /// Records `outcome` in the window of `at` (its answer's time, or later when it was held
+    /// back), its failure dated by its arrival.
+    private func recordNow(_ outcome: RequestOutcome, at: Date) {
+        var outcome = outcome
+        if var unit = outcome.unit, unit.at == 0 {
+            unit.at = outcome.at.timeIntervalSince1970 - Double(outcome.latencyMicros) / 1_000_000
+            outcome.unit = unit
+        }
+        outcome.at = at
         let second = Int(outcome.at.timeIntervalSince1970.rounded(.down))
         let start = second - second % windowSeconds
         let key = SeriesKey(service: outcome.service, release: outcome.release.number)
@@ -100,7 +180,8 @@ public final class ProxyStatistics: Sendable {
 
     /// Every version's windows that end after `since` (all retained ones when nil),
     /// and their totals over those windows.
-    public func snapshot(since: Date? = nil) -> StatisticsSnapshot {
+    public func snapshot(since: Date? = nil, now: Date = Date()) -> StatisticsSnapshot {
+        releaseStalePending(at: now)
         let from = since.map { Int($0.timeIntervalSince1970.rounded(.down)) } ?? Int.min
         let versions = series.withLock { all in
             all.map { key, series in
@@ -118,6 +199,7 @@ public final class ProxyStatistics: Sendable {
     /// `to`: what the controller judges. Also returns where the covered span ends, the
     /// `from` of the next call (so no window is counted twice).
     public func observation(service: String, release: Int, from: Date, to: Date) -> (VersionObservation, covered: Date) {
+        releaseStalePending(at: to)
         let start = Int(from.timeIntervalSince1970.rounded(.up)), end = Int(to.timeIntervalSince1970.rounded(.down))
         let coveredEnd = max(start, end - end % windowSeconds)
         let windows = series.withLock { all in
@@ -198,7 +280,7 @@ extension ProxyStatistics.Window {
                 // time adds that version's latency (a timeout is 30 s late), and the judge's
                 // bets and order by time must not depend on the version. For the same
                 // reason a unit keeps its earliest-arriving failure, not its first answered.
-                unit.at = outcome.at.timeIntervalSince1970 - Double(outcome.latencyMicros) / 1_000_000
+                if unit.at == 0 { unit.at = outcome.at.timeIntervalSince1970 - Double(outcome.latencyMicros) / 1_000_000 }
                 if let index = failedUnits[unit.unit] {
                     if unit.at < evidence.failures[index].at { evidence.failures[index] = unit }
                 } else {

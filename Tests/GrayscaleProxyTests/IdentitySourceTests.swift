@@ -87,6 +87,36 @@ struct IdentitySourceTests {
 
 @Suite("Per-version statistics")
 struct ProxyStatisticsTests {
+    @Test("failures held behind an unanswered first request are recorded when it is abandoned or has waited too long; new anonymous draws are first without being kept")
+    func heldFailures() throws {
+        let statistics = ProxyStatistics(windowSeconds: 10, retainedWindows: 100, firstRequestPatience: 60)
+        let release = ReleaseRef(number: 8, label: "v2.1.1")
+        let split = TrafficSplit(service: "engine", revision: 1, stable: ReleaseRef(number: 7, label: "v2.1.0"),
+                                 canary: .init(release: release, salt: "s", range: try .parse(percent: "50")))
+        let t0 = Date(timeIntervalSince1970: 1_000_000)
+        func failing(_ unit: String, at offset: Double) {
+            statistics.record(RequestOutcome(service: "engine", release: release, appId: nil, status: 503, errorClass: .upstream5xx,
+                                             latencyMicros: 1000, at: t0.addingTimeInterval(offset),
+                                             unit: UnitEvent(unit: unit, canary: true, lower: 0, upper: 5000)))
+        }
+        func failures() -> [String] {
+            statistics.snapshot(now: t0).versions.flatMap(\.windows).compactMap(\.evidence).flatMap(\.failures).map(\.unit).sorted()
+        }
+        #expect(statistics.isFirstRequest("u:a", service: "engine", split: split, at: t0))
+        #expect(statistics.isFirstRequest("u:b", service: "engine", split: split, at: t0))
+        failing("u:a", at: 1)
+        failing("u:b", at: 1)
+        #expect(failures().isEmpty, "both wait for their first requests")
+        statistics.firstRequestAbandoned("u:a", service: "engine", at: t0.addingTimeInterval(2))
+        #expect(failures() == ["u:a"])
+        _ = statistics.observation(service: "engine", release: 8, from: t0, to: t0.addingTimeInterval(61))
+        #expect(failures() == ["u:a", "u:b"], "after 60 s the second no longer waits")
+        // A new anonymous draw is first, and not remembered: it fills nothing.
+        #expect(statistics.isFirstRequest("a:new", service: "engine", split: split, newUnit: true, at: t0))
+        #expect(statistics.isFirstRequest("a:new", service: "engine", split: split, at: t0), "not remembered by the new draw")
+        #expect(!statistics.isFirstRequest("a:new", service: "engine", split: split, at: t0))
+    }
+
     @Test("windows count requests, errors by class and distinct affected users")
     func windows() {
         let statistics = ProxyStatistics(windowSeconds: 10, retainedWindows: 3)

@@ -133,6 +133,36 @@ struct ProxyRoutingTests {
         }
     }
 
+    /// A slow first request (answered 504 after the 1 s timeout) and a quick failing second
+    /// one from the same user: the second waits for the first, so the judge reads the first
+    /// request's failure first, whatever each version's latency.
+    @Test("a unit's failures are recorded in the order they arrived: a quick failure waits behind its unit's unanswered first request")
+    func failuresWaitForTheFirstRequest() async throws {
+        var configuration = ProxyConfiguration(port: 0)
+        configuration.upstreamResponseTimeout = .seconds(1)
+        try await ProxyHarness.run(configuration: configuration) { harness in
+            try harness.setCanary("50")
+            let now = Date().timeIntervalSince1970
+            try await Task.sleep(for: .milliseconds(Int((now.rounded(.down) + 1 - now) * 1000) + 20))
+            let port = harness.port, group = harness.clientGroup
+            let slow = Task {
+                try await TestHTTPClient.withConnection(port: port, group: group) { client in
+                    try await client.send("/slow", headers: [ProxyHarness.bearer("first-slow")]).status
+                }
+            }
+            try await Task.sleep(for: .milliseconds(150))
+            let quick = try await TestHTTPClient.withConnection(port: port, group: group) { client in
+                try await client.send("/status/503", headers: [ProxyHarness.bearer("first-slow")]).status
+            }
+            #expect(quick == 503)
+            #expect(try await slow.value == 504)
+            let windows = harness.proxy.statistics.snapshot().versions.flatMap(\.windows).sorted { $0.start < $1.start }
+            let failures = windows.compactMap(\.evidence).flatMap(\.failures).filter { $0.unit == "u:first-slow" }
+            #expect(failures.first?.fresh == true, "the first failure read is the first request's: \(failures)")
+            #expect(failures.count == 1, "both in one window, where the unit keeps its earliest-arriving failure")
+        }
+    }
+
     @Test("anonymous clients get the non-auth weight and stay put with the sticky cookie")
     func anonymousSticky() async throws {
         try await ProxyHarness.run { harness in
