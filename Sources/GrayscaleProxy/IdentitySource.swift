@@ -1,3 +1,4 @@
+import Foundation
 import Crypto
 import NIOHTTP1
 
@@ -40,16 +41,17 @@ public struct IdentitySource: Sendable {
 
     /// The request's appId, or nil for an anonymous request. Never throws: a malformed
     /// token is simply no identity.
-    public func appId(in head: HTTPRequestHead) -> String? { identify(in: head).appId }
+    public func appId(in head: HTTPRequestHead, now: Date = Date()) -> String? { identify(in: head, now: now).appId }
 
     /// The user, or why a credential that was there names none (it is then anonymous, and
-    /// the access log says why).
-    public func identify(in head: HTTPRequestHead) -> (appId: String?, problem: String?) {
+    /// the access log says why). A JWT is no identity outside its `nbf` … `exp` or when
+    /// issued (`iat`) in the future, a minute's leeway either way, as of `now`.
+    public func identify(in head: HTTPRequestHead, now: Date) -> (appId: String?, problem: String?) {
         let claim: JWTPayload.Claim
         switch kind {
         case .bearerJWT(let name):
             guard let authorization = head.headers.first(name: "authorization") else { return (nil, nil) }
-            claim = bearerClaim(name, authorization: authorization)
+            claim = bearerClaim(name, authorization: authorization, now: now.timeIntervalSince1970)
         case .header(let name):
             claim = head.headers.first(name: name).map { .value($0) } ?? .absent
         case .cookie(let name):
@@ -67,7 +69,7 @@ public struct IdentitySource: Sendable {
         }
     }
 
-    private func bearerClaim(_ claim: String, authorization: String) -> JWTPayload.Claim {
+    private func bearerClaim(_ claim: String, authorization: String, now: Double) -> JWTPayload.Claim {
         var authorization = authorization
         return authorization.withUTF8 { bytes -> JWTPayload.Claim in
             // "Bearer " with any case of the scheme.
@@ -89,7 +91,7 @@ public struct IdentitySource: Sendable {
                 }
                 guard valid else { return .absent }
             }
-            return JWTPayload.claim(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]))
+            return JWTPayload.claim(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]), now: now)
         }
     }
 }

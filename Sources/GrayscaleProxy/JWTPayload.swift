@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -39,13 +40,18 @@ enum JWTPayload {
     /// The claim's value: a JSON string of valid UTF-8 without escapes, or an integer's
     /// digits. Anything else (a float, a boolean, an object, invalid UTF-8) is `invalid`:
     /// two different byte strings must never become the same user.
-    static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>) -> Claim {
+    static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>, now: Double? = nil) -> Claim {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: payload.count * 3 / 4 + 3) { buffer in
             guard let length = Base64URL.decode(payload, into: buffer) else { return .absent }
             var scanner = JSONClaimScanner(bytes: UnsafeBufferPointer(rebasing: buffer[..<length]))
-            return scanner.topLevelValue(for: name)
+            let claim = scanner.topLevelValue(for: name)
+            guard case .value = claim, let now else { return claim }
+            return scanner.timeProblem(now: now).map(Claim.invalid) ?? claim
         }
     }
+
+    /// Clock difference allowed between the token's issuer and the proxy, in seconds (RFC 7519 §4.1.4 "some small leeway").
+    static let leeway = 60.0
 }
 
 enum Base64URL {
@@ -108,8 +114,30 @@ struct JSONClaimScanner {
 
     init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
+    /// The registered time claims met on the way (RFC 7519 §4.1.4–4.1.6, seconds since
+    /// 1970): `nil` absent, NaN present but not a single plain number.
+    var expires: Double?, notBefore: Double?, issuedAt: Double?
+
+    /// Why the token is not valid at `now` (with `JWTPayload.leeway`), or nil.
+    func timeProblem(now: Double) -> String? {
+        let leeway = JWTPayload.leeway
+        for (name, value) in [("exp", expires), ("nbf", notBefore), ("iat", issuedAt)] where value?.isNaN == true {
+            return "the token's \(name) is not a number of seconds"
+        }
+        if let expires, now >= expires + leeway { return "the token expired at \(Self.iso(expires))" }
+        if let notBefore, now + leeway < notBefore { return "the token is not valid before \(Self.iso(notBefore))" }
+        if let issuedAt, now + leeway < issuedAt { return "the token was issued in the future (\(Self.iso(issuedAt)))" }
+        return nil
+    }
+
+    static func iso(_ seconds: Double) -> String {
+        guard seconds.isFinite, abs(seconds) < 1e11 else { return String(seconds) }
+        return Date(timeIntervalSince1970: seconds).formatted(.iso8601)
+    }
+
     /// The key's value; `invalid` when the key appears twice or any key is escaped (another
-    /// parser could read another value for it than this one).
+    /// parser could read another value for it than this one). `exp`, `nbf` and `iat` are
+    /// read on the way.
     mutating func topLevelValue(for key: String) -> JWTPayload.Claim {
         skipWhitespace()
         guard take(UInt8(ascii: "{")) else { return .absent }
@@ -127,6 +155,15 @@ struct JSONClaimScanner {
                 guard found == nil else { return .invalid("the token has more than one \(key)") }
                 found = value(key)
                 if case .invalid = found { return found! }
+            } else if let time = ["exp", "nbf", "iat"].first(where: { equals(name, $0) }) {
+                let start = position
+                guard skipValue() else { return .absent }
+                let number = Self.number(UnsafeBufferPointer(rebasing: bytes[start..<position]))
+                switch time {
+                case "exp": expires = expires == nil ? number : .nan
+                case "nbf": notBefore = notBefore == nil ? number : .nan
+                default: issuedAt = issuedAt == nil ? number : .nan
+                }
             } else {
                 guard skipValue() else { return .absent }
             }
@@ -162,6 +199,15 @@ struct JSONClaimScanner {
     }
 
     /// The range of a string's contents (without quotes), leaving the position after it.
+    /// A JSON number (integer, fraction, exponent), NaN for anything else.
+    static func number(_ raw: UnsafeBufferPointer<UInt8>) -> Double {
+        guard !raw.isEmpty, raw.count <= 32,
+              raw.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || Array("-+.eE".utf8).contains($0) }),
+              let value = Double(String(decoding: raw, as: UTF8.self)), value.isFinite
+        else { return .nan }
+        return value
+    }
+
     private mutating func stringRange() -> Range<Int>? {
         guard take(UInt8(ascii: "\"")) else { return nil }
         let start = position

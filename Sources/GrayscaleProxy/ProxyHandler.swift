@@ -400,7 +400,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     context: context, exchange: nil, close: !connection.keepsAlive(head.version) || endsHTTP, method: head.method)
             return
         }
-        let identity = shared.configuration.identity.identify(in: head)
+        let identity = shared.configuration.identity.identify(in: head, now: shared.configuration.now())
         let appId = identity.appId
         let requested = head.headers.first(name: "x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
         var stickyCookie: String?

@@ -35,11 +35,39 @@ struct IdentitySourceTests {
         return "Bearer \(encode(Array(#"{"alg":"none"}"#.utf8))).\(encode(payload)).sig"
     }
 
+    @Test("a JWT outside its nbf … exp, or issued in the future, names no user (a minute's leeway), and says why")
+    func timeClaims() {
+        let source = IdentitySource()
+        let now = Date(timeIntervalSince1970: 1_800_000_000)
+        func identify(_ payload: String) -> (appId: String?, problem: String?) {
+            source.identify(in: head([("Authorization", Self.token(payload: Array(payload.utf8)))]), now: now)
+        }
+        let t = 1_800_000_000
+        // Valid: within the window, at the edges of the leeway, fractional NumericDates, no time claims at all.
+        for payload in [#"{"appId":"a","exp":\#(t + 3600),"nbf":\#(t - 10),"iat":\#(t - 10)}"#, #"{"appId":"a","exp":\#(t - 59)}"#,
+                        #"{"appId":"a","nbf":\#(t + 59)}"#, #"{"appId":"a","iat":\#(t + 59)}"#, #"{"exp":\#(t + 1).5,"appId":"a"}"#,
+                        #"{"appId":"a"}"#, #"{"appId":"a","exp":1.8e9}"#] {
+            #expect(identify(payload).appId == "a", "\(payload)")
+        }
+        let expired = identify(#"{"appId":"a","exp":\#(t - 60)}"#)
+        #expect(expired.appId == nil && expired.problem == "the token expired at 2027-01-15T07:59:00Z")
+        let early = identify(#"{"nbf":\#(t + 61),"appId":"a"}"#)
+        #expect(early.appId == nil && early.problem == "the token is not valid before 2027-01-15T08:01:01Z")
+        let future = identify(#"{"appId":"a","iat":\#(t + 3600)}"#)
+        #expect(future.appId == nil && future.problem?.hasPrefix("the token was issued in the future") == true)
+        // Not a number, or twice: another parser could read another time.
+        for payload in [#"{"appId":"a","exp":"tomorrow"}"#, #"{"appId":"a","exp":null}"#, #"{"appId":"a","exp":\#(t + 9),"exp":\#(t - 9999)}"#,
+                        #"{"appId":"a","nbf":{"t":1}}"#, #"{"appId":"a","iat":1e999}"#, #"{"appId":"a","exp":0x10}"#] {
+            let result = identify(payload)
+            #expect(result.appId == nil && result.problem?.contains("is not a number of seconds") == true, "\(payload) → \(result)")
+        }
+    }
+
     @Test("claims are decoded strictly: invalid UTF-8, floats, booleans and objects make the request anonymous, and say why")
     func strictClaims() {
         let source = IdentitySource()
         func identify(_ payload: [UInt8]) -> (appId: String?, problem: String?) {
-            source.identify(in: head([("Authorization", Self.token(payload: payload))]))
+            source.identify(in: head([("Authorization", Self.token(payload: payload))]), now: Date())
         }
         // Two different byte strings must never become the same user (a replacement character).
         let invalid = identify(Array(#"{"appId":"ab"#.utf8) + [0xFF] + Array(#""}"#.utf8))
