@@ -202,6 +202,11 @@ struct ServeEndToEndTests {
         let body = Data(#"{"text": "-l -m engine", "as": "tester"}"#.utf8)
         let unauthorized = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands", body: body))
         #expect(unauthorized.status == 401)
+        for wrong in ["Bearer test-admin-toke", "Bearer test-admin-tokenx", "Bearer TEST-ADMIN-TOKEN", "bearer test-admin-token", "test-admin-token"] {
+            let refused = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands",
+                                                                        headers: [("Authorization", wrong)], body: body))
+            #expect(refused.status == 401, "\(wrong)")
+        }
         let listed = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands",
                                                                    headers: [("Authorization", "Bearer test-admin-token")], body: body))
         #expect(String(decoding: listed.body, as: UTF8.self).contains("Stable Version 7(v 2.1.0) : other"))

@@ -26,6 +26,23 @@ struct SlackSignatureTests {
         try signature.verify(timestamp: Self.timestamp, signature: Self.expected, body: Self.body, now: Self.then)
     }
 
+    @Test("hostile signature headers are refused: wrong scheme, odd or non-hex digits, too short or long, one bit off; upper-case hex is the same code")
+    func hostileSignatures() throws {
+        let signature = SlackSignature(secret: Self.secret)
+        let hex = String(Self.expected.dropFirst(3))
+        let flipped: String = String(hex.dropLast()) + (hex.last == "3" ? "2" : "3")
+        var hostile: [String] = ["", "v0=", "v1=" + hex, "v0=" + String(hex.dropLast()), "v0=" + String(hex.dropLast(2))]
+        hostile += ["v0=" + hex + "00", "v0=" + flipped, "v0=" + hex.replacingOccurrences(of: "a", with: "g")]
+        hostile += ["v0= " + String(hex.dropLast()), "V0=" + hex, "v0=" + String(repeating: "0", count: 64)]
+        hostile.append("v0=" + String(repeating: "ab", count: 5000))
+        for bad in hostile {
+            #expect(throws: SlackSignature.Failure.badSignature, "\(bad.prefix(80))") {
+                try signature.verify(timestamp: Self.timestamp, signature: bad, body: Self.body, now: Self.then)
+            }
+        }
+        try signature.verify(timestamp: Self.timestamp, signature: "v0=" + hex.uppercased(), body: Self.body, now: Self.then)
+    }
+
     @Test("a tampered body, a stale timestamp or a missing header is refused")
     func refusals() {
         let signature = SlackSignature(secret: Self.secret)

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import GrayscaleCore
 import GrayscaleProxy
@@ -233,10 +234,10 @@ public struct AdminAPI: Sendable {
         return result
     }
 
+    /// Whether two secrets are equal, in time that does not depend on where they differ:
+    /// their SHA-256 digests, compared by swift-crypto in constant time (the lengths are
+    /// hidden too).
     static func constantTimeEqual(_ lhs: String, _ rhs: String) -> Bool {
-        let a = Array(lhs.utf8), b = Array(rhs.utf8)
-        var difference = UInt8(a.count == b.count ? 0 : 1)
-        for index in 0..<min(a.count, b.count) { difference |= a[index] ^ b[index] }
-        return difference == 0
+        SHA256.hash(data: Array(lhs.utf8)) == SHA256.hash(data: Array(rhs.utf8))
     }
 }

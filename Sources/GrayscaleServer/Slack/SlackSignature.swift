@@ -36,11 +36,31 @@ public struct SlackSignature: Sendable {
     public func verify(timestamp: String?, signature: String?, body: some Collection<UInt8>, now: Date) throws(Failure) {
         guard let timestamp, let signature, let seconds = Double(timestamp) else { throw .missingHeaders }
         guard abs(now.timeIntervalSince1970 - seconds) <= tolerance else { throw .staleTimestamp }
-        let expected = Array(self.signature(timestamp: timestamp, body: body).utf8)
-        let given = Array(signature.utf8)
-        // Constant time: look at every byte whatever the first difference.
-        var difference = UInt8(expected.count == given.count ? 0 : 1)
-        for index in 0..<min(expected.count, given.count) { difference |= expected[index] ^ given[index] }
-        guard difference == 0 else { throw .badSignature }
+        // swift-crypto compares the codes in constant time.
+        guard signature.hasPrefix("v0="), let given = Self.bytes(hex: signature.dropFirst(3)), given.count == SHA256.byteCount,
+              HMAC<SHA256>.isValidAuthenticationCode(given, authenticating: Array("v0:\(timestamp):".utf8) + Array(body),
+                                                     using: SymmetricKey(data: secret))
+        else { throw .badSignature }
+    }
+
+    /// Lower- or upper-case hex, two digits a byte; nil for anything else.
+    static func bytes(hex: Substring) -> [UInt8]? {
+        let digits = Array(hex.utf8)
+        guard digits.count % 2 == 0, digits.count <= 128 else { return nil }
+        func value(_ digit: UInt8) -> UInt8? {
+            switch digit {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): return digit - UInt8(ascii: "0")
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): return digit - UInt8(ascii: "a") + 10
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): return digit - UInt8(ascii: "A") + 10
+            default: return nil
+            }
+        }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(digits.count / 2)
+        for index in stride(from: 0, to: digits.count, by: 2) {
+            guard let high = value(digits[index]), let low = value(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return bytes
     }
 }
