@@ -8,7 +8,7 @@ APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev
 TEST_PACKAGES := prometheus chromium postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps install-packages build test chaos demo walkthrough clean
+.PHONY: deps test-deps install-packages build test chaos demo walkthrough dashboards clean
 
 deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES)"
@@ -46,6 +46,10 @@ demo: build
 
 walkthrough: build
 	./scripts/walkthrough.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
+
+# Files generated from the code; a test fails when they are not current.
+dashboards: build
+	"$$($(SWIFT) build --show-bin-path)/grayscale" dashboard grafana > dashboards/grafana.json
 
 clean:
 	rm -rf .build

@@ -35,8 +35,8 @@ struct DashboardCommand: ParsableCommand {
         subcommands: [Grafana.self])
 
     struct Grafana: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The Grafana dashboard JSON (also dashboards/grafana.json).")
+        static let configuration = CommandConfiguration(abstract: "The Grafana dashboard JSON (dashboards/grafana.json is this output: make dashboards).")
 
-        func run() { print(GrafanaDashboard.json) }
+        func run() { print(GrafanaDashboard.json, terminator: "") }
     }
 }

@@ -158,3 +158,20 @@ struct PrometheusMetricsTests {
         await #expect(throws: (any Error).self) { try await source.instant("sum(rate(", at: Date()) }
     }
 }
+
+@Suite("Generated files")
+struct GeneratedFilesTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    @Test("dashboards/grafana.json is what `grayscale dashboard grafana` writes (`make dashboards` renews it)")
+    func grafanaDashboardIsCurrent() throws {
+        let file = try String(contentsOf: Self.root.appendingPathComponent("dashboards/grafana.json"), encoding: .utf8)
+        #expect(file == GrafanaDashboard.json, "dashboards/grafana.json is stale: run make dashboards")
+        // Valid JSON with six panels, each showing every version and all of them together (or the rollout's own series).
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(file.utf8)) as? [String: Any])
+        let panels = try #require(object["panels"] as? [[String: Any]])
+        #expect(panels.count == 6)
+        #expect(Set(panels.compactMap { $0["id"] as? Int }).count == 6, "panel ids are unique")
+        #expect(panels.allSatisfy { (($0["targets"] as? [[String: Any]])?.count ?? 0) >= 2 })
+    }
+}

@@ -271,6 +271,20 @@ struct ServeEndToEndTests {
             if let canaryRate, canaryRate > 0, let overall, overall > 0 { break }
         }
         #expect((canaryRate ?? 0) > (overall ?? 1), "error rate of release 8 (\(canaryRate ?? -1)) should exceed all versions together (\(overall ?? -1))")
+        // Every query of the Grafana dashboard is PromQL this Prometheus accepts, on metrics /metrics exports.
+        for query in GrafanaDashboard.queries {
+            let concrete = query.replacingOccurrences(of: "$service", with: "engine")
+            await #expect(throws: Never.self, "\(concrete)") { _ = try await source.instant(concrete, at: Date()) }
+        }
+        // And every metric it names is one that this scrape has.
+        let names = Set(GrafanaDashboard.queries.flatMap { query in
+            query.split(whereSeparator: { !($0.isLetter || $0 == "_") }).filter { $0.hasPrefix("grayscale_") }.map(String.init)
+        })
+        #expect(names.count >= 8)
+        for name in names.sorted() {
+            let series = try await source.instant("count(\(name))", at: Date())
+            #expect((series ?? 0) >= 1, "\(name) is not exported")
+        }
     }
 
     func checkDashboard(_ harness: ServeHarness) throws {

@@ -26,11 +26,11 @@ public final class ControllerMetrics: Sendable {
             registry.makeCounter(descriptor: descriptor("verdicts", "total", "Verdicts of the canary judge by outcome."),
                                  labels: labels + [("outcome", verdict.outcome.rawValue)]).increment()
         }
-        if transition.rollbackReason != nil {
-            registry.makeCounter(descriptor: descriptor("rollbacks", "total", "Rollbacks, automatic or by a human."), labels: labels).increment()
-        }
-        if transition.promoted {
-            registry.makeCounter(descriptor: descriptor("promotions", "total", "Canaries promoted to stable."), labels: labels).increment()
-        }
+        // Both counters exist from a service's first tick, at 0: a query (or a dashboard
+        // panel) of rollbacks or promotions sees 0, not "no data", before the first one.
+        let rollbacks = registry.makeCounter(descriptor: descriptor("rollbacks", "total", "Rollbacks, automatic or by a human."), labels: labels)
+        let promotions = registry.makeCounter(descriptor: descriptor("promotions", "total", "Canaries promoted to stable."), labels: labels)
+        if transition.rollbackReason != nil { rollbacks.increment() }
+        if transition.promoted { promotions.increment() }
     }
 }
