@@ -28,6 +28,12 @@ static inline CURLcode grayscale_curl_setopt_write_function(CURL *handle, CURLop
     return curl_easy_setopt(handle, option, callback);
 }
 
+typedef int (*grayscale_curl_progress_callback)(void *context, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
+
+static inline CURLcode grayscale_curl_setopt_progress_function(CURL *handle, grayscale_curl_progress_callback callback) {
+    return curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, callback);
+}
+
 static inline CURLcode grayscale_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) {
     return curl_easy_getinfo(handle, info, value);
 }

@@ -19,10 +19,11 @@ public final class CurlEasy {
 
     deinit { curl_easy_cleanup(handle) }
 
-    /// Sends `request` and waits for the whole response.
-    public func perform(_ request: OutboundRequest) throws(GrayscaleError) -> OutboundResponse {
+    /// Sends `request` and waits for the whole response; `cancelled` aborts it. The handle
+    /// is reset first, which keeps its open connections for the next request.
+    func perform(_ request: OutboundRequest, cancelled: CancelFlag? = nil) throws(GrayscaleError) -> OutboundResponse {
         curl_easy_reset(handle)
-        let sink = ResponseSink()
+        let sink = ResponseSink(cancelled: cancelled)
         var headerList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(headerList) }
         for header in request.headers {
@@ -62,11 +63,22 @@ public final class CurlEasy {
                     return size * count
                 })
                 set(grayscale_curl_setopt_pointer(handle, CURLOPT_HEADERDATA, context))
+                if cancelled != nil {
+                    set(grayscale_curl_setopt_long(handle, CURLOPT_NOPROGRESS, 0))
+                    set(grayscale_curl_setopt_progress_function(handle) { context, _, _, _, _ in
+                        let sink = Unmanaged<ResponseSink>.fromOpaque(context!).takeUnretainedValue()
+                        return sink.cancelled?.isSet == true ? 1 : 0  // non-zero aborts the transfer
+                    })
+                    set(grayscale_curl_setopt_pointer(handle, CURLOPT_XFERINFODATA, context))
+                }
                 guard result == CURLE_OK else { return result }
                 return curl_easy_perform(handle)
             }
         }
         guard code == CURLE_OK else {
+            if code == CURLE_ABORTED_BY_CALLBACK {
+                throw GrayscaleError("\(request.method) \(Self.redacted(request.url)): cancelled")
+            }
             let reason = String(cString: curl_easy_strerror(code))
             throw GrayscaleError("\(request.method) \(Self.redacted(request.url)): \(reason) (curl error \(code.rawValue))")
         }
@@ -85,6 +97,9 @@ public final class CurlEasy {
 private final class ResponseSink {
     var body = Data()
     var headers: [(name: String, value: String)] = []
+    let cancelled: CancelFlag?
+
+    init(cancelled: CancelFlag?) { self.cancelled = cancelled }
 
     func headerLine(_ line: String) {
         if line.hasPrefix("HTTP/") {

@@ -23,6 +23,41 @@ struct CurlHTTPClientTests {
         #expect(String(decoding: post.body, as: UTF8.self) == "POST /hook\nx-test: \n\n\(payload)")
     }
 
+    @Test("consecutive calls to one destination use one connection; another destination gets its own")
+    func connectionReuse() async throws {
+        let server = try EchoServer(), other = try EchoServer()
+        defer { try? server.stop(); try? other.stop() }
+        let client = CurlHTTPClient(pool: CurlHandlePool())
+        for path in ["/a", "/b?x=1", "/c"] {
+            let response = try await client.send(OutboundRequest(url: "http://127.0.0.1:\(server.port)\(path)"))
+            #expect(response.status == 201)
+        }
+        _ = try await client.send(OutboundRequest(method: "POST", url: "http://127.0.0.1:\(server.port)/d", body: Data("x".utf8)))
+        #expect(server.connections.withLockedValue { $0 } == 1, "four calls, one connection")
+        _ = try await client.send(OutboundRequest(url: "http://127.0.0.1:\(other.port)/e"))
+        #expect(other.connections.withLockedValue { $0 } == 1)
+        #expect(client.pool.idleCount == 2)
+        // Without the pool (a new handle each time) each call opened its own.
+        let fresh = try EchoServer()
+        defer { try? fresh.stop() }
+        for _ in 0..<2 { _ = try await CurlHTTPClient(pool: CurlHandlePool(perDestination: 0)).send(OutboundRequest(url: "http://127.0.0.1:\(fresh.port)/f")) }
+        #expect(fresh.connections.withLockedValue { $0 } == 2)
+    }
+
+    @Test("a cancelled task aborts its transfer instead of waiting for the answer")
+    func cancellation() async throws {
+        let server = try EchoServer()
+        defer { try? server.stop() }
+        let client = CurlHTTPClient(pool: CurlHandlePool())
+        let url = "http://127.0.0.1:\(server.port)/slow"
+        let task = Task { try await client.send(OutboundRequest(url: url, timeout: 30)) }
+        try await Task.sleep(for: .milliseconds(200))
+        task.cancel()
+        let error = await #expect(throws: GrayscaleError.self) { try await task.value }
+        #expect(error?.message.hasSuffix("/slow: cancelled") == true, "\(error?.message ?? "")")
+        #expect(client.pool.idleCount == 0, "the aborted handle is not kept")
+    }
+
     @Test("a refused connection is an error naming the URL, without its query")
     func refused() async throws {
         let server = try EchoServer()

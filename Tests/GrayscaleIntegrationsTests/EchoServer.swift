@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -7,14 +8,18 @@ import NIOPosix
 final class EchoServer {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     let channel: Channel
+    /// Connections accepted so far.
+    let connections = NIOLockedValueBox(0)
 
     var port: Int { channel.localAddress!.port! }
 
     init() throws {
+        let connections = self.connections
         channel = try ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.withLockedValue { $0 += 1 }
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(EchoHandler())
                 }
