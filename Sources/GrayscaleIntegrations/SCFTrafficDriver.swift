@@ -22,32 +22,29 @@ public struct SCFTrafficDriver: Sendable {
 
     /// `UpdateAlias`, then `GetAlias`; throws unless the alias now routes exactly as `split` says.
     public func apply(_ split: TrafficSplit) async throws(TencentCloudError) {
-        let payload = SCFAlias.updateAliasPayload(function: function, alias: alias, namespace: namespace, routingHeader: routingHeader, split: split)
-        let parameters = (try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any]) ?? [:]
-        let update = try await client.call("UpdateAlias", parameters)
-        let read = try await client.call("GetAlias", ["FunctionName": function, "Name": alias, "Namespace": namespace])
-        let expected = parameters["RoutingConfig"] as? [String: Any]
-        let wantMatches = expected?["AddtionVersionMatchs"] as? [[String: String]] ?? []
-        let gotMatches = ((read["RoutingConfig"] as? [String: Any])?["AddtionVersionMatchs"] as? [[String: Any]] ?? [])
-            .map { $0.compactMapValues { $0 as? String } }
-        guard read["FunctionVersion"] as? String == String(split.stable.number), gotMatches == wantMatches else {
+        let wanted = SCFAlias.updateAlias(function: function, alias: alias, namespace: namespace, routingHeader: routingHeader, split: split)
+        let update: TencentCloudClient.Acknowledgement = try await client.call("UpdateAlias", wanted)
+        let read: SCFAlias.Alias = try await client.call("GetAlias", SCFAlias.AliasName(FunctionName: function, Name: alias, Namespace: namespace))
+        let gotMatches = read.RoutingConfig?.AddtionVersionMatchs ?? []
+        guard read.FunctionVersion == wanted.FunctionVersion, gotMatches == wanted.RoutingConfig.AddtionVersionMatchs else {
             throw TencentCloudError(code: "ReadBackMismatch",
-                                    message: "alias \(alias) of \(function) reads back FunctionVersion \(read["FunctionVersion"] ?? "?") with \(gotMatches), expected \(split.stable.number) with \(wantMatches)",
-                                    requestId: read["RequestId"] as? String ?? update["RequestId"] as? String)
+                                    message: "alias \(alias) of \(function) reads back FunctionVersion \(read.FunctionVersion ?? "?") with \(gotMatches), expected \(split.stable.number) with \(wanted.RoutingConfig.AddtionVersionMatchs)",
+                                    requestId: read.RequestId ?? update.RequestId)
         }
     }
 
     /// `ListVersionByFunction`: the function's published version numbers.
     public func versions() async throws(TencentCloudError) -> [Int] {
-        let response = try await client.call("ListVersionByFunction", ["FunctionName": function, "Namespace": namespace])
-        return (response["Versions"] as? [[String: Any]] ?? []).compactMap { ($0["Version"] as? String).flatMap(Int.init) }
+        let response: SCFAlias.Versions = try await client.call("ListVersionByFunction", SCFAlias.FunctionName(FunctionName: function, Namespace: namespace))
+        return (response.Versions ?? []).compactMap { $0.Version.flatMap(Int.init) }
     }
 
     /// `PublishVersion`: the new function version's number, to record as a release.
     public func publishVersion(description: String) async throws(TencentCloudError) -> Int {
-        let response = try await client.call("PublishVersion", ["FunctionName": function, "Namespace": namespace, "Description": description])
-        guard let text = response["FunctionVersion"] as? String, let number = Int(text) else {
-            throw TencentCloudError(code: "InvalidResponse", message: "PublishVersion answered no FunctionVersion", requestId: response["RequestId"] as? String)
+        let response: SCFAlias.Published = try await client.call(
+            "PublishVersion", SCFAlias.FunctionName(FunctionName: function, Namespace: namespace, Description: description))
+        guard let text = response.FunctionVersion, let number = Int(text) else {
+            throw TencentCloudError(code: "InvalidResponse", message: "PublishVersion answered no FunctionVersion", requestId: response.RequestId)
         }
         return number
     }

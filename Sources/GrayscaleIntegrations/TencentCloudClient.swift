@@ -46,9 +46,39 @@ public struct TencentCloudClient: Sendable {
         self.now = now
     }
 
-    /// Calls `action`; returns the `Response` object. Retries what is retryable.
-    public func call(_ action: String, _ parameters: [String: Any]) async throws(TencentCloudError) -> [String: Any] {
-        let payload = String(decoding: (try? JSONSerialization.data(withJSONObject: parameters, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+    /// A `Response` read only for its request id.
+    public struct Acknowledgement: Decodable, Sendable {
+        public var RequestId: String?
+    }
+
+    /// `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`, Tencent Cloud's failure.
+    struct Failure: Decodable {
+        struct Body: Decodable {
+            struct Problem: Decodable {
+                var Code: String?
+                var Message: String?
+            }
+            var Error: Problem?
+            var RequestId: String?
+        }
+        var Response: Body
+    }
+
+    struct Success<Answer: Decodable>: Decodable {
+        var Response: Answer
+    }
+
+    /// Calls `action` with typed `parameters`; returns the `Response` object decoded as
+    /// `Answer`. Retries what is retryable.
+    public func call<Parameters: Encodable, Answer: Decodable>(_ action: String, _ parameters: Parameters) async throws(TencentCloudError) -> Answer {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data: Data
+        do { data = try encoder.encode(parameters) } catch {
+            // Never send a request whose parameters did not encode (an empty UpdateAlias would be accepted).
+            throw TencentCloudError(code: "InvalidParameters", message: "\(action): parameters do not encode: \(error)", requestId: nil)
+        }
+        let payload = String(decoding: data, as: UTF8.self)
         var attempt = 0
         while true {
             attempt += 1
@@ -61,7 +91,7 @@ public struct TencentCloudClient: Sendable {
         }
     }
 
-    private func once(_ action: String, payload: String) async throws(TencentCloudError) -> [String: Any] {
+    private func once<Answer: Decodable>(_ action: String, payload: String) async throws(TencentCloudError) -> Answer {
         let timestamp = Int(now().timeIntervalSince1970)
         let request = OutboundRequest(method: "POST", url: endpoint, headers: [
             ("Content-Type", TencentCloudSigner.contentType), ("Host", signer.host), ("X-TC-Action", action),
@@ -72,16 +102,18 @@ public struct TencentCloudClient: Sendable {
         do { response = try await client.send(request) } catch {
             throw TencentCloudError(code: "Network", message: "\(action): \(error.message)", requestId: nil)
         }
-        guard let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any],
-              let body = object["Response"] as? [String: Any]
-        else {
+        guard let failure = try? JSONDecoder().decode(Failure.self, from: response.body) else {
             throw TencentCloudError(code: response.status >= 500 ? "InternalError" : "InvalidResponse",
                                     message: "\(action): HTTP \(response.status), not a Tencent Cloud response", requestId: nil)
         }
-        if let error = body["Error"] as? [String: Any] {
-            throw TencentCloudError(code: error["Code"] as? String ?? "Unknown", message: "\(action): \(error["Message"] as? String ?? "")",
-                                    requestId: body["RequestId"] as? String)
+        if let error = failure.Response.Error {
+            throw TencentCloudError(code: error.Code ?? "Unknown", message: "\(action): \(error.Message ?? "")", requestId: failure.Response.RequestId)
         }
-        return body
+        do {
+            return try JSONDecoder().decode(Success<Answer>.self, from: response.body).Response
+        } catch {
+            throw TencentCloudError(code: "InvalidResponse", message: "\(action): the Response does not read as expected: \(error)",
+                                    requestId: failure.Response.RequestId)
+        }
     }
 }

@@ -175,3 +175,26 @@ struct GeneratedFilesTests {
         #expect(panels.allSatisfy { (($0["targets"] as? [[String: Any]])?.count ?? 0) >= 2 })
     }
 }
+
+@Suite("Prometheus answers")
+struct PrometheusAnswerTests {
+    func value(_ json: String, status: Int = 200) throws(GrayscaleError) -> Double? {
+        try PrometheusMetrics.value(of: Data(json.utf8), status: status, source: "prometheus test", query: "q")
+    }
+
+    @Test("instant answers as Prometheus writes them: vectors summed, empty is 0, NaN is nil, scalars, errors in Prometheus's words")
+    func answers() throws {
+        #expect(try value(#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"release":"7"},"value":[1700000000.123,"1.5"]},{"metric":{},"value":[1700000000.123,"2"]}]}}"#) == 3.5)
+        #expect(try value(#"{"status":"success","data":{"resultType":"vector","result":[]}}"#) == 0)
+        #expect(try value(#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"NaN"]}]}}"#) == nil)
+        #expect(try value(#"{"status":"success","data":{"resultType":"scalar","result":[1700000000,"0.25"]}}"#) == 0.25)
+        #expect(try value(#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"+Inf"]}]}}"#) == .infinity)
+        #expect(throws: GrayscaleError("prometheus test: parse error: unexpected end of input for query q")) {
+            try value(#"{"status":"error","errorType":"bad_data","error":"parse error: unexpected end of input"}"#, status: 400)
+        }
+        for hostile in ["", "<html>502</html>", #"{"status":"success"}"#, #"{"status":"success","data":{"resultType":"vector","result":[{"value":[1,2]}]}}"#,
+                        #"{"status":"success","data":{"resultType":"vector","result":{"a":1}}}"#, "[]", #"{"status":7}"#] {
+            #expect(throws: GrayscaleError.self, "\(hostile)") { try value(hostile) }
+        }
+    }
+}

@@ -233,6 +233,32 @@ struct SlackEndpointTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("hostile signed Events API bodies are refused or ignored, never run, never crash the endpoint")
+    func hostileEvents() async throws {
+        let fixture = try SlackFixture()
+        defer { fixture.remove() }
+        let endpoint = SlackEndpoint(signature: SlackSignature(secret: Self.secret), bot: fixture.bot(), slack: nil, logger: Logger(label: "test"))
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let server = try await HTTPEndpointServer(host: "127.0.0.1", port: 0, group: group) { await endpoint.respond($0) }
+        let port = server.localAddress.port!
+        let refused = ["", "not json", "[]", "{}", #"{"type":7}"#, #"{"type":"event_callback","event":{"type":"app_mention","text":5}}"#,
+                       #"{"type":"url_verification","challenge":{"x":1}}"#, String(repeating: "[", count: 10_000)]
+        for body in refused {
+            #expect(try await post(port, "/slack/events", body: body).status == 400, "\(body.prefix(60))")
+        }
+        let ignored = [#"{"type":"event_callback","event_id":"Ev9","event":{"type":"message","text":"-r -m engine","user":"U0OPERATOR","channel":"C1"}}"#,
+                       #"{"type":"event_callback","event":{"type":"app_mention","text":"-r -m engine","user":"U0OPERATOR","channel":"C1"}}"#,
+                       #"{"type":"event_callback","event_id":"Ev8","event":{"type":"app_mention","text":"-r -m engine","channel":"C1"}}"#,
+                       #"{"type":"url_verification"}"#]
+        for body in ignored {
+            #expect(try await post(port, "/slack/events", body: body).status == 200, "\(body.prefix(60))")
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try fixture.database.auditLog(service: "engine").filter { $0.action == "rollback" }.isEmpty, "nothing ran")
+        try await server.stop()
+        try await group.shutdownGracefully()
+    }
+
     @Test("replies are escaped for Slack's markup: usage text shows its <placeholders>, & < > are entities, user ids become mentions")
     func escaping() {
         #expect(SlackText.render("usage: -g -m <service> -p <percent|low:high> & more") == "usage: -g -m &lt;service&gt; -p &lt;percent|low:high&gt; &amp; more")

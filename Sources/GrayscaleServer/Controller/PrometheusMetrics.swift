@@ -85,20 +85,65 @@ public struct PrometheusMetrics: MetricsSource {
         // '+' in a query string reads as a space; encode it.
         let url = components.url!.absoluteString.replacingOccurrences(of: "+", with: "%2B")
         let response = try await client.send(OutboundRequest(url: url, timeout: timeout))
-        guard let object = try? JSONSerialization.jsonObject(with: response.body) as? [String: Any] else {
-            throw GrayscaleError("prometheus \(baseURL): HTTP \(response.status), not JSON")
+        return try Self.value(of: response.body, status: response.status, source: "prometheus \(baseURL)", query: query)
+    }
+
+    /// The value an instant query's answer gives: the sum of its samples, 0 for an empty
+    /// vector, nil when one is NaN; an error answer throws with Prometheus's own words.
+    public static func value(of body: Data, status: Int, source: String, query: String) throws(GrayscaleError) -> Double? {
+        guard let answer = try? JSONDecoder().decode(QueryAnswer.self, from: body) else {
+            throw GrayscaleError("\(source): HTTP \(status), not a Prometheus answer")
         }
-        guard response.status == 200, object["status"] as? String == "success",
-              let data = object["data"] as? [String: Any], let result = data["result"] as? [[String: Any]]
-        else {
-            throw GrayscaleError("prometheus \(baseURL): \(object["error"] as? String ?? "HTTP \(response.status)") for query \(query)")
+        guard status == 200, answer.status == "success", let result = answer.data?.result else {
+            throw GrayscaleError("\(source): \(answer.error ?? "HTTP \(status)") for query \(query)")
         }
         var total = 0.0
         for sample in result {
-            guard let pair = sample["value"] as? [Any], pair.count == 2, let text = pair[1] as? String, let value = Double(text) else { continue }
+            guard let value = sample.value?.number else { continue }
             if value.isNaN { return nil }
             total += value
         }
         return total
+    }
+
+    /// `GET /api/v1/query`'s answer: `{"status", "error"?, "data": {"resultType", "result"}}`.
+    /// An instant vector's samples are `{"metric": {…}, "value": [time, "text"]}`; a scalar
+    /// result is `[time, "text"]` itself.
+    struct QueryAnswer: Decodable {
+        var status: String
+        var error: String?
+        var data: Result?
+
+        struct Result: Decodable {
+            var resultType: String
+            var result: [Sample]
+
+            enum CodingKeys: String, CodingKey { case resultType, result }
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                resultType = try container.decode(String.self, forKey: .resultType)
+                switch resultType {
+                case "vector": result = try container.decode([Sample].self, forKey: .result)
+                case "scalar": result = [Sample(value: try container.decode(Value.self, forKey: .result))]
+                default: result = []  // a matrix or a string: not an instant number
+                }
+            }
+        }
+
+        struct Sample: Decodable {
+            var value: Value?
+        }
+
+        /// `[unix time, "value"]`: the value is a string ("NaN", "+Inf" included).
+        struct Value: Decodable {
+            var number: Double?
+
+            init(from decoder: any Decoder) throws {
+                var container = try decoder.unkeyedContainer()
+                _ = try container.decode(Double.self)
+                number = Double(try container.decode(String.self))
+            }
+        }
     }
 }

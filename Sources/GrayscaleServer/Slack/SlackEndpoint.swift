@@ -41,19 +41,40 @@ public struct SlackEndpoint: Sendable {
         return path == "/slack/events" ? await event(request) : await slashCommand(request)
     }
 
+    /// What the Events API posts (the fields the bot reads): `url_verification` with its
+    /// challenge, or an `event_callback` wrapping one event.
+    struct EventEnvelope: Decodable {
+        var type: String
+        var challenge: String?
+        var event_id: String?
+        var event: Event?
+
+        struct Event: Decodable {
+            var type: String
+            var user: String?
+            var channel: String?
+            var text: String?
+            /// Set when the message is inside a thread: the thread's first message.
+            var thread_ts: String?
+        }
+    }
+
+    struct Challenge: Encodable {
+        var challenge: String
+    }
+
     private func event(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(request.body)) as? [String: Any] else {
-            return .init(status: .badRequest, body: "expected a JSON event\n")
+        guard let envelope = try? JSONDecoder().decode(EventEnvelope.self, from: Data(request.body)) else {
+            return .init(status: .badRequest, body: "expected a JSON event with a type\n")
         }
-        if object["type"] as? String == "url_verification", let challenge = object["challenge"] as? String {
-            return .init(status: .ok, contentType: "application/json", body: String(decoding: try! JSONSerialization.data(withJSONObject: ["challenge": challenge]), as: UTF8.self))
+        if envelope.type == "url_verification", let challenge = envelope.challenge {
+            let body = (try? JSONEncoder().encode(Challenge(challenge: challenge))) ?? Data()
+            return .init(status: .ok, contentType: "application/json", body: String(decoding: body, as: UTF8.self))
         }
-        guard object["type"] as? String == "event_callback", let event = object["event"] as? [String: Any],
-              let eventId = object["event_id"] as? String
-        else { return .init(status: .ok) }
-        guard event["type"] as? String == "app_mention", let text = event["text"] as? String, let user = event["user"] as? String,
-              let channel = event["channel"] as? String
-        else { return .init(status: .ok) }
+        guard envelope.type == "event_callback", let event = envelope.event, let eventId = envelope.event_id else { return .init(status: .ok) }
+        guard event.type == "app_mention", let text = event.text, let user = event.user, let channel = event.channel else {
+            return .init(status: .ok)
+        }
         do {
             guard try bot.database.markSlackEventHandled(eventId, at: now()) else {
                 logger.info("Slack retry of an event already handled", metadata: ["event": "\(eventId)",
@@ -64,7 +85,7 @@ public struct SlackEndpoint: Sendable {
             return .init(status: .internalServerError, body: "\(error)\n")  // Slack retries; nothing ran
         }
         // A mention inside a thread is answered in that thread.
-        let thread = event["thread_ts"] as? String
+        let thread = event.thread_ts
         let bot = self.bot, logger = self.logger, now = self.now
         Task {
             let reply = await bot.handle(text, executor: user, commandId: "slack-event:\(eventId)")
