@@ -259,6 +259,14 @@ struct SlackEndpointTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("one form reader for query strings and form bodies: + is a space, percent-escapes decode, broken fields are left out")
+    func formFields() {
+        #expect(SlackEndpoint.formFields(Array("text=-g+-m+engine+-p+20%3A55&user_id=U1&x&=v&bad=%E0%A4%A".utf8))
+                == ["text": "-g -m engine -p 20:55", "user_id": "U1", "": "v"])
+        #expect(SlackEndpoint.formFields(Array("a=1&a=2&plus=%2B&amp=%26".utf8)) == ["a": "1", "plus": "+", "amp": "&"])
+        #expect(SlackEndpoint.formFields([]) == [:])
+    }
+
     @Test("replies are escaped for Slack's markup: usage text shows its <placeholders>, & < > are entities, user ids become mentions")
     func escaping() {
         #expect(SlackText.render("usage: -g -m <service> -p <percent|low:high> & more") == "usage: -g -m &lt;service&gt; -p &lt;percent|low:high&gt; &amp; more")

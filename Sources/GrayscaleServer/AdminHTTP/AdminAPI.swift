@@ -226,12 +226,7 @@ public struct AdminAPI: Sendable {
 
     static func query(_ uri: String) -> [String: String] {
         guard let question = uri.firstIndex(of: "?") else { return [:] }
-        var result: [String: String] = [:]
-        for pair in uri[uri.index(after: question)...].split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
-            if parts.count == 2 { result[parts[0]] = parts[1] }
-        }
-        return result
+        return FormFields.parse(uri[uri.index(after: question)...])
     }
 
     /// Whether two secrets are equal, in time that does not depend on where they differ:

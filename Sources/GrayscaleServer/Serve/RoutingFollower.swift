@@ -30,7 +30,7 @@ public struct RoutingFollower: Service {
             while !Task.isCancelled {
                 do {
                     let after = version.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-                    let response = try await client.send(OutboundRequest(url: "\(controller)/api/v1/routing?after=\(after)", timeout: 30))
+                    let response = try await client.send(OutboundRequest(url: "\(controller)/api/v1/routing?after=\(Self.queryValue(after))", timeout: 30))
                     guard response.status == 200 else { throw GrayscaleError("GET /api/v1/routing: HTTP \(response.status)") }
                     let decoder = JSONDecoder()
                     decoder.dateDecodingStrategy = .iso8601
@@ -51,5 +51,12 @@ public struct RoutingFollower: Service {
                 }
             }
         }
+    }
+
+    /// A query value as the admin API reads it back (form encoding: `+`, `&`, `=` and `%` escaped).
+    static func queryValue(_ text: String) -> String {
+        var allowed = CharacterSet.urlQueryAllowed
+        allowed.remove(charactersIn: "+&=%")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
     }
 }

@@ -125,11 +125,23 @@ public struct SlackEndpoint: Sendable {
                      body: String(decoding: SlackClient.commandResponseBody(reply), as: UTF8.self))
     }
 
-    static func formFields(_ body: [UInt8]) -> [String: String] {
+    public static func formFields(_ body: [UInt8]) -> [String: String] { FormFields.parse(String(decoding: body, as: UTF8.self)) }
+}
+
+/// `application/x-www-form-urlencoded` fields, as a query string or a form body carries
+/// them: one reader for both, so the admin API and the Slack endpoint agree (`+` is a
+/// space, then percent-decoding; a field without `=` or that does not decode is left out;
+/// the first of repeated names wins).
+enum FormFields {
+    static func parse(_ text: some StringProtocol) -> [String: String] {
         var fields: [String: String] = [:]
-        for pair in String(decoding: body, as: UTF8.self).split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
-            if parts.count == 2 { fields[parts[0]] = parts[1] }
+        for pair in text.split(separator: "&") {
+            guard let equals = pair.firstIndex(of: "=") else { continue }
+            func decoded(_ part: Substring) -> String? { String(part).replacingOccurrences(of: "+", with: " ").removingPercentEncoding }
+            guard let name = decoded(Substring(pair[..<equals])), let value = decoded(Substring(pair[pair.index(after: equals)...])),
+                  fields[name] == nil
+            else { continue }
+            fields[name] = value
         }
         return fields
     }
