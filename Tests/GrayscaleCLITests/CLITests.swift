@@ -152,12 +152,84 @@ struct CLITests {
         let output = try cli.run(["logs", "--file", file.path, "--service", "engine", "--version", "8", "--status", "5xx",
                                   "--since", "1h", "--format", "json"], database: false)
         #expect(output.status == 0, "\(output.stderr)")
-        let lines = try #require(try JSONSerialization.jsonObject(with: Data(output.stdout.utf8)) as? [[String: Any]])
+        // JSON lines: one object per line.
+        let lines = try output.stdout.split(separator: "\n").map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         #expect(lines.map { $0["status"] as? Int } == [502])
         #expect(output.stderr.contains("access.log:5: not an access-log line, skipped"))
         let byUser = try cli.run(["logs", "--file", file.path, "--app-id", "c"], database: false)
         #expect(byUser.stdout.contains("7 (v7)"))
         #expect(!byUser.stdout.contains("8 (v8)"))
+
+        // The proxy's own lines (milliseconds, its key order) take the byte path; the same answers.
+        let ours = { (release: Int, appId: String, status: Int, path: String, time: String) in
+            #"{"time":"\#(time)","service":"engine","release":\#(release),"label":"v\#(release)","route":"canary","appId":"\#(appId)","bucket":1,"method":"GET","path":"\#(path)","status":\#(status),"latencyMs":1.500,"upstream":"127.0.0.1:1","bytesIn":0,"bytesOut":2,"error":null}"#
+        }
+        let recent = "2099-01-01T00:00:00.000Z", old = "2020-01-01T00:00:00.000Z"
+        // A path that spells another line's fields inside a string (escaped quotes) matches nothing it should not.
+        let tricky = #"/x\",\"release\":8,\"label\":\"x"#
+        try [ours(7, "a", 500, tricky, recent), ours(8, "b", 503, "/", recent), ours(8, "c", 200, "/", recent), ours(8, "d", 5000, "/", recent),
+             ours(8, "e", 504, "/", old), ours(8, "ab", 502, "/", recent)]
+            .joined(separator: "\n").write(to: file, atomically: true, encoding: .utf8)
+        func statuses(_ arguments: [String]) throws -> [Int] {
+            let run = try cli.run(["logs", "--file", file.path, "--format", "json"] + arguments, database: false)
+            #expect(run.status == 0, "\(run.stderr)")
+            return try run.stdout.split(separator: "\n").map { try #require((try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["status"] as? Int) }
+        }
+        #expect(try statuses(["--version", "8", "--status", "5xx", "--since", "1h"]) == [503, 502])
+        #expect(try statuses(["--version", "8"]) == [503, 200, 5000, 504, 502])
+        #expect(try statuses(["--app-id", "a"]) == [500], "not ab")
+        #expect(try statuses(["--status", "503"]) == [503])
+        #expect(try statuses(["--service", "registry"]) == [])
+
+        // Rotated files, oldest first, a gzip-compressed one among them.
+        try ours(8, "r2", 501, "/", recent).write(toFile: file.path + ".2", atomically: true, encoding: .utf8)
+        try (ours(8, "r1", 502, "/", recent) + "\n").write(toFile: file.path + ".1", atomically: true, encoding: .utf8)
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
+        gzip.arguments = [file.path + ".1"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        #expect(FileManager.default.fileExists(atPath: file.path + ".1.gz"))
+        #expect(try statuses(["--rotated", "--app-id", "r2"]) == [501])
+        #expect(try statuses(["--rotated", "--version", "8", "--status", "5xx"]) == [501, 502, 503, 504, 502])
+        #expect(try statuses(["--version", "8", "--status", "5xx"]) == [503, 504, 502], "without --rotated only the file itself")
+    }
+
+    @Test("logs --follow prints lines appended after it started, and goes on after the file is rotated")
+    func logsFollow() async throws {
+        defer { cli.remove() }
+        let file = cli.directory.appendingPathComponent("follow.log")
+        func line(_ status: Int) -> String {
+            #"{"time":"2099-01-01T00:00:00.000Z","service":"engine","release":8,"label":"v8","route":"canary","appId":"a","bucket":1,"method":"GET","path":"/","status":\#(status),"latencyMs":1.000,"upstream":"u","bytesIn":0,"bytesOut":2,"error":null}"# + "\n"
+        }
+        try line(500).write(to: file, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = CLIRunner.binary
+        process.arguments = ["logs", "--file", file.path, "--follow", "--format", "json", "--status", "5xx"]
+        let outputFile = cli.directory.appendingPathComponent("follow.out")
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: outputFile)
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        let handle = try FileHandle(forWritingTo: file)
+        handle.seekToEndOfFile()
+        handle.write(Data((line(200) + line(502)).utf8))
+        try handle.close()
+        try await Task.sleep(for: .milliseconds(600))
+        // logrotate: the file moves away, a new one takes its place.
+        try FileManager.default.moveItem(at: file, to: URL(fileURLWithPath: file.path + ".1"))
+        try line(503).write(to: file, atomically: true, encoding: .utf8)
+        var seen = ""
+        for _ in 0..<300 where !seen.contains(#""status":503"#) {
+            try await Task.sleep(for: .milliseconds(100))
+            seen = (try? String(contentsOf: outputFile, encoding: .utf8)) ?? ""
+        }
+        process.terminate()
+        for _ in 0..<50 where process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(!process.isRunning, "SIGTERM ends --follow")
+        let statuses = seen.split(separator: "\n").compactMap { ($0.split(separator: ",").first { $0.hasPrefix(#""status":"#) }).map { String($0.dropFirst(9)) } }
+        #expect(Set(statuses) == ["500", "502", "503"], "\(seen)")
+        #expect(!seen.contains(#""status":200"#))
     }
 
     @Test("simulate runs the incident library from the repository root and fails when an expectation does")
