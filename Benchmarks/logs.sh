@@ -42,5 +42,6 @@ measure 'grep -c "\"release\":2," (count only)' grep -c '"release":2,' "$work/ac
 measure 'grep "\"release\":2," (lines out)' grep '"release":2,' "$work/access.log"
 measure 'grayscale logs --version 2 --status 5xx' "$bin" logs --file "$work/access.log" --version 2 --status 5xx
 measure 'grayscale logs --version 2 --status 5xx --format json' "$bin" logs --file "$work/access.log" --version 2 --status 5xx --format json
+measure 'grep "\"release\":1," (lines out)' grep '"release":1,' "$work/access.log"
 measure 'grayscale logs --version 1 --format json' "$bin" logs --file "$work/access.log" --version 1 --format json
 measure 'grayscale logs --app-id app-42 --format json' "$bin" logs --file "$work/access.log" --app-id app-42 --format json

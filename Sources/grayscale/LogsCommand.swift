@@ -149,7 +149,7 @@ struct AccessLogFilter {
     func check(_ line: UnsafeRawBufferPointer) -> Verdict {
         guard line.count > 0 else { return .no }
         // The proxy's own lines: `{"time":"2026-11-25T06:00:00.123Z",` and the keys in its order.
-        if line.starts(with: Self.ours), line.count > 34, line[29] == UInt8(ascii: "."), line[32] == UInt8(ascii: "Z"),
+        if line.starts(with: Self.ours), line.count > 34, line[28] == UInt8(ascii: "."), line[32] == UInt8(ascii: "Z"),
            line[33] == UInt8(ascii: "\""), line[34] == UInt8(ascii: ",") {
             for pattern in patterns {
                 guard Self.contains(line, pattern) else { return .no }
