@@ -18,6 +18,14 @@ public enum SCFAlias {
 
     public struct RoutingConfig: Codable, Equatable, Sendable {
         public var AddtionVersionMatchs: [VersionMatch]
+
+        public init(AddtionVersionMatchs: [VersionMatch]) { self.AddtionVersionMatchs = AddtionVersionMatchs }
+
+        /// An alias without an additional version may answer the list as null or leave it out.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            AddtionVersionMatchs = try container.decodeIfPresent([VersionMatch].self, forKey: .AddtionVersionMatchs) ?? []
+        }
     }
 
     public struct VersionMatch: Codable, Equatable, Sendable {

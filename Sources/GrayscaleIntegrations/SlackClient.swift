@@ -94,7 +94,7 @@ public struct SlackClient: Sendable {
         }
         let response: OutboundResponse
         do { response = try await client.send(request) } catch {
-            return .failed("Slack unreachable: \(error.message)")
+            return .failed("Slack unreachable: \(Self.hidingURL(request.url, in: error.message))")
         }
         switch response.status {
         case 200..<300:
@@ -129,7 +129,7 @@ public struct SlackClient: Sendable {
             response = try await client.send(OutboundRequest(method: "POST", url: responseURL,
                                                              headers: [("Content-Type", "application/json")], body: body, timeout: 10))
         } catch {
-            return .failed("response_url unreachable: \(error.message)")
+            return .failed("response_url unreachable: \(Self.hidingURL(responseURL, in: error.message))")
         }
         switch response.status {
         case 200..<300: return .delivered
@@ -147,6 +147,13 @@ public struct SlackClient: Sendable {
         (try? JSONEncoder().encode(payload)) ?? Data("{}".utf8)
     }
 
+    /// `message` with `url` shown as its scheme and host only: a webhook's or a response_url's
+    /// path is its secret, and errors reach logs and the outbox's lastError.
+    static func hidingURL(_ url: String, in message: String) -> String {
+        let shown = URLComponents(string: url).map { "\($0.scheme ?? "https")://\($0.host ?? "?")/…" } ?? "(a Slack URL)"
+        return message.replacingOccurrences(of: CurlEasy.redacted(url), with: shown).replacingOccurrences(of: url, with: shown)
+    }
+
     /// The start of an error answer's body, for the log.
     static func word(_ response: OutboundResponse) -> String {
         let word = String(decoding: response.body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -160,6 +167,11 @@ public struct SlackClient: Sendable {
 /// as the bot's replies name the executor) written `<@U0LAN0Z89>`, which Slack shows as
 /// the person's name.
 public enum SlackText {
+    /// Text as Slack sends it (`&amp;`, `&lt;`, `&gt;`) back to what was typed.
+    public static func unescape(_ text: String) -> String {
+        text.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">").replacingOccurrences(of: "&amp;", with: "&")
+    }
+
     public static func render(_ text: String) -> String {
         var escaped = ""
         escaped.reserveCapacity(text.utf8.count)

@@ -150,7 +150,7 @@ struct AccessLogFilter {
         guard line.count > 0 else { return .no }
         // The proxy's own lines: `{"time":"2026-11-25T06:00:00.123Z",` and the keys in its order.
         if line.starts(with: Self.ours), line.count > 34, line[28] == UInt8(ascii: "."), line[32] == UInt8(ascii: "Z"),
-           line[33] == UInt8(ascii: "\""), line[34] == UInt8(ascii: ",") {
+           line[33] == UInt8(ascii: "\""), line[34] == UInt8(ascii: ","), line[line.count - 1] == UInt8(ascii: "}") {
             for pattern in patterns {
                 guard Self.contains(line, pattern) else { return .no }
             }
@@ -255,7 +255,12 @@ struct LogOutput {
             var offset = 0
             while offset < bytes.count {
                 let written = Glibc.write(1, bytes.baseAddress! + offset, bytes.count - offset)
-                if written < 0 { if errno == EINTR { continue }; exit(0) }  // the reader went away (a pipe into head)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    if errno == EPIPE { exit(0) }  // the reader went away (a pipe into head)
+                    FileHandle.standardError.write(Data("grayscale logs: cannot write the output (errno \(errno))\n".utf8))
+                    exit(1)
+                }
                 offset += written
             }
         }
@@ -276,6 +281,9 @@ struct LineSource {
     let follow: Bool
     let compressed: Bool
 
+    /// The longest line read whole; longer ones are reported unreadable.
+    static let maxLine = 16 << 20
+
     static func open(_ path: String, follow: Bool) throws -> LineSource {
         guard FileManager.default.isReadableFile(atPath: path) else { throw GrayscaleError("\(path): cannot read the access log") }
         return LineSource(path: path, follow: follow, compressed: path.hasSuffix(".gz"))
@@ -287,7 +295,7 @@ struct LineSource {
         if compressed {
             let gzip = Process()
             gzip.executableURL = URL(fileURLWithPath: "/bin/gzip")
-            gzip.arguments = ["-dc", path]
+            gzip.arguments = ["-dc", "--", path]
             let pipe = Pipe()
             gzip.standardOutput = pipe
             try gzip.run()
@@ -303,8 +311,9 @@ struct LineSource {
         var block = [UInt8](repeating: 0, count: blockSize * 2)
         var kept = 0  // bytes of an unfinished line at the start of `block`
         var offset = 0
+        var replaced = false  // the path names another file now: read this one to its end first
         while true {
-            if kept == block.count { block += [UInt8](repeating: 0, count: block.count) }  // a line longer than the block
+            if kept == block.count { block += [UInt8](repeating: 0, count: block.count) }  // a line longer than the block (up to maxLine)
             let count = block.withUnsafeMutableBytes { bytes in read(fd, bytes.baseAddress! + kept, bytes.count - kept) }
             if count < 0 { if errno == EINTR { continue }; throw GrayscaleError("\(path): read failed (errno \(errno))") }
             if count == 0 {
@@ -314,6 +323,12 @@ struct LineSource {
                 // Rotated (another file at the path) or truncated: start over with the file now there.
                 var now = stat(), open = stat()
                 if stat(path, &now) == 0, fstat(fd, &open) == 0, now.st_ino != open.st_ino || now.st_size < offset {
+                    // Lines written to the old file since the last read come first: one more pass to its end.
+                    if now.st_ino != open.st_ino, !replaced {
+                        replaced = true
+                        continue
+                    }
+                    replaced = false
                     close(fd)
                     fd = Glibc.open(path, O_RDONLY)
                     guard fd >= 0 else { throw GrayscaleError("\(path): cannot read the access log") }
@@ -324,19 +339,27 @@ struct LineSource {
             }
             offset += count
             let filled = kept + count
-            kept = block.withUnsafeBytes { bytes -> Int in
+            kept = block.withUnsafeMutableBytes { bytes -> Int in
                 var start = 0
                 while start < filled, let newline = memchr(bytes.baseAddress! + start, 0x0A, filled - start) {
-                    let end = bytes.baseAddress!.distance(to: UnsafeRawPointer(newline))
+                    let end = UnsafeRawPointer(bytes.baseAddress!).distance(to: UnsafeRawPointer(newline))
                     body(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
                     start = end + 1
                 }
                 let rest = filled - start
-                if rest > 0, start > 0 { memmove(UnsafeMutableRawPointer(mutating: bytes.baseAddress!), bytes.baseAddress! + start, rest) }
+                if rest > 0, start > 0 { memmove(bytes.baseAddress!, bytes.baseAddress! + start, rest) }
                 return rest
+            }
+            // No access-log line is this long: hand over what there is (it is reported unreadable) and go on.
+            if kept >= Self.maxLine {
+                block.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[0..<min(kept, 1024)])) }
+                kept = 0
             }
         }
         if kept > 0 { block.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[0..<kept])) } }
-        process?.waitUntilExit()
+        if let process {
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else { throw GrayscaleError("\(path): gzip could not read it whole (exit \(process.terminationStatus))") }
+        }
     }
 }

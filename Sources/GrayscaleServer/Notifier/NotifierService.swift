@@ -69,7 +69,9 @@ public struct NotifierService: Service {
         for message in try database.outboxHeads() {
             guard try mayContinue() else { break }
             guard let id = message.id else { continue }
-            let key = message.service ?? ""
+            // A slash command's reply goes to its own URL (no bot token, 30 minutes to live):
+            // it waits for nothing else, and nothing waits for it.
+            let key = message.responseUrl != nil ? "response-url:\(id)" : message.service ?? ""
             guard !blocked.contains(key) else { continue }
             guard message.nextAttemptAt <= now() else {
                 blocked.insert(key)  // later messages of this service wait for it

@@ -29,8 +29,7 @@ public struct RoutingFollower: Service {
             var reachable = true
             while !Task.isCancelled {
                 do {
-                    let after = version.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
-                    let response = try await client.send(OutboundRequest(url: "\(controller)/api/v1/routing?after=\(Self.queryValue(after))", timeout: 30))
+                    let response = try await client.send(OutboundRequest(url: "\(controller)/api/v1/routing?after=\(Self.queryValue(version))", timeout: 30))
                     guard response.status == 200 else { throw GrayscaleError("GET /api/v1/routing: HTTP \(response.status)") }
                     let decoder = JSONDecoder()
                     decoder.dateDecodingStrategy = .iso8601

@@ -49,6 +49,8 @@ public struct SlackEndpoint: Sendable {
         var event_id: String?
         var event: Event?
 
+        /// Other event types carry other shapes (`user_change` has an object as `user`):
+        /// a field that is not a string reads as absent, and such an event is ignored.
         struct Event: Decodable {
             var type: String
             var user: String?
@@ -56,6 +58,17 @@ public struct SlackEndpoint: Sendable {
             var text: String?
             /// Set when the message is inside a thread: the thread's first message.
             var thread_ts: String?
+
+            enum CodingKeys: String, CodingKey { case type, user, channel, text, thread_ts }
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                type = try container.decode(String.self, forKey: .type)
+                user = try? container.decodeIfPresent(String.self, forKey: .user)
+                channel = try? container.decodeIfPresent(String.self, forKey: .channel)
+                text = try? container.decodeIfPresent(String.self, forKey: .text)
+                thread_ts = try? container.decodeIfPresent(String.self, forKey: .thread_ts)
+            }
         }
     }
 
@@ -86,11 +99,13 @@ public struct SlackEndpoint: Sendable {
         }
         // A mention inside a thread is answered in that thread.
         let thread = event.thread_ts
+        // Slack sends message text with &, < and > escaped; the bot reads it as typed.
+        let typed = SlackText.unescape(text)
         let bot = self.bot, logger = self.logger, now = self.now
         Task {
-            let reply = await bot.handle(text, executor: user, commandId: "slack-event:\(eventId)")
+            let reply = await bot.handle(typed, executor: user, commandId: "slack-event:\(eventId)")
             do {
-                try bot.database.enqueue(channel: channel, text: reply, service: try? BotCommand.parse(text).service, at: now(),
+                try bot.database.enqueue(channel: channel, text: reply, service: try? BotCommand.parse(typed).service, at: now(),
                                          threadTs: thread)
             } catch {
                 logger.error("reply not queued", metadata: ["problem": "\(error)"])
