@@ -193,7 +193,8 @@ struct ServeEndToEndTests {
 
         // The access log, filtered by version.
         let logs = try harness.cli(["logs", "--file", harness.accessLog, "--version", "8", "--format", "json"])
-        let lines = try #require(try JSONSerialization.jsonObject(with: Data(logs.utf8)) as? [[String: Any]])
+        // JSON lines: one object per line, as the proxy wrote them.
+        let lines = try logs.split(separator: "\n").map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
         #expect(!lines.isEmpty)
         #expect(lines.allSatisfy { $0["release"] as? Int == 8 })
         #expect(lines.contains { $0["status"] as? Int == 500 })
