@@ -112,8 +112,7 @@ public final class ProxyStatistics: Sendable {
     /// A unit's first request ended without an outcome to record (its client went away):
     /// what waited behind it is recorded now.
     public func firstRequestAbandoned(_ unit: String, service: String, at: Date) {
-        let held = pendingFirst.withLock { $0.removeValue(forKey: PendingKey(service: service, unit: unit))?.held ?? [] }
-        for outcome in held { recordNow(outcome, at: at) }
+        recordNow(pendingFirst.withLock { $0.removeValue(forKey: PendingKey(service: service, unit: unit))?.held ?? [] }, at: at)
     }
 
     /// Records one request's outcome.
@@ -130,24 +129,19 @@ public final class ProxyStatistics: Sendable {
         let key = PendingKey(service: outcome.service, unit: unit.unit)
         if unit.fresh {
             let held = pendingFirst.withLock { $0.removeValue(forKey: key)?.held ?? [] }
-            recordNow(outcome, at: outcome.at)
-            for late in held { recordNow(late, at: outcome.at) }
-            return
+            return recordNow([outcome] + held, at: outcome.at)
         }
-        let failed = outcome.errorClass.map { $0 != .rejected } ?? false
-        var stale: [RequestOutcome] = []
-        let heldBack: Bool = pendingFirst.withLock { pending in
-            guard failed, let first = pending[key] else { return false }
+        // Only a failure can wait: a success takes no lock here.
+        guard outcome.errorClass.map({ $0 != .rejected }) ?? false else { return recordNow(outcome, at: outcome.at) }
+        let released: [RequestOutcome]? = pendingFirst.withLock { pending in
+            guard let first = pending[key] else { return [] }
             guard outcome.at.timeIntervalSince(first.since) < firstRequestPatience else {
-                stale = pending.removeValue(forKey: key)?.held ?? []
-                return false
+                return pending.removeValue(forKey: key)?.held ?? []
             }
             pending[key]!.held.append(outcome)
-            return true
+            return nil  // held back
         }
-        guard !heldBack else { return }
-        for late in stale { recordNow(late, at: outcome.at) }
-        recordNow(outcome, at: outcome.at)
+        if let released { recordNow(released + [outcome], at: outcome.at) }
     }
 
     /// First requests unanswered for longer than `firstRequestPatience` (an upgraded
@@ -158,7 +152,11 @@ public final class ProxyStatistics: Sendable {
             for key in old.keys { pending[key] = nil }
             return old.values.flatMap(\.held)
         }
-        for outcome in stale { recordNow(outcome, at: now) }
+        recordNow(stale, at: now)
+    }
+
+    private func recordNow(_ outcomes: [RequestOutcome], at: Date) {
+        for outcome in outcomes { recordNow(outcome, at: at) }
     }
 
     /// Records `outcome` in the window of `at` (its answer's time, or later when it was held

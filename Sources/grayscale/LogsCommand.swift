@@ -115,6 +115,13 @@ struct AccessLogFilter {
     let statusCode: Int?
     let cutoff: Date?
     let cutoffText: [UInt8]?
+    /// For the lines that are decoded: made once, not per line.
+    let decoder = JSONDecoder()
+    let timeParser: ISO8601DateFormatter = {
+        let parser = ISO8601DateFormatter()
+        parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return parser
+    }()
     static let ours = Array(#"{"time":""#.utf8)
 
     init(service: String?, version: Int?, appId: String?, status: String?, cutoff: Date?) {
@@ -193,7 +200,7 @@ struct AccessLogFilter {
     }
 
     private func decodedCheck(_ line: UnsafeRawBufferPointer) -> Verdict {
-        guard let decoded = try? JSONDecoder().decode(LogsCommand.Line.self, from: Data(line)) else { return .unreadable }
+        guard let decoded = try? decoder.decode(LogsCommand.Line.self, from: Data(line)) else { return .unreadable }
         if let service, decoded.service != service { return .no }
         if let version, decoded.release != version { return .no }
         if let appId, decoded.appId != appId { return .no }
@@ -201,11 +208,7 @@ struct AccessLogFilter {
             if let statusCode { if decoded.status != statusCode { return .no } }
             else if decoded.status / 100 != Int(String(status.prefix(1))) ?? -1 { return .no }
         }
-        if let cutoff {
-            let parser = ISO8601DateFormatter()
-            parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            if let time = parser.date(from: decoded.time), time < cutoff { return .no }
-        }
+        if let cutoff, let time = timeParser.date(from: decoded.time), time < cutoff { return .no }
         return .yes(decoded)
     }
 }
@@ -216,6 +219,7 @@ struct LogOutput {
     let format: OutputFormat
     var buffer: [UInt8] = []
     var wroteHeader = false
+    let decoder = JSONDecoder()
     static let columns: [(String, Int)] = [("TIME", 24), ("SERVICE", 10), ("VERSION", 14), ("ROUTE", 6), ("APPID", 16), ("BUCKET", 6),
                                            ("METHOD", 6), ("PATH", 24), ("STATUS", 6), ("MS", 8), ("ERROR", 0)]
 
@@ -230,7 +234,7 @@ struct LogOutput {
             buffer.append(contentsOf: line)
             buffer.append(UInt8(ascii: "\n"))
         case .table:
-            guard let row = decoded ?? (try? JSONDecoder().decode(LogsCommand.Line.self, from: Data(line))) else { return }
+            guard let row = decoded ?? (try? decoder.decode(LogsCommand.Line.self, from: Data(line))) else { return }
             if !wroteHeader {
                 wroteHeader = true
                 append(Self.columns.map(\.0))
