@@ -105,7 +105,11 @@ public final class ProxyStatistics: Sendable {
     public func isFirstRequest(_ unit: String, service: String, split: TrafficSplit, newUnit: Bool = false, at: Date) -> Bool {
         let key = FirstRequests.Split(split)
         let first = newUnit || firstRequests.withLock { $0[service, default: FirstRequests()].isFirst(unit, under: key, revision: split.revision) }
-        if first { pendingFirst.withLock { $0[PendingKey(service: service, unit: unit)] = PendingFirst(since: at) } }
+        if first {
+            // A first request under an older split still unanswered: what it held back is recorded now, not dropped.
+            let earlier = pendingFirst.withLock { $0.updateValue(PendingFirst(since: at), forKey: PendingKey(service: service, unit: unit)) }
+            recordNow(earlier?.held ?? [], at: at)
+        }
         return first
     }
 

@@ -143,6 +143,14 @@ struct ProxyStatisticsTests {
         #expect(statistics.isFirstRequest("a:new", service: "engine", split: split, newUnit: true, at: t0))
         #expect(statistics.isFirstRequest("a:new", service: "engine", split: split, at: t0), "not remembered by the new draw")
         #expect(!statistics.isFirstRequest("a:new", service: "engine", split: split, at: t0))
+        // A new split while a first request is unanswered: what it held is recorded, not dropped.
+        let wider = TrafficSplit(service: "engine", revision: 2, stable: ReleaseRef(number: 7, label: "v2.1.0"),
+                                 canary: .init(release: release, salt: "s", range: try .parse(percent: "60")))
+        #expect(statistics.isFirstRequest("u:c", service: "engine", split: split, at: t0))
+        failing("u:c", at: 3)
+        #expect(!failures().contains("u:c"))
+        #expect(statistics.isFirstRequest("u:c", service: "engine", split: wider, at: t0.addingTimeInterval(4)))
+        #expect(failures().contains("u:c"))
     }
 
     @Test("windows count requests, errors by class and distinct affected users")
