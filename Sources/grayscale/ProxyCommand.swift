@@ -104,9 +104,9 @@ struct ProxyCommand: AsyncParsableCommand {
         let proxy = ProxyServer(configuration: proxyConfiguration, table: RoutingTable(states: try db?.allServiceStates() ?? [], matching: matching),
                                 statistics: statistics, accessLog: log, group: group)
         let address = try await proxy.start()
-        let adminServer = try await HTTPEndpointServer(host: adminAddress.host, port: adminAddress.port, group: group) { request in
-            statistics.response(to: request.head)
-        }
+        let adminServer = try await AdminHTTPServer.start(host: adminAddress.host, port: adminAddress.port,
+                                                          router: AdminServer.statsRouter(statistics: statistics, logger: logger),
+                                                          group: group, logger: logger)
         logger.info("proxy listening", metadata: ["address": "\(address)", "stats": "http://\(adminServer.localAddress)/stats",
                                                   "routing": "\(db?.path ?? "following \(controller ?? "")")", "accessLog": "\(accessLog)"])
         let services: [any Service] = [

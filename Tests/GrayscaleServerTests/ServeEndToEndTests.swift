@@ -201,15 +201,17 @@ struct ServeEndToEndTests {
 
         // POST needs the admin token.
         let body = Data(#"{"text": "-l -m engine", "as": "tester"}"#.utf8)
-        let unauthorized = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands", body: body))
+        let unauthorized = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands",
+                                                                         headers: [("Content-Type", "application/json")], body: body))
         #expect(unauthorized.status == 401)
         for wrong in ["Bearer test-admin-toke", "Bearer test-admin-tokenx", "Bearer TEST-ADMIN-TOKEN", "bearer test-admin-token", "test-admin-token"] {
             let refused = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands",
-                                                                        headers: [("Authorization", wrong)], body: body))
+                                                                        headers: [("Authorization", wrong), ("Content-Type", "application/json")], body: body))
             #expect(refused.status == 401, "\(wrong)")
         }
         let listed = try await harness.client.send(OutboundRequest(method: "POST", url: harness.admin + "/api/v1/commands",
-                                                                   headers: [("Authorization", "Bearer test-admin-token")], body: body))
+                                                                   headers: [("Authorization", "Bearer test-admin-token"), ("Content-Type", "application/json")],
+                                                                   body: body))
         #expect(String(decoding: listed.body, as: UTF8.self).contains("Stable Version 7(v 2.1.0) : other"))
 
         // Every GET of openapi.yaml answers with the documented required fields.

@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Prometheus
 import Testing
 
 @Suite("Slack request signatures")
@@ -124,9 +125,14 @@ struct SlackEndpointTests {
 
     /// The Slack endpoint for `fixture`'s bot on a loopback port, for the length of `body`.
     func withEndpoint(_ fixture: SlackFixture, slack: SlackClient?, _ body: (Int) async throws -> Void) async throws {
-        let endpoint = SlackEndpoint(signature: SlackSignature(secret: Self.secret), bot: fixture.bot(), slack: slack, logger: Logger(label: "test"))
+        let bot = fixture.bot()
+        let endpoint = SlackEndpoint(signature: SlackSignature(secret: Self.secret), bot: bot, slack: slack, logger: Logger(label: "test"))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = try await HTTPEndpointServer(host: "127.0.0.1", port: 0, group: group) { await endpoint.respond($0) }
+        // The admin server's own router, as serve runs it.
+        let api = AdminAPI(database: fixture.database, statistics: ProxyStatistics(windowSeconds: 1), registry: PrometheusCollectorRegistry(),
+                           bot: bot, slack: endpoint, adminToken: nil)
+        let server = try await AdminHTTPServer.start(host: "127.0.0.1", port: 0, router: try AdminServer.router(api: api, logger: Logger(label: "test")),
+                                                     group: group, logger: Logger(label: "test"))
         do {
             try await body(server.localAddress.port!)
         } catch {

@@ -110,7 +110,8 @@ public struct GrayscaleServe: Sendable {
 
         let proxyAddress = try await proxy.start()
         let (adminHost, adminPort) = Self.address(configuration.adminListen)
-        let admin = try await HTTPEndpointServer(host: adminHost, port: adminPort, group: group) { await api.respond($0) }
+        let admin = try await AdminHTTPServer.start(host: adminHost, port: adminPort, router: try AdminServer.router(api: api, logger: logger),
+                                                    group: group, logger: logger)
         logger.info("grayscale serving", metadata: [
             "proxy": "\(proxyAddress)", "dashboard": "http://\(configuration.adminListen)/", "database": "\(configuration.database)",
             "slack": "\(slackEndpoint == nil ? "endpoint off (no GRAYSCALE_SLACK_SIGNING_SECRET)" : "POST /slack/events, /slack/commands")",

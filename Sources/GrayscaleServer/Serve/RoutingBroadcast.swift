@@ -32,22 +32,28 @@ public final class RoutingBroadcast: Sendable {
     }
 
     /// Returns when the routing's version is no longer `version` (at once if it already
-    /// differs), or after `timeout`.
+    /// differs), after `timeout`, or when the task is cancelled (its client went).
     public func waitForChange(from version: String?, timeout: Duration) async {
         let id = state.withLockedValue { state -> Int in state.nextID += 1; return state.nextID }
         let timer = NIOLockedValueBox<Task<Void, Never>?>(nil)
-        await withCheckedContinuation { continuation in
-            // Compared under the lock the publisher takes: a change cannot slip in between.
-            let ready = state.withLockedValue { state -> Bool in
-                guard state.snapshot?.version == version else { return true }
-                state.waiters[id] = continuation
-                return false
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                // Compared under the lock the publisher takes: a change cannot slip in between.
+                let ready = state.withLockedValue { state -> Bool in
+                    guard state.snapshot?.version == version else { return true }
+                    state.waiters[id] = continuation
+                    return false
+                }
+                if ready { return continuation.resume() }
+                // A cancellation before the waiter was registered found nothing to wake.
+                if Task.isCancelled { return wake(id) }
+                timer.withLockedValue { $0 = Task { [weak self] in
+                    try? await Task.sleep(for: timeout)
+                    self?.wake(id)
+                } }
             }
-            if ready { return continuation.resume() }
-            timer.withLockedValue { $0 = Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                self?.wake(id)
-            } }
+        } onCancel: {
+            wake(id)
         }
         timer.withLockedValue { $0?.cancel() }
     }

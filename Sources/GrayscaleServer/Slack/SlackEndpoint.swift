@@ -4,7 +4,7 @@ import GrayscaleIntegrations
 import GrayscaleProxy
 import GrayscaleStore
 import Logging
-import NIOHTTP1
+import HTTPTypes
 
 /// `POST /slack/events` (Events API: `url_verification`, `app_mention`) and
 /// `POST /slack/commands` (slash commands). Every request must carry a valid, recent
@@ -26,19 +26,41 @@ public struct SlackEndpoint: Sendable {
         self.logger = logger
     }
 
-    public func respond(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
-        let path = request.head.uri.split(separator: "?").first.map(String.init) ?? request.head.uri
-        guard request.head.method == .POST, path == "/slack/events" || path == "/slack/commands" else {
-            return .init(status: .notFound, body: "not found: POST /slack/events or /slack/commands\n")
+    /// What an endpoint answers.
+    public struct Answer: Sendable {
+        public var status: HTTPResponse.Status
+        public var contentType: String
+        public var body: String
+
+        public init(status: HTTPResponse.Status, contentType: String = "application/json", body: String = "") {
+            self.status = status
+            self.contentType = contentType
+            self.body = body
         }
+
+        /// An empty 200: Slack stops retrying.
+        static let acknowledged = Answer(status: .ok, contentType: "text/plain; charset=utf-8")
+
+        static func problem(_ status: HTTPResponse.Status, _ message: String) -> Answer {
+            Answer(status: status, body: AdminProblem(status, message).json)
+        }
+    }
+
+    /// Refuses (401) a request Slack did not sign, or signed too long ago. The admin
+    /// server runs it as middleware before either endpoint reads the body.
+    public func verify(headers: HTTPFields, body: [UInt8]) throws {
         do {
-            try signature.verify(timestamp: request.head.headers.first(name: "x-slack-request-timestamp"),
-                                 signature: request.head.headers.first(name: "x-slack-signature"), body: request.body, now: now())
+            try signature.verify(timestamp: headers[HTTPField.Name("X-Slack-Request-Timestamp")!],
+                                 signature: headers[HTTPField.Name("X-Slack-Signature")!], body: body, now: now())
         } catch {
             logger.warning("rejected an unsigned or badly signed Slack request", metadata: ["why": "\(error)"])
-            return .init(status: .unauthorized, body: "\(error)\n")
+            throw AdminProblem(.unauthorized, "\(error)")
         }
-        return path == "/slack/events" ? await event(request) : await slashCommand(request)
+    }
+
+    /// A signed request to `/slack/events` or `/slack/commands`.
+    public func handle(path: String, headers: HTTPFields, body: [UInt8]) async -> Answer {
+        path == "/slack/events" ? await event(headers: headers, body: body) : await slashCommand(body)
     }
 
     /// What the Events API posts (the fields the bot reads): `url_verification` with its
@@ -76,26 +98,26 @@ public struct SlackEndpoint: Sendable {
         var challenge: String
     }
 
-    private func event(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
-        guard let envelope = try? JSONDecoder().decode(EventEnvelope.self, from: Data(request.body)) else {
-            return .init(status: .badRequest, body: "expected a JSON event with a type\n")
+    private func event(headers: HTTPFields, body: [UInt8]) async -> Answer {
+        guard let envelope = try? JSONDecoder().decode(EventEnvelope.self, from: Data(body)) else {
+            return .problem(.badRequest, "body: expected a JSON event with a type")
         }
         if envelope.type == "url_verification", let challenge = envelope.challenge {
             let body = (try? JSONEncoder().encode(Challenge(challenge: challenge))) ?? Data()
-            return .init(status: .ok, contentType: "application/json", body: String(decoding: body, as: UTF8.self))
+            return .init(status: .ok, body: String(decoding: body, as: UTF8.self))
         }
-        guard envelope.type == "event_callback", let event = envelope.event, let eventId = envelope.event_id else { return .init(status: .ok) }
+        guard envelope.type == "event_callback", let event = envelope.event, let eventId = envelope.event_id else { return .acknowledged }
         guard event.type == "app_mention", let text = event.text, let user = event.user, let channel = event.channel else {
-            return .init(status: .ok)
+            return .acknowledged
         }
         do {
             guard try bot.database.markSlackEventHandled(eventId, at: now()) else {
                 logger.info("Slack retry of an event already handled", metadata: ["event": "\(eventId)",
-                            "retry": "\(request.head.headers.first(name: "x-slack-retry-num") ?? "-")"])
-                return .init(status: .ok)
+                            "retry": "\(headers[HTTPField.Name("X-Slack-Retry-Num")!] ?? "-")"])
+                return .acknowledged
             }
         } catch {
-            return .init(status: .internalServerError, body: "\(error)\n")  // Slack retries; nothing ran
+            return .problem(.internalServerError, "\(error)")  // Slack retries; nothing ran
         }
         // A mention inside a thread is answered in that thread.
         let thread = event.thread_ts
@@ -111,12 +133,12 @@ public struct SlackEndpoint: Sendable {
                 logger.error("reply not queued", metadata: ["problem": "\(error)"])
             }
         }
-        return .init(status: .ok)
+        return .acknowledged
     }
 
-    private func slashCommand(_ request: HTTPEndpointServer.Request) async -> HTTPEndpointServer.Response {
-        let fields = Self.formFields(request.body)
-        guard let user = fields["user_id"] else { return .init(status: .badRequest, body: "missing user_id\n") }
+    private func slashCommand(_ body: [UInt8]) async -> Answer {
+        let fields = Self.formFields(body)
+        guard let user = fields["user_id"] else { return .problem(.badRequest, "body: user_id: missing") }
         let text = fields["text"] ?? ""
         // Slack names each invocation: a resent request runs the command once.
         let commandId = fields["trigger_id"].map { "slack-trigger:\($0)" }
@@ -132,12 +154,11 @@ public struct SlackEndpoint: Sendable {
                     logger.error("slash command reply not queued", metadata: ["problem": "\(error)"])
                 }
             }
-            return .init(status: .ok, contentType: "application/json", body: #"{"response_type":"ephemeral","text":"Working on it…"}"#)
+            return .init(status: .ok, body: #"{"response_type":"ephemeral","text":"Working on it…"}"#)
         }
         // No way to answer later: answer now.
         let reply = await bot.handle(text, executor: user, commandId: commandId)
-        return .init(status: .ok, contentType: "application/json",
-                     body: String(decoding: SlackClient.commandResponseBody(reply), as: UTF8.self))
+        return .init(status: .ok, body: String(decoding: SlackClient.commandResponseBody(reply), as: UTF8.self))
     }
 
     public static func formFields(_ body: [UInt8]) -> [String: String] { FormFields.parse(String(decoding: body, as: UTF8.self)) }
