@@ -162,10 +162,13 @@ let package = Package(
             dependencies: ["GrayscaleCore", "GrayscaleStore", "GrayscaleIntegrations"],
             path: "Benchmarks/StoreBenchmark"
         ),
-        // Stand-ins for the outside world that several test targets share (a fake Slack).
+        // Stand-ins for the outside world the tests share: one loopback HTTP fixture server and, on it,
+        // an echo, a release's upstream, Slack, Tencent Cloud, a metrics exporter and a proxy's /stats; PostgreSQL.
         .target(
             name: "GrayscaleTestSupport",
             dependencies: [
+                "GrayscaleIntegrations",
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -187,6 +190,7 @@ let package = Package(
             name: "GrayscaleIntegrationsTests",
             dependencies: [
                 "grayscale",
+                "GrayscaleTestSupport",
                 "GrayscaleIntegrations",
                 "GrayscaleCore",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Foundation
+import GrayscaleTestSupport
 import Testing
 import GrayscaleCore
 @testable import GrayscaleIntegrations

@@ -3,6 +3,7 @@ import Foundation
 import GrayscaleCore
 import GrayscaleProxy
 import GrayscaleStore
+import GrayscaleTestSupport
 import NIOCore
 import NIOPosix
 

@@ -4,59 +4,8 @@ import GrayscaleServer
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import GrayscaleTestSupport
 import Testing
-
-/// Exposes `http_requests_total{service,version,code}` growing at fixed rates:
-/// stable (7) 500 requests/s with 1% 5xx, canary (8) 100 requests/s with 10% 5xx.
-final class FixtureExporter: Sendable {
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let channel: Channel
-    let started = Date()
-
-    var port: Int { channel.localAddress!.port! }
-
-    init() throws {
-        let started = self.started
-        channel = try ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(ExporterHandler(started: started))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).wait()
-    }
-
-    func stop() {
-        try? channel.close().wait()
-        try? group.syncShutdownGracefully()
-    }
-}
-
-private final class ExporterHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-    let started: Date
-
-    init(started: Date) { self.started = started }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard case .end = unwrapInboundIn(data) else { return }
-        let seconds = Date().timeIntervalSince(started)
-        func line(_ version: Int, _ code: Int, _ perSecond: Double) -> String {
-            #"http_requests_total{service="engine",version="\#(version)",code="\#(code)"} \#(Int(seconds * perSecond))"#
-        }
-        let body = ["# HELP http_requests_total Requests by version and status.", "# TYPE http_requests_total counter",
-                    line(7, 200, 495), line(7, 503, 5), line(8, 200, 90), line(8, 503, 10), ""].joined(separator: "\n")
-        var headers = HTTPHeaders()
-        headers.add(name: "content-type", value: "text/plain; version=0.0.4")
-        headers.add(name: "content-length", value: String(body.utf8.count))
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-        context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
-    }
-}
 
 /// A real Prometheus from Debian's package, on a loopback port, scraping the fixture every second.
 final class PrometheusServer {

@@ -1,83 +1,42 @@
 import Foundation
 import GrayscaleIntegrations
 import NIOConcurrencyHelpers
-import NIOCore
 import NIOHTTP1
-import NIOPosix
 
 /// A loopback stand-in for Tencent Cloud's SCF API: checks each request's TC3
 /// signature with the same algorithm, keeps functions' versions and aliases, and
 /// can be told to fail (throttling) or to read an alias back wrong.
-final class FakeSCF: Sendable {
-    struct Alias: Sendable {
-        var functionVersion: String
-        var matches: [[String: String]]
+public final class FakeSCF: Sendable {
+    public struct Alias: Sendable {
+        public var functionVersion: String
+        public var matches: [[String: String]]
     }
 
-    struct State: Sendable {
-        var versions = 1
-        var aliases: [String: Alias] = [:]
-        var injectedErrors: [String] = []
-        var corruptReadBack = false
-        var calls: [String] = []
+    public struct State: Sendable {
+        public var versions = 1
+        public var aliases: [String: Alias] = [:]
+        public var injectedErrors: [String] = []
+        public var corruptReadBack = false
+        public var calls: [String] = []
     }
 
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let channel: Channel
-    let state = NIOLockedValueBox(State())
-    static let secretId = "AKIDfakeSecretId", secretKey = "fakeSecretKey"
+    let server: FixtureHTTPServer
+    public let state = NIOLockedValueBox(State())
+    public static let secretId = "AKIDfakeSecretId", secretKey = "fakeSecretKey"
 
-    var endpoint: String { "http://127.0.0.1:\(channel.localAddress!.port!)/" }
+    public var endpoint: String { server.url + "/" }
 
-    init() throws {
+    public init() throws {
         let state = self.state
-        channel = try ServerBootstrap(group: group)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(FakeSCFHandler(state: state))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).wait()
-    }
-
-    func stop() {
-        try? channel.close().wait()
-        try? group.syncShutdownGracefully()
-    }
-}
-
-private final class FakeSCFHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-    let state: NIOLockedValueBox<FakeSCF.State>
-    var head: HTTPRequestHead?
-    var body = ByteBuffer()
-
-    init(state: NIOLockedValueBox<FakeSCF.State>) { self.state = state }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-            body.clear()
-        case .body(var chunk):
-            body.writeBuffer(&chunk)
-        case .end:
-            guard let head else { return }
-            let answer = respond(head, String(buffer: body))
-            let text = String(decoding: try! JSONSerialization.data(withJSONObject: ["Response": answer], options: [.sortedKeys]), as: UTF8.self)
-            var headers = HTTPHeaders()
-            headers.add(name: "content-type", value: "application/json")
-            headers.add(name: "content-length", value: String(text.utf8.count))
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: text)))), promise: nil)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        server = try FixtureHTTPServer { request in
+            let answer = Self.respond(request.head, request.body, state: state)
+            return .json(String(decoding: try! JSONSerialization.data(withJSONObject: ["Response": answer], options: [.sortedKeys]), as: UTF8.self))
         }
     }
 
-    func respond(_ head: HTTPRequestHead, _ payload: String) -> [String: Any] {
+    public func stop() { server.stop() }
+
+    static func respond(_ head: HTTPRequestHead, _ payload: String, state: NIOLockedValueBox<State>) -> [String: Any] {
         let requestId = UUID().uuidString.lowercased()
         func error(_ code: String, _ message: String) -> [String: Any] { ["Error": ["Code": code, "Message": message], "RequestId": requestId] }
         let action = head.headers.first(name: "x-tc-action") ?? ""
