@@ -6,7 +6,9 @@ extension ProxyStatistics {
     public func statsJSON(since text: String?) throws -> String {
         var since: Date?
         if let text {
-            guard let parsed = Double(text).flatMap({ $0.isFinite ? Date(timeIntervalSince1970: $0) : nil }) ?? ISO8601DateFormatter().date(from: text) else {
+            // A '+' of an offset (…T10:00:00+01:00) that was not percent-encoded reads as a space in a query.
+            let iso = text.replacingOccurrences(of: " ", with: "+")
+            guard let parsed = Double(text).flatMap({ abs($0) < 1e11 ? Date(timeIntervalSince1970: $0) : nil }) ?? ISO8601DateFormatter().date(from: iso) else {
                 throw GrayscaleStatsQueryError(description: "query: since: expected unix seconds or an ISO 8601 time (got '\(text)')")
             }
             since = parsed

@@ -184,7 +184,8 @@ public final class ProxyStatistics: Sendable {
     /// and their totals over those windows.
     public func snapshot(since: Date? = nil, now: Date = Date()) -> StatisticsSnapshot {
         releaseStalePending(at: now)
-        let from = since.map { Int($0.timeIntervalSince1970.rounded(.down)) } ?? Int.min
+        // Clamped: a time far outside Int's seconds (since=1e19) must not trap.
+        let from = since.map { Int(max(-1e15, min(1e15, $0.timeIntervalSince1970)).rounded(.down)) } ?? Int.min
         let versions = series.withLock { all in
             all.map { key, series in
                 let windows = series.windows.filter { $0.start + windowSeconds > from }

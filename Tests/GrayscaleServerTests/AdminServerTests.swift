@@ -136,7 +136,7 @@ struct AdminServerTests {
             }
             let form = try await client.send(OutboundRequest(method: "POST", url: "\(base)/api/v1/commands",
                                                              headers: [("Authorization", "Bearer token")], body: Data(#"{"text": "-l", "as": "x"}"#.utf8)))
-            #expect(form.status == 400, "a body that is not declared application/json")
+            #expect(form.status == 415, "a body that is not declared application/json")
             // Counted as sent: the generated code reads "%41" as "A" (70 characters) or drops a value that does not decode.
             for key in [String(repeating: "k", count: 201), String(repeating: "%41", count: 70), String(repeating: "%zz", count: 70)] {
                 let long = try await client.send(OutboundRequest(method: "POST", url: "\(base)/api/v1/commands",
@@ -153,6 +153,61 @@ struct AdminServerTests {
                                                             body: Data(#"{"text": "-l -m engine", "as": "x"}"#.utf8)))
             #expect(ran.status == 200)
             #expect(String(decoding: ran.body, as: UTF8.self).contains("reply"))
+
+            // /stats: a time that does not fit is a 400 (1e19 seconds trapped the process); an offset's '+' sent bare still reads.
+            for since in ["1e19", "inf", "-1e300", "nan", "yesterday"] {
+                let refused = try await client.send(OutboundRequest(url: "\(base)/stats?since=\(since)"))
+                #expect(refused.status == 400, "since=\(since)")
+                #expect(errorText(refused)?.contains("since") == true)
+            }
+            #expect(try await client.send(OutboundRequest(url: "\(base)/stats?since=2026-12-07T10:00:00+01:00")).status == 200)
+        }
+    }
+
+    @Test("a client that takes no JSON is refused before its command runs; Idempotency-Key is the key as sent")
+    func acceptAndIdempotencyKeys() async throws {
+        try await withServer { base, _, _, fixture in
+            let json = [("Authorization", "Bearer token"), ("Content-Type", "application/json")]
+            func command(_ text: String, key: String? = nil, accept: String? = nil) async throws -> OutboundResponse {
+                var headers = json
+                if let key { headers.append(("Idempotency-Key", key)) }
+                if let accept { headers.append(("Accept", accept)) }
+                return try await client.send(OutboundRequest(method: "POST", url: "\(base)/api/v1/commands", headers: headers,
+                                                             body: Data(#"{"text": "\#(text)", "as": "operator"}"#.utf8)))
+            }
+            let audited = try fixture.database.auditLog(service: nil, limit: 1000).count
+            let refused = try await command("-g -m engine -p 30", accept: "text/plain")
+            #expect(refused.status == 406)
+            #expect(errorText(refused)?.contains("Accept") == true)
+            #expect(try fixture.database.auditLog(service: nil, limit: 1000).count == audited, "nothing ran")
+            #expect(try await client.send(OutboundRequest(url: "\(base)/api/v1/services", headers: [("Accept", "text/html")])).status == 406)
+            #expect(try await command("-l -m engine", accept: "application/json, text/plain;q=0.5").status == 200)
+            #expect(try await client.send(OutboundRequest(url: "\(base)/api/v1/services", headers: [("Accept", "*/*")])).status == 200)
+
+            // Keys that do not percent-decode (or decode alike) are still different keys: each command runs.
+            #expect(try await command("-g -m engine -p 30", key: "deploy-30%").status == 200)
+            #expect(try await command("-g -m engine -p 40", key: "deploy-40%").status == 200)
+            #expect(try fixture.database.split("engine").range.widthHundredths == 4000)
+            #expect(try await command("-g -m engine -p 50", key: "%41").status == 200)
+            #expect(try await command("-g -m engine -p 60", key: "A").status == 200)
+            #expect(try fixture.database.split("engine").range.widthHundredths == 6000)
+            // The same key again: the first reply, nothing changes.
+            #expect(try await command("-g -m engine -p 70", key: "A").status == 200)
+            #expect(try fixture.database.split("engine").range.widthHundredths == 6000)
+        }
+    }
+
+    @Test("stopping: a waiting long poll is answered at once when the routing closes")
+    func closeAnswersLongPolls() async throws {
+        try await withServer { base, _, routing, _ in
+            let version = try #require(routing.current?.version)
+            let started = ContinuousClock.now
+            let poll = Task { try await client.send(OutboundRequest(url: "\(base)/api/v1/routing?after=\(RoutingFollower.queryValue(version))")) }
+            #expect(await eventually { routing.waiting == 1 })
+            routing.close()
+            let answer = try await poll.value
+            #expect(answer.status == 200)
+            #expect(ContinuousClock.now - started < .seconds(20), "answered on close, not after the poll's 25 s")
         }
     }
 
@@ -175,8 +230,10 @@ struct AdminServerTests {
         timeouts.routing = .milliseconds(300)
         try await withServer(timeouts: timeouts) { base, _, routing, _ in
             let version = try #require(routing.current?.version)
+            let started = ContinuousClock.now
             let response = try await client.send(OutboundRequest(url: "\(base)/api/v1/routing?after=\(RoutingFollower.queryValue(version))", timeout: 20))
             #expect(response.status == 503)
+            #expect(ContinuousClock.now - started < .seconds(20), "cut short by the limit, not answered after the poll's 25 s")
             #expect(errorText(response)?.contains("limit") == true)
             #expect(await eventually { routing.waiting == 0 }, "the cancelled wait is gone")
         }

@@ -31,6 +31,9 @@ public struct AdminAPI: APIProtocol {
         "/api/v1/audit": ["service", "limit"],
     ]
 
+    /// The request's `Idempotency-Key` as sent, set by `AdminServer`'s middleware for the handler.
+    @TaskLocal static var idempotencyKey: String?
+
     /// The longest value, in octets, of each header openapi.yaml bounds (`maxLength`). Checked
     /// on the header as sent, by `AdminServer`'s middleware: the generated code reads header
     /// values percent-decoded, which shortens them, or drops a value that does not decode.
@@ -110,7 +113,8 @@ public struct AdminAPI: APIProtocol {
         let trusted = ReleaseBot(database: bot.database, controller: bot.controller, policiesFolder: bot.policiesFolder,
                                  operators: bot.operators + [body._as])
         // `Idempotency-Key` names the command across retries: a retry gets the first reply and changes nothing.
-        let reply = await trusted.handle(body.text, executor: body._as, commandId: input.headers.idempotencyKey.map { "api:\($0)" })
+        // The key as sent (the generated input has it percent-decoded, and "" when it does not decode).
+        let reply = await trusted.handle(body.text, executor: body._as, commandId: Self.idempotencyKey.map { "api:\($0)" })
         return .ok(.init(body: .json(.init(reply: reply))))
     }
 
@@ -121,7 +125,7 @@ public struct AdminAPI: APIProtocol {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: longPollWait)
         if let routing, var snapshot = routing.current {
-            while snapshot.version == after, clock.now < deadline {
+            while snapshot.version == after, clock.now < deadline, !routing.isClosed {
                 try Task.checkCancellation()
                 await routing.waitForChange(from: snapshot.version, timeout: clock.now.duration(to: deadline))
                 snapshot = routing.current ?? snapshot

@@ -8,6 +8,7 @@ import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import OpenAPIHummingbird
@@ -180,6 +181,8 @@ struct ProblemMiddleware: RouterMiddleware {
             return try await next(request, context)
         } catch is CancellationError {
             throw CancellationError()
+        } catch let error as HTTPParserError {
+            throw error  // bytes that are not HTTP: Hummingbird answers 400 and closes
         } catch {
             let problem = problem(for: error, request: request)
             if problem.status.kind == .serverError {
@@ -197,12 +200,13 @@ struct ProblemMiddleware: RouterMiddleware {
         case let error as ServerError:
             if let problem = error.underlyingError as? AdminProblem { return problem }
             if let error = error.underlyingError as? GrayscaleError { return problem(for: error, request: request) }
+            let why = "\(error.underlyingError)"
+            let message = error.causeDescription == why ? why : "\(error.causeDescription): \(why)"
+            // The runtime knows a client's mistake (406, 415, 400) when it sees one.
+            if error.httpStatus.kind == .clientError { return AdminProblem(error.httpStatus, message) }
             // Thrown before an input existed: the request does not read as the document says.
-            if error.operationInput == nil {
-                let why = "\(error.underlyingError)"
-                return AdminProblem(.badRequest, error.causeDescription == why ? why : "\(error.causeDescription): \(why)")
-            }
-            return AdminProblem(.internalServerError, "\(error.operationID): \(error.underlyingError)")
+            if error.operationInput == nil { return AdminProblem(.badRequest, message) }
+            return AdminProblem(.internalServerError, "\(error.operationID): \(message)")
         case let error as GrayscaleError:
             return AdminProblem(error.kind == .notFound ? .notFound : .internalServerError, error.message)
         case let error as any HTTPResponseError where error.status == .notFound:
@@ -210,10 +214,10 @@ struct ProblemMiddleware: RouterMiddleware {
             guard !allowed.isEmpty else { return AdminProblem(.notFound, "no route for \(request.method) \(request.uri.path)") }
             return AdminProblem(.methodNotAllowed, "\(request.uri.path) answers \(allowed.map(\.rawValue).joined(separator: ", ")), not \(request.method)",
                                 headers: [.allow: allowed.map(\.rawValue).joined(separator: ", ")])
-        case let error as HTTPError:
-            return AdminProblem(error.status, error.body ?? error.status.reasonPhrase)
         case let error as any HTTPResponseError where error.status == .contentTooLarge:
             return AdminProblem(.contentTooLarge, "body: more than \(AdminServer.maxBodyBytes) bytes")
+        case let error as HTTPError:
+            return AdminProblem(error.status, error.body ?? error.status.reasonPhrase)
         case let error as any HTTPResponseError:
             return AdminProblem(error.status, error.status.reasonPhrase)
         default:
@@ -223,13 +227,17 @@ struct ProblemMiddleware: RouterMiddleware {
 }
 
 /// Every route has a time limit: a handler still running when it is up is cancelled and
-/// the client gets a 503 in the error shape.
+/// the client gets a 503 in the error shape. Cancelling ends a wait (the long poll) at
+/// once; work that does not check for cancellation (a database write, a bot command)
+/// finishes first and its answer is dropped: a 503 does not say the command did not run,
+/// which is what `Idempotency-Key` is for.
 struct TimeoutMiddleware: RouterMiddleware {
     typealias Context = AdminServer.Context
     let timeouts: AdminServer.Timeouts
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let limit = request.uri.path == "/api/v1/routing" ? timeouts.routing : timeouts.other
+        // Compared by segments, as the router matches (`//api/v1/routing/` is the long poll too).
+        let limit = request.uri.path.split(separator: "/") == ["api", "v1", "routing"] ? timeouts.routing : timeouts.other
         return try await withoutActuallyEscaping(next) { next in
             let next = UnsafeSendableNext(next: next)
             return try await withThrowingTaskGroup(of: Response.self) { group in
@@ -300,7 +308,22 @@ struct QueryNamesMiddleware: RouterMiddleware {
                 try Contract.check(value, length: 0...limit, "header: \(name)", octets: true)
             }
         }
-        return try await next(request, context)
+        // Every operation answers JSON: a client that takes none is refused before anything runs.
+        if let accept = request.headers[.accept], !Self.acceptsJSON(accept) {
+            throw AdminProblem(.notAcceptable, "header: Accept: this API answers application/json (got '\(accept)')")
+        }
+        return try await AdminAPI.$idempotencyKey.withValue(request.headers[HTTPField.Name("Idempotency-Key")!]) {
+            try await next(request, context)
+        }
+    }
+
+    /// Whether an `Accept` value admits `application/json` (a media range of it, `*/*`, `application/*`, not with q=0).
+    static func acceptsJSON(_ accept: String) -> Bool {
+        accept.split(separator: ",").contains { range in
+            let parts = range.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            guard let type = parts.first, ["application/json", "application/*", "*/*"].contains(type) else { return false }
+            return !parts.dropFirst().contains { $0.replacingOccurrences(of: " ", with: "").hasPrefix("q=0") && Double($0.dropFirst(2)) == 0 }
+        }
     }
 }
 
@@ -366,9 +389,16 @@ public final class AdminHTTPServer: Sendable {
         throw GrayscaleError("admin server on \(host):\(port) did not start")
     }
 
-    /// Stops accepting, lets requests in flight end, and returns when the server has stopped.
-    public func stop() async throws {
+    /// Stops accepting, lets requests in flight end (for `grace` at most, then cancels
+    /// them), and returns when the server has stopped.
+    public func stop(grace: Duration = .seconds(10)) async throws {
         await group.triggerGracefulShutdown()
-        try await task.value
+        let task = self.task
+        let deadline = Task {
+            try await Task.sleep(for: grace)
+            task.cancel()
+        }
+        defer { deadline.cancel() }
+        _ = await task.result
     }
 }

@@ -122,7 +122,10 @@ public struct GrayscaleServe: Sendable {
             controller,
             ShutdownService(logger: logger, steps: [
                 .init("drain the proxy") { try await proxy.drain() },
-                .init("stop the admin server") { try await admin.stop() },
+                .init("stop the admin server") {
+                    routing.close()  // long polls answer now instead of holding the stop for 25 s
+                    try await admin.stop()
+                },
                 .init("close the access log") { accessLog.close() },
             ]),
         ]

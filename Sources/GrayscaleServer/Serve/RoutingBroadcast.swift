@@ -10,12 +10,26 @@ public final class RoutingBroadcast: Sendable {
         var snapshot: RoutingSnapshot?
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextID = 0
+        var closed = false
     }
     private let state = NIOLockedValueBox(State())
 
     public init() {}
 
     public var current: RoutingSnapshot? { state.withLockedValue { $0.snapshot } }
+
+    /// Ends every wait now and any later one at once: the process is stopping, and a long
+    /// poll answered now lets its proxy reconnect to a replica that is not.
+    public func close() {
+        let waiting = state.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
+            state.closed = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiting { waiter.resume() }
+    }
+
+    public var isClosed: Bool { state.withLockedValue { $0.closed } }
 
     /// How many long polls wait now.
     public var waiting: Int { state.withLockedValue { $0.waiters.count } }
@@ -40,7 +54,7 @@ public final class RoutingBroadcast: Sendable {
             await withCheckedContinuation { continuation in
                 // Compared under the lock the publisher takes: a change cannot slip in between.
                 let ready = state.withLockedValue { state -> Bool in
-                    guard state.snapshot?.version == version else { return true }
+                    guard state.snapshot?.version == version, !state.closed else { return true }
                     state.waiters[id] = continuation
                     return false
                 }
