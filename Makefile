@@ -5,22 +5,24 @@ SWIFT ?= swift
 APT_PACKAGES := libcurl4-openssl-dev libsqlite3-dev
 # What the tests need besides: a real Prometheus (and promtool), a headless browser and
 # PostgreSQL's server (the tests start their own, on loopback, as the postgres user).
-TEST_PACKAGES := prometheus chromium postgresql python3-venv curl
-# schemathesis (PyPI), in its own virtual environment under .build-schemathesis/.
+TEST_PACKAGES := prometheus chromium postgresql python3-venv curl tmux
+# schemathesis and slack_sdk (PyPI), in their own virtual environment under .build-ecosystem/.
 SCHEMATHESIS_VERSION := 4.32.5
-SCHEMATHESIS := .build-schemathesis/bin/schemathesis
+SLACK_SDK_VERSION := 3.48.0
+ECOSYSTEM_VENV := .build-ecosystem
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps test-deps install-packages build test chaos schemathesis demo walkthrough dashboards clean
+.PHONY: deps test-deps install-packages build test chaos ecosystem demo walkthrough dashboards clean
 
 deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES)"
 
 test-deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES) $(TEST_PACKAGES)"
-	@$(SCHEMATHESIS) --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)" || { \
-	  python3 -m venv .build-schemathesis && \
-	  .build-schemathesis/bin/pip install -q "schemathesis==$(SCHEMATHESIS_VERSION)"; }
+	@$(ECOSYSTEM_VENV)/bin/pip show schemathesis slack_sdk 2>/dev/null | grep -q "Version: $(SLACK_SDK_VERSION)" && \
+	  $(ECOSYSTEM_VENV)/bin/schemathesis --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)" || { \
+	  python3 -m venv $(ECOSYSTEM_VENV) && \
+	  $(ECOSYSTEM_VENV)/bin/pip install -q "schemathesis==$(SCHEMATHESIS_VERSION)" "slack_sdk==$(SLACK_SDK_VERSION)"; }
 
 install-packages:
 	@missing=""; \
@@ -42,12 +44,13 @@ test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip Chaos
 	$(SWIFT) test --skip-build --filter Chaos
-	./scripts/schemathesis.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
+	./scripts/ecosystem-checks.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
 
-# The admin API against its contract, with schemathesis (SCHEMATHESIS_SEED=N replays a run).
-schemathesis: test-deps
+# The admin API against its contract with schemathesis (SCHEMATHESIS_SEED=N replays a run),
+# and the Slack endpoints with Slack's own SDK, on a live serve.
+ecosystem: test-deps
 	$(SWIFT) build --product grayscale
-	./scripts/schemathesis.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
+	./scripts/ecosystem-checks.sh "$$($(SWIFT) build --show-bin-path)/grayscale"
 
 chaos: test-deps
 	$(SWIFT) build --build-tests

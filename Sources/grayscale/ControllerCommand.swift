@@ -76,12 +76,23 @@ struct RolloutCommand: ParsableCommand {
         abstract: "See and steer the controller's rollouts.",
         subcommands: [Status.self, Order.self])
 
-    struct Status: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "The rollout of a service: phase, step, last verdict and why.")
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The rollout of a service: phase, step, last verdict and why.",
+            discussion: """
+                --watch redraws the rollout whenever it changes (step, cohort, what the judge waits for,                 last verdict, recent events) and exits when it ends: 0 promoted, 3 rolled back, 4 superseded                 by a newer release. Started before a canary is published, it waits for the rollout.
+                """)
 
         @OptionGroup var database: DatabaseOptions
         @Option(help: "The service.") var service: String
         @OptionGroup var format: FormatOptions
+        @Flag(help: "Redraw as the rollout changes until it ends; the exit status says how it ended.") var watch = false
+        @Option(help: "With --watch: seconds between reads of the database.") var interval: Double = 1
+
+        func validate() throws {
+            guard interval > 0, interval <= 3600 else { throw ValidationError("--interval: expected seconds from 0 to 3600 (got \(interval))") }
+            guard !watch || format.format == .table else { throw ValidationError("--watch: draws tables only (drop --format json)") }
+        }
 
         struct Report: Encodable {
             var service: String
@@ -107,8 +118,13 @@ struct RolloutCommand: ParsableCommand {
             return "Controller: \(lease.holder) \(state)" + (standby.isEmpty ? "" : "; standing by: \(standby.joined(separator: ", "))")
         }
 
-        func run() throws {
+        func run() async throws {
             let db = try database.open()
+            if watch {
+                let ending = try await RolloutWatch.run(db, service: service, interval: .milliseconds(Int64(interval * 1000)),
+                                                        terminal: isatty(STDOUT_FILENO) == 1)
+                throw ExitCode(ending.rawValue)
+            }
             guard let rollout = try db.rolloutState(service) else {
                 throw GrayscaleError("\(service): no rollout yet (the controller starts one when a canary is published)")
             }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# schemathesis (PyPI) against a live `grayscale serve`: every operation of openapi.yaml,
-# every check, with generated valid and invalid requests. Run by `make test`.
-#   scripts/schemathesis.sh [GRAYSCALE_BINARY]
+# The ecosystem's own tools against a live `grayscale serve`, run by `make test`:
+# schemathesis (PyPI) on every operation of openapi.yaml with every check, generated valid
+# and invalid requests; then Slack's Python SDK (slack_sdk) signing Events API and
+# slash-command requests as Slack does (scripts/slack_sdk_check.py).
+#   scripts/ecosystem-checks.sh [GRAYSCALE_BINARY]
 # SCHEMATHESIS_SEED replays a run (the seed is printed either way); SCHEMATHESIS_EXAMPLES
 # sets the examples per operation (default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 grayscale=${1:-.build/debug/grayscale}
-schemathesis=${SCHEMATHESIS:-.build-schemathesis/bin/schemathesis}
+venv=${ECOSYSTEM_VENV:-.build-ecosystem}
 seed=${SCHEMATHESIS_SEED:-$(( (RANDOM << 15) | RANDOM ))}
 examples=${SCHEMATHESIS_EXAMPLES:-100}
 work=$(mktemp -d)
@@ -22,7 +24,8 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 proxy=127.0.0.1:$(free_port) admin=127.0.0.1:$(free_port)
 export GRAYSCALE_DB="$work/grayscale.sqlite" GRAYSCALE_ADMIN_TOKEN=schemathesis-token USER=${USER:-schemathesis}
-unset GRAYSCALE_SLACK_SIGNING_SECRET GRAYSCALE_SLACK_TOKEN GRAYSCALE_SLACK_WEBHOOK
+export GRAYSCALE_SLACK_SIGNING_SECRET=8f742231b10e8888abcd99yyyzzz85a5
+unset GRAYSCALE_SLACK_BOT_TOKEN GRAYSCALE_SLACK_WEBHOOK_URL
 
 # A service with a stable release, a canary in its rollout, history, verdicts and audit entries.
 mkdir -p "$work/policies"
@@ -30,6 +33,7 @@ cat > "$work/policies/engine.yaml" <<POLICY
 service: engine
 steps: [1, 5, 25, 50, 100]
 stepMinimum: 1h
+slack: {channel: "#serverless-tencent", operators: [U0OPERATOR]}
 window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
 POLICY
 cat > "$work/grayscale.yaml" <<CONFIG
@@ -45,11 +49,15 @@ CONFIG
 for _ in $(seq 300); do curl -s -o /dev/null "http://$admin/healthz" && break; sleep 0.1; done
 curl -sf -o /dev/null "http://$admin/healthz" || { echo "serve did not start:"; cat "$work/serve.log"; exit 1; }
 
-echo "schemathesis $("$schemathesis" --version | awk '{print $NF}') against http://$admin (seed $seed, $examples examples per operation; SCHEMATHESIS_SEED=$seed replays it)"
+echo "schemathesis $("$venv/bin/schemathesis" --version | awk '{print $NF}') against http://$admin (seed $seed, $examples examples per operation; SCHEMATHESIS_SEED=$seed replays it)"
 status=0
-"$schemathesis" run openapi.yaml --url "http://$admin" --checks all --seed "$seed" --max-examples "$examples" \
+"$venv/bin/schemathesis" run openapi.yaml --url "http://$admin" --checks all --seed "$seed" --max-examples "$examples" \
   --header "Authorization: Bearer $GRAYSCALE_ADMIN_TOKEN" --no-color --workers 1 --output-sanitize false --generation-database none || status=$?
 if [ "$status" != 0 ]; then
   echo "schemathesis found failures (seed $seed); serve's log:"; tail -50 "$work/serve.log"
+  exit "$status"
 fi
-exit "$status"
+
+echo "slack_sdk $("$venv/bin/python" -c 'import slack_sdk.version as v; print(v.__version__)') signing requests to http://$admin/slack/*"
+"$venv/bin/python" scripts/slack_sdk_check.py "http://$admin" "$GRAYSCALE_SLACK_SIGNING_SECRET" || {
+  status=$?; echo "slack_sdk checks failed; serve's log:"; tail -50 "$work/serve.log"; exit "$status"; }
