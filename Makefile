@@ -21,7 +21,7 @@ test-deps:
 	@$(MAKE) --no-print-directory install-packages PACKAGES="$(APT_PACKAGES) $(TEST_PACKAGES)"
 	@$(ECOSYSTEM_VENV)/bin/pip show schemathesis slack_sdk 2>/dev/null | grep -q "Version: $(SLACK_SDK_VERSION)" && \
 	  $(ECOSYSTEM_VENV)/bin/schemathesis --version 2>/dev/null | grep -q "$(SCHEMATHESIS_VERSION)" || { \
-	  python3 -m venv $(ECOSYSTEM_VENV) && \
+	  python3 -m venv --clear $(ECOSYSTEM_VENV) && \
 	  $(ECOSYSTEM_VENV)/bin/pip install -q "schemathesis==$(SCHEMATHESIS_VERSION)" "slack_sdk==$(SLACK_SDK_VERSION)"; }
 
 install-packages:
@@ -67,4 +67,4 @@ dashboards: build
 	"$$($(SWIFT) build --show-bin-path)/grayscale" dashboard grafana > dashboards/grafana.json
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-ecosystem

@@ -79,9 +79,9 @@ struct RolloutCommand: ParsableCommand {
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "The rollout of a service: phase, step, last verdict and why.",
-            discussion: """
-                --watch redraws the rollout whenever it changes (step, cohort, what the judge waits for,                 last verdict, recent events) and exits when it ends: 0 promoted, 3 rolled back, 4 superseded                 by a newer release. Started before a canary is published, it waits for the rollout.
-                """)
+            discussion: "--watch follows the service's canary (or, when there is none, the next one published) and redraws "
+                + "its rollout whenever it changes (step, cohort, what the judge waits for, last verdict, recent events); it "
+                + "exits when the rollout ends: 0 promoted, 3 rolled back, 4 superseded by a newer release.")
 
         @OptionGroup var database: DatabaseOptions
         @Option(help: "The service.") var service: String
@@ -90,7 +90,7 @@ struct RolloutCommand: ParsableCommand {
         @Option(help: "With --watch: seconds between reads of the database.") var interval: Double = 1
 
         func validate() throws {
-            guard interval > 0, interval <= 3600 else { throw ValidationError("--interval: expected seconds from 0 to 3600 (got \(interval))") }
+            guard interval >= 0.05, interval <= 3600 else { throw ValidationError("--interval: expected seconds from 0.05 to 3600 (got \(interval))") }
             guard !watch || format.format == .table else { throw ValidationError("--watch: draws tables only (drop --format json)") }
         }
 
@@ -121,8 +121,7 @@ struct RolloutCommand: ParsableCommand {
         func run() async throws {
             let db = try database.open()
             if watch {
-                let ending = try await RolloutWatch.run(db, service: service, interval: .milliseconds(Int64(interval * 1000)),
-                                                        terminal: isatty(STDOUT_FILENO) == 1)
+                let ending = try await RolloutWatch.run(db, service: service, interval: interval, terminal: isatty(STDOUT_FILENO) == 1)
                 throw ExitCode(ending.rawValue)
             }
             guard let rollout = try db.rolloutState(service) else {

@@ -23,34 +23,52 @@ struct RolloutWatch {
     /// What one frame is drawn from.
     struct Frame {
         var service: String
+        /// The service's stored rollout: the latest one, which may be another release's.
         var rollout: RolloutState?
         var split: TrafficSplit?
+        var releases: [Release]
         var verdicts: [VerdictRecord]
         var audit: [AuditEntry]
-        /// The release the watch follows (the first rollout it saw).
+        /// The release the watch follows: the canary when it started, or the first one published after.
         var following: ReleaseRef?
+        /// Set while the database cannot be read: the frame is the last one read, and why.
+        var unreadable: String?
+
+        /// The followed release's rollout, once the controller has started it.
+        var followed: RolloutState? { rollout.flatMap { $0.release == following ? $0 : nil } }
     }
 
-    /// How the rollout `following` ended, or nil while it goes on.
+    /// How the rollout of the followed release ended, or nil while it goes on (or has not started).
     static func ending(of frame: Frame) -> Ending? {
-        guard let rollout = frame.rollout else { return nil }
-        if let following = frame.following, following != rollout.release { return .superseded }
-        switch rollout.phase {
-        case .promoted: return .promoted
-        case .rolledBack: return .rolledBack
-        case .superseded: return .superseded
-        case .verifying, .progressing, .holding: return nil
+        guard let following = frame.following else { return nil }
+        if let rollout = frame.followed {
+            switch rollout.phase {
+            case .promoted: return .promoted
+            case .rolledBack: return .rolledBack
+            case .superseded: return .superseded
+            case .verifying, .progressing, .holding: return nil
+            }
+        }
+        // Its rollout row was replaced by a newer release's (or never written): its status says how it ended.
+        switch frame.releases.first(where: { $0.number == following.number })?.status {
+        case .stable?: return .promoted
+        case .rolledBack?: return .rolledBack
+        case .superseded?, .retired?: return .superseded
+        case .canary?, nil: return nil
         }
     }
 
     /// The frame's lines (no time in them, so an unchanged rollout draws the same frame).
     static func lines(_ frame: Frame) -> [String] {
-        guard let rollout = frame.rollout else {
-            return ["\(frame.service): no rollout yet; waiting for a canary to be published"]
-        }
         var lines: [String] = []
-        if let following = frame.following, following != rollout.release {
-            lines.append("\(frame.service): the rollout of \(following) was superseded by \(rollout.release)")
+        if let problem = frame.unreadable { lines.append("The database cannot be read (\(problem)); retrying") }
+        guard let following = frame.following else {
+            return lines + ["\(frame.service): no canary; waiting for one to be published"]
+        }
+        let ending = ending(of: frame)
+        guard let rollout = frame.followed else {
+            if let ending { return lines + ["\(frame.service): canary \(following)", "Rollout ended: \(ending.text)"] }
+            return lines + ["\(frame.service): canary \(following) published; waiting for the controller to start its rollout"]
         }
         lines.append("\(frame.service): canary \(rollout.release), \(phaseText(rollout.phase)), step \(rollout.step + 1)\(rollout.manual ? " (manual)" : "")")
         if let split = frame.split {
@@ -70,7 +88,7 @@ struct RolloutWatch {
                 return line.count > 150 ? line.prefix(149) + "…" : line
             }
         }
-        if let ending = ending(of: frame) { lines.append("Rollout ended: \(ending.text)") }
+        if let ending { lines.append("Rollout ended: \(ending.text)") }
         return lines
     }
 
@@ -96,32 +114,40 @@ struct RolloutWatch {
         String(date.formatted(.iso8601).dropFirst(11))  // 2026-12-07T09:30:00Z → 09:30:00Z
     }
 
-    /// Reads a frame from the database.
+    /// Reads a frame from the database; an unknown service is an error.
     static func read(_ database: GrayscaleDatabase, service: String, following: ReleaseRef?) throws -> Frame {
-        let rollout = try database.rolloutState(service)
-        let release = following ?? rollout?.release
-        return Frame(service: service, rollout: rollout, split: try? database.split(service),
-                     verdicts: try release.map { try database.verdicts(service, release: $0.number, limit: 6) } ?? [],
-                     audit: try database.auditLog(service: service, limit: 6), following: release)
+        let state = try database.serviceState(service)
+        let following = following ?? state.canary?.ref
+        return Frame(service: service, rollout: try database.rolloutState(service), split: state.split, releases: state.releases,
+                     verdicts: try following.map { try database.verdicts(service, release: $0.number, limit: 6) } ?? [],
+                     audit: try database.auditLog(service: service, limit: 6), following: following)
     }
 
     /// Redraws whenever the frame changes, every `interval`, until the rollout ends; returns how.
     /// On a terminal each frame replaces the last; otherwise frames are printed one after another.
-    static func run(_ database: GrayscaleDatabase, service: String, interval: Duration, terminal: Bool,
+    /// A database that cannot be read is said and read again (30 times in a row at most).
+    static func run(_ database: GrayscaleDatabase, service: String, interval: Double, terminal: Bool,
                     write: (String) -> Void = { FileHandle.standardOutput.write(Data($0.utf8)) }) async throws -> Ending {
-        var following: ReleaseRef?
+        var frame = try read(database, service: service, following: nil)
         var drawn: [String]?
+        var failures = 0
         while true {
-            let frame = try read(database, service: service, following: following)
-            following = frame.following
             let lines = lines(frame)
             if lines != drawn {
-                let header = "Every \(interval.components.seconds > 0 ? "\(interval.components.seconds)s" : "\(interval.components.attoseconds / 1_000_000_000_000_000)ms"): grayscale rollout status --service \(service) --watch    \(clock(Date()))"
+                let header = "Every \(String(format: "%g", interval))s: grayscale rollout status --service \(service) --watch    \(clock(Date()))"
                 write((terminal ? "\u{1B}[H\u{1B}[2J" : drawn == nil ? "" : "\n") + ([header, ""] + lines).joined(separator: "\n") + "\n")
                 drawn = lines
             }
             if let ending = ending(of: frame) { return ending }
-            try await Task.sleep(for: interval)
+            try await Task.sleep(for: .seconds(interval))
+            do {
+                frame = try read(database, service: service, following: frame.following)
+                failures = 0
+            } catch {
+                failures += 1
+                if failures >= 30 { throw error }
+                frame.unreadable = "\(error)"
+            }
         }
     }
 }
