@@ -23,6 +23,9 @@ public struct ProxyConfiguration: Sendable {
     /// When set, each forwarded request carries the bucket a platform's routing rules
     /// (Tencent SCF aliases) need to pick the version the split chose.
     public var routingHeader: String?
+    /// A WebSocket on a release the routing no longer serves (a rolled-back canary) gets a
+    /// close frame with code 1012 at once and its connection is closed at most this long after.
+    public var webSocketDrainGrace: TimeAmount = .seconds(10)
     /// The wall clock for statistics windows and the access log.
     public var now: @Sendable () -> Date
 

@@ -928,6 +928,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             try client.addHandler(clientGlue, position: .after(self))
             client.removeHandler(name: Self.name, promise: nil)
             context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
+            // Known to the server until it closes, so a rollback can end it (close code 1012).
+            let glue = NIOLoopBound(clientGlue, eventLoop: context.eventLoop)
+            let grace = shared.configuration.webSocketDrainGrace
+            shared.tunnelOpened(context.channel, service: exchange.service, release: exchange.target.release.number) {
+                glue.value.startDrain(grace: grace)
+            }
         } catch {
             context.close(promise: nil)
             upstream.channel.close(promise: nil)

@@ -18,6 +18,45 @@ final class ProxyShared: Sendable {
     private let activeExchanges = Atomic<Int>(0)
     private let drainingFlag = Atomic<Bool>(false)
 
+    /// The open WebSocket tunnels: which release each serves, and how to end it.
+    struct Tunnel {
+        var service: String
+        var release: Int
+        var drain: @Sendable () -> Void
+    }
+    private let tunnels = NIOLockedValueBox<[ObjectIdentifier: Tunnel]>([:])
+
+    /// Registers a tunnel until `channel` (the client's) closes; `drain` runs on its event loop.
+    func tunnelOpened(_ channel: Channel, service: String, release: Int, drain: @escaping @Sendable () -> Void) {
+        let id = ObjectIdentifier(channel)
+        let eventLoop = channel.eventLoop
+        tunnels.withLockedValue { $0[id] = Tunnel(service: service, release: release, drain: { eventLoop.execute(drain) }) }
+        channel.closeFuture.whenComplete { [tunnels] _ in _ = tunnels.withLockedValue { $0.removeValue(forKey: id) } }
+    }
+
+    /// Open WebSockets by service and release.
+    var webSockets: [String: [Int: Int]] {
+        tunnels.withLockedValue { tunnels in
+            tunnels.values.reduce(into: [:]) { counts, tunnel in counts[tunnel.service, default: [:]][tunnel.release, default: 0] += 1 }
+        }
+    }
+
+    /// Ends every tunnel to a release `table` no longer routes to (neither its service's stable
+    /// nor its canary): a rollback sends the canary's WebSockets back to stable. Returns how many.
+    @discardableResult
+    func drainTunnels(notIn table: RoutingTable) -> Int {
+        let ending = tunnels.withLockedValue { tunnels -> [Tunnel] in
+            let gone = tunnels.filter { _, tunnel in
+                guard let route = table.routes[tunnel.service] else { return true }
+                return route.stable.release.number != tunnel.release && route.canary?.release.number != tunnel.release
+            }
+            for id in gone.keys { tunnels.removeValue(forKey: id) }
+            return Array(gone.values)
+        }
+        for tunnel in ending { tunnel.drain() }
+        return ending.count
+    }
+
     /// Set at shutdown: responses close their connections instead of keeping them alive.
     var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
     func startDraining() { drainingFlag.store(true, ordering: .relaxed) }
@@ -69,7 +108,13 @@ public final class ProxyServer: Sendable {
     }
 
     /// Swaps in a new routing table: new requests use it at once, requests in flight finish on the old one.
-    public func update(_ table: RoutingTable) { shared.table = table }
+    public func update(_ table: RoutingTable) {
+        shared.table = table
+        shared.drainTunnels(notIn: table)
+    }
+
+    /// Open WebSockets by service and release number.
+    public var webSockets: [String: [Int: Int]] { shared.webSockets }
 
     /// Stops accepting, lets the requests in flight finish (up to `timeout`), then
     /// closes every connection: a graceful shutdown.

@@ -1,5 +1,5 @@
 /// SplitMix64: a test's random choices replay from the seed it prints.
-public struct SeededRandom: Sendable {
+public struct SeededRandom: RandomNumberGenerator, Sendable {
     public var state: UInt64
 
     public init(seed: UInt64) { state = seed }

@@ -1,0 +1,121 @@
+import Foundation
+import GrayscaleTestSupport
+import NIOCore
+import Testing
+@testable import GrayscaleProxy
+
+@Suite("WebSockets on a rollback")
+struct WebSocketDrainTests {
+    static func upgrade(_ harness: ProxyHarness, user: String) throws -> RawSocket {
+        let socket = try RawSocket(port: harness.port, timeout: 30)
+        try socket.send("GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(makeJWT(["appId": user]))\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        socket.receive(until: RawSocket.headComplete)
+        return socket
+    }
+
+    static func maskedText(_ text: String) -> [UInt8] {
+        let payload = Array(text.utf8), mask: [UInt8] = [9, 8, 7, 6]
+        return [0x81, 0x80 | UInt8(payload.count)] + mask + payload.enumerated().map { $0.element ^ mask[$0.offset % 4] }
+    }
+
+    /// Sends a text frame and returns the echo's payload.
+    static func echo(_ socket: RawSocket, _ text: String) throws -> String {
+        let before = socket.received.count
+        try socket.send(maskedText(text))
+        let bytes = socket.receive { $0.count >= before + 2 + 3 + text.utf8.count }
+        return String(decoding: bytes[(before + 2)...], as: UTF8.self)
+    }
+
+    @Test("a rollback closes the canary's WebSockets with code 1012 (clients reconnect to stable); stable's stay open")
+    func rollbackClosesCanarySockets() async throws {
+        try await ProxyHarness.run { harness in
+            try harness.setCanary("100")
+            let onCanary = try Self.upgrade(harness, user: "ws-canary")
+            #expect(onCanary.text.lowercased().contains("x-grayscale-version: engine@8"))
+            try harness.setCanary("0")
+            let onStable = try Self.upgrade(harness, user: "ws-stable")
+            #expect(onStable.text.lowercased().contains("x-grayscale-version: engine@7"))
+            #expect(try Self.echo(onCanary, "before") == "v8:before")
+            #expect(harness.proxy.webSockets["engine"] == [7: 1, 8: 1])
+
+            // -p 0 keeps the canary release routed: its sockets stay.
+            #expect(try Self.echo(onCanary, "at zero") == "v8:at zero")
+
+            try harness.rollBack()
+            let head = onCanary.received.count
+            let bytes = onCanary.receive { $0.count >= head + 4 }
+            #expect(Array(bytes[head...]) == [0x88, 0x02, 0x03, 0xF4], "a close frame, code 1012 (service restart)")
+            // The client answers the close; the proxy ends the connection.
+            try onCanary.send([0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xF4 ^ 2])
+            #expect(onCanary.isClosedByPeer())
+            #expect(try Self.echo(onStable, "after") == "v7:after", "stable's socket is untouched")
+            #expect(harness.proxy.webSockets["engine"] == [7: 1])
+        }
+    }
+
+    @Test("a client that never answers the close is disconnected after the grace")
+    func graceEndsSilentClients() async throws {
+        var configuration = ProxyConfiguration(port: 0)
+        configuration.webSocketDrainGrace = .milliseconds(200)
+        try await ProxyHarness.run(configuration: configuration) { harness in
+            try harness.setCanary("100")
+            let socket = try Self.upgrade(harness, user: "ws-silent")
+            try harness.rollBack()
+            let head = socket.received.count
+            socket.receive { $0.count >= head + 4 }
+            #expect(Array(socket.received[head...].prefix(4)) == [0x88, 0x02, 0x03, 0xF4])
+            #expect(socket.isClosedByPeer(), "closed by the proxy (the read would time out after 30 s otherwise)")
+        }
+    }
+
+    @Test("frame boundaries are found in any split of the stream (seeded: lengths 0 to 70,000, masked or not, 16- and 64-bit lengths)")
+    func frameBoundaries() {
+        var random = SeededRandom(seed: 1012)
+        for _ in 0..<200 {
+            var stream: [UInt8] = []
+            var ends: [Int] = []
+            for _ in 0..<Int.random(in: 1...6, using: &random) {
+                let length = [0, 1, 125, 126, 127, 65535, 65536, 70_000][Int.random(in: 0..<8, using: &random)]
+                let masked = Bool.random(using: &random)
+                let maskBit: UInt8 = masked ? 0x80 : 0
+                var header: [UInt8] = [0x82]
+                switch length {
+                case ..<126:
+                    header.append(maskBit | UInt8(length))
+                case ..<65536:
+                    header += [maskBit | 126, UInt8(length >> 8), UInt8(length & 0xFF)]
+                default:
+                    header.append(maskBit | 127)
+                    for shift in stride(from: 56, through: 0, by: -8) { header.append(UInt8((UInt64(length) >> UInt64(shift)) & 0xFF)) }
+                }
+                if masked { header += [1, 2, 3, 4] }
+                stream += header + [UInt8](repeating: 0x7E, count: length)
+                ends.append(stream.count)
+            }
+            // Fed in random pieces, as reads would bring them: each frame's end is found once.
+            var frames = WebSocketFrames()
+            var position = 0
+            var found: [Int] = []
+            while position < stream.count {
+                var rest = stream[position..<min(stream.count, position + Int.random(in: 1...9000, using: &random))]
+                while !rest.isEmpty {
+                    guard let at = frames.boundary(in: rest) else {
+                        position += rest.count
+                        break
+                    }
+                    if at == 0 {  // between two frames: step into the next one
+                        frames.advance(over: rest.prefix(1))
+                        position += 1
+                        rest = rest.dropFirst()
+                        continue
+                    }
+                    position += at
+                    found.append(position)
+                    rest = rest.dropFirst(at)
+                }
+            }
+            #expect(found == ends)
+            #expect(frames.atBoundary)
+        }
+    }
+}
