@@ -18,6 +18,11 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Frames relayed to this side's channel (the client's side only).
     private var frames: WebSocketFrames?
     private var drain = Drain.none
+    private var graceTimer: Scheduled<Void>?
+    /// The close frame has been written to the socket (not only queued).
+    private var closeWritten = false
+    /// The client sent something after the close frame (its answering close).
+    private var clientAnswered = false
 
     enum Drain {
         case none
@@ -44,20 +49,35 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         partner = nil
+        graceTimer?.cancel()
+        graceTimer = nil
+    }
+
+    /// Bytes of the upstream's written to the client outside the glue (those that came with
+    /// its 101): the frame tracker must see them, or it would start inside a frame.
+    func relayedDirectly(_ bytes: ByteBuffer) {
+        frames?.advance(over: bytes.readableBytesView)
     }
 
     /// Ends the tunnel as a server restarting would (the client's side; on its event loop).
     func startDrain(grace: TimeAmount) {
         guard case .none = drain, let context else { return }
         drain = .atNextBoundary(grace: grace)
-        context.eventLoop.assumeIsolated().scheduleTask(in: grace) { [self] in self.context?.close(promise: nil) }
+        graceTimer = context.eventLoop.assumeIsolated().scheduleTask(in: grace) { [weak self] in self?.context?.close(promise: nil) }
         if frames?.atBoundary ?? true { sendClose() }
     }
 
     private func sendClose() {
         guard let context else { return }
         drain = .closeSent
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: Self.closeServiceRestart)), promise: nil)
+        // The connection is closed once the close frame is on the wire and the client has
+        // answered (or at the grace): closing earlier would throw a queued close frame away.
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: Self.closeServiceRestart)))
+            .assumeIsolated().whenComplete { [weak self] _ in
+                guard let self else { return }
+                self.closeWritten = true
+                if self.clientAnswered { self.context?.close(promise: nil) }
+            }
         let upstream = partner
         partner = nil
         upstream?.partner = nil
@@ -100,7 +120,10 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .closeSent = drain {
-            context.close(promise: nil)  // the client's answer to the close: the connection ends
+            // The client's answer to the close (or what it sent before reading it): read and
+            // dropped; the connection ends once the close frame has been written.
+            clientAnswered = true
+            if closeWritten { context.close(promise: nil) }
             return
         }
         partner?.partnerWrite(data)

@@ -921,6 +921,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             inbound = ByteBuffer()
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
+        clientGlue.relayedDirectly(fromUpstream)
         do {
             let client = context.pipeline.syncOperations, server = upstream.channel.pipeline.syncOperations
             try server.addHandler(upstreamGlue, position: .before(upstream.handler))

@@ -32,6 +32,9 @@ final class ProxyShared: Sendable {
         let eventLoop = channel.eventLoop
         tunnels.withLockedValue { $0[id] = Tunnel(service: service, release: release, drain: { eventLoop.execute(drain) }) }
         channel.closeFuture.whenComplete { [tunnels] _ in _ = tunnels.withLockedValue { $0.removeValue(forKey: id) } }
+        // A rollback that came between the upgrade request and its 101 has scanned the tunnels
+        // already: the table is read after registering, so one of the two always drains it.
+        drainTunnels(notIn: table)
     }
 
     /// Open WebSockets by service and release.

@@ -1,6 +1,7 @@
 import Foundation
 import GrayscaleTestSupport
 import NIOCore
+import NIOPosix
 import Testing
 @testable import GrayscaleProxy
 
@@ -50,6 +51,45 @@ struct WebSocketDrainTests {
             #expect(onCanary.isClosedByPeer())
             #expect(try Self.echo(onStable, "after") == "v7:after", "stable's socket is untouched")
             #expect(harness.proxy.webSockets["engine"] == [7: 1])
+        }
+    }
+
+    /// An upstream that answers an upgrade with its 101 and, in the same write, the first
+    /// three bytes of a 10-byte text frame; the other nine follow 200 ms later.
+    final class SplitFrameUpstream: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        static let frame: [UInt8] = [0x81, 0x0A] + Array("0123456789".utf8)
+        var answered = false
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard !answered, String(buffer: unwrapInboundIn(data)).contains("\r\n\r\n") else { return }
+            answered = true
+            let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: Array(head.utf8) + Self.frame.prefix(3))), promise: nil)
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(200)) {
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(bytes: Self.frame.dropFirst(3))), promise: nil)
+            }
+        }
+    }
+
+    @Test("bytes of a frame that came with the 101 are followed too: the close comes after that frame, not inside it")
+    func frameStartedWithThe101() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SplitFrameUpstream()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { _ = upstream.close(); group.shutdownGracefully { _ in } }
+        try await ProxyHarness.run(canaryUpstream: "http://127.0.0.1:\(upstream.localAddress!.port!)") { harness in
+            try harness.setCanary("100")
+            let socket = try Self.upgrade(harness, user: "ws-split")
+            let head = socket.text.range(of: "\r\n\r\n").map { socket.text.utf8.distance(from: socket.text.utf8.startIndex, to: $0.upperBound) } ?? 0
+            socket.receive { $0.count >= head + SplitFrameUpstream.frame.count }
+            try harness.rollBack()
+            let bytes = socket.receive { $0.count >= head + SplitFrameUpstream.frame.count + 4 }
+            #expect(Array(bytes[head...]) == SplitFrameUpstream.frame + [0x88, 0x02, 0x03, 0xF4])
         }
     }
 
