@@ -23,6 +23,9 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var closeWritten = false
     /// The client sent something after the close frame (its answering close).
     private var clientAnswered = false
+    /// Called (client's side) when the upstream ends the tunnel without a close frame while
+    /// the client is still there: an abnormal close (1006), the release's fault.
+    var onAbnormalUpstreamClose: (() -> Void)?
 
     enum Drain {
         case none
@@ -107,6 +110,11 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func partnerFlush() { context?.flush() }
     private func partnerCloseFull() {
         if case .closeSent = drain { return }  // the client gets its close frame's answer or its grace
+        // The upstream went first (the client's side is still open), with no close frame of its own.
+        if let frames, !frames.sawClose, case .none = drain, context?.channel.isActive == true {
+            onAbnormalUpstreamClose?()
+            onAbnormalUpstreamClose = nil
+        }
         context?.close(promise: nil)
     }
     private var partnerWritable: Bool { context?.channel.isWritable ?? false }
@@ -154,6 +162,8 @@ struct WebSocketFrames {
     private var header: [UInt8] = []
     /// Payload bytes of the current frame still to come.
     private var payloadLeft: UInt64 = 0
+    /// A close frame (opcode 8) has begun.
+    private(set) var sawClose = false
 
     var atBoundary: Bool { header.isEmpty && payloadLeft == 0 }
 
@@ -200,6 +210,7 @@ struct WebSocketFrames {
                 offset += 1
                 if let length = Self.headerLength(header), header.count == length {
                     payloadLeft = Self.payloadLength(header)
+                    if header[0] & 0x0F == 0x8 { sawClose = true }
                     header.removeAll(keepingCapacity: true)
                 }
             }

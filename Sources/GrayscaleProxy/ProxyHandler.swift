@@ -922,6 +922,25 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         clientGlue.relayedDirectly(fromUpstream)
+        // An upstream that drops the socket without a close frame failed its user: counted and
+        // judged like a failed request of that release (a 502 with connectFailure), logged as 1006.
+        let shared = self.shared
+        clientGlue.onAbnormalUpstreamClose = {
+            var unit = exchange.unit
+            unit?.fresh = false
+            let now = shared.configuration.now()
+            let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
+            let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId, status: 502,
+                                         errorClass: .connectFailure, latencyMicros: micros, at: now, unit: unit)
+            shared.statistics.record(outcome)
+            shared.metrics?.record(outcome, route: exchange.route.target)
+            shared.accessLog?.append(AccessLogLine(
+                time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
+                route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,
+                method: exchange.head.method.rawValue, path: exchange.head.uri, status: 502, latencyMs: Double(micros) / 1000,
+                upstream: exchange.target.upstream.description, bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut,
+                error: "websocket closed by the upstream without a close frame (1006)"))
+        }
         do {
             let client = context.pipeline.syncOperations, server = upstream.channel.pipeline.syncOperations
             try server.addHandler(upstreamGlue, position: .before(upstream.handler))

@@ -93,6 +93,54 @@ struct WebSocketDrainTests {
         }
     }
 
+    /// An upstream that upgrades, then ends the socket: with a close frame first (a normal
+    /// close), or without one (abnormal, 1006), 100 ms after its 101.
+    final class ClosingUpstream: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let closeFrame: Bool
+        var answered = false
+        init(closeFrame: Bool) { self.closeFrame = closeFrame }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard !answered, String(buffer: unwrapInboundIn(data)).contains("\r\n\r\n") else { return }
+            answered = true
+            let head = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: head)), promise: nil)
+            let closeFrame = self.closeFrame
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) {
+                if closeFrame { context.write(self.wrapOutboundOut(ByteBuffer(bytes: [0x88, 0x02, 0x03, 0xE8])), promise: nil) }
+                context.writeAndFlush(self.wrapOutboundOut(ByteBuffer()), promise: nil)
+                context.close(promise: nil)
+            }
+        }
+    }
+
+    @Test("an upstream that drops a WebSocket without a close frame is an error of its release (1006); one that closes properly is not")
+    func abnormalClosesAreErrors() async throws {
+        for closeFrame in [false, true] {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let upstream = try await ServerBootstrap(group: group)
+                .childChannelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ClosingUpstream(closeFrame: closeFrame)) }
+                }
+                .bind(host: "127.0.0.1", port: 0).get()
+            defer { _ = upstream.close(); group.shutdownGracefully { _ in } }
+            try await ProxyHarness.run(canaryUpstream: "http://127.0.0.1:\(upstream.localAddress!.port!)") { harness in
+                try harness.setCanary("100")
+                let socket = try Self.upgrade(harness, user: "ws-dropped")
+                #expect(socket.text.hasPrefix("HTTP/1.1 101"))
+                socket.receive()  // until the proxy closes the client's side
+                let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
+                #expect(canary?.totals.requests == (closeFrame ? 1 : 2), "the upgrade, and the drop when there was no close frame")
+                #expect(canary?.totals.errors == (closeFrame ? 0 : 1), "close frame: \(closeFrame)")
+                harness.accessLog.flush()
+                let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
+                #expect(log.contains("without a close frame (1006)") == !closeFrame)
+            }
+        }
+    }
+
     @Test("a client that never answers the close is disconnected after the grace")
     func graceEndsSilentClients() async throws {
         var configuration = ProxyConfiguration(port: 0)
