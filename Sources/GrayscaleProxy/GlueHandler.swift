@@ -19,12 +19,8 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var frames: WebSocketFrames?
     private var drain = Drain.none
     private var graceTimer: Scheduled<Void>?
-    /// The close frame has been written to the socket (not only queued).
-    private var closeWritten = false
-    /// The client sent something after the close frame (its answering close).
-    private var clientAnswered = false
     /// Called (client's side) when the upstream ends the tunnel without a close frame while
-    /// the client is still there: an abnormal close (1006), the release's fault.
+    /// the client is still there: an abnormal close (1006).
     var onAbnormalUpstreamClose: (() -> Void)?
 
     enum Drain {
@@ -73,14 +69,11 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func sendClose() {
         guard let context else { return }
         drain = .closeSent
-        // The connection is closed once the close frame is on the wire and the client has
-        // answered (or at the grace): closing earlier would throw a queued close frame away.
+        // Once the close frame is on the wire, the proxy's side is shut (FIN) and the client's
+        // bytes are read and dropped until it closes too (or the grace ends): closing at once
+        // could throw away a queued close frame, or reset the connection before the client read it.
         context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: Self.closeServiceRestart)))
-            .assumeIsolated().whenComplete { [weak self] _ in
-                guard let self else { return }
-                self.closeWritten = true
-                if self.clientAnswered { self.context?.close(promise: nil) }
-            }
+            .assumeIsolated().whenComplete { [weak self] _ in self?.context?.close(mode: .output, promise: nil) }
         let upstream = partner
         partner = nil
         upstream?.partner = nil
@@ -127,13 +120,7 @@ final class GlueHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .closeSent = drain {
-            // The client's answer to the close (or what it sent before reading it): read and
-            // dropped; the connection ends once the close frame has been written.
-            clientAnswered = true
-            if closeWritten { context.close(promise: nil) }
-            return
-        }
+        if case .closeSent = drain { return }  // the client's answer to the close, or what it sent before reading it
         partner?.partnerWrite(data)
     }
     func channelReadComplete(context: ChannelHandlerContext) { partner?.partnerFlush() }

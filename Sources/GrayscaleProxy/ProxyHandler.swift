@@ -922,18 +922,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         clientGlue.relayedDirectly(fromUpstream)
-        // An upstream that drops the socket without a close frame failed its user: counted and
-        // judged like a failed request of that release (a 502 with connectFailure), logged as 1006.
+        // An upstream that drops the socket without a close frame: logged by version (1006).
+        // Not fed to the judge: the drop may come hours later, under another rollout's split
+        // and salt, or all at once when a release's pods restart (see the README).
         let shared = self.shared
         clientGlue.onAbnormalUpstreamClose = {
-            var unit = exchange.unit
-            unit?.fresh = false
             let now = shared.configuration.now()
             let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
-            let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId, status: 502,
-                                         errorClass: .connectFailure, latencyMicros: micros, at: now, unit: unit)
-            shared.statistics.record(outcome)
-            shared.metrics?.record(outcome, route: exchange.route.target)
             shared.accessLog?.append(AccessLogLine(
                 time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
                 route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,

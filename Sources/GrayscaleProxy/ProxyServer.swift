@@ -34,7 +34,16 @@ final class ProxyShared: Sendable {
         channel.closeFuture.whenComplete { [tunnels] _ in _ = tunnels.withLockedValue { $0.removeValue(forKey: id) } }
         // A rollback that came between the upgrade request and its 101 has scanned the tunnels
         // already: the table is read after registering, so one of the two always drains it.
-        drainTunnels(notIn: table)
+        if !Self.routes(table, service: service, release: release),
+           let tunnel = tunnels.withLockedValue({ $0.removeValue(forKey: id) }) {
+            tunnel.drain()
+        }
+    }
+
+    /// Whether `table` sends any request of `service` to `release` (its stable or its canary).
+    static func routes(_ table: RoutingTable, service: String, release: Int) -> Bool {
+        guard let route = table.routes[service] else { return false }
+        return route.stable.release.number == release || route.canary?.release.number == release
     }
 
     /// Open WebSockets by service and release.
@@ -49,10 +58,7 @@ final class ProxyShared: Sendable {
     @discardableResult
     func drainTunnels(notIn table: RoutingTable) -> Int {
         let ending = tunnels.withLockedValue { tunnels -> [Tunnel] in
-            let gone = tunnels.filter { _, tunnel in
-                guard let route = table.routes[tunnel.service] else { return true }
-                return route.stable.release.number != tunnel.release && route.canary?.release.number != tunnel.release
-            }
+            let gone = tunnels.filter { _, tunnel in !Self.routes(table, service: tunnel.service, release: tunnel.release) }
             for id in gone.keys { tunnels.removeValue(forKey: id) }
             return Array(gone.values)
         }
