@@ -75,14 +75,7 @@ struct WebSocketDrainTests {
 
     @Test("bytes of a frame that came with the 101 are followed too: the close comes after that frame, not inside it")
     func frameStartedWithThe101() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let upstream = try await ServerBootstrap(group: group)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(SplitFrameUpstream()) }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        defer { _ = upstream.close(); group.shutdownGracefully { _ in } }
-        try await ProxyHarness.run(canaryUpstream: "http://127.0.0.1:\(upstream.localAddress!.port!)") { harness in
+        try await Self.withRawUpstream({ SplitFrameUpstream() }) { upstream in try await ProxyHarness.run(canaryUpstream: upstream) { harness in
             try harness.setCanary("100")
             let socket = try Self.upgrade(harness, user: "ws-split")
             let head = socket.text.range(of: "\r\n\r\n").map { socket.text.utf8.distance(from: socket.text.utf8.startIndex, to: $0.upperBound) } ?? 0
@@ -90,7 +83,18 @@ struct WebSocketDrainTests {
             try harness.rollBack()
             let bytes = socket.receive { $0.count >= head + SplitFrameUpstream.frame.count + 4 }
             #expect(Array(bytes[head...]) == SplitFrameUpstream.frame + [0x88, 0x02, 0x03, 0xF4])
-        }
+        } }
+    }
+
+    /// A canary upstream written byte by byte (`makeHandler` per connection) on a loopback port, for the length of `body`.
+    static func withRawUpstream(_ makeHandler: @escaping @Sendable () -> any ChannelHandler,
+                                _ body: (_ url: String) async throws -> Void) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let upstream = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(makeHandler()) } }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { _ = upstream.close(); group.shutdownGracefully { _ in } }
+        try await body("http://127.0.0.1:\(upstream.localAddress!.port!)")
     }
 
     /// An upstream that upgrades, then ends the socket: with a close frame first (a normal
@@ -119,14 +123,7 @@ struct WebSocketDrainTests {
     @Test("an upstream that drops a WebSocket without a close frame is logged by version as 1006 (not fed to the judge); a proper close is not logged")
     func abnormalClosesAreErrors() async throws {
         for closeFrame in [false, true] {
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            let upstream = try await ServerBootstrap(group: group)
-                .childChannelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(ClosingUpstream(closeFrame: closeFrame)) }
-                }
-                .bind(host: "127.0.0.1", port: 0).get()
-            defer { _ = upstream.close(); group.shutdownGracefully { _ in } }
-            try await ProxyHarness.run(canaryUpstream: "http://127.0.0.1:\(upstream.localAddress!.port!)") { harness in
+            try await Self.withRawUpstream({ ClosingUpstream(closeFrame: closeFrame) }) { upstream in try await ProxyHarness.run(canaryUpstream: upstream) { harness in
                 try harness.setCanary("100")
                 let socket = try Self.upgrade(harness, user: "ws-dropped")
                 #expect(socket.text.hasPrefix("HTTP/1.1 101"))
@@ -137,7 +134,7 @@ struct WebSocketDrainTests {
                 harness.accessLog.flush()
                 let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
                 #expect(log.contains("without a close frame (1006)") == !closeFrame)
-            }
+            } }
         }
     }
 

@@ -41,20 +41,7 @@ struct AdminServerTests {
                            bot: fixture.bot(), slack: nil, adminToken: adminToken)
         api.routing = routing
         api.longPollWait = .seconds(3600)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let server = try await AdminHTTPServer.start(host: "127.0.0.1", port: 0,
-                                                     router: try AdminServer.router(api: api, timeouts: timeouts, logger: Logger(label: "test")),
-                                                     group: group, logger: Logger(label: "test"))
-        let port = server.localAddress.port!
-        do {
-            try await body("http://127.0.0.1:\(port)", port, routing, fixture)
-        } catch {
-            try? await server.stop()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-        try await server.stop()
-        try await group.shutdownGracefully()
+        try await withAdminServer(api, timeouts: timeouts) { port in try await body("http://127.0.0.1:\(port)", port, routing, fixture) }
     }
 
     /// The error shape: a JSON object with one string, `error`.
@@ -249,4 +236,22 @@ struct AdminServerTests {
         }
         return condition()
     }
+}
+
+/// The admin server as serve runs it (its own router, on Hummingbird) for `api`, on a loopback
+/// port, for the length of `body`.
+func withAdminServer(_ api: AdminAPI, timeouts: AdminServer.Timeouts = .init(), _ body: (Int) async throws -> Void) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    let server = try await AdminHTTPServer.start(host: "127.0.0.1", port: 0,
+                                                 router: try AdminServer.router(api: api, timeouts: timeouts, logger: Logger(label: "test")),
+                                                 group: group, logger: Logger(label: "test"))
+    do {
+        try await body(server.localAddress.port!)
+    } catch {
+        try? await server.stop()
+        try? await group.shutdownGracefully()
+        throw error
+    }
+    try await server.stop()
+    try await group.shutdownGracefully()
 }

@@ -127,21 +127,9 @@ struct SlackEndpointTests {
     func withEndpoint(_ fixture: SlackFixture, slack: SlackClient?, _ body: (Int) async throws -> Void) async throws {
         let bot = fixture.bot()
         let endpoint = SlackEndpoint(signature: SlackSignature(secret: Self.secret), bot: bot, slack: slack, logger: Logger(label: "test"))
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // The admin server's own router, as serve runs it.
         let api = AdminAPI(database: fixture.database, statistics: ProxyStatistics(windowSeconds: 1), registry: PrometheusCollectorRegistry(),
                            bot: bot, slack: endpoint, adminToken: nil)
-        let server = try await AdminHTTPServer.start(host: "127.0.0.1", port: 0, router: try AdminServer.router(api: api, logger: Logger(label: "test")),
-                                                     group: group, logger: Logger(label: "test"))
-        do {
-            try await body(server.localAddress.port!)
-        } catch {
-            try? await server.stop()
-            try? await group.shutdownGracefully()
-            throw error
-        }
-        try await server.stop()
-        try await group.shutdownGracefully()
+        try await withAdminServer(api, body)
     }
 
     static func mention(_ id: String, _ text: String, user: String = "U0OPERATOR") -> String {

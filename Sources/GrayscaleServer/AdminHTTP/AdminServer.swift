@@ -34,24 +34,13 @@ public enum AdminServer {
 
     /// Serve's router: everything the admin address answers.
     public static func router(api: AdminAPI, timeouts: Timeouts = .init(), logger: Logger) throws -> Router<Context> {
-        let routes = RouteTable()
-        let router = Router(context: Context.self, options: .autoGenerateHeadEndpoints)
-        router.add(middleware: ProblemMiddleware(routes: routes, logger: logger))
-        router.add(middleware: TimeoutMiddleware(timeouts: timeouts))
-        router.add(middleware: BodyLimitMiddleware())
-
-        routes.add(.get, "/") ; router.get("/") { _, _ in text(DashboardPage.html, contentType: "text/html; charset=utf-8") }
-        routes.add(.get, "/healthz"); router.get("/healthz") { _, _ in text("ok\n") }
-        routes.add(.get, "/metrics")
-        router.get("/metrics") { _, _ in
-            text(api.registry.emitToString() + (api.accessLog?.prometheusText ?? ""),
-                        contentType: "text/plain; version=0.0.4; charset=utf-8")
+        let (router, routes) = base(statistics: api.statistics, timeouts: timeouts, logger: logger)
+        get("/", on: router, routes) { _, _ in text(DashboardPage.html, contentType: "text/html; charset=utf-8") }
+        get("/metrics", on: router, routes) { _, _ in
+            text(api.registry.emitToString() + (api.accessLog?.prometheusText ?? ""), contentType: "text/plain; version=0.0.4; charset=utf-8")
         }
-        addStats(to: router, routes: routes, statistics: api.statistics)
-
         // The fleet's long poll: it ends when its client goes (the connection's inbound side closes).
-        routes.add(.get, "/api/v1/routing")
-        router.get("/api/v1/routing") { request, _ in
+        get("/api/v1/routing", on: router, routes) { request, _ in
             let after = FormFields.parse(request.uri.query ?? "")["after"]
             let snapshot = try await request.body.consumeWithCancellationOnInboundClose { _ in try await api.routingSnapshot(after: after) }
             return try json(snapshot)
@@ -82,25 +71,32 @@ public enum AdminServer {
 
     /// `grayscale proxy`'s admin address: `/stats`, `/healthz` and the same error shape.
     public static func statsRouter(statistics: ProxyStatistics, logger: Logger) -> Router<Context> {
+        base(statistics: statistics, timeouts: .init(), logger: logger).router
+    }
+
+    /// What both admin addresses have: the middleware every route goes through, `/healthz` and `/stats`.
+    static func base(statistics: ProxyStatistics, timeouts: Timeouts, logger: Logger) -> (router: Router<Context>, routes: RouteTable) {
         let routes = RouteTable()
         let router = Router(context: Context.self, options: .autoGenerateHeadEndpoints)
         router.add(middleware: ProblemMiddleware(routes: routes, logger: logger))
-        router.add(middleware: TimeoutMiddleware(timeouts: .init()))
+        router.add(middleware: TimeoutMiddleware(timeouts: timeouts))
         router.add(middleware: BodyLimitMiddleware())
-        routes.add(.get, "/healthz"); router.get("/healthz") { _, _ in text("ok\n") }
-        addStats(to: router, routes: routes, statistics: statistics)
-        return router
-    }
-
-    static func addStats(to router: Router<Context>, routes: RouteTable, statistics: ProxyStatistics) {
-        routes.add(.get, "/stats")
-        router.get("/stats") { request, _ in
+        get("/healthz", on: router, routes) { _, _ in text("ok\n") }
+        get("/stats", on: router, routes) { request, _ in
             do {
                 return text(try statistics.statsJSON(since: FormFields.parse(request.uri.query ?? "")["since"]), contentType: "application/json")
             } catch {
                 throw AdminProblem(.badRequest, "\(error)")
             }
         }
+        return (router, routes)
+    }
+
+    /// A GET route, recorded for the 405 answers.
+    static func get(_ path: String, on router: Router<Context>, _ routes: RouteTable,
+                    _ handler: @escaping @Sendable (Request, Context) async throws -> Response) {
+        routes.add(.get, path)
+        router.get(RouterPath(path), use: handler)
     }
 
     static func text(_ body: String, status: HTTPResponse.Status = .ok, contentType: String = "text/plain; charset=utf-8") -> Response {
