@@ -1,6 +1,11 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// The proxy's request path and the routing rule, in release builds: exclusivity is checked at
+/// compile time only (the run-time checks cost about 5% of the proxy's user time under load;
+/// debug builds, which the tests run, keep them).
+let releaseHotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "Grayscale",
     platforms: [.macOS(.v15)],
@@ -38,7 +43,8 @@ let package = Package(
         ),
         .target(
             name: "GrayscaleCore",
-            dependencies: [.product(name: "Yams", package: "Yams")]
+            dependencies: [.product(name: "Yams", package: "Yams")],
+            swiftSettings: releaseHotPath
         ),
         // The edges: files and the environment are read here, never in Core.
         .target(
@@ -89,7 +95,8 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+            ],
+            swiftSettings: releaseHotPath
         ),
         .target(
             name: "GrayscaleSimulation",
@@ -155,6 +162,15 @@ let package = Package(
                 .product(name: "MallocInterposerSwift", package: "malloc-interposer"),
             ],
             path: "Benchmarks/RoutingBenchmark"
+        ),
+        // The ceiling SwiftNIO sets for a proxy: a byte relay, one upstream connection per client (Benchmarks/proxy.sh).
+        .executableTarget(
+            name: "grayscale-relay",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/ProxyCeiling"
         ),
         // The store on each engine and the replicas' routing propagation (Benchmarks/replicas.sh runs it).
         .executableTarget(

@@ -1,5 +1,6 @@
 // The proxy's per-request routing decision, measured alone: identity from the
-// request (JWT claim), the user's bucket, the range check. Prints nanoseconds and
+// request (JWT claim), the user's bucket, the range check, for a token the connection
+// has not seen and for a keep-alive connection's next request. Prints nanoseconds and
 // heap allocations per decision. Run through Benchmarks/proxy.sh, which preloads
 // malloc-interposer so the allocation counts are real.
 import Foundation
@@ -30,11 +31,19 @@ let heads: [HTTPRequestHead] = (0..<users).map { index in
 }
 let identity = IdentitySource()
 
+/// The decision as the proxy makes it: `connection` is the memory of the connection the
+/// request came on; `now` the time the proxy reads once per request (for the decision, the
+/// statistics and the access log; measured on its own below).
 @inline(never)
-func decide(_ head: HTTPRequestHead) -> Route {
-    let appId = identity.appId(in: head)
-    return split.route(appId: appId, requestedChannel: nil, anonymousDraw: Bucket(0))
+func decide(_ head: HTTPRequestHead, on connection: inout ConnectionRouting, now: Date) -> Route {
+    let appId = connection.identify(head, source: identity, now: now).appId
+    return connection.route(split, appId: appId, requestedChannel: nil, anonymousDraw: Bucket(0))
 }
+
+// Cold: every request a token the connection has not seen (a fresh memory each time).
+// Warm: 1,024 keep-alive connections, one user each, each sending its own token again.
+var connections = [ConnectionRouting](repeating: ConnectionRouting(), count: users)
+let now = Date()
 
 func measure(_ name: String, iterations: Int, _ body: (Int) -> Int) {
     var sink = 0
@@ -53,7 +62,21 @@ func measure(_ name: String, iterations: Int, _ body: (Int) -> Int) {
 
 MallocInterposerSwift.initialize()
 let iterations = Int(CommandLine.arguments.dropFirst().first ?? "") ?? 2_000_000
-measure("routing decision (JWT appId + bucket + range)", iterations: iterations) { decide(heads[$0 & (users - 1)]).target == .canary ? 1 : 0 }
+// WARM_ONLY=1: the keep-alive decision alone, five times as long, for a profiler.
+if ProcessInfo.processInfo.environment["WARM_ONLY"] != nil {
+    measure("routing decision, keep-alive (token again)", iterations: iterations * 5) { index in
+        decide(heads[index & (users - 1)], on: &connections[index & (users - 1)], now: now).target == .canary ? 1 : 0
+    }
+    exit(0)
+}
+measure("routing decision, new token (JWT + bucket)", iterations: iterations) { index in
+    var fresh = ConnectionRouting()
+    return decide(heads[index & (users - 1)], on: &fresh, now: now).target == .canary ? 1 : 0
+}
+measure("routing decision, keep-alive (token again)", iterations: iterations) { index in
+    decide(heads[index & (users - 1)], on: &connections[index & (users - 1)], now: now).target == .canary ? 1 : 0
+}
+measure("reading the clock (once per request)", iterations: iterations) { _ in Int(Date().timeIntervalSince1970) & 1 }
 // A control that must allocate once per iteration: proves the interposer is counting.
 measure("control: one array allocation", iterations: 100_000) { [Int](repeating: $0, count: 64 + ($0 & 7)).count }
 measure("bucket only (MurmurHash3 of salt:appId)", iterations: iterations) { Bucket.of(appId: "1253970\($0 & 1023)", salt: "9f3a0c1d2e4b5a69").value }

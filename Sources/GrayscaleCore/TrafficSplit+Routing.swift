@@ -34,7 +34,7 @@ extension TrafficSplit {
     /// Routes an authenticated user by appId: deny list, then allow list, then the
     /// user's bucket (salted with the canary's salt) against the canary range.
     @inlinable
-    public func route(appId: some StringProtocol) -> Route {
+    public func route(appId: some StringProtocol, knownBucket: Bucket? = nil) -> Route {
         guard let canary else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
         if denyList.contains(where: { $0 == appId }) {
             return Route(target: .stable, reason: .denyList, bucket: nil)
@@ -42,7 +42,7 @@ extension TrafficSplit {
         if allowList.contains(where: { $0 == appId }) {
             return Route(target: .canary, reason: .allowList, bucket: nil)
         }
-        let bucket = Bucket.of(appId: appId, salt: canary.salt)
+        let bucket = knownBucket ?? Bucket.of(appId: appId, salt: canary.salt)
         return canary.range.contains(bucket)
             ? Route(target: .canary, reason: .inRange, bucket: bucket)
             : Route(target: .stable, reason: .outOfRange, bucket: bucket)
@@ -50,8 +50,9 @@ extension TrafficSplit {
 
     /// Routes any request: the deny list wins, then the allow list, then an opt-in
     /// channel where allowed, then the bucket (authenticated) or the draw (anonymous).
+    /// `knownBucket`: `appId`'s bucket under the canary's salt, when the caller remembers it.
     @inlinable
-    public func route(appId: String?, requestedChannel: RouteTarget?, anonymousDraw: Bucket) -> Route {
+    public func route(appId: String?, requestedChannel: RouteTarget?, anonymousDraw: Bucket, knownBucket: Bucket? = nil) -> Route {
         guard canary != nil else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
         if let appId, !denyList.isEmpty, denyList.contains(appId) {
             return Route(target: .stable, reason: .denyList, bucket: nil)
@@ -60,7 +61,7 @@ extension TrafficSplit {
             return Route(target: requestedChannel, reason: .optIn, bucket: nil)
         }
         guard let appId else { return routeAnonymous(draw: anonymousDraw) }
-        return route(appId: appId)
+        return route(appId: appId, knownBucket: knownBucket)
     }
 
     /// Routes a request without a token: `draw` is a uniformly random bucket the

@@ -47,11 +47,39 @@ public struct IdentitySource: Sendable {
     /// the access log says why). A JWT is no identity outside its `nbf` … `exp` or when
     /// issued (`iat`) in the future, a minute's leeway either way, as of `now`.
     public func identify(in head: HTTPRequestHead, now: Date) -> (appId: String?, problem: String?) {
+        var memo = Memo()
+        return identify(in: head, now: now, memo: &memo)
+    }
+
+    /// What a connection remembers of the last token it presented: keep-alive clients send the
+    /// same token with every request, so its claim is read (and its signature checked) once
+    /// per connection, and again only when the token changes or the time leaves the span over
+    /// which the answer holds (the token's `nbf`/`iat` … `exp`, with the leeway).
+    public struct Memo: Sendable {
+        fileprivate var token: String?
+        fileprivate var answer: (appId: String?, problem: String?) = (nil, nil)
+        fileprivate var span = 0.0..<0.0
+        public init() {}
+        fileprivate init(token: String, answer: (appId: String?, problem: String?), span: Range<Double>) {
+            self.token = token
+            self.answer = answer
+            self.span = span
+        }
+    }
+
+    /// `identify(in:now:)`, remembering the answer in `memo` (one per connection).
+    public func identify(in head: HTTPRequestHead, now: Date, memo: inout Memo) -> (appId: String?, problem: String?) {
         let claim: JWTPayload.Claim
         switch kind {
         case .bearerJWT(let name):
-            guard let authorization = head.headers.first(name: "authorization") else { return (nil, nil) }
-            claim = bearerClaim(name, authorization: authorization, now: now.timeIntervalSince1970)
+            guard let authorization = Self.authorization(head.headers) else { return (nil, nil) }
+            let seconds = now.timeIntervalSince1970
+            if memo.span.contains(seconds), memo.token == authorization { return memo.answer }
+            let span: Range<Double>
+            (claim, span) = bearerClaim(name, authorization: authorization, now: seconds)
+            let answer = Self.answer(claim)
+            memo = Memo(token: authorization, answer: answer, span: span)
+            return answer
         case .header(let name):
             claim = head.headers.first(name: name).map { .value($0) } ?? .absent
         case .cookie(let name):
@@ -59,6 +87,16 @@ public struct IdentitySource: Sendable {
         case .query(let name):
             claim = queryValue(name, uri: head.uri).map { .value(String($0)) } ?? .absent
         }
+        return Self.answer(claim)
+    }
+
+    /// The first `Authorization` header: compared as a static string, length first.
+    private static func authorization(_ headers: HTTPHeaders) -> String? {
+        for (name, value) in headers where isASCIICaseInsensitiveEqual(name, "authorization") { return value }
+        return nil
+    }
+
+    private static func answer(_ claim: JWTPayload.Claim) -> (appId: String?, problem: String?) {
         switch claim {
         case .absent: return (nil, nil)
         case .invalid(let problem): return (nil, problem)
@@ -69,16 +107,17 @@ public struct IdentitySource: Sendable {
         }
     }
 
-    private func bearerClaim(_ claim: String, authorization: String, now: Double) -> JWTPayload.Claim {
+    /// The token's claim, and the span of time over which that answer holds.
+    private func bearerClaim(_ claim: String, authorization: String, now: Double) -> (JWTPayload.Claim, Range<Double>) {
         var authorization = authorization
-        return authorization.withUTF8 { bytes -> JWTPayload.Claim in
+        return authorization.withUTF8 { bytes -> (JWTPayload.Claim, Range<Double>) in
             // "Bearer " with any case of the scheme.
             guard bytes.count > 7, bytes[6] == UInt8(ascii: " "),
                   bytes[0] | 0x20 == UInt8(ascii: "b"), bytes[1] | 0x20 == UInt8(ascii: "e"), bytes[2] | 0x20 == UInt8(ascii: "a"),
                   bytes[3] | 0x20 == UInt8(ascii: "r"), bytes[4] | 0x20 == UInt8(ascii: "e"), bytes[5] | 0x20 == UInt8(ascii: "r")
-            else { return .absent }
+            else { return (.absent, JWTPayload.always) }
             let token = UnsafeBufferPointer(rebasing: bytes[7...])
-            guard let parts = JWTPayload.split(token) else { return .absent }
+            guard let parts = JWTPayload.split(token) else { return (.absent, JWTPayload.always) }
             if let hs256Secret {
                 let hs256Key = SymmetricKey(data: hs256Secret)
                 let signed = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(token)[0..<parts.payload.upperBound])
@@ -89,9 +128,9 @@ public struct IdentitySource: Sendable {
                         UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<length]),
                         authenticating: signed, using: hs256Key)
                 }
-                guard valid else { return .absent }
+                guard valid else { return (.absent, JWTPayload.always) }
             }
-            return JWTPayload.claim(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]), now: now)
+            return JWTPayload.claimAndSpan(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]), now: now)
         }
     }
 }

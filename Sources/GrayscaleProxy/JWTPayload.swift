@@ -41,14 +41,28 @@ enum JWTPayload {
     /// digits. Anything else (a float, a boolean, an object, invalid UTF-8) is `invalid`:
     /// two different byte strings must never become the same user.
     static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>, now: Double? = nil) -> Claim {
+        claimAndSpan(name, payload: payload, now: now).claim
+    }
+
+    /// The claim, and the span of times over which the same payload gives the same answer:
+    /// a value holds from the token's `nbf` or `iat` (less the leeway) until its `exp` (plus
+    /// the leeway); an answer that does not depend on the time holds always; a time problem
+    /// is not kept at all (an empty span).
+    static func claimAndSpan(_ name: String, payload: UnsafeBufferPointer<UInt8>, now: Double?) -> (claim: Claim, span: Range<Double>) {
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: payload.count * 3 / 4 + 3) { buffer in
-            guard let length = Base64URL.decode(payload, into: buffer) else { return .absent }
+            guard let length = Base64URL.decode(payload, into: buffer) else { return (.absent, always) }
             var scanner = JSONClaimScanner(bytes: UnsafeBufferPointer(rebasing: buffer[..<length]))
             let claim = scanner.topLevelValue(for: name)
-            guard case .value = claim, let now else { return claim }
-            return scanner.timeProblem(now: now).map(Claim.invalid) ?? claim
+            guard case .value = claim, let now else { return (claim, always) }
+            if let problem = scanner.timeProblem(now: now) { return (.invalid(problem), now..<now) }
+            let from = max(scanner.notBefore ?? -.infinity, scanner.issuedAt ?? -.infinity) - leeway
+            let until = (scanner.expires ?? .infinity) + leeway
+            return (claim, from..<until)
         }
     }
+
+    /// All of time: an answer that does not depend on the clock.
+    static let always = -Double.infinity..<Double.infinity
 
     /// Clock difference allowed between the token's issuer and the proxy, in seconds (RFC 7519 §4.1.4 "some small leeway").
     static let leeway = 60.0
@@ -155,13 +169,14 @@ struct JSONClaimScanner {
                 guard found == nil else { return .invalid("the token has more than one \(key)") }
                 found = value(key)
                 if case .invalid = found { return found! }
-            } else if let time = ["exp", "nbf", "iat"].first(where: { equals(name, $0) }) {
+            } else if name.count == 3, equals(name, "exp") || equals(name, "nbf") || equals(name, "iat") {
+                let first = bytes[name.lowerBound]
                 let start = position
                 guard skipValue() else { return .absent }
                 let number = Self.number(UnsafeBufferPointer(rebasing: bytes[start..<position]))
-                switch time {
-                case "exp": expires = expires == nil ? number : .nan
-                case "nbf": notBefore = notBefore == nil ? number : .nan
+                switch first {
+                case UInt8(ascii: "e"): expires = expires == nil ? number : .nan
+                case UInt8(ascii: "n"): notBefore = notBefore == nil ? number : .nan
                 default: issuedAt = issuedAt == nil ? number : .nan
                 }
             } else {
@@ -201,8 +216,13 @@ struct JSONClaimScanner {
     /// The range of a string's contents (without quotes), leaving the position after it.
     /// A JSON number (integer, fraction, exponent), NaN for anything else.
     static func number(_ raw: UnsafeBufferPointer<UInt8>) -> Double {
+        // Plain digits (every exp, nbf and iat in practice), up to 15 of them: exact in a Double.
+        if !raw.isEmpty, raw.count <= 15, raw.allSatisfy({ $0 &- UInt8(ascii: "0") < 10 }) {
+            return Double(raw.reduce(0) { $0 * 10 + Int($1 &- UInt8(ascii: "0")) })
+        }
         guard !raw.isEmpty, raw.count <= 32,
-              raw.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || Array("-+.eE".utf8).contains($0) }),
+              raw.allSatisfy({ $0 &- UInt8(ascii: "0") < 10 || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+")
+                  || $0 == UInt8(ascii: ".") || $0 | 0x20 == UInt8(ascii: "e") }),
               let value = Double(String(decoding: raw, as: UTF8.self)), value.isFinite
         else { return .nan }
         return value

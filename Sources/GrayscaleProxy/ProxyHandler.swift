@@ -39,7 +39,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private var upstreamReadsPaused = false
     /// When the last exchange ended (or the connection opened): the idle timeout counts from here.
     private var idleSince = NIODeadline.now()
-    private var idleCheck: Scheduled<Void>?
+    /// The loop's timer for every connection's deadlines, and this connection's place in it.
+    private let sweep: ConnectionSweep
+    var sweepSlot = -1
+    /// The last token's user and bucket: a keep-alive client's next request is routed without reading its token again.
+    private var routing = ConnectionRouting()
 
     enum State {
         case idle
@@ -119,43 +123,35 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     static let crlf = ByteBuffer(string: "\r\n")
     static let lastChunk = ByteBuffer(string: "0\r\n\r\n")
 
-    init(shared: ProxyShared, pool: UpstreamPool) {
+    init(shared: ProxyShared, pool: UpstreamPool, sweep: ConnectionSweep) {
         self.shared = shared
         self.pool = pool
+        self.sweep = sweep
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress ?? ""
-        scheduleIdleCheck(context: context)
+        sweep.add(self)
     }
 
-    /// One timer per connection, re-armed a quarter of the shorter timeout apart, rather than
-    /// work on every read and write or a timer per request: the idle timeout and the upstream's
-    /// response timeout both fire within a quarter of their length after they are due.
-    private func scheduleIdleCheck(context: ChannelHandlerContext) {
-        let timeout = shared.configuration.idleTimeout
-        let shorter = min(timeout.nanoseconds, shared.configuration.upstreamResponseTimeout.nanoseconds)
-        let interval = TimeAmount.nanoseconds(max(shorter / 4, 1_000_000))
-        idleCheck = context.eventLoop.assumeIsolated().scheduleTask(in: interval) {
-            guard let context = self.context else { return }
-            switch self.state {
-            case .idle where NIODeadline.now() - self.idleSince >= timeout:
-                context.close(promise: nil)
-                return
-            case .connecting(let exchange, _) where exchange.status == nil && NIODeadline.now() >= exchange.deadline,
-                 .forwarding(let exchange, _) where exchange.status == nil && NIODeadline.now() >= exchange.deadline:
-                self.timedOut(exchange, context: context)
-            default:
-                break
-            }
-            if self.context != nil { self.scheduleIdleCheck(context: context) }
+    /// The connection's deadlines, checked by its loop's sweep: an idle connection past the
+    /// idle timeout closes; an exchange with no response head by its deadline answers 504.
+    func sweep(now: NIODeadline) {
+        guard let context else { return }
+        switch state {
+        case .idle where now - idleSince >= shared.configuration.idleTimeout:
+            context.close(promise: nil)
+        case .connecting(let exchange, _) where exchange.status == nil && now >= exchange.deadline,
+             .forwarding(let exchange, _) where exchange.status == nil && now >= exchange.deadline:
+            timedOut(exchange, context: context)
+        default:
+            break
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        idleCheck?.cancel()
-        idleCheck = nil
+        sweep.remove(self)
         self.context = nil
     }
 
@@ -400,7 +396,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     context: context, exchange: nil, close: !connection.keepsAlive(head.version) || endsHTTP, method: head.method)
             return
         }
-        let identity = shared.configuration.identity.identify(in: head, now: shared.configuration.now())
+        let now = shared.configuration.now()
+        let identity = routing.identify(head, source: shared.configuration.identity, now: now)
         let appId = identity.appId
         let requested = head.headers.first(name: "x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
         var stickyCookie: String?
@@ -419,7 +416,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let split = service.split
         let draw = clientId.map { Bucket.of(appId: "a:\($0)", salt: split.canary?.salt ?? "") } ?? Bucket(0)
-        let route = split.route(appId: appId, requestedChannel: requested, anonymousDraw: draw)
+        let route = routing.route(split, appId: appId, requestedChannel: requested, anonymousDraw: draw)
         var unit: UnitEvent?
         switch route.reason {
         case .inRange, .outOfRange:
@@ -430,8 +427,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             unit = nil  // not randomized: served and counted, never evidence
         }
         if let id = unit?.unit {
-            unit?.fresh = shared.statistics.isFirstRequest(id, service: service.service, split: split, newUnit: stickyCookie != nil,
-                                                           at: shared.configuration.now())
+            unit?.fresh = shared.statistics.isFirstRequest(id, service: service.service, split: split, newUnit: stickyCookie != nil, at: now)
         }
         let exchange = Exchange(
             head: head, service: service.service, target: service.target(route.target), route: route, appId: appId, unit: unit,
@@ -781,7 +777,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     static func writePassing(_ headers: HTTPHeaders, named: [Substring], to buffer: inout ByteBuffer, dropping dropped: (String) -> Bool) {
         for (name, value) in headers {
             if isHopByHop(name) || dropped(name) { continue }
-            if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, $0) }) { continue }
+            if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, runtime: $0) }) { continue }
             HTTP1.writeField(name, value, to: &buffer)
         }
     }
@@ -798,7 +794,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         buffer.writeStaticString(" HTTP/1.1\r\n")
         Self.writePassing(head.headers, named: exchange.connectionNamed, to: &buffer) { name in
             Self.replacedUpstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
-                || routingHeader.map { isASCIICaseInsensitiveEqual(name, $0) } == true
+                || routingHeader.map { isASCIICaseInsensitiveEqual(name, runtime: $0) } == true
         }
         switch exchange.framing {
         case .length(let length): HTTP1.writeField("content-length", String(length), to: &buffer)
@@ -961,7 +957,16 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 @inline(__always)
 func asciiLower(_ byte: UInt8) -> UInt8 { byte &- 65 < 26 ? byte | 0x20 : byte }
 
-/// Compares header names without allocating lowercased copies.
+/// Compares header names without allocating lowercased copies. A header name is most often
+/// a small string (15 bytes or fewer), whose bytes are not contiguous storage: they are
+/// read through `withUTF8` on a copy, not byte by byte through the generic path below.
+@inline(__always)
+func isASCIICaseInsensitiveEqual(_ lhs: String, _ rhs: StaticString) -> Bool {
+    guard lhs.utf8.count == rhs.utf8CodeUnitCount else { return false }
+    var lhs = lhs
+    return lhs.withUTF8 { isASCIICaseInsensitiveEqual(UnsafeRawBufferPointer($0), rhs) }
+}
+
 @inline(__always)
 func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: StaticString) -> Bool {
     let right = UnsafeBufferPointer(start: rhs.utf8Start, count: rhs.utf8CodeUnitCount)
@@ -972,8 +977,9 @@ func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: StaticString
     return zip(lhs.utf8, right).allSatisfy { asciiLower($0) == asciiLower($1) }
 }
 
+/// Two run-time strings (not named so that a literal could pick it over the static-string versions).
 @inline(__always)
-func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, _ rhs: some StringProtocol) -> Bool {
+func isASCIICaseInsensitiveEqual(_ lhs: some StringProtocol, runtime rhs: some StringProtocol) -> Bool {
     lhs.utf8.count == rhs.utf8.count && zip(lhs.utf8, rhs.utf8).allSatisfy { asciiLower($0) == asciiLower($1) }
 }
 

@@ -145,16 +145,22 @@ public final class ProxyServer: Sendable {
     public func start() async throws -> SocketAddress {
         let shared = self.shared
         // One upstream pool per event loop, made on its loop.
+        // And one sweep of the client connections' deadlines per event loop.
         var pools: [ObjectIdentifier: NIOLoopBound<UpstreamPool>] = [:]
+        var sweeps: [ObjectIdentifier: NIOLoopBound<ConnectionSweep>] = [:]
         for loop in group.makeIterator() {
             let configuration = shared.configuration
             pools[ObjectIdentifier(loop)] = try await loop.submit {
                 NIOLoopBound(UpstreamPool(eventLoop: loop, connectTimeout: configuration.upstreamConnectTimeout,
                                           maxIdle: configuration.maxIdleUpstreamConnections), eventLoop: loop)
             }.get()
+            sweeps[ObjectIdentifier(loop)] = try await loop.submit {
+                NIOLoopBound(ConnectionSweep(eventLoop: loop, idleTimeout: configuration.idleTimeout,
+                                             responseTimeout: configuration.upstreamResponseTimeout), eventLoop: loop)
+            }.get()
         }
         self.pools.withLockedValue { [pools] in $0 = pools }
-        let loopPools = pools
+        let loopPools = pools, loopSweeps = sweeps
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -171,7 +177,8 @@ public final class ProxyServer: Sendable {
                     }
                     let pool = loopPools[ObjectIdentifier(channel.eventLoop)]!.value
                     let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ProxyHandler(shared: shared, pool: pool), name: ProxyHandler.name)
+                    let sweep = loopSweeps[ObjectIdentifier(channel.eventLoop)]!.value
+                    try sync.addHandler(ProxyHandler(shared: shared, pool: pool, sweep: sweep), name: ProxyHandler.name)
                 }
             }
             .bind(host: shared.configuration.host, port: shared.configuration.port)

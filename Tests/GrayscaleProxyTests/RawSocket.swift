@@ -28,6 +28,9 @@ final class RawSocket {
 
     deinit { close(fd) }
 
+    /// Ends the connection both ways now (the peer reads end of file).
+    func shutdown() { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+
     func send(_ text: String) throws { try send(Array(text.utf8)) }
 
     func send(_ bytes: [UInt8]) throws {

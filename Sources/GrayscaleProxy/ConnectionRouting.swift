@@ -1,0 +1,36 @@
+import Foundation
+import GrayscaleCore
+import NIOHTTP1
+
+/// What one client connection remembers between its requests to route the next one
+/// faster: the user its last token named (`IdentitySource.Memo`) and that user's bucket
+/// under the last salt. A keep-alive client sends the same token with every request, so
+/// after its first request the decision is a comparison of the token, of the clock with
+/// the token's span, and of the bucket with the range. The answer is the one the whole
+/// decision would give: the memo is keyed by everything the answer depends on (the
+/// token's bytes, the time's span, the appId and the salt); the range, lists and channel
+/// are read from the split every time.
+public struct ConnectionRouting: Sendable {
+    var identity = IdentitySource.Memo()
+    var bucket: (appId: String, salt: String, bucket: Bucket)?
+
+    public init() {}
+
+    /// The request's user, or why its credential names none.
+    public mutating func identify(_ head: HTTPRequestHead, source: IdentitySource, now: Date) -> (appId: String?, problem: String?) {
+        source.identify(in: head, now: now, memo: &identity)
+    }
+
+    /// `split.route`, with the user's bucket remembered per salt.
+    public mutating func route(_ split: TrafficSplit, appId: String?, requestedChannel: RouteTarget?, anonymousDraw: Bucket) -> Route {
+        guard let appId, let salt = split.canary?.salt else {
+            return split.route(appId: appId, requestedChannel: requestedChannel, anonymousDraw: anonymousDraw)
+        }
+        if let memo = bucket, memo.appId == appId, memo.salt == salt {
+            return split.route(appId: appId, requestedChannel: requestedChannel, anonymousDraw: anonymousDraw, knownBucket: memo.bucket)
+        }
+        let route = split.route(appId: appId, requestedChannel: requestedChannel, anonymousDraw: anonymousDraw)
+        if let computed = route.bucket, route.reason == .inRange || route.reason == .outOfRange { bucket = (appId, salt, computed) }
+        return route
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleTestSupport
+import NIOHTTP1
+import Testing
+
+@testable import GrayscaleProxy
+
+/// A connection remembers its last token's user and bucket (`ConnectionRouting`): its
+/// answers must be the ones the whole decision gives, whatever the connection sends next
+/// (another user's token, as a front proxy that multiplexes users on one connection would),
+/// whenever (a token that expires or becomes valid while it is remembered) and under
+/// whichever split (a new release's salt, a moved range).
+@Suite("A connection's routing memory")
+struct ConnectionRoutingTests {
+    static let start = 1_900_000_000.0
+    static let secret = Array("memo-secret".utf8)
+
+    static func head(_ authorization: String?) -> HTTPRequestHead {
+        var headers = HTTPHeaders([("Host", "engine.example.com")])
+        if let authorization { headers.add(name: "Authorization", value: authorization) }
+        return HTTPRequestHead(version: .http1_1, method: .GET, uri: "/", headers: headers)
+    }
+
+    /// Tokens whose answers differ by user, by time and by signature, as the memory could confuse them.
+    static func tokens(signedWith secret: [UInt8]?) -> [String?] {
+        let t = start
+        let claims: [[String: Any]] = [
+            ["appId": "app-1"],
+            ["appId": "app-1", "exp": t + 100],                // expires during the run
+            ["appId": "app-2", "nbf": t + 50],                 // becomes valid during the run
+            ["appId": 12_345, "iat": t + 30],                  // issued "in the future" until t + 30 - 60
+            ["appId": "app-3", "exp": t - 200],                // expired from the start
+            ["appId": "app-4", "exp": t + 20.5, "nbf": t - 5.25],  // fractional times
+            ["appId": "app-5", "exp": "soon"],                 // a time that is not a number
+            ["appId": "app-6", "exp": t + 70, "nbf": t + 10],  // a window inside the run
+            ["appId": ""],
+            ["uid": "no-app-id"],
+        ]
+        var tokens: [String?] = claims.map { "Bearer " + makeJWT($0, hs256Secret: secret) }
+        if secret != nil {
+            tokens.append("Bearer " + makeJWT(["appId": "forged"], hs256Secret: Array("other".utf8)))  // a bad signature
+        }
+        tokens += [nil, "Bearer not.a.jwt", "Basic dXNlcjpwYXNz"]
+        return tokens
+    }
+
+    static func split(salt: String, range: String) throws -> TrafficSplit {
+        TrafficSplit(service: "engine", revision: 1, stable: ReleaseRef(number: 7, label: "v7"),
+                     canary: .init(release: ReleaseRef(number: 8, label: "v8"), salt: salt, range: try CanaryRange.parse(percent: range)),
+                     nonAuthWeight: 0)
+    }
+
+    @Test("over seeded random sequences of tokens, clock steps and splits, the remembered answer is the fresh one", arguments: [false, true])
+    func sameAsFresh(signed: Bool) throws {
+        let source = IdentitySource(kind: .bearerJWT(claim: "appId"), hs256Secret: signed ? Self.secret : nil)
+        let tokens = Self.tokens(signedWith: signed ? Self.secret : nil)
+        let splits = try [Self.split(salt: "salt-a", range: "0:50"), Self.split(salt: "salt-b", range: "0:50"),
+                          Self.split(salt: "salt-a", range: "25:75"), Self.split(salt: "salt-c", range: "0:99")]
+        var random = SeededRandom(seed: signed ? 20_261_207 : 7_120_262)
+        var memos = [ConnectionRouting](repeating: ConnectionRouting(), count: 4)
+        var now = Self.start - 120
+        var hits = 0
+        for step in 0..<20_000 {
+            // Mostly the same token again on the same connection (keep-alive), sometimes another.
+            let connection = random.int(0...3)
+            let token = random.chance(0.7) ? tokens[connection % tokens.count] : tokens[random.int(0...(tokens.count - 1))]
+            let split = splits[random.chance(0.9) ? 0 : random.int(0...(splits.count - 1))]
+            now += Double(random.int(0...20)) / 10
+            let head = Self.head(token)
+            let date = Date(timeIntervalSince1970: now)
+            let fresh = source.identify(in: head, now: date)
+            let freshRoute = split.route(appId: fresh.appId, requestedChannel: nil, anonymousDraw: Bucket(0))
+            let remembered = memos[connection].identify(head, source: source, now: date)
+            let route = memos[connection].route(split, appId: remembered.appId, requestedChannel: nil, anonymousDraw: Bucket(0))
+            guard remembered.appId == fresh.appId, remembered.problem == fresh.problem, route == freshRoute else {
+                Issue.record("step \(step) at \(now): \(token ?? "none"): \(remembered), \(route) != \(fresh), \(freshRoute)")
+                return
+            }
+            if remembered.appId != nil { hits += 1 }
+            if now > Self.start + 300 { now = Self.start - 120 }  // back in time too: a clock stepped back
+        }
+        #expect(hits > 5_000)  // the sequences did exercise remembered users
+    }
+
+    @Test("a token that expires while remembered stops naming its user at exp plus the leeway")
+    func expiresWhileRemembered() {
+        let source = IdentitySource()
+        let head = Self.head("Bearer " + makeJWT(["appId": "app-1", "exp": Self.start]))
+        var memo = ConnectionRouting()
+        #expect(memo.identify(head, source: source, now: Date(timeIntervalSince1970: Self.start + 59)).appId == "app-1")
+        let after = memo.identify(head, source: source, now: Date(timeIntervalSince1970: Self.start + 60))
+        #expect(after.appId == nil)
+        #expect(after.problem?.contains("expired") == true)
+    }
+
+    @Test("another user's token on the same connection is that user, and a new salt draws a new bucket")
+    func anotherUserAnotherSalt() throws {
+        let source = IdentitySource()
+        var memo = ConnectionRouting()
+        let now = Date(timeIntervalSince1970: Self.start)
+        let first = memo.identify(Self.head("Bearer " + makeJWT(["appId": "app-1"])), source: source, now: now)
+        let second = memo.identify(Self.head("Bearer " + makeJWT(["appId": "app-2"])), source: source, now: now)
+        #expect(first.appId == "app-1")
+        #expect(second.appId == "app-2")
+        let a = try Self.split(salt: "salt-a", range: "0:50"), b = try Self.split(salt: "salt-b", range: "0:50")
+        #expect(memo.route(a, appId: "app-2", requestedChannel: nil, anonymousDraw: Bucket(0)).bucket == Bucket.of(appId: "app-2", salt: "salt-a"))
+        #expect(memo.route(b, appId: "app-2", requestedChannel: nil, anonymousDraw: Bucket(0)).bucket == Bucket.of(appId: "app-2", salt: "salt-b"))
+    }
+}
