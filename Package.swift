@@ -1,11 +1,6 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-/// The proxy's request path and the routing rule, in release builds: exclusivity is checked at
-/// compile time only (the run-time checks cost about 5% of the proxy's user time under load;
-/// debug builds, which the tests run, keep them).
-let releaseHotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
-
 let package = Package(
     name: "Grayscale",
     platforms: [.macOS(.v15)],
@@ -43,8 +38,7 @@ let package = Package(
         ),
         .target(
             name: "GrayscaleCore",
-            dependencies: [.product(name: "Yams", package: "Yams")],
-            swiftSettings: releaseHotPath
+            dependencies: [.product(name: "Yams", package: "Yams")]
         ),
         // The edges: files and the environment are read here, never in Core.
         .target(
@@ -95,8 +89,7 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
-            ],
-            swiftSettings: releaseHotPath
+            ]
         ),
         .target(
             name: "GrayscaleSimulation",
@@ -224,6 +217,7 @@ let package = Package(
                 "GrayscaleCore",
                 "GrayscaleStore",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Grayscale's proxy against nginx and HAProxy as plain reverse proxies, same upstream,
 # same keep-alive settings (upstream connections reused), one worker thread each,
-# alternating wrk runs. Then the routing decision alone (ns and heap allocations per
-# decision) and each proxy's memory with 1,000 open connections.
+# alternating wrk runs, each with the proxy's CPU time per request (user and system). A bare
+# SwiftNIO byte relay (grayscale-relay) runs beside them as the ceiling the channel machinery
+# sets. Then the routing decision alone (ns and heap allocations per decision, for a new
+# token and for a keep-alive connection's next request) and each proxy's memory with 10,000
+# open connections.
 #
 #   Benchmarks/proxy.sh [duration=10s] [connections=64] [rounds=3] [threads=1]
 #
@@ -27,6 +30,7 @@ HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
 
 swift build -c release --product grayscale >/dev/null
 swift build -c release --product grayscale-bench >/dev/null
+swift build -c release --product grayscale-relay >/dev/null
 bin=$(swift build -c release --show-bin-path)
 
 work=$(mktemp -d)
@@ -40,7 +44,7 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-upstream_port=18100 grayscale_port=18101 admin_port=18102 nginx_port=18103 haproxy_port=18104
+upstream_port=18100 grayscale_port=18101 admin_port=18102 nginx_port=18103 haproxy_port=18104 relay_port=18105
 
 cat > "$work/upstream.conf" <<CONF
 worker_processes 1; pid $work/up.pid; error_log $work/up.err;
@@ -94,41 +98,59 @@ export GRAYSCALE_DB="$work/grayscale.sqlite"
 grayscale_pid=$!; pids+=("$grayscale_pid")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$grayscale_port/" && break; sleep 0.1; done
 
+# The ceiling SwiftNIO itself sets: a byte relay, one upstream connection per client, nothing parsed.
+"$bin/grayscale-relay" "$relay_port" "$upstream_port" "$threads" 2>"$work/relay.err" &
+relay_pid=$!; pids+=("$relay_pid")
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$relay_port/" && break; sleep 0.1; done
+
 payload=$(printf '{"appId":"1253970226","iss":"sls"}' | base64 | tr '+/' '-_' | tr -d '=\n')
 token="eyJhbGciOiJIUzI1NiJ9.$payload.c2ln"
 
 to_ms() { awk '{ v=$1; if (v ~ /us$/) { sub(/us$/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v) } else if (v ~ /s$/) { sub(/s$/,"",v); v*=1000 } printf "%.3f", v }'; }
-run() { # name port
-  local out; out=$(wrk -t1 -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" "http://127.0.0.1:$2/v1/deploy")
-  local rps p50 p99 errors
+# CPU time (user and system, clock ticks) of a proxy's processes: what each request costs it,
+# steadier than requests/s on a machine whose two cores wrk and the upstream share.
+ticks() { local u=0 s=0 pid; for pid in $1; do set -- $(awk '{print $14, $15}' "/proc/$pid/stat"); u=$((u + $1)); s=$((s + $2)); done; echo "$u $s"; }
+hz=$(getconf CLK_TCK)
+run() { # name port "pids"
+  local before after out; before=$(ticks "$3")
+  out=$(wrk -t1 -c"$connections" -d"$duration" --latency -H "Authorization: Bearer $token" "http://127.0.0.1:$2/v1/deploy")
+  after=$(ticks "$3")
+  local rps p50 p99 errors requests user sys
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
   p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
   errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf "%-10s round %s  %10s req/s  p50 %8s ms  p99 %8s ms  %s\n" "$1" "$round" "$rps" "$p50" "$p99" "$errors" >&2
-  echo "$1 $rps $p50 $p99"
+  read -r user sys <<<"$(echo "$before $after" | awk -v n="$requests" -v hz="$hz" '{ printf "%.2f %.2f", ($3 - $1) / hz * 1e6 / n, ($4 - $2) / hz * 1e6 / n }')"
+  printf "%-10s round %s  %10s req/s  p50 %8s ms  p99 %8s ms  cpu/request: user %6s us  sys %6s us  %s\n" \
+    "$1" "$round" "$rps" "$p50" "$p99" "$user" "$sys" "$errors" >&2
+  echo "$1 $rps $p50 $p99 $user $sys"
 }
 
 echo "== wrk -t1 -c$connections -d$duration, $rounds alternating rounds (grayscale: --threads $threads; nginx: $threads worker(s); haproxy: nbthread $threads)" >&2
-for port in "$grayscale_port" "$nginx_port" "$haproxy_port"; do   # warm up all three
+for port in "$grayscale_port" "$nginx_port" "$haproxy_port" "$relay_port"; do   # warm up all four
   wrk -t1 -c"$connections" -d2s "http://127.0.0.1:$port/" >/dev/null
 done
+nginx_workers=$(pgrep -P "$(cat "$work/px.pid")" | tr '\n' ' ')
 results="$work/results"
 for round in $(seq "$rounds"); do
-  run grayscale "$grayscale_port" >> "$results"
-  run nginx "$nginx_port" >> "$results"
-  run haproxy "$haproxy_port" >> "$results"
+  run grayscale "$grayscale_port" "$grayscale_pid" >> "$results"
+  run nginx "$nginx_port" "$nginx_workers" >> "$results"
+  run haproxy "$haproxy_port" "$haproxy_pid" >> "$results"
+  run nio-relay "$relay_port" "$relay_pid" >> "$results"
 done
 awk '
-  { rps[$1] = rps[$1] " " $2; p50[$1] = p50[$1] " " $3; p99[$1] = p99[$1] " " $4 }
+  { rps[$1] = rps[$1] " " $2; p50[$1] = p50[$1] " " $3; p99[$1] = p99[$1] " " $4; user[$1] = user[$1] " " $5; sys[$1] = sys[$1] " " $6 }
   function median(list,   n, a, i, j, t) { n = split(list, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }; return a[int((n + 1) / 2)] }
   END {
     g = median(rps["grayscale"]); n = median(rps["nginx"]); h = median(rps["haproxy"])
-    printf "\nmedian     grayscale %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", g, median(p50["grayscale"]), median(p99["grayscale"])
-    printf "median     nginx     %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", n, median(p50["nginx"]), median(p99["nginx"])
-    printf "median     haproxy   %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n", h, median(p50["haproxy"]), median(p99["haproxy"])
+    printf "\n"
+    split("grayscale nginx haproxy nio-relay", names, " ")
+    for (i = 1; i <= 4; i++) { k = names[i]
+      printf "median     %-9s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  cpu/request: user %6.2f us  sys %6.2f us\n", k, median(rps[k]), median(p50[k]), median(p99[k]), median(user[k]), median(sys[k]) }
     printf "throughput ratio grayscale/nginx: %.2f   p99 ratio: %.2f\n", g / n, median(p99["grayscale"]) / median(p99["nginx"])
     printf "throughput ratio grayscale/haproxy: %.2f   p99 ratio: %.2f\n", g / h, median(p99["grayscale"]) / median(p99["haproxy"])
+    printf "user time per request: grayscale %.2f us, nginx %.2f, haproxy %.2f, the bare SwiftNIO relay %.2f\n", median(user["grayscale"]), median(user["nginx"]), median(user["haproxy"]), median(user["nio-relay"])
   }' "$results"
 
 echo

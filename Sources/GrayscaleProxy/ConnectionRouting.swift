@@ -26,11 +26,21 @@ public struct ConnectionRouting: Sendable {
         guard let appId, let salt = split.canary?.salt else {
             return split.route(appId: appId, requestedChannel: requestedChannel, anonymousDraw: anonymousDraw)
         }
-        if let memo = bucket, memo.appId == appId, memo.salt == salt {
+        if let memo = bucket, sameBytes(memo.appId, appId), sameBytes(memo.salt, salt) {
             return split.route(appId: appId, requestedChannel: requestedChannel, anonymousDraw: anonymousDraw, knownBucket: memo.bucket)
         }
         let route = split.route(appId: appId, requestedChannel: requestedChannel, anonymousDraw: anonymousDraw)
         if let computed = route.bucket, route.reason == .inRange || route.reason == .outOfRange { bucket = (appId, salt, computed) }
         return route
+    }
+}
+
+/// Whether two strings are the same bytes: `==` compares canonical equivalence, so "é" and
+/// "e\u{301}" (two users, two buckets) would be equal.
+@inline(__always)
+func sameBytes(_ lhs: String, _ rhs: String) -> Bool {
+    var lhs = lhs, rhs = rhs
+    return lhs.withUTF8 { left in
+        rhs.withUTF8 { right in left.count == right.count && (left.count == 0 || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0) }
     }
 }

@@ -11,7 +11,7 @@ import NIOCore
 final class ConnectionSweep {
     let eventLoop: EventLoop
     let interval: TimeAmount
-    private var connections: [ProxyHandler] = []
+    private var connections: [any SweptConnection] = []
     private var timer: Scheduled<Void>?
 
     init(eventLoop: EventLoop, idleTimeout: TimeAmount, responseTimeout: TimeAmount) {
@@ -21,14 +21,17 @@ final class ConnectionSweep {
 
     var count: Int { connections.count }
 
-    func add(_ connection: ProxyHandler) {
+    /// Whether the sweep's timer is armed (it is while any connection is on the list).
+    var isArmed: Bool { timer != nil }
+
+    func add(_ connection: any SweptConnection) {
         eventLoop.assertInEventLoop()
         connection.sweepSlot = connections.count
         connections.append(connection)
         if timer == nil { arm() }
     }
 
-    func remove(_ connection: ProxyHandler) {
+    func remove(_ connection: any SweptConnection) {
         eventLoop.assertInEventLoop()
         let slot = connection.sweepSlot
         guard slot >= 0, slot < connections.count, connections[slot] === connection else { return }
@@ -54,3 +57,11 @@ final class ConnectionSweep {
         }
     }
 }
+
+/// A connection on a sweep's list: its place in the list, and what it does when swept.
+protocol SweptConnection: AnyObject {
+    var sweepSlot: Int { get set }
+    func sweep(now: NIODeadline)
+}
+
+extension ProxyHandler: SweptConnection {}

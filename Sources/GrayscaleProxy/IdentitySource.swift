@@ -53,12 +53,15 @@ public struct IdentitySource: Sendable {
 
     /// What a connection remembers of the last token it presented: keep-alive clients send the
     /// same token with every request, so its claim is read (and its signature checked) once
-    /// per connection, and again only when the token changes or the time leaves the span over
-    /// which the answer holds (the token's `nbf`/`iat` … `exp`, with the leeway).
+    /// per connection, and again only when the token's bytes change or the time leaves the
+    /// span over which the answer holds (the token's `nbf`/`iat` … `exp`, with the leeway).
+    /// Bytes, not `String ==`, which takes canonically equivalent text (a Kelvin sign for a
+    /// `K`) as equal. One memo serves one `IdentitySource`.
     public struct Memo: Sendable {
         fileprivate var token: String?
         fileprivate var answer: (appId: String?, problem: String?) = (nil, nil)
         fileprivate var span = 0.0..<0.0
+        static let maxToken = 4096
         public init() {}
         fileprivate init(token: String, answer: (appId: String?, problem: String?), span: Range<Double>) {
             self.token = token
@@ -74,11 +77,12 @@ public struct IdentitySource: Sendable {
         case .bearerJWT(let name):
             guard let authorization = Self.authorization(head.headers) else { return (nil, nil) }
             let seconds = now.timeIntervalSince1970
-            if memo.span.contains(seconds), memo.token == authorization { return memo.answer }
+            if memo.span.contains(seconds), let token = memo.token, sameBytes(token, authorization) { return memo.answer }
             let span: Range<Double>
             (claim, span) = bearerClaim(name, authorization: authorization, now: seconds)
             let answer = Self.answer(claim)
-            memo = Memo(token: authorization, answer: answer, span: span)
+            // A value past any real token's length is not kept: an idle connection holds no more than this.
+            memo = authorization.utf8.count <= Memo.maxToken ? Memo(token: authorization, answer: answer, span: span) : Memo()
             return answer
         case .header(let name):
             claim = head.headers.first(name: name).map { .value($0) } ?? .absent

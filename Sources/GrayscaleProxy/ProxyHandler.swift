@@ -957,9 +957,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 @inline(__always)
 func asciiLower(_ byte: UInt8) -> UInt8 { byte &- 65 < 26 ? byte | 0x20 : byte }
 
-/// Compares header names without allocating lowercased copies. A header name is most often
-/// a small string (15 bytes or fewer), whose bytes are not contiguous storage: they are
-/// read through `withUTF8` on a copy, not byte by byte through the generic path below.
+/// Compares header names without allocating lowercased copies, length first. A literal
+/// argument takes this version or the static-string ones: given a version for two run-time
+/// strings, `"authorization"` became a `String` and was compared byte by byte through `zip`.
 @inline(__always)
 func isASCIICaseInsensitiveEqual(_ lhs: String, _ rhs: StaticString) -> Bool {
     guard lhs.utf8.count == rhs.utf8CodeUnitCount else { return false }

@@ -1,6 +1,8 @@
 import Foundation
 import GrayscaleCore
 import GrayscaleTestSupport
+import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import Testing
 
@@ -36,8 +38,17 @@ struct ConnectionRoutingTests {
             ["appId": "app-6", "exp": t + 70, "nbf": t + 10],  // a window inside the run
             ["appId": ""],
             ["uid": "no-app-id"],
+            ["appId": "app-a+"],                              // its payload's base64 has a K (below)
         ]
         var tokens: [String?] = claims.map { "Bearer " + makeJWT($0, hs256Secret: secret) }
+        // Canonically equivalent text, different bytes: String == would take these for the first token.
+        if let token = tokens.compactMap({ $0 }).last(where: { $0.contains("K") }), let k = token.lastIndex(of: "K") {
+            tokens.append(token.replacingCharacters(in: k...k, with: "\u{212A}"))  // a Kelvin sign for a K
+        } else {
+            Issue.record("no token has a K to swap")
+        }
+        tokens.append("Bearer " + makeJWT(["appId": "caf\u{E9}"], hs256Secret: secret))   // é composed
+        tokens.append("Bearer " + makeJWT(["appId": "cafe\u{301}"], hs256Secret: secret))  // e and a combining accent
         if secret != nil {
             tokens.append("Bearer " + makeJWT(["appId": "forged"], hs256Secret: Array("other".utf8)))  // a bad signature
         }
@@ -60,11 +71,12 @@ struct ConnectionRoutingTests {
         var random = SeededRandom(seed: signed ? 20_261_207 : 7_120_262)
         var memos = [ConnectionRouting](repeating: ConnectionRouting(), count: 4)
         var now = Self.start - 120
-        var hits = 0
+        var last = [String?](repeating: nil, count: 4)
+        var repeats = 0
         for step in 0..<20_000 {
             // Mostly the same token again on the same connection (keep-alive), sometimes another.
             let connection = random.int(0...3)
-            let token = random.chance(0.7) ? tokens[connection % tokens.count] : tokens[random.int(0...(tokens.count - 1))]
+            let token = random.chance(0.7) ? tokens[(connection * 5 + step / 1000) % tokens.count] : tokens[random.int(0...(tokens.count - 1))]
             let split = splits[random.chance(0.9) ? 0 : random.int(0...(splits.count - 1))]
             now += Double(random.int(0...20)) / 10
             let head = Self.head(token)
@@ -77,10 +89,11 @@ struct ConnectionRoutingTests {
                 Issue.record("step \(step) at \(now): \(token ?? "none"): \(remembered), \(route) != \(fresh), \(freshRoute)")
                 return
             }
-            if remembered.appId != nil { hits += 1 }
+            if remembered.appId != nil, last[connection] == token { repeats += 1 }  // answered from the memory
+            last[connection] = token
             if now > Self.start + 300 { now = Self.start - 120 }  // back in time too: a clock stepped back
         }
-        #expect(hits > 5_000)  // the sequences did exercise remembered users
+        #expect(repeats > 2_000)  // the sequences did ask again for users the connection remembered
     }
 
     @Test("a token that expires while remembered stops naming its user at exp plus the leeway")
@@ -106,5 +119,62 @@ struct ConnectionRoutingTests {
         let a = try Self.split(salt: "salt-a", range: "0:50"), b = try Self.split(salt: "salt-b", range: "0:50")
         #expect(memo.route(a, appId: "app-2", requestedChannel: nil, anonymousDraw: Bucket(0)).bucket == Bucket.of(appId: "app-2", salt: "salt-a"))
         #expect(memo.route(b, appId: "app-2", requestedChannel: nil, anonymousDraw: Bucket(0)).bucket == Bucket.of(appId: "app-2", salt: "salt-b"))
+    }
+}
+
+/// The per-loop sweep's list: connections leave it in any order (a swap in its array), one
+/// may leave while the sweep runs, and the timer runs only while the list is not empty.
+@Suite("The connections' sweep")
+struct ConnectionSweepTests {
+    final class Connection: SweptConnection {
+        let name: String
+        var sweepSlot = -1
+        var swept = 0
+        var onSweep: (() -> Void)?
+        init(_ name: String) { self.name = name }
+        func sweep(now: NIODeadline) {
+            swept += 1
+            onSweep?()
+        }
+    }
+
+    static func counts(_ connections: Connection...) -> [Int] { connections.map(\.swept) }
+
+    @Test("adds, swap-removes, a removal during the sweep, a stale removal, and the timer only while needed")
+    func bookkeeping() {
+        let loop = EmbeddedEventLoop()
+        let sweep = ConnectionSweep(eventLoop: loop, idleTimeout: .seconds(4), responseTimeout: .seconds(8))
+        #expect(sweep.interval.nanoseconds == 1_000_000_000)
+        let (a, b, c, d) = (Connection("a"), Connection("b"), Connection("c"), Connection("d"))
+        #expect(!sweep.isArmed)
+        for connection in [a, b, c, d] { sweep.add(connection) }
+        #expect(sweep.count == 4)
+        #expect(sweep.isArmed)
+        sweep.remove(b)  // the last one, d, takes b's place
+        #expect(sweep.count == 3)
+        #expect(b.sweepSlot < 0)
+        #expect(d.sweepSlot == 1)
+        sweep.remove(b)  // already gone: nothing changes
+        #expect(sweep.count == 3)
+        c.onSweep = { sweep.remove(c) }  // closes while the sweep runs
+        loop.advanceTime(by: .seconds(1))
+        #expect(Self.counts(a, b, c, d) == [1, 0, 1, 1] as [Int])
+        #expect(sweep.count == 2)
+        #expect(a.sweepSlot == 0)
+        #expect(d.sweepSlot == 1)
+        loop.advanceTime(by: .seconds(1))
+        #expect(Self.counts(a, b, c, d) == [2, 0, 1, 2] as [Int])
+        sweep.remove(a)
+        #expect(d.sweepSlot == 0)
+        sweep.remove(d)
+        #expect(sweep.count == 0)
+        #expect(!sweep.isArmed)
+        loop.advanceTime(by: .seconds(3))
+        #expect(Self.counts(a, d) == [2, 2] as [Int])  // no timer, no sweep
+        sweep.add(b)
+        #expect(sweep.isArmed)
+        loop.advanceTime(by: .seconds(1))
+        #expect(b.swept == 1)
+        sweep.remove(b)
     }
 }
