@@ -89,12 +89,15 @@ public struct ReconcileInput: Sendable {
     /// Set when the policy file this service follows is gone or broken: the rollout judges
     /// (under the last good policy) and may roll back, but does not advance.
     public var policyProblem: String?
+    /// The canary release's announcement, when it was announced.
+    public var announcement: Announcement?
     public var now: Date
 
     public init(policy: RolloutPolicy, service: ServiceState, rollout: RolloutState?, observation: ObservationResult? = nil,
                 smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], platformLag: String? = nil, policyProblem: String? = nil,
-                now: Date) {
+                announcement: Announcement? = nil, now: Date) {
         self.policyProblem = policyProblem
+        self.announcement = announcement
         self.policy = policy
         self.service = service
         self.rollout = rollout
@@ -239,7 +242,19 @@ public enum Reconciler {
                 startStep(&state)  // the step's minimum time counts from the resume
                 say(&state, "resumed by \(command.actor): automatic rollout continues", action: "resume", actor: command.actor,
                     command: command.text)
+            case .overrideAnnouncement(let reason):
+                state.announceOverride = reason
+                say(&state, "\(command.actor) lets canary \(state.release) start without the announcement its policy asks for: \(reason)",
+                    action: "announce-override", actor: command.actor, command: command.text)
             case .initialize:
+                if state.step < 0, let problem = announcementProblem(state) {
+                    let refusal = "\(problem); to start it anyway, override with a reason (grayscale rollout order announce-override --reason …)"
+                    transition.refusal = refusal
+                    transition.audit.append(.init(action: "init", actor: command.actor, detail: "refused: \(refusal)", refused: true,
+                                                  command: command.text, movesTraffic: false))
+                    transition.notifications.append("\(service): init refused for \(command.actor): \(problem)")
+                    return true
+                }
                 state.manual = false
                 if state.phase != .verifying {
                     state.step = 0
@@ -323,6 +338,10 @@ public enum Reconciler {
                 hold(&state, "outside the promotion window (\(policy.window.summary))")
                 return
             }
+            if state.step < 0, let problem = announcementProblem(state) {
+                hold(&state, problem)
+                return
+            }
             if let problem = input.policyProblem {
                 hold(&state, "the policy is unavailable (\(problem)); fix or restore it to continue")
                 return
@@ -336,6 +355,10 @@ public enum Reconciler {
             guard state.step >= 0, let started = state.stepStartedAt else {
                 state.step = 0
                 applyStep(&state, reason: "first step")
+                if let announcement = input.announcement, announcement.release == state.release.number {
+                    transition.notifications.append("\(service): reminder: release \(state.release), announced by \(announcement.actor) "
+                        + "\(PromotionWindow.format(announcement.at, in: policy.window.timeZone)), starts now in this promotion window")
+                }
                 return
             }
             guard now.timeIntervalSince(started) >= Double(policy.stepMinimum) else { return }
@@ -352,6 +375,24 @@ public enum Reconciler {
             }
             state.step += 1
             applyStep(&state, reason: "step \(state.step) passed")
+        }
+
+        /// Why the release may not start in this window under a policy with `announce`: it
+        /// was not announced, or not that long before the window opened. Nil when it may (or a
+        /// human let it start without).
+        func announcementProblem(_ state: RolloutState) -> String? {
+            guard let lead = policy.announce, state.announceOverride == nil else { return nil }
+            let zone = policy.window.timeZone
+            guard let announcement = input.announcement, announcement.release == state.release.number else {
+                return "release \(state.release) was not announced; this policy starts a release in a promotion window that opens "
+                    + "at least \(formatDuration(lead)) after it is (grayscale release announce)"
+            }
+            let earliest = announcement.at.addingTimeInterval(Double(lead))
+            let opened = policy.window.opening(of: now) ?? now
+            guard earliest > opened else { return nil }
+            let next = policy.window.nextOpening(atOrAfter: earliest).map { PromotionWindow.format($0, in: zone) } ?? "never"
+            return "release \(state.release) was announced \(PromotionWindow.format(announcement.at, in: zone)), less than "
+                + "\(formatDuration(lead)) before this window opened; it starts in the window opening \(next)"
         }
 
         /// Holds the rollout; says so once when it starts holding for this reason.

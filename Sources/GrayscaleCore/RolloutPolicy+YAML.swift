@@ -13,7 +13,7 @@ extension RolloutPolicy {
         let root = try reader.root(of: text)
         let top = try reader.fields(root, "", known: [
             "name", "service", "steps", "stepMinimum", "nonAuthWeight", "analysis", "window",
-            "smokeChecks", "slack", "allowList", "denyList", "optIn", "holdback",
+            "smokeChecks", "slack", "allowList", "denyList", "optIn", "holdback", "announce",
         ])
         var policy = RolloutPolicy.standard
         policy.name = defaultName
@@ -35,6 +35,11 @@ extension RolloutPolicy {
         }
         if let node = top["analysis"] { policy.analysis = try readAnalysis(node, reader, base: policy.analysis) }
         if let node = top["window"] { policy.window = try readWindow(node, reader, base: policy.window) }
+        if let node = top["announce"] {
+            let lead = try reader.duration(node, "announce")
+            guard lead > 0 else { throw reader.error(node, "announce", "must be longer than 0 (leave it out to need no announcement)") }
+            policy.announce = lead
+        }
         if let node = top["smokeChecks"] {
             policy.smokeChecks = []
             for (index, item) in try reader.list(node, "smokeChecks").enumerated() {

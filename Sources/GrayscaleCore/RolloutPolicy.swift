@@ -24,6 +24,9 @@ public struct RolloutPolicy: Hashable, Sendable {
     /// the final verdict; then the canary takes everyone. Without it the last step would
     /// judge nothing: with every user on the canary there is nothing to compare.
     public var holdback: Int
+    /// Seconds a release must have been announced (`grayscale release announce`) before the
+    /// promotion window it starts in opens; nil: no announcement needed.
+    public var announce: Int? = nil
 
     /// The canary's width at step `index`: the policy's percent, except that the last
     /// step keeps the holdback on stable until the final verdict.

@@ -54,6 +54,8 @@ public struct RolloutState: Codable, Hashable, Sendable {
     public var knownSplitRevision: Int
     public var startedAt: Date
     public var updatedAt: Date
+    /// Why a human let this release start without the announcement its policy asks for.
+    public var announceOverride: String?
 
     public init(service: String, release: ReleaseRef, phase: Phase, evidence: CanaryEvidence, splitRevision: Int, now: Date) {
         self.service = service
@@ -87,6 +89,8 @@ public struct HumanCommand: Codable, Hashable, Sendable {
         case rollback
         /// `-f`: the canary becomes stable; refused over failing verdicts unless forced.
         case finish(force: Bool)
+        /// Start this release without the announcement its policy asks for (audited with the reason).
+        case overrideAnnouncement(reason: String)
     }
 
     public var kind: Kind

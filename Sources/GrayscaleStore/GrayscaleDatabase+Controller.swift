@@ -22,6 +22,8 @@ public struct ControllerSnapshot: Sendable {
     /// The stored rollout's revision; the tick's commit requires it unchanged.
     public var rolloutRevision: Int
     public var commands: [(id: Int64, command: HumanCommand)]
+    /// The canary release's announcement, when it was announced.
+    public var announcement: Announcement? = nil
 }
 
 extension VerdictRecord {
@@ -84,7 +86,9 @@ extension GrayscaleDatabase {
             let row = try RolloutStateRow.fetch(service, db)
             let commands = try db.rows("SELECT id, command FROM controlCommand WHERE service = ? AND consumedAt IS NULL ORDER BY id", .text(service))
                 .map { (try $0.int64("id"), try $0.json(HumanCommand.self, "command")) }
-            return ControllerSnapshot(service: state, rollout: row?.state, rolloutRevision: row?.revision ?? 0, commands: commands)
+            let announcement = try state.canary.flatMap { canary in try Self.announcement(service, number: canary.number, db) }
+            return ControllerSnapshot(service: state, rollout: row?.state, rolloutRevision: row?.revision ?? 0, commands: commands,
+                                      announcement: announcement)
         }
     }
 

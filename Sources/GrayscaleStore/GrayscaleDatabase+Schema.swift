@@ -172,6 +172,18 @@ extension GrayscaleDatabase {
                 t.add(column: "responseUrl", .text)
             }
         }
+        migrator.registerMigration("v6-announcements") { db in
+            // Releases announced in the release channel ahead of their rollout (policy `announce`): the first announcement stands.
+            try db.create(table: "announcement") { t in
+                t.column("service", .text).notNull()
+                t.column("number", .integer).notNull()
+                t.column("announcedAt", .datetime).notNull()
+                t.column("actor", .text).notNull()
+                t.column("notes", .text).notNull()
+                t.primaryKey(["service", "number"])
+                t.foreignKey(["service", "number"], references: "release")
+            }
+        }
         return migrator
     }
 }

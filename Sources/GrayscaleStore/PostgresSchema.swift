@@ -93,5 +93,12 @@ enum PostgresSchema {
             "ALTER TABLE notification ADD COLUMN threadTs text",
             "ALTER TABLE notification ADD COLUMN responseUrl text",
         ]),
+        Migration(identifier: "v6-announcements", statements: [
+            """
+            CREATE TABLE announcement (
+                service text NOT NULL, number bigint NOT NULL, announcedAt timestamptz NOT NULL, actor text NOT NULL, notes text NOT NULL,
+                PRIMARY KEY (service, number), FOREIGN KEY (service, number) REFERENCES release (service, number))
+            """,
+        ]),
     ]
 }

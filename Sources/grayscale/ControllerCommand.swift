@@ -147,12 +147,12 @@ struct RolloutCommand: ParsableCommand {
     struct Order: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "order",
-            abstract: "Queue an order for the controller's next tick: init, pause, resume, rollback, finish.")
+            abstract: "Queue an order for the controller's next tick: init, pause, resume, rollback, finish, announce-override.")
 
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var actor: ActorOptions
         @Option(help: "The service.") var service: String
-        @Argument(help: "init, pause, resume, rollback, finish or force-finish.") var order: String
+        @Argument(help: "init, pause, resume, rollback, finish, force-finish or announce-override (with --reason).") var order: String
         @Option(name: .customLong("command-id"), help: "Names the order across retries: the same id is queued once (default: a new id).")
         var commandId: String?
 
@@ -165,7 +165,14 @@ struct RolloutCommand: ParsableCommand {
             case "rollback": kind = .rollback
             case "finish": kind = .finish(force: false)
             case "force-finish": kind = .finish(force: true)
-            default: throw ValidationError("order: expected init, pause, resume, rollback, finish or force-finish (got '\(order)')")
+            case "announce-override":
+                // Starting a release its policy wants announced first is a decision someone answers for.
+                guard let reason = actor.reason?.trimmingCharacters(in: .whitespacesAndNewlines), !reason.isEmpty else {
+                    throw ValidationError("announce-override needs --reason: why this release starts without its announcement")
+                }
+                kind = .overrideAnnouncement(reason: reason)
+            default:
+                throw ValidationError("order: expected init, pause, resume, rollback, finish, force-finish or announce-override (got '\(order)')")
             }
             let who = actor.attribution
             let id = commandId ?? "cli:\(UUID().uuidString)"

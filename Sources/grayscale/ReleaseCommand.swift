@@ -3,14 +3,62 @@ import Foundation
 import GrayscaleCore
 import GrayscaleEdges
 import GrayscaleIntegrations
+import GrayscaleServer
 import GrayscaleStore
 
 struct ReleaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "release",
-        abstract: "Publish, list, roll back and finish releases.",
-        subcommands: [Publish.self, List.self, Rollback.self, Finish.self]
+        abstract: "Publish, announce, list, roll back and finish releases.",
+        subcommands: [Publish.self, Announce.self, List.self, Rollback.self, Finish.self]
     )
+
+    struct Announce: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Announce a published canary in the release channel: under a policy with `announce: 24h` it starts only in a promotion window that opens at least that long after.",
+            discussion: """
+                Posts the release, its label and its notes (--notes FILE, else the git ref it was built from) to the policy's Slack
+                channel through the outbox, and records when. The first announcement stands: announcing again changes nothing.
+                """)
+
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var actor: ActorOptions
+        @Option(help: "The service, e.g. engine.") var service: String
+        @Option(help: "The release number.") var number: Int
+        @Option(help: "A file with the release notes (default: the git ref the release was built from).") var notes: String?
+        @Option(help: "The rollout policies folder (for the channel and the announce lead).") var policies = "policies"
+        @Option(help: "The channel when the policy names none.") var channel = "#grayscale"
+
+        func run() throws {
+            var text = ""
+            if let notes {
+                guard let data = FileManager.default.contents(atPath: notes), let read = String(data: data, encoding: .utf8) else {
+                    throw ValidationError("\(notes): cannot read the release notes (a UTF-8 text file)")
+                }
+                text = read
+            }
+            var library = PolicyLibrary(folder: policies)
+            try? library.reload()
+            let policy = library.policy(for: service)
+            let database = try database.open()
+            let (announcement, new) = try database.announce(
+                service, number: number, notes: text, by: actor.attribution, channel: policy.slack?.channel ?? channel, at: Date()
+            ) { announcement, release in
+                var announced = announcement
+                if announced.notes.isEmpty, let ref = release.sourceRef { announced.notes = "built from \(ref)" }
+                return announced.message(label: release.label, window: policy.window, lead: policy.announce)
+            }
+            let when = PromotionWindow.format(announcement.at, in: policy.window.timeZone)
+            guard new else {
+                print("\(service) release \(number) was announced before, \(when) by \(announcement.actor); nothing changed.")
+                return
+            }
+            print("Announced \(service) release \(number) \(when) in \(policy.slack?.channel ?? channel).")
+            if let lead = policy.announce, let opens = policy.window.nextOpening(atOrAfter: announcement.at.addingTimeInterval(Double(lead))) {
+                print("Policy \(policy.name) asks for \(formatDuration(lead)): it starts no earlier than \(PromotionWindow.format(opens, in: policy.window.timeZone)).")
+            }
+        }
+    }
 
     struct Publish: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -40,6 +40,40 @@ struct CLITests {
         #expect(again.stdout.contains("appid range: [20 - 55]"))
     }
 
+    @Test("release announce: the notes file goes to the policy's channel, the lead says when it may start, a second one changes nothing; announce-override needs a reason")
+    func announce() throws {
+        defer { cli.remove() }
+        try publishSevenAndEight()
+        let policies = cli.directory.appendingPathComponent("policies")
+        try FileManager.default.createDirectory(at: policies, withIntermediateDirectories: true)
+        try "service: engine\nannounce: 24h\nslack:\n  channel: \"#release\"\n".write(to: policies.appendingPathComponent("engine.yaml"),
+                                                                                         atomically: true, encoding: .utf8)
+        let notes = cli.directory.appendingPathComponent("notes.md")
+        try "Engine v2.1.1: the name rule accepts dots again.\n".write(to: notes, atomically: true, encoding: .utf8)
+        let announced = try cli.run(["release", "announce", "--service", "engine", "--number", "8", "--notes", notes.path,
+                                     "--policies", policies.path])
+        #expect(announced.status == 0, "\(announced.stderr)")
+        #expect(announced.stdout.contains("Announced engine release 8"))
+        #expect(announced.stdout.contains("in #release"))
+        #expect(announced.stdout.contains("asks for 1d: it starts no earlier than Wed "))
+        let outbox = try #require(try cli.json(["audit", "--service", "engine"]) as? [[String: Any]])
+        #expect(outbox.contains { $0["action"] as? String == "announce" && $0["actor"] as? String == "cli-test" })
+        let again = try cli.run(["release", "announce", "--service", "engine", "--number", "8", "--policies", policies.path])
+        #expect(again.status == 0)
+        #expect(again.stdout.contains("was announced before"))
+        let stable = try cli.run(["release", "announce", "--service", "engine", "--number", "7", "--policies", policies.path])
+        #expect(stable.status != 0)
+        #expect(stable.stderr.contains("only a release still to roll out is announced"))
+        let missingNotes = try cli.run(["release", "announce", "--service", "engine", "--number", "8", "--notes", "/nonexistent/notes.md"])
+        #expect(missingNotes.status != 0)
+        #expect(missingNotes.stderr.contains("/nonexistent/notes.md: cannot read the release notes"))
+        let noReason = try cli.run(["rollout", "order", "--service", "engine", "announce-override"])
+        #expect(noReason.status != 0)
+        #expect(noReason.stderr.contains("announce-override needs --reason"))
+        let override = try cli.run(["rollout", "order", "--service", "engine", "announce-override", "--reason", "hotfix for incident 42"])
+        #expect(override.status == 0, "\(override.stderr)")
+    }
+
     @Test("a duplicate or non-increasing release number is refused with a clear message")
     func duplicateNumber() throws {
         defer { cli.remove() }

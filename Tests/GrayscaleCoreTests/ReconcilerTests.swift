@@ -11,6 +11,7 @@ struct RolloutDriver {
     var now: Date
     var log: [Transition] = []
     var smokeRequested = false
+    var announcement: Announcement?
 
     init(policy: RolloutPolicy = .standard, start: Date) {
         self.policy = policy
@@ -25,7 +26,7 @@ struct RolloutDriver {
         now = now.addingTimeInterval(seconds)
         var transition = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
                                                              smoke: smoke, commands: commands, platformLag: platformLag,
-                                                             policyProblem: policyProblem, now: now))
+                                                             policyProblem: policyProblem, announcement: announcement, now: now))
         try! transition.apply(to: &service, at: now)
         rollout = transition.rollout
         if transition.awaitsSmokeChecks { smokeRequested = true }

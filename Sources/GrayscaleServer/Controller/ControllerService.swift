@@ -228,7 +228,7 @@ public final class ControllerService: Service, Sendable {
             let queued = snapshot.commands.map(\.command).filter { command.id == nil || $0.id != command.id }
             let transition = Reconciler.reconcile(ReconcileInput(
                 policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: nil,
-                commands: queued + [command], policyProblem: library.problem(for: service), now: time))
+                commands: queued + [command], policyProblem: library.problem(for: service), announcement: snapshot.announcement, now: time))
             do {
                 let (after, committed) = try database.commitTick(snapshot, transition, command: command, fence: nil,
                                                                  notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
@@ -333,7 +333,8 @@ public final class ControllerService: Service, Sendable {
         }
         let transition = Reconciler.reconcile(ReconcileInput(
             policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: observation, smoke: smokeResult,
-            commands: snapshot.commands.map(\.command), platformLag: platformLag, policyProblem: policyProblem, now: time))
+            commands: snapshot.commands.map(\.command), platformLag: platformLag, policyProblem: policyProblem,
+            announcement: snapshot.announcement, now: time))
         guard transition.rollout != snapshot.rollout || !transition.isQuiet || !snapshot.commands.isEmpty else {
             return false
         }
