@@ -242,10 +242,19 @@ public enum Reconciler {
                 startStep(&state)  // the step's minimum time counts from the resume
                 say(&state, "resumed by \(command.actor): automatic rollout continues", action: "resume", actor: command.actor,
                     command: command.text)
-            case .overrideAnnouncement(let reason):
+            case .overrideAnnouncement(let release, let reason):
+                guard release == state.release.number else {
+                    let refusal = "the canary is release \(state.release.number), not \(release): nothing was overridden"
+                    transition.refusal = refusal
+                    transition.audit.append(.init(action: "announce-override", actor: command.actor, detail: "refused: \(refusal)", refused: true,
+                                                  command: command.text, movesTraffic: false))
+                    transition.notifications.append("\(service): announce-override refused for \(command.actor): \(refusal)")
+                    return true
+                }
                 state.announceOverride = reason
-                say(&state, "\(command.actor) lets canary \(state.release) start without the announcement its policy asks for: \(reason)",
-                    action: "announce-override", actor: command.actor, command: command.text)
+                let need = policy.announce.map { "an announcement \(formatDuration($0)) before its window" } ?? "no announcement (nothing to override)"
+                say(&state, "\(command.actor) lets canary \(state.release) start without waiting for its announcement (its policy asks for \(need)): "
+                    + "\(reason)", action: "announce-override", actor: command.actor, command: command.text)
             case .initialize:
                 if state.step < 0, let problem = announcementProblem(state) {
                     let refusal = "\(problem); to start it anyway, override with a reason (grayscale rollout order announce-override --reason …)"
@@ -257,8 +266,10 @@ public enum Reconciler {
                 }
                 state.manual = false
                 if state.phase != .verifying {
+                    let starting = state.step < 0
                     state.step = 0
                     applyStep(&state, reason: "initialized by \(command.actor)", actor: command.actor, command: command.text)
+                    if starting { remindOfAnnouncement(state) }
                 }
             }
             return true
@@ -355,10 +366,7 @@ public enum Reconciler {
             guard state.step >= 0, let started = state.stepStartedAt else {
                 state.step = 0
                 applyStep(&state, reason: "first step")
-                if let announcement = input.announcement, announcement.release == state.release.number {
-                    transition.notifications.append("\(service): reminder: release \(state.release), announced by \(announcement.actor) "
-                        + "\(PromotionWindow.format(announcement.at, in: policy.window.timeZone)), starts now in this promotion window")
-                }
+                remindOfAnnouncement(state)
                 return
             }
             guard now.timeIntervalSince(started) >= Double(policy.stepMinimum) else { return }
@@ -384,15 +392,23 @@ public enum Reconciler {
             guard let lead = policy.announce, state.announceOverride == nil else { return nil }
             let zone = policy.window.timeZone
             guard let announcement = input.announcement, announcement.release == state.release.number else {
-                return "release \(state.release) was not announced; this policy starts a release in a promotion window that opens "
+                return "release \(state.release.number) was not announced; this policy starts a release in a promotion window that opens "
                     + "at least \(formatDuration(lead)) after it is (grayscale release announce)"
             }
             let earliest = announcement.at.addingTimeInterval(Double(lead))
             let opened = policy.window.opening(of: now) ?? now
             guard earliest > opened else { return nil }
             let next = policy.window.nextOpening(atOrAfter: earliest).map { PromotionWindow.format($0, in: zone) } ?? "never"
-            return "release \(state.release) was announced \(PromotionWindow.format(announcement.at, in: zone)), less than "
-                + "\(formatDuration(lead)) before this window opened; it starts in the window opening \(next)"
+            let when = announcement.at >= opened ? "after this window opened" : "less than \(formatDuration(lead)) before this window opened"
+            return "release \(state.release.number) was announced \(PromotionWindow.format(announcement.at, in: zone)), \(when); "
+                + "it starts in the window opening \(next)"
+        }
+
+        /// When an announced release gets its first users: the channel is reminded of the announcement.
+        mutating func remindOfAnnouncement(_ state: RolloutState) {
+            guard let announcement = input.announcement, announcement.release == state.release.number else { return }
+            transition.notifications.append("\(service): reminder: release \(state.release), announced by \(announcement.actor) "
+                + "\(PromotionWindow.format(announcement.at, in: policy.window.timeZone)), starts now")
         }
 
         /// Holds the rollout; says so once when it starts holding for this reason.

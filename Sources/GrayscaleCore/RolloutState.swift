@@ -89,8 +89,9 @@ public struct HumanCommand: Codable, Hashable, Sendable {
         case rollback
         /// `-f`: the canary becomes stable; refused over failing verdicts unless forced.
         case finish(force: Bool)
-        /// Start this release without the announcement its policy asks for (audited with the reason).
-        case overrideAnnouncement(reason: String)
+        /// Start this release without the announcement its policy asks for (audited with the reason);
+        /// refused when the canary is another release by then.
+        case overrideAnnouncement(release: Int, reason: String)
     }
 
     public var kind: Kind

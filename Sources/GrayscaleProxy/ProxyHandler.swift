@@ -533,11 +533,18 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             let connection = ConnectionTokens(head)
             exchange.upstreamKeepAlive = connection.keepsAlive(head.version)
             exchange.answerConnectionNamed = connection.named
-            context.write(wrapOutboundOut(clientHead(for: head, named: connection.named, exchange: exchange, allocator: context.channel.allocator)),
-                          promise: nil)
+            // Held until the end of this read: a small body that came with it goes out in the same buffer.
+            heldHead = clientHead(for: head, named: connection.named, exchange: exchange, allocator: context.channel.allocator)
         case .body(let body):
             guard exchange.head.method != .HEAD, body.readableBytes > 0 else { return }  // an upstream that sends a body to HEAD: not to the client
             exchange.bytesOut += body.readableBytes
+            if var head = heldHead, !exchange.clientChunked, body.readableBytes <= Self.bodyWithHead {
+                heldHead = nil
+                head.writeImmutableBuffer(body)
+                context.write(wrapOutboundOut(head), promise: nil)
+                return
+            }
+            releaseHead(context)
             if exchange.clientChunked {
                 context.write(wrapOutboundOut(HTTP1.chunkSize(body.readableBytes, allocator: context.channel.allocator)), promise: nil)
                 context.write(wrapOutboundOut(body), promise: nil)
@@ -548,9 +555,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             if !context.channel.isWritable { pauseUpstreamReads(true, upstream: upstream) }
         case .end where exchange.status == .switchingProtocols && exchange.isUpgrade:
             // From here on, bytes both ways.
+            releaseHead(context)
             context.flush()
             startTunnel(exchange, upstream: upstream, context: context)
         case .end:
+            releaseHead(context)
             let status = exchange.status ?? .ok
             state = .idle
             idleSince = .now()
@@ -634,7 +643,20 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     /// The end of one read from the upstream: what it delivered goes out in one write.
     func upstreamReadComplete() {
-        if case .forwarding = state { context?.flush() }
+        guard case .forwarding = state, let context else { return }
+        releaseHead(context)
+        context.flush()
+    }
+
+    /// The answer's head, when it waits for a body to go out with it (never past the end of the read it came in).
+    private var heldHead: ByteBuffer?
+    /// A body up to this size that arrives with its head is copied behind it: one write, not two.
+    static let bodyWithHead = 4096
+
+    private func releaseHead(_ context: ChannelHandlerContext) {
+        guard let head = heldHead else { return }
+        heldHead = nil
+        context.write(wrapOutboundOut(head), promise: nil)
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {

@@ -234,8 +234,13 @@ public struct SimulationEngine {
                         .init(name: $0.name, passed: !broken, detail: broken ? "HTTP 500" : "HTTP 200")
                     })
                 }
+                // A scenario replays what happened once a release started: under a policy with `announce`, each was announced in time.
+                let announcement = policy.announce.flatMap { lead in
+                    service.canary.map { Announcement(service: service.service, release: $0.number,
+                                                      at: scenario.start.addingTimeInterval(-Double(lead)), actor: "scenario", notes: "") }
+                }
                 var transition = Reconciler.reconcile(ReconcileInput(policy: policy, service: service, rollout: rollout, observation: observation,
-                                                                     smoke: smoke, commands: commands, now: now))
+                                                                     smoke: smoke, commands: commands, announcement: announcement, now: now))
                 let before = service.split
                 try? transition.apply(to: &service, at: now)
                 rollout = transition.rollout

@@ -9,6 +9,7 @@ extension GrayscaleDatabase {
     public func announce(_ service: String, number: Int, notes: String, by who: Attribution, channel: String, at now: Date,
                          message: (Announcement, Release) -> String) throws(GrayscaleError) -> (announcement: Announcement, new: Bool) {
         try write("announce \(service) release \(number)") { db in
+            guard try Self.serviceExists(service, db) else { throw GrayscaleError("unknown service '\(service)'", kind: .notFound) }
             let state = try Self.loadState(service, db)
             guard let release = state.release(number: number) else {
                 throw GrayscaleError("\(service) has no release \(number) (publish it first: grayscale release publish)", kind: .notFound)

@@ -155,6 +155,7 @@ struct RolloutCommand: ParsableCommand {
         @Argument(help: "init, pause, resume, rollback, finish, force-finish or announce-override (with --reason).") var order: String
         @Option(name: .customLong("command-id"), help: "Names the order across retries: the same id is queued once (default: a new id).")
         var commandId: String?
+        @Option(help: "announce-override: the release it is for (refused if the canary is another one by then).") var number: Int?
 
         func run() throws {
             let kind: HumanCommand.Kind
@@ -170,7 +171,8 @@ struct RolloutCommand: ParsableCommand {
                 guard let reason = actor.reason?.trimmingCharacters(in: .whitespacesAndNewlines), !reason.isEmpty else {
                     throw ValidationError("announce-override needs --reason: why this release starts without its announcement")
                 }
-                kind = .overrideAnnouncement(reason: reason)
+                guard let number else { throw ValidationError("announce-override needs --number: the release it lets start") }
+                kind = .overrideAnnouncement(release: number, reason: reason)
             default:
                 throw ValidationError("order: expected init, pause, resume, rollback, finish, force-finish or announce-override (got '\(order)')")
             }

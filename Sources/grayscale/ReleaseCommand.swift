@@ -32,13 +32,26 @@ struct ReleaseCommand: AsyncParsableCommand {
         func run() throws {
             var text = ""
             if let notes {
+                // A regular file of at most 64 KiB: the notes go to the channel as they are.
+                let attributes = try? FileManager.default.attributesOfItem(atPath: notes)
+                guard attributes?[.type] as? FileAttributeType == .typeRegular else {
+                    throw ValidationError("\(notes): cannot read the release notes (not a regular file)")
+                }
+                guard (attributes?[.size] as? Int ?? 0) <= 64 * 1024 else {
+                    throw ValidationError("\(notes): the release notes are over 64 KiB; post a link to them instead")
+                }
                 guard let data = FileManager.default.contents(atPath: notes), let read = String(data: data, encoding: .utf8) else {
                     throw ValidationError("\(notes): cannot read the release notes (a UTF-8 text file)")
                 }
                 text = read
             }
             var library = PolicyLibrary(folder: policies)
-            try? library.reload()
+            do {
+                try library.reload()
+            } catch {
+                throw ValidationError("\(error) (the channel and the announce lead come from the service's policy)")
+            }
+            for problem in library.problems { FileHandle.standardError.write(Data("warning: \(problem)\n".utf8)) }
             let policy = library.policy(for: service)
             let database = try database.open()
             let (announcement, new) = try database.announce(

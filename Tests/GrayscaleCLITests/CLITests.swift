@@ -67,10 +67,20 @@ struct CLITests {
         let missingNotes = try cli.run(["release", "announce", "--service", "engine", "--number", "8", "--notes", "/nonexistent/notes.md"])
         #expect(missingNotes.status != 0)
         #expect(missingNotes.stderr.contains("/nonexistent/notes.md: cannot read the release notes"))
+        let device = try cli.run(["release", "announce", "--service", "engine", "--number", "8", "--notes", "/dev/zero"])
+        #expect(device.status != 0)
+        #expect(device.stderr.contains("/dev/zero: cannot read the release notes (not a regular file)"))
+        let noPolicies = try cli.run(["release", "announce", "--service", "engine", "--number", "8", "--policies", "/nonexistent/policies"])
+        #expect(noPolicies.status != 0)
+        #expect(noPolicies.stderr.contains("/nonexistent/policies: cannot read the policies folder"))
         let noReason = try cli.run(["rollout", "order", "--service", "engine", "announce-override"])
         #expect(noReason.status != 0)
         #expect(noReason.stderr.contains("announce-override needs --reason"))
-        let override = try cli.run(["rollout", "order", "--service", "engine", "announce-override", "--reason", "hotfix for incident 42"])
+        let noNumber = try cli.run(["rollout", "order", "--service", "engine", "announce-override", "--reason", "hotfix"])
+        #expect(noNumber.status != 0)
+        #expect(noNumber.stderr.contains("announce-override needs --number"))
+        let override = try cli.run(["rollout", "order", "--service", "engine", "announce-override", "--number", "8",
+                                    "--reason", "hotfix for incident 42"])
         #expect(override.status == 0, "\(override.stderr)")
     }
 

@@ -39,7 +39,7 @@ struct AnnounceGateTests {
         var driver = RolloutDriver(policy: Self.policy(), start: Self.firstWindow.addingTimeInterval(-3600))
         #expect(Self.run(&driver, until: Self.firstWindow.addingTimeInterval(3 * 3600)) == nil)  // inside the window
         #expect(driver.rollout?.phase == .holding)
-        #expect(driver.rollout?.holdReason?.contains("release Version 8(v 2.1.1) was not announced") == true)
+        #expect(driver.rollout?.holdReason?.contains("release 8 was not announced") == true)
         let said = driver.log.flatMap(\.notifications).filter { $0.contains("was not announced") }
         #expect(said.count == 1)
         driver.tick(commands: [HumanCommand(.rollback, actor: "oncall")])
@@ -90,12 +90,40 @@ struct AnnounceGateTests {
         #expect(refused.refusal?.contains("was not announced") == true)
         #expect(refused.audit.contains { $0.refused && $0.action == "init" })
         #expect(driver.percent == 0)
-        let overridden = driver.tick(commands: [HumanCommand(.overrideAnnouncement(reason: "hotfix for incident 42"), actor: "bob")])
+        let wrong = driver.tick(commands: [HumanCommand(.overrideAnnouncement(release: 9, reason: "meant for 9"), actor: "bob")])
+        #expect(wrong.refusal?.contains("the canary is release 8, not 9") == true)
+        #expect(driver.rollout?.announceOverride == nil)
+        #expect(driver.percent == 0)
+        let overridden = driver.tick(commands: [HumanCommand(.overrideAnnouncement(release: 8, reason: "hotfix for incident 42"), actor: "bob")])
         let note = try #require(overridden.audit.first { $0.action == "announce-override" })
         #expect(note.actor == "bob")
         #expect(note.detail.contains("hotfix for incident 42"))
         #expect(driver.percent == 1)  // the same tick: nothing else holds it
         #expect(driver.rollout?.announceOverride == "hotfix for incident 42")
+    }
+
+    @Test("announced in time, -c starts it at once, with the reminder")
+    func initAfterAnnouncement() {
+        var driver = RolloutDriver(policy: Self.policy(), start: Self.firstWindow.addingTimeInterval(-7200))
+        driver.announcement = Self.announced("2026-11-23T06:00:00Z")
+        driver.tick()
+        #expect(driver.percent == 0)  // outside the window: the controller waits
+        let started = driver.tick(commands: [HumanCommand(.initialize, actor: "bob", text: "-c -m engine")])
+        #expect(started.refusal == nil)
+        #expect(driver.percent == 1)
+        #expect(started.notifications.contains { $0.contains("reminder") && $0.contains("announced by alice") })
+    }
+
+    @Test("old stored rollouts, without the override field, still read")
+    func oldRolloutDecodes() throws {
+        let state = RolloutState(service: "engine", release: ReleaseRef(number: 8, label: "v2.1.1"), phase: .holding,
+                                 evidence: CanaryEvidence(policy: .standard), splitRevision: 3, now: Self.firstWindow)
+        var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(state)) as? [String: Any])
+        #expect(object["announceOverride"] == nil)
+        object.removeValue(forKey: "announceOverride")
+        let decoded = try JSONDecoder().decode(RolloutState.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(decoded.announceOverride == nil)
+        #expect(decoded.release.number == 8)
     }
 
     @Test("without announce in the policy nothing changes")

@@ -2,6 +2,7 @@ import Foundation
 import GrayscaleTestSupport
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 @testable import GrayscaleProxy
 
@@ -201,6 +202,78 @@ struct WebSocketDrainTests {
             }
             #expect(found == ends)
             #expect(frames.atBoundary)
+        }
+    }
+}
+
+/// The answer's head waits for the body that came in the same read (one write for both),
+/// never for bytes the upstream has not sent: a streamed answer streams.
+@Suite("Answers stream")
+struct AnswerStreamTests {
+    final class Flag: Sendable {
+        private let value = Mutex(false)
+        func set() { value.withLock { $0 = true } }
+        var isSet: Bool { value.withLock { $0 } }
+    }
+
+    /// `GET /with-body`: a head and the first 5 of 10 bytes; `GET /head-alone`: the head
+    /// alone. The rest of each only once the test sets that path's flag (or after 10 s).
+    final class SlowBodyUpstream: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let withBody: Flag, headAlone: Flag
+        init(withBody: Flag, headAlone: Flag) {
+            self.withBody = withBody
+            self.headAlone = headAlone
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let request = String(buffer: unwrapInboundIn(data))
+            guard request.contains("\r\n\r\n") else { return }
+            let alone = request.hasPrefix("GET /head-alone ")
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: alone ? head : head + "hello")), promise: nil)
+            let flag = alone ? headAlone : withBody
+            func later(_ waited: Int) {
+                context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(10)) {
+                    if flag.isSet || waited >= 1000 {
+                        context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: alone ? "helloworld" : "world")), promise: nil)
+                    } else {
+                        later(waited + 1)
+                    }
+                }
+            }
+            later(0)
+        }
+    }
+
+    @Test("an answer's head (with the bytes that came with it, or alone) reaches the client before the rest of its body exists")
+    func headIsNotHeld() async throws {
+        let withBody = Flag(), headAlone = Flag()
+        try await WebSocketDrainTests.withRawUpstream({ SlowBodyUpstream(withBody: withBody, headAlone: headAlone) }) { upstream in
+            try await ProxyHarness.run(canaryUpstream: upstream) { harness in
+                try harness.setCanary("100")
+                func ask(_ path: String) throws -> RawSocket {
+                    let socket = try RawSocket(port: harness.port, timeout: 5)
+                    try socket.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(makeJWT(["appId": "slow-reader"]))\r\n\r\n")
+                    return socket
+                }
+                let first = try ask("/with-body")
+                first.receive { String(decoding: $0, as: UTF8.self).hasSuffix("hello") }
+                #expect(first.text.hasPrefix("HTTP/1.1 200 OK"))
+                #expect(first.text.hasSuffix("\r\n\r\nhello"))
+                withBody.set()
+                first.receive { String(decoding: $0, as: UTF8.self).hasSuffix("helloworld") }
+                #expect(first.text.hasSuffix("\r\n\r\nhelloworld"))
+
+                let second = try ask("/head-alone")
+                second.receive(until: RawSocket.headComplete)
+                #expect(second.text.hasPrefix("HTTP/1.1 200 OK"))
+                #expect(second.text.hasSuffix("\r\n\r\n"))
+                headAlone.set()
+                second.receive { String(decoding: $0, as: UTF8.self).hasSuffix("helloworld") }
+                #expect(second.text.hasSuffix("\r\n\r\nhelloworld"))
+            }
         }
     }
 }

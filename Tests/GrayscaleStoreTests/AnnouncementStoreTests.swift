@@ -22,7 +22,7 @@ struct AnnouncementStoreTests {
         #expect(try reopened.announcement("engine", number: 7) == first)
         #expect(try reopened.controllerSnapshot("engine").announcement == first)
         let queued = try reopened.dueNotifications(at: minutes(3))
-        #expect(queued.map(\.text) == ["announcing Version 7(v 2.1.0): fixes the name rule"])
+        #expect(queued.map(\.text) == ["announcing Version 7(v 2.1.0): fixes the name rule"])  // the notes reach the channel
         #expect(queued.map(\.channel) == ["#release"])
         #expect(try reopened.auditLog(service: "engine").contains { $0.action == "announce" && $0.actor == "alice" })
 
