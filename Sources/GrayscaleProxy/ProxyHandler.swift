@@ -582,7 +582,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     // The upstream's trailers, less what only the proxy may say about framing and versions.
                     var last = context.channel.allocator.buffer(capacity: 64)
                     last.writeStaticString("0\r\n")
-                    Self.writePassing(trailers, named: exchange.answerConnectionNamed, to: &last) { name in Self.replacedDownstream.contains { isASCIICaseInsensitiveEqual(name, $0) } }
+                    Self.writePassing(trailers, named: exchange.answerConnectionNamed, to: &last, dropping: Self.droppedDownstream)
                     last.writeStaticString("\r\n")
                     context.write(wrapOutboundOut(last), promise: nil)
                 } else {
@@ -751,6 +751,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) } }
 
+    /// What never crosses the proxy on the way to the upstream, and on the way back (besides
+    /// what `Connection` names): looked up by length first, for every header of every request.
+    static let droppedUpstream = HeaderNameSet(hopByHop + replacedUpstream)
+    static let droppedDownstream = HeaderNameSet(hopByHop + replacedDownstream)
+
     /// What a message's `Connection` headers say, read in one pass with no array for the usual
     /// `keep-alive` or `close`: whether it keeps the connection, and the headers it names,
     /// which are hop-by-hop too. It may not name the framing or the host away: the proxy sets
@@ -796,9 +801,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     /// Writes the fields of `headers` that cross the proxy: not hop-by-hop, not named by
     /// `Connection`, not `dropped`.
-    static func writePassing(_ headers: HTTPHeaders, named: [Substring], to buffer: inout ByteBuffer, dropping dropped: (String) -> Bool) {
+    static func writePassing(_ headers: HTTPHeaders, named: [Substring], to buffer: inout ByteBuffer, dropping dropped: HeaderNameSet,
+                             also extra: String? = nil) {
         for (name, value) in headers {
-            if isHopByHop(name) || dropped(name) { continue }
+            if dropped.contains(name) || extra.map({ isASCIICaseInsensitiveEqual(name, runtime: $0) }) == true { continue }
             if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, runtime: $0) }) { continue }
             HTTP1.writeField(name, value, to: &buffer)
         }
@@ -814,10 +820,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         buffer.writeStaticString(" ")
         buffer.writeString(head.uri)
         buffer.writeStaticString(" HTTP/1.1\r\n")
-        Self.writePassing(head.headers, named: exchange.connectionNamed, to: &buffer) { name in
-            Self.replacedUpstream.contains { isASCIICaseInsensitiveEqual(name, $0) }
-                || routingHeader.map { isASCIICaseInsensitiveEqual(name, runtime: $0) } == true
-        }
+        Self.writePassing(head.headers, named: exchange.connectionNamed, to: &buffer, dropping: Self.droppedUpstream, also: routingHeader)
         switch exchange.framing {
         case .length(let length): HTTP1.writeField("content-length", String(length), to: &buffer)
         case .chunked: buffer.writeStaticString("transfer-encoding: chunked\r\n")
@@ -871,8 +874,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     length = field
                     continue
                 }
-                if Self.hopByHop.contains(where: { isASCIICaseInsensitiveEqual(name, $0) })
-                    || Self.replacedDownstream.contains(where: { isASCIICaseInsensitiveEqual(name, $0) }) { continue }
+                if Self.droppedDownstream.contains(name) { continue }
                 if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, substring: $0) }) { continue }
                 copy(field)
             }
@@ -1020,4 +1022,31 @@ func isASCIICaseInsensitiveEqual(_ lhs: UnsafeRawBufferPointer, _ right: UnsafeB
 @inline(__always)
 func isASCIICaseInsensitiveEqual(_ lhs: UnsafeRawBufferPointer, substring rhs: Substring) -> Bool {
     lhs.count == rhs.utf8.count && zip(lhs, rhs.utf8).allSatisfy { asciiLower($0) == asciiLower($1) }
+}
+
+/// Header names to look up fast: grouped by length, so most names are turned away by one
+/// index and the rest compared with the one or two names of their length.
+struct HeaderNameSet: Sendable {
+    private let byLength: [[StaticString]]
+
+    init(_ names: [StaticString]) {
+        var byLength = [[StaticString]](repeating: [], count: (names.map(\.utf8CodeUnitCount).max() ?? 0) + 1)
+        for name in names where !byLength[name.utf8CodeUnitCount].contains(where: { $0.utf8CodeUnitCount == name.utf8CodeUnitCount
+            && isASCIICaseInsensitiveEqual(UnsafeRawBufferPointer(start: $0.utf8Start, count: $0.utf8CodeUnitCount), name) }) {
+            byLength[name.utf8CodeUnitCount].append(name)
+        }
+        self.byLength = byLength
+    }
+
+    @inline(__always)
+    func contains(_ name: UnsafeRawBufferPointer) -> Bool {
+        guard name.count < byLength.count else { return false }
+        return byLength[name.count].contains { isASCIICaseInsensitiveEqual(name, $0) }
+    }
+
+    @inline(__always)
+    func contains(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { contains(UnsafeRawBufferPointer($0)) }
+    }
 }

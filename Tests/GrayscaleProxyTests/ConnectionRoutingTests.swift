@@ -178,3 +178,33 @@ struct ConnectionSweepTests {
         sweep.remove(b)
     }
 }
+
+/// The header sets the proxy drops by (looked up by length first) hold exactly the names of
+/// their lists, in any case, and nothing else: over every listed name, its case variants,
+/// its one-letter changes and common headers.
+@Suite("Dropped header names")
+struct HeaderNameSetTests {
+    @Test("the sets answer as the lists do", arguments: [
+        (ProxyHandler.hopByHop + ProxyHandler.replacedUpstream, ProxyHandler.droppedUpstream),
+        (ProxyHandler.hopByHop + ProxyHandler.replacedDownstream, ProxyHandler.droppedDownstream),
+    ])
+    func sameAsLists(_ list: [StaticString], _ set: HeaderNameSet) {
+        var random = SeededRandom(seed: 4_242)
+        var names = ["host", "authorization", "cookie", "content-type", "date", "server", "x-request-id", "", "t", "te ", "connectio",
+                     "connections", "x-forwarded-forx", "proxy-authorizatio", "keep_alive"]
+        for name in list.map({ String(decoding: UnsafeRawBufferPointer(start: $0.utf8Start, count: $0.utf8CodeUnitCount), as: UTF8.self) }) {
+            names += [name, name.uppercased(), String(name.enumerated().map { $0.offset % 2 == 0 ? Character($0.element.uppercased()) : $0.element })]
+            for _ in 0..<20 {  // one byte changed anywhere, to anything printable
+                var bytes = Array(name.utf8)
+                bytes[random.int(0...(bytes.count - 1))] = UInt8(random.int(33...126))
+                names.append(String(decoding: bytes, as: UTF8.self))
+            }
+        }
+        for name in names {
+            let listed = list.contains { isASCIICaseInsensitiveEqual(name, $0) }
+            #expect(set.contains(name) == listed, "\(name)")
+            var copy = name
+            #expect(copy.withUTF8 { set.contains(UnsafeRawBufferPointer($0)) } == listed, "\(name)")
+        }
+    }
+}
