@@ -38,7 +38,7 @@ public final class AccessLog: Sendable {
     public let path: String
     public let limits: Limits
     /// Lines waiting for the writer; after `close`, what arrives is counted as dropped.
-    private let pending = Mutex<(bytes: [UInt8], lines: Int, dropped: Int, closed: Bool)>(([], 0, 0, false))
+    private let pending = Mutex<(bytes: [UInt8], lines: Int, dropped: Int, closed: Bool, clock: AccessLogLine.Clock)>(([], 0, 0, false, .init()))
     private let state = Mutex<(running: Bool, reopen: Bool)>((true, false))
     /// The writer's own state; only `flush` (one at a time) touches it.
     private struct FileState {
@@ -86,7 +86,7 @@ public final class AccessLog: Sendable {
                 return
             }
             let before = pending.bytes.count
-            line.encode(into: &pending.bytes)
+            line.encode(into: &pending.bytes, clock: &pending.clock)
             guard pending.bytes.count <= limits.maxPendingBytes else {
                 pending.bytes.removeSubrange(before...)
                 pending.dropped += 1
@@ -281,7 +281,18 @@ public struct AccessLogLine: Sendable {
         self.error = error
     }
 
+    /// The last second written, as `"2026-11-25T06:00:00.`: lines of the same second reuse it.
+    struct Clock {
+        var second = Int.min
+        var text: [UInt8] = []
+    }
+
     func encode(into out: inout [UInt8]) {
+        var clock = Clock()
+        encode(into: &out, clock: &clock)
+    }
+
+    func encode(into out: inout [UInt8], clock: inout Clock) {
         /// A key written whole: its comma, quotes and colon are in the literal.
         func key(_ literal: StaticString) {
             out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
@@ -315,7 +326,7 @@ public struct AccessLogLine: Sendable {
             guard let value else { return out.append(contentsOf: "null".utf8) }
             out.append(contentsOf: String(value).utf8)
         }
-        key(#"{"time":"#); Self.appendTime(time, to: &out)
+        key(#"{"time":"#); Self.appendTime(time, to: &out, clock: &clock)
         key(#","service":"#); string(service)
         key(#","release":"#); number(release)
         key(#","label":"#); string(label)
@@ -338,12 +349,10 @@ public struct AccessLogLine: Sendable {
     }
 
     /// RFC 3339 UTC with milliseconds, e.g. "2026-11-25T06:00:00.123Z", written digit by digit.
-    static func appendTime(_ date: Date, to out: inout [UInt8]) {
+    static func appendTime(_ date: Date, to out: inout [UInt8], clock: inout Clock) {
         let totalMillis = Int((date.timeIntervalSince1970 * 1000).rounded(.down))
-        var seconds = time_t(totalMillis / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func digits(_ value: Int, _ width: Int) {
+        let second = totalMillis >= 0 ? totalMillis / 1000 : (totalMillis - 999) / 1000
+        func digits(_ value: Int, _ width: Int, to out: inout [UInt8]) {
             var divisor = 1
             for _ in 1..<width { divisor *= 10 }
             while divisor > 0 {
@@ -351,14 +360,21 @@ public struct AccessLogLine: Sendable {
                 divisor /= 10
             }
         }
-        out.append(UInt8(ascii: "\""))
-        digits(Int(parts.tm_year) + 1900, 4); out.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mon) + 1, 2); out.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mday), 2); out.append(UInt8(ascii: "T"))
-        digits(Int(parts.tm_hour), 2); out.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_min), 2); out.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_sec), 2); out.append(UInt8(ascii: "."))
-        digits(totalMillis % 1000, 3)
+        if second != clock.second {
+            var seconds = time_t(second)
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            var text: [UInt8] = [UInt8(ascii: "\"")]
+            digits(Int(parts.tm_year) + 1900, 4, to: &text); text.append(UInt8(ascii: "-"))
+            digits(Int(parts.tm_mon) + 1, 2, to: &text); text.append(UInt8(ascii: "-"))
+            digits(Int(parts.tm_mday), 2, to: &text); text.append(UInt8(ascii: "T"))
+            digits(Int(parts.tm_hour), 2, to: &text); text.append(UInt8(ascii: ":"))
+            digits(Int(parts.tm_min), 2, to: &text); text.append(UInt8(ascii: ":"))
+            digits(Int(parts.tm_sec), 2, to: &text); text.append(UInt8(ascii: "."))
+            clock = Clock(second: second, text: text)
+        }
+        out.append(contentsOf: clock.text)
+        digits(totalMillis - second * 1000, 3, to: &out)
         out.append(contentsOf: "Z\"".utf8)
     }
 

@@ -724,7 +724,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
             route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,
             method: exchange.head.method.rawValue, path: exchange.head.uri, status: Int(status.code),
-            latencyMs: Double(micros) / 1000, upstream: exchange.target.upstream.description,
+            latencyMs: Double(micros) / 1000, upstream: exchange.target.upstreamText,
             bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut, error: error ?? exchange.identityProblem))
     }
 
@@ -953,7 +953,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
                 route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,
                 method: exchange.head.method.rawValue, path: exchange.head.uri, status: 502, latencyMs: Double(micros) / 1000,
-                upstream: exchange.target.upstream.description, bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut,
+                upstream: exchange.target.upstreamText, bytesIn: exchange.bytesIn, bytesOut: exchange.bytesOut,
                 error: "websocket closed by the upstream without a close frame (1006)"))
         }
         do {

@@ -15,6 +15,15 @@ public struct ServiceRoute: Sendable {
         public let upstream: Upstream
         /// `engine@8 (v2.1.1)`, the value of `X-Grayscale-Version`.
         public let versionHeader: String
+        /// `host:port`, as the access log writes it (made once per table, not per request).
+        public let upstreamText: String
+
+        init(release: ReleaseRef, upstream: Upstream, versionHeader: String) {
+            self.release = release
+            self.upstream = upstream
+            self.versionHeader = versionHeader
+            upstreamText = upstream.description
+        }
     }
 
     public init?(state: ServiceState) {

@@ -208,3 +208,38 @@ struct HeaderNameSetTests {
         }
     }
 }
+
+/// The access log writes each line's second once per second (the next lines of that second
+/// reuse it): whatever order the lines come in, each time reads as an ISO 8601 formatter
+/// writes it, to the millisecond.
+@Suite("Access log times")
+struct AccessLogTimeTests {
+    @Test("seeded random times, in order and out of it, across days and years, read as ISO 8601")
+    func times() throws {
+        var random = SeededRandom(seed: 1_207)
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var clock = AccessLogLine.Clock()
+        var millis = 1_798_761_599_000  // 2026-12-31T23:59:59Z
+        for step in 0..<5_000 {
+            switch random.int(0...3) {
+            case 0: millis += random.int(0...3)              // the same second, mostly
+            case 1: millis += random.int(0...2_000)          // the next ones
+            case 2: millis -= random.int(0...5_000)          // an earlier line (another loop's)
+            default: millis += random.int(0...90_000_000)    // a day later
+            }
+            let line = AccessLogLine(time: Date(timeIntervalSince1970: Double(millis) / 1000), service: "engine", release: 8, label: "v2.1.1",
+                                     route: "canary", appId: "a", bucket: 1, method: "GET", path: "/", status: 200, latencyMs: 1,
+                                     upstream: "127.0.0.1:9008", bytesIn: 0, bytesOut: 0, error: nil)
+            var out: [UInt8] = []
+            line.encode(into: &out, clock: &clock)
+            let text = String(decoding: out, as: UTF8.self)
+            let expected = formatter.string(from: Date(timeIntervalSince1970: Double(millis / 1000))).dropLast()  // without the Z
+                + String(format: ".%03dZ", millis % 1000)
+            guard text.hasPrefix("{\"time\":\"\(expected)\"") else {
+                Issue.record("step \(step): \(text.prefix(40)) is not \(expected)")
+                return
+            }
+        }
+    }
+}
