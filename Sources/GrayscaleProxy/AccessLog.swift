@@ -287,11 +287,6 @@ public struct AccessLogLine: Sendable {
         var text: [UInt8] = []
     }
 
-    func encode(into out: inout [UInt8]) {
-        var clock = Clock()
-        encode(into: &out, clock: &clock)
-    }
-
     func encode(into out: inout [UInt8], clock: inout Clock) {
         /// A key written whole: its comma, quotes and colon are in the literal.
         func key(_ literal: StaticString) {

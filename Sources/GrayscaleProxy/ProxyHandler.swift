@@ -582,7 +582,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     // The upstream's trailers, less what only the proxy may say about framing and versions.
                     var last = context.channel.allocator.buffer(capacity: 64)
                     last.writeStaticString("0\r\n")
-                    Self.writePassing(trailers, named: exchange.answerConnectionNamed, to: &last, dropping: Self.droppedDownstream)
+                    Self.writePassing(trailers, named: exchange.answerConnectionNamed, to: &last, dropping: Self.droppedDownstream, also: nil)
                     last.writeStaticString("\r\n")
                     context.write(wrapOutboundOut(last), promise: nil)
                 } else {
@@ -749,7 +749,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// The response's framing and version headers are the proxy's.
     static let replacedDownstream: [StaticString] = ["content-length", "transfer-encoding", "x-grayscale-version"]
 
-    static func isHopByHop(_ name: String) -> Bool { hopByHop.contains { isASCIICaseInsensitiveEqual(name, $0) } }
 
     /// What never crosses the proxy on the way to the upstream, and on the way back (besides
     /// what `Connection` names): looked up by length first, for every header of every request.
@@ -802,7 +801,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// Writes the fields of `headers` that cross the proxy: not hop-by-hop, not named by
     /// `Connection`, not `dropped`.
     static func writePassing(_ headers: HTTPHeaders, named: [Substring], to buffer: inout ByteBuffer, dropping dropped: HeaderNameSet,
-                             also extra: String? = nil) {
+                             also extra: String?) {
         for (name, value) in headers {
             if dropped.contains(name) || extra.map({ isASCIICaseInsensitiveEqual(name, runtime: $0) }) == true { continue }
             if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, runtime: $0) }) { continue }

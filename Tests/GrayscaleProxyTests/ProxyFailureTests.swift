@@ -175,9 +175,12 @@ struct ProxyFailureTests {
         try await ProxyHarness.run(configuration: configuration) { harness in
             try harness.setCanary("20:55")
             let bodies = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
-                [try await client.send("/", headers: [ProxyHarness.bearer("app-42")]).body, try await client.send("/").body]
+                [try await client.send("/", headers: [ProxyHarness.bearer("app-42")]).body, try await client.send("/").body,
+                 try await client.send("/", headers: [ProxyHarness.bearer("app-42"), ("X-Grayscale-Bucket", "9999")]).body]
             }
             #expect(bodies[0].hasSuffix("bucket \(Bucket.of(appId: "app-42", salt: ProxyHarness.canarySalt).value)"))
+            // A client's own routing header never reaches the platform: only the proxy's.
+            #expect(bodies[2].hasSuffix("bucket \(Bucket.of(appId: "app-42", salt: ProxyHarness.canarySalt).value)"))
             let anonymous = try #require(Int(bodies[1].split(separator: " ").last ?? ""))
             let range = try CanaryRange.parse(percent: "20:55")
             #expect(range.contains(Bucket(anonymous)) == bodies[1].hasPrefix("version 8"), "the bucket agrees with the version chosen")
