@@ -180,10 +180,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             case .stopped:
                 break read
             case .head:
-                // A client that does not read its answers gets no more of them: the next request waits (and so,
-                // past a head's worth, does the socket) until it reads. Otherwise pipelined requests would pile
-                // their answers up in memory without bound.
-                guard context.channel.isWritable else { break read }
                 // Empty lines before a request line are skipped (RFC 9112 §2.2): some clients send a CRLF after a body.
                 while headSearched == 0, inbound.readableBytes >= 2, inbound.getInteger(at: inbound.readerIndex, as: UInt16.self) == 0x0D0A {
                     inbound.moveReaderIndex(forwardBy: 2)
@@ -241,24 +237,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// worth waits unread, and for good once HTTP has ended; otherwise they run.
     private func updateReading(context: ChannelHandlerContext) {
         var pause = inbound.readableBytes > shared.configuration.maxHeaderBytes || upstreamUnwritable
-        // Between requests, a client that does not read its answers is not read either (a request's
-        // body is still read: a client may send it whole before reading the answer).
-        if !context.channel.isWritable, betweenRequests { pause = true }
         if case .connecting = state { pause = true }
         if case .stopped = reader { pause = true }
         if case .tunnel = state { return }
         guard pause != readsPaused, context.channel.isActive else { return }
         readsPaused = pause
         context.channel.setOption(ChannelOptions.autoRead, value: !pause).whenComplete { _ in }
-    }
-
-    /// No request is being read: what the client sends next is a new one.
-    private var betweenRequests: Bool {
-        switch state {
-        case .idle: return true
-        case .connecting(let exchange, _), .forwarding(let exchange, _): return exchange.requestEnded
-        case .answered, .tunnel: return false
-        }
     }
 
     /// A request head that cannot be parsed: nothing was routed, the connection closes.
@@ -353,8 +337,6 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if case .forwarding(_, let upstream) = state {
             pauseUpstreamReads(!context.channel.isWritable, upstream: upstream)
         }
-        // Writable again: the requests that waited for the client to read go on.
-        if context.channel.isWritable { process(context: context) } else { updateReading(context: context) }
     }
 
     /// An upstream connection the exchange gives up mid-way: it answers no one, and is never reused.

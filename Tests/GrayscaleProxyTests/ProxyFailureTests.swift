@@ -142,38 +142,6 @@ struct ProxyFailureTests {
         }
     }
 
-    @Test("a client that pipelines requests and never reads its answers gets no more of them: they do not pile up in memory; others are served")
-    func pipelinerThatNeverReads() async throws {
-        try await ProxyHarness.run { harness in
-            let greedy = try RawSocket(port: harness.port, receiveBuffer: 4096)
-            // Pipelined GETs for 2 s, as fast as the socket takes them, and no answer read.
-            let request = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
-            let sent = greedy.sendFor(seconds: 2, repeating: request) / request.count
-            func answered() -> Int { Self.statistics(harness, release: 7)?.requests ?? 0 }
-            // Once the client's socket is full, the proxy answers nothing more until it reads: the
-            // count comes to a stop though requests wait in the socket. Without the pause it kept
-            // answering into memory until every request sent was answered.
-            var count = answered(), waited = 0
-            while waited < 40 {
-                try await Task.sleep(for: .milliseconds(250))
-                let now = answered()
-                if now == count { break }
-                count = now
-                waited += 1
-            }
-            #expect(count < sent, "every request sent was answered, into memory (\(sent) sent)")
-            try await Task.sleep(for: .milliseconds(500))
-            #expect(answered() == count, "answers went on piling up for a client that reads nothing")
-            let other = try RawSocket(port: harness.port)
-            try other.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            other.receive { String(decoding: $0, as: UTF8.self).contains("version 7") }
-            #expect(other.text.hasPrefix("HTTP/1.1 200 OK"))
-            // Once it reads, its answers come again.
-            greedy.receive { String(decoding: $0, as: UTF8.self).components(separatedBy: "HTTP/1.1 200 OK").count > 1_000 }
-            #expect(greedy.text.hasPrefix("HTTP/1.1 200 OK"))
-        }
-    }
-
     @Test("connections over the cap are closed at once; the others keep working")
     func connectionCap() async throws {
         try await ProxyHarness.run(configuration: ProxyConfiguration(maxConnections: 2)) { harness in
