@@ -214,11 +214,8 @@ public enum Reconciler {
                 return false
             case .finish(let force):
                 if !force, let verdict = state.lastVerdict, verdict.outcome == .fail {
-                    let refusal = "the last verdict failed (\(verdict.reason)); use --force to finish anyway"
-                    transition.refusal = refusal
-                    transition.audit.append(.init(action: "finish", actor: command.actor, detail: "refused: \(refusal)", refused: true,
-                                                  command: command.text, movesTraffic: false))
-                    transition.notifications.append("\(service): finish refused for \(command.actor): the last verdict failed (\(verdict.reason))")
+                    refuse(command, action: "finish", "the last verdict failed (\(verdict.reason)); use --force to finish anyway",
+                           telling: "the last verdict failed (\(verdict.reason))")
                     return true
                 }
                 end(&state, .promoted, .promote(reason: "finished by \(command.actor)\(force ? " (forced)" : "")"), actor: command.actor,
@@ -245,10 +242,7 @@ public enum Reconciler {
             case .overrideAnnouncement(let release, let reason):
                 guard release == state.release.number else {
                     let refusal = "the canary is release \(state.release.number), not \(release): nothing was overridden"
-                    transition.refusal = refusal
-                    transition.audit.append(.init(action: "announce-override", actor: command.actor, detail: "refused: \(refusal)", refused: true,
-                                                  command: command.text, movesTraffic: false))
-                    transition.notifications.append("\(service): announce-override refused for \(command.actor): \(refusal)")
+                    refuse(command, action: "announce-override", refusal, telling: refusal)
                     return true
                 }
                 state.announceOverride = reason
@@ -257,11 +251,9 @@ public enum Reconciler {
                     + "\(reason)", action: "announce-override", actor: command.actor, command: command.text)
             case .initialize:
                 if state.step < 0, let problem = announcementProblem(state) {
-                    let refusal = "\(problem); to start it anyway, override with a reason (grayscale rollout order announce-override --reason …)"
-                    transition.refusal = refusal
-                    transition.audit.append(.init(action: "init", actor: command.actor, detail: "refused: \(refusal)", refused: true,
-                                                  command: command.text, movesTraffic: false))
-                    transition.notifications.append("\(service): init refused for \(command.actor): \(problem)")
+                    refuse(command, action: "init",
+                           "\(problem); to start it anyway, override with a reason (grayscale rollout order announce-override --reason …)",
+                           telling: problem)
                     return true
                 }
                 state.manual = false
@@ -273,6 +265,14 @@ public enum Reconciler {
                 }
             }
             return true
+        }
+
+        /// A human's command refused: its sender hears `refusal`, the audit keeps it, the channel is told `telling`.
+        mutating func refuse(_ command: HumanCommand, action: String, _ refusal: String, telling: String) {
+            transition.refusal = refusal
+            transition.audit.append(.init(action: action, actor: command.actor, detail: "refused: \(refusal)", refused: true,
+                                          command: command.text, movesTraffic: false))
+            transition.notifications.append("\(service): \(action) refused for \(command.actor): \(telling)")
         }
 
         enum JudgeOutcome { case continuing, rolledBack }

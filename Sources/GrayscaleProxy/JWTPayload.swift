@@ -40,11 +40,7 @@ enum JWTPayload {
     /// The claim's value: a JSON string of valid UTF-8 without escapes, or an integer's
     /// digits. Anything else (a float, a boolean, an object, invalid UTF-8) is `invalid`:
     /// two different byte strings must never become the same user.
-    static func claim(_ name: String, payload: UnsafeBufferPointer<UInt8>, now: Double? = nil) -> Claim {
-        claimAndSpan(name, payload: payload, now: now).claim
-    }
-
-    /// The claim, and the span of times over which the same payload gives the same answer:
+    /// With it, the span of times over which the same payload gives the same answer:
     /// a value holds from the token's `nbf` or `iat` (less the leeway) until its `exp` (plus
     /// the leeway); an answer that does not depend on the time holds always; a time problem
     /// is not kept at all (an empty span).
