@@ -169,7 +169,7 @@ struct ServeEndToEndTests {
         try harness.cli(["release", "publish", "--service", "engine", "--number", "8", "--label", "v2.1.1", "--upstream", bad])
         let port = harness.proxyPort, group: EventLoopGroup = harness.group
         let traffic = Task { try await DemoTraffic(host: "127.0.0.1", port: port, users: 2000, requestsPerSecond: 300).run(group: group) }
-        let rolledBack = try await harness.waitFor(60) {
+        let rolledBack = try await harness.waitFor(150) {  // CI under load once needed more than 60 s
             ((try await harness.json("/api/v1/services/engine/rollout") as? [String: Any])?["rollout"] as? [String: Any])?["phase"] as? String == "rolledBack"
         }
         traffic.cancel()
