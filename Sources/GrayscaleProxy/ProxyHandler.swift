@@ -180,6 +180,12 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             case .stopped:
                 break read
             case .head:
+                // Between requests, a client that does not read its answers gets no more of them: the next
+                // request waits until the client's channel is writable again (and past a head's worth,
+                // `updateReading` stops reading the socket). Otherwise pipelined requests would pile their
+                // answers up in memory without bound. A body is read on regardless (a client may send one
+                // whole before reading the answer that came early).
+                guard context.channel.isWritable else { break read }
                 // Empty lines before a request line are skipped (RFC 9112 §2.2): some clients send a CRLF after a body.
                 while headSearched == 0, inbound.readableBytes >= 2, inbound.getInteger(at: inbound.readerIndex, as: UInt16.self) == 0x0D0A {
                     inbound.moveReaderIndex(forwardBy: 2)
@@ -334,9 +340,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        let writable = context.channel.isWritable
         if case .forwarding(_, let upstream) = state {
-            pauseUpstreamReads(!context.channel.isWritable, upstream: upstream)
+            pauseUpstreamReads(!writable, upstream: upstream)
         }
+        guard writable else { return }
+        // The client read what waited for it: that is activity, and the requests that waited for it go on.
+        if case .idle = state { idleSince = .now() }
+        process(context: context)
     }
 
     /// An upstream connection the exchange gives up mid-way: it answers no one, and is never reused.

@@ -2,6 +2,7 @@ import Foundation
 import GrayscaleCore
 import GrayscaleProxy
 import NIOCore
+import NIOPosix
 import Testing
 
 /// Point 4 of the proxy issue: every bad input and upstream failure gets its exact
@@ -143,6 +144,68 @@ struct ProxyFailureTests {
         }
     }
 
+    @Test("a client that pipelines requests and never reads its answers gets no more of them: they do not pile up in memory; others are served")
+    func pipelinerThatNeverReads() async throws {
+        try await ProxyHarness.run { harness in
+            let greedy = try RawSocket(port: harness.port, receiveBuffer: 4096)
+            // Pipelined GETs with a long path (the upstream's answer repeats it: 1 KiB answers) for 2 s,
+            // as fast as the socket takes them, and no answer read.
+            let request = Array("GET /\(String(repeating: "p", count: 1000)) HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+            let sent = greedy.sendFor(seconds: 2, repeating: request) / request.count
+            func answered() -> Int { Self.statistics(harness, release: 7)?.requests ?? 0 }
+            // Once the client's socket is full, the proxy answers nothing more until it reads: the count
+            // comes to a stop though requests wait. Without the pause it answered into memory every
+            // request sent. The count is taken as stopped once it stays the same for 1.5 s.
+            var count = answered(), still = 0, polls = 0
+            while still < 6, polls < 240 {
+                try await Task.sleep(for: .milliseconds(250))
+                let now = answered()
+                still = now == count ? still + 1 : 0
+                count = now
+                polls += 1
+            }
+            #expect(still == 6, "the answers never came to a stop")
+            #expect(count < sent, "every request sent was answered, into memory (\(sent) sent)")
+            let other = try RawSocket(port: harness.port)
+            try other.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            other.receive { String(decoding: $0, as: UTF8.self).contains("version 7") }
+            #expect(other.text.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(answered() == count + 1, "answers went on piling up for a client that reads nothing")
+            // Once it reads, its answers come again.
+            var answers = StatusLineCounter()
+            greedy.receive { answers.count(in: $0) > count + 100 }
+            #expect(answers.found > count + 100)
+        }
+    }
+
+    @Test("an upload is read to its end while its answer, which came early, waits for the client to read it")
+    func earlyAnswerDuringUpload() async throws {
+        // An upstream that answers 1 MiB as soon as a request's head arrives, and reads the body into nowhere.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let early = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EarlyAnswerer()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        try await ProxyHarness.run(canaryUpstream: "http://127.0.0.1:\(early.localAddress!.port!)") { harness in
+            try harness.setCanary("100")
+            let client = try RawSocket(port: harness.port, timeout: 10, receiveBuffer: 4096)
+            let total = 64 * 65536
+            try client.send("POST /upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(makeJWT(["appId": "uploader"]))\r\nContent-Length: \(total)\r\n\r\n")
+            // The whole body goes before a byte of the answer is read.
+            #expect(client.sendUntilBlocked(total: total, patience: 10) == total, "the proxy stopped reading the body")
+            func bodyBytes(_ bytes: [UInt8]) -> Int {
+                guard let end = String(decoding: bytes.prefix(4096), as: UTF8.self).range(of: "\r\n\r\n") else { return 0 }
+                return bytes.count - String(decoding: bytes.prefix(4096), as: UTF8.self)[..<end.upperBound].utf8.count
+            }
+            client.receive { bodyBytes($0) >= 1_048_576 }
+            #expect(client.text.hasPrefix("HTTP/1.1 200 OK"))
+            #expect(bodyBytes(client.received) == 1_048_576)
+        }
+        try await early.close()
+        try await group.shutdownGracefully()
+    }
+
     @Test("connections over the cap are closed at once; the others keep working")
     func connectionCap() async throws {
         try await ProxyHarness.run(configuration: ProxyConfiguration(maxConnections: 2)) { harness in
@@ -213,5 +276,35 @@ struct ProxyFailureTests {
             }
             #expect(post == [200, 502])
         }
+    }
+}
+
+/// Answers every connection's first bytes with a 1 MiB answer at once, and discards what follows.
+private final class EarlyAnswerer: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    static let answer = Array("HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".utf8) + [UInt8](repeating: 0x61, count: 1_048_576)
+    private var answered = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !answered else { return }
+        answered = true
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: Self.answer)), promise: nil)
+    }
+}
+
+/// Counts "HTTP/1.1 200 OK" in bytes that only grow, looking at each byte once.
+private struct StatusLineCounter {
+    private static let marker = Array("HTTP/1.1 200 OK".utf8)
+    private(set) var found = 0
+    private var scanned = 0
+
+    mutating func count(in bytes: [UInt8]) -> Int {
+        let marker = Self.marker
+        while scanned + marker.count <= bytes.count {
+            if bytes[scanned] == marker[0], bytes[scanned..<scanned + marker.count].elementsEqual(marker) { found += 1 }
+            scanned += 1
+        }
+        return found
     }
 }

@@ -8,9 +8,12 @@ final class RawSocket {
     private let fd: Int32
     private(set) var received: [UInt8] = []
 
-    init(port: Int, timeout: Double = 5) throws {
+    /// `receiveBuffer`: the socket's receive buffer in bytes (a small one makes a client that
+    /// does not read fill up at once).
+    init(port: Int, timeout: Double = 5, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw RawSocketError.failed("socket") }
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1_000_000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
@@ -43,9 +46,9 @@ final class RawSocket {
     }
 
     /// Sends zeros in 64 KiB pieces until `total` bytes went out, the peer stops reading
-    /// (a send blocks past the socket's timeout) or closes; returns how many went out.
-    func sendUntilBlocked(total: Int) -> Int {
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
+    /// (a send blocks for `patience` seconds) or closes; returns how many went out.
+    func sendUntilBlocked(total: Int, patience: Int = 1) -> Int {
+        var tv = timeval(tv_sec: patience, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         let chunk = [UInt8](repeating: 0, count: 65536)
         var sent = 0
@@ -53,6 +56,27 @@ final class RawSocket {
             let count = chunk.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             guard count > 0 else { break }
             sent += count
+        }
+        return sent
+    }
+
+    /// Sends `pattern` over and over for `seconds` without ever blocking (what does not fit
+    /// now is skipped, the stream stays whole); returns the bytes sent.
+    func sendFor(seconds: Double, repeating pattern: [UInt8]) -> Int {
+        let flags = fcntl(fd, F_GETFL)
+        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
+        defer { _ = fcntl(fd, F_SETFL, flags) }
+        let chunk = (0..<max(1, 65536 / pattern.count)).flatMap { _ in pattern }
+        var sent = 0, offset = 0
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            let count = chunk[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count > 0 {
+                sent += count
+                offset = (offset + count) % chunk.count
+            } else {
+                usleep(1000)
+            }
         }
         return sent
     }
