@@ -91,11 +91,14 @@ public struct ReconcileInput: Sendable {
     public var policyProblem: String?
     /// The canary release's announcement, when it was announced.
     public var announcement: Announcement?
+    /// The platform release the canary is part of, with its other services; nil for a release of its own.
+    public var platform: PlatformContext?
     public var now: Date
 
     public init(policy: RolloutPolicy, service: ServiceState, rollout: RolloutState?, observation: ObservationResult? = nil,
                 smoke: SmokeOutcome? = nil, commands: [HumanCommand] = [], platformLag: String? = nil, policyProblem: String? = nil,
-                announcement: Announcement? = nil, now: Date) {
+                announcement: Announcement? = nil, platform: PlatformContext? = nil, now: Date) {
+        self.platform = platform
         self.policyProblem = policyProblem
         self.announcement = announcement
         self.policy = policy
@@ -160,6 +163,12 @@ public enum Reconciler {
                     rollout = state
                     return
                 }
+            }
+            if let platform = input.platform, policy.rollback == .together, let failed = platform.peers.first(where: \.rolledBack) {
+                let why = failed.rollout?.lastVerdict.flatMap { $0.outcome == .fail ? " (\($0.reason))" : nil } ?? ""
+                end(&state, .rolledBack, .rollBack(reason: "platform release \(platform.label) rolls back together: "
+                    + "\(failed.service) \(failed.release) was rolled back\(why)"))
+                return
             }
             if state.phase == .verifying {
                 guard let smoke = input.smoke, smoke.release == state.release.number else {
@@ -361,6 +370,10 @@ public enum Reconciler {
                 hold(&state, "the platform does not show the split yet (\(lag))")
                 return
             }
+            if state.step < 0 || Self.stepPassed(state, policy: policy, now: now), let waiting = platformWaiting(state) {
+                hold(&state, waiting)
+                return
+            }
             state.phase = .progressing
             state.holdReason = nil
             guard state.step >= 0, let started = state.stepStartedAt else {
@@ -383,6 +396,45 @@ public enum Reconciler {
             }
             state.step += 1
             applyStep(&state, reason: "step \(state.step) passed")
+        }
+
+        /// The rollout `state` has passed its step: it lasted the policy's minimum and has a
+        /// passing verdict made after the step began. The same test for a platform's other
+        /// services, read from their stored rollouts.
+        static func stepPassed(_ state: RolloutState, policy: RolloutPolicy, now: Date) -> Bool {
+            guard state.phase.isActive, state.phase != .verifying, !state.manual, state.step >= 0, let started = state.stepStartedAt,
+                  now.timeIntervalSince(started) >= Double(policy.stepMinimum),
+                  let verdict = state.lastVerdict, verdict.outcome == .pass, let at = state.lastVerdictAt, at > started else { return false }
+            return true
+        }
+
+        /// Why this service of a platform release may not move yet although it could on its
+        /// own: the services advance together, so each waits until every other one has passed
+        /// the same step (or moved on already). A service rolled back under `rollback: alone`,
+        /// or replaced by a newer release of its own, is no longer waited for. Nil: it may move.
+        func platformWaiting(_ state: RolloutState) -> String? {
+            guard let platform = input.platform else { return nil }
+            let step = state.step
+            var waiting: [String] = []
+            for peer in platform.peers where !peer.left && !peer.rolledBack && !peer.promoted {
+                let name = "\(peer.service) \(peer.release)"
+                guard let other = peer.rollout, other.release.number == peer.release.number else {
+                    waiting.append("\(name) to start its rollout")
+                    continue
+                }
+                if other.step > step { continue }
+                if other.step < step {
+                    waiting.append("\(name) to reach step \(step + 1) (it is at step \(other.step + 1))")
+                } else if other.manual {
+                    waiting.append("\(name), which a human pinned (manual mode)")
+                } else if other.phase == .verifying {
+                    waiting.append("\(name) to pass its smoke checks")
+                } else if step >= 0, !Self.stepPassed(other, policy: policy, now: now) {
+                    waiting.append("\(name) to pass step \(step + 1) of \(policy.steps.count)")
+                }
+            }
+            guard !waiting.isEmpty else { return nil }
+            return "platform release \(platform.label) advances together: waiting for \(waiting.joined(separator: ", "))"
         }
 
         /// Why the release may not start in this window under a policy with `announce`: it

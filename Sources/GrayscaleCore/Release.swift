@@ -12,14 +12,18 @@ public struct Release: Codable, Hashable, Sendable {
     public var sourceRef: String?
     /// Drawn at random when the release is published: each release picks its own cohort.
     public var salt: String
+    /// The platform release it was published in (`2.1.1`), sharing its salt with the other
+    /// services' releases in it; nil for a release of its own.
+    public var platform: String?
     public var status: ReleaseStatus
     public var publishedAt: Date
     public var statusChangedAt: Date
 
     public init(
         service: String, number: Int, label: String, upstream: String, sourceRef: String? = nil,
-        salt: String, status: ReleaseStatus, publishedAt: Date, statusChangedAt: Date? = nil
+        salt: String, platform: String? = nil, status: ReleaseStatus, publishedAt: Date, statusChangedAt: Date? = nil
     ) {
+        self.platform = platform
         self.service = service
         self.number = number
         self.label = label

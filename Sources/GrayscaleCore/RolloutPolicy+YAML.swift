@@ -14,6 +14,7 @@ extension RolloutPolicy {
         let top = try reader.fields(root, "", known: [
             "name", "service", "steps", "stepMinimum", "nonAuthWeight", "analysis", "window",
             "smokeChecks", "slack", "allowList", "denyList", "optIn", "holdback", "announce",
+            "rollback",
         ])
         var policy = RolloutPolicy.standard
         policy.name = defaultName
@@ -39,6 +40,13 @@ extension RolloutPolicy {
             let lead = try reader.duration(node, "announce")
             guard lead > 0 else { throw reader.error(node, "announce", "must be longer than 0 (leave it out to need no announcement)") }
             policy.announce = lead
+        }
+        if let node = top["rollback"] {
+            let text = try reader.string(node, "rollback")
+            guard let mode = PlatformRollback(rawValue: text) else {
+                throw reader.error(node, "rollback", "must be together or alone (got '\(text)')")
+            }
+            policy.rollback = mode
         }
         if let node = top["smokeChecks"] {
             policy.smokeChecks = []

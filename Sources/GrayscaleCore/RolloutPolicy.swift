@@ -27,6 +27,9 @@ public struct RolloutPolicy: Hashable, Sendable {
     /// Seconds a release must have been announced (`grayscale release announce`) before the
     /// promotion window it starts in opens; nil: no announcement needed.
     public var announce: Int? = nil
+    /// What a failure of one service of a platform release does to the others: roll them
+    /// all back (`together`, the default) or only the one that failed (`alone`).
+    public var rollback: PlatformRollback = .together
 
     /// The canary's width at step `index`: the policy's percent, except that the last
     /// step keeps the holdback on stable until the final verdict.
@@ -143,4 +146,10 @@ extension RolloutPolicy {
         optIn: false,
         holdback: 2000
     )
+}
+
+/// `rollback:` in a policy: how a platform release's services fall when one fails.
+public enum PlatformRollback: String, Codable, Hashable, Sendable, CaseIterable {
+    case together
+    case alone
 }

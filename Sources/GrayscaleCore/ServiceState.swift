@@ -157,8 +157,11 @@ public struct ReleaseDraft: Hashable, Sendable {
     public var label: String
     public var upstream: String
     public var sourceRef: String?
+    /// Set for a service's release in a platform release (`PlatformRelease.publish` sets it).
+    public var platform: String?
 
-    public init(service: String, number: Int, label: String, upstream: String, sourceRef: String? = nil) {
+    public init(service: String, number: Int, label: String, upstream: String, sourceRef: String? = nil, platform: String? = nil) {
+        self.platform = platform
         self.service = service
         self.number = number
         self.label = label
@@ -168,6 +171,10 @@ public struct ReleaseDraft: Hashable, Sendable {
 
     public func validate() throws(GrayscaleError) {
         try ServiceName.validate(service)
+        guard service != PlatformRelease.module else {
+            throw GrayscaleError("'\(PlatformRelease.module)' names every service of a platform release (the bot's -m platform); a service cannot be called that")
+        }
+        if let platform { try PlatformRelease.validate(label: platform) }
         guard number > 0 else { throw GrayscaleError("release number must be a positive integer (got \(number))") }
         guard !label.isEmpty, label.count <= 64, !label.contains(where: \.isWhitespace) else {
             throw GrayscaleError("release label must be 1 to 64 characters without spaces, e.g. v2.1.1 (got '\(label)')")
@@ -197,6 +204,6 @@ public enum ServiceName {
 extension Release {
     init(_ draft: ReleaseDraft, salt: String, status: ReleaseStatus, at now: Date) {
         self.init(service: draft.service, number: draft.number, label: draft.label, upstream: draft.upstream,
-                  sourceRef: draft.sourceRef, salt: salt, status: status, publishedAt: now)
+                  sourceRef: draft.sourceRef, salt: salt, platform: draft.platform, status: status, publishedAt: now)
     }
 }

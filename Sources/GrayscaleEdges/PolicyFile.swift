@@ -14,3 +14,16 @@ extension RolloutPolicy {
         return try parse(text, file: path, defaultName: defaultName(forPath: path))
     }
 }
+
+extension PlatformManifest {
+    /// Reads a platform release's manifest file.
+    public static func load(path: String) throws(GrayscaleError) -> (label: String, drafts: [ReleaseDraft]) {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw GrayscaleError("\(path): cannot read the platform manifest (\(error.localizedDescription))")
+        }
+        return try parse(text, file: path)
+    }
+}

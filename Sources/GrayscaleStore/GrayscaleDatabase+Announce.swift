@@ -6,7 +6,9 @@ extension GrayscaleDatabase {
     /// one changes nothing and says when the first was), audits it and queues `message` for
     /// the release channel, in one transaction. Returns the announcement that stands and
     /// whether it is this one.
-    public func announce(_ service: String, number: Int, notes: String, by who: Attribution, channel: String, at now: Date,
+    /// `post: false` records and audits it without a message (a platform release's services
+    /// after the first: one message names them all).
+    public func announce(_ service: String, number: Int, notes: String, by who: Attribution, channel: String, at now: Date, post: Bool = true,
                          message: (Announcement, Release) -> String) throws(GrayscaleError) -> (announcement: Announcement, new: Bool) {
         try write("announce \(service) release \(number)") { db in
             guard try Self.serviceExists(service, db) else { throw GrayscaleError("unknown service '\(service)'", kind: .notFound) }
@@ -24,9 +26,11 @@ extension GrayscaleDatabase {
                                            "actor": .text(who.actor), "notes": .text(notes)])
             try AuditEntry(at: now, service: service, actor: who.actor, action: "announce", command: who.command, reason: who.reason,
                            outcome: "done", detail: "release \(release.ref) announced", splitBefore: nil, splitAfter: nil).insert(db)
-            var notification = Notification(createdAt: now, service: service, channel: channel, text: message(announcement, release),
-                                            attempts: 0, nextAttemptAt: now, deliveredAt: nil, lastError: nil)
-            try notification.insert(db)
+            if post {
+                var notification = Notification(createdAt: now, service: service, channel: channel, text: message(announcement, release),
+                                                attempts: 0, nextAttemptAt: now, deliveredAt: nil, lastError: nil)
+                try notification.insert(db)
+            }
             return (announcement, true)
         }
     }

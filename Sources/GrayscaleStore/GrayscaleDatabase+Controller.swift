@@ -24,6 +24,8 @@ public struct ControllerSnapshot: Sendable {
     public var commands: [(id: Int64, command: HumanCommand)]
     /// The canary release's announcement, when it was announced.
     public var announcement: Announcement? = nil
+    /// The platform release the canary is part of, with its other services as they stand.
+    public var platform: PlatformContext? = nil
 }
 
 extension VerdictRecord {
@@ -87,8 +89,9 @@ extension GrayscaleDatabase {
             let commands = try db.rows("SELECT id, command FROM controlCommand WHERE service = ? AND consumedAt IS NULL ORDER BY id", .text(service))
                 .map { (try $0.int64("id"), try $0.json(HumanCommand.self, "command")) }
             let announcement = try state.canary.flatMap { canary in try Self.announcement(service, number: canary.number, db) }
+            let platform = try state.canary.flatMap { canary in try canary.platform.map { try Self.platformContext($0, except: service, db) } }
             return ControllerSnapshot(service: state, rollout: row?.state, rolloutRevision: row?.revision ?? 0, commands: commands,
-                                      announcement: announcement)
+                                      announcement: announcement, platform: platform)
         }
     }
 

@@ -184,6 +184,11 @@ extension GrayscaleDatabase {
                 t.foreignKey(["service", "number"], references: "release")
             }
         }
+        migrator.registerMigration("v7-platform-releases") { db in
+            // The platform release a service's release was published in (its salt is the platform's); null for one of its own.
+            try db.alter(table: "release") { t in t.add(column: "platform", .text) }
+            try db.create(index: "release_by_platform", on: "release", columns: ["platform"])
+        }
         return migrator
     }
 }

@@ -100,5 +100,9 @@ enum PostgresSchema {
                 PRIMARY KEY (service, number), FOREIGN KEY (service, number) REFERENCES release (service, number))
             """,
         ]),
+        Migration(identifier: "v7-platform-releases", statements: [
+            "ALTER TABLE release ADD COLUMN platform text",
+            "CREATE INDEX release_by_platform ON release (platform)",
+        ]),
     ]
 }

@@ -161,19 +161,19 @@ extension Release {
         guard let status = ReleaseStatus(rawValue: try row.string("status")) else { throw row.missing("status", "a release status") }
         self.init(service: try row.string("service"), number: try row.int("number"), label: try row.string("label"),
                   upstream: try row.string("upstream"), sourceRef: try row.optionalString("sourceRef"), salt: try row.string("salt"),
-                  status: status, publishedAt: try row.date("publishedAt"), statusChangedAt: try row.date("statusChangedAt"))
+                  platform: try row.optionalString("platform"), status: status, publishedAt: try row.date("publishedAt"), statusChangedAt: try row.date("statusChangedAt"))
     }
 
     /// Stores the release, replacing the stored row of the same number.
     func save(_ db: any SQLExecutor) throws {
         try db.execute("""
-            INSERT INTO release (service, number, label, upstream, sourceRef, salt, status, publishedAt, statusChangedAt)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO release (service, number, label, upstream, sourceRef, salt, platform, status, publishedAt, statusChangedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (service, number) DO UPDATE SET label = excluded.label, upstream = excluded.upstream,
-                sourceRef = excluded.sourceRef, salt = excluded.salt, status = excluded.status,
+                sourceRef = excluded.sourceRef, salt = excluded.salt, platform = excluded.platform, status = excluded.status,
                 publishedAt = excluded.publishedAt, statusChangedAt = excluded.statusChangedAt
-            """, .text(service), .of(number), .text(label), .text(upstream), .of(sourceRef), .text(salt), .text(status.rawValue),
-            .date(publishedAt), .date(statusChangedAt))
+            """, .text(service), .of(number), .text(label), .text(upstream), .of(sourceRef), .text(salt), .of(platform),
+            .text(status.rawValue), .date(publishedAt), .date(statusChangedAt))
     }
 }
 

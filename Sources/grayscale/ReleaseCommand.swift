@@ -10,7 +10,7 @@ struct ReleaseCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "release",
         abstract: "Publish, announce, list, roll back and finish releases.",
-        subcommands: [Publish.self, Announce.self, List.self, Rollback.self, Finish.self]
+        subcommands: [Publish.self, PublishPlatform.self, Announce.self, List.self, Rollback.self, Finish.self]
     )
 
     struct Announce: ParsableCommand {
@@ -23,11 +23,18 @@ struct ReleaseCommand: AsyncParsableCommand {
 
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var actor: ActorOptions
-        @Option(help: "The service, e.g. engine.") var service: String
-        @Option(help: "The release number.") var number: Int
+        @Option(help: "The service, e.g. engine.") var service: String?
+        @Option(help: "The release number.") var number: Int?
+        @Option(help: "A platform release (instead of --service and --number): every service in it, in one message.") var platform: String?
         @Option(help: "A file with the release notes (default: the git ref the release was built from).") var notes: String?
         @Option(help: "The rollout policies folder (for the channel and the announce lead).") var policies = "policies"
         @Option(help: "The channel when the policy names none.") var channel = "#grayscale"
+
+        func validate() throws {
+            guard (platform == nil) == (service != nil && number != nil), service == nil || number != nil else {
+                throw ValidationError("give --service and --number, or --platform")
+            }
+        }
 
         func run() throws {
             var text = ""
@@ -52,8 +59,10 @@ struct ReleaseCommand: AsyncParsableCommand {
                 throw ValidationError("\(error) (the channel and the announce lead come from the service's policy)")
             }
             for problem in library.problems { FileHandle.standardError.write(Data("warning: \(problem)\n".utf8)) }
-            let policy = library.policy(for: service)
             let database = try database.open()
+            if let platform { return try announcePlatform(platform, notes: text, library: library, database: database) }
+            guard let service, let number else { return }
+            let policy = library.policy(for: service)
             let (announcement, new) = try database.announce(
                 service, number: number, notes: text, by: actor.attribution, channel: policy.slack?.channel ?? channel, at: Date()
             ) { announcement, release in
@@ -69,6 +78,64 @@ struct ReleaseCommand: AsyncParsableCommand {
             print("Announced \(service) release \(number) \(when) in \(policy.slack?.channel ?? channel).")
             if let lead = policy.announce, let opens = policy.window.nextOpening(atOrAfter: announcement.at.addingTimeInterval(Double(lead))) {
                 print("Policy \(policy.name) asks for \(formatDuration(lead)): it starts no earlier than \(PromotionWindow.format(opens, in: policy.window.timeZone)).")
+            }
+        }
+        /// Announces every service of a platform release, in one message that names them all.
+        func announcePlatform(_ label: String, notes: String, library: PolicyLibrary, database: GrayscaleDatabase) throws {
+            guard let platform = try database.platformReleases().first(where: { $0.label == label }) else {
+                throw GrayscaleError("no platform release \(label) (publish it first: grayscale release publish-platform)", kind: .notFound)
+            }
+            let policy = library.policy(for: PlatformRelease.module), now = Date()
+            let channel = policy.slack?.channel ?? self.channel
+            var text = "platform release \(label): " + platform.releases.map { "\($0.service) \($0.ref)" }.joined(separator: ", ")
+                + " announced by \(actor.attribution.actor)"
+            if let lead = policy.announce, let opens = policy.window.nextOpening(atOrAfter: now.addingTimeInterval(Double(lead))) {
+                text += "; it starts no earlier than the promotion window opening \(PromotionWindow.format(opens, in: policy.window.timeZone))"
+            }
+            let shown = notes.trimmingCharacters(in: .whitespacesAndNewlines)
+            if !shown.isEmpty { text += "\nNotes: " + shown }
+            for (index, release) in platform.releases.enumerated() {
+                let (announcement, new) = try database.announce(release.service, number: release.number, notes: notes, by: actor.attribution,
+                                                                channel: channel, at: now, post: index == 0) { _, _ in text }
+                let when = PromotionWindow.format(announcement.at, in: policy.window.timeZone)
+                print(new ? "Announced \(release.service) release \(release.number) \(when) in \(channel) (platform release \(label))."
+                          : "\(release.service) release \(release.number) was announced before, \(when) by \(announcement.actor); nothing changed.")
+            }
+        }
+    }
+
+    /// Publishes a platform release from its manifest.
+    struct PublishPlatform: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "publish-platform",
+            abstract: "Publish several services' releases as one platform release: one salt, so the same users are on every canary.",
+            discussion: """
+                The manifest (YAML) names the platform release and each service's release:
+
+                  platform: 2.1.1
+                  ref: 3f2c1a9            # optional: the git ref, for every release
+                  services:
+                    engine:   { number: 8, label: v2.1.1, upstream: "http://127.0.0.1:9008" }
+                    registry: { number: 5, label: v1.4.0, upstream: "http://127.0.0.1:9105" }
+
+                Every service needs a stable release already (each release becomes its service's canary). The services then
+                advance together under the policy with `service: platform`, and `rollback: together` (its default) rolls
+                them all back when one fails. The bot takes them as `-m platform`.
+                """)
+
+        @OptionGroup var database: DatabaseOptions
+        @OptionGroup var actor: ActorOptions
+        @Argument(help: "The platform release's manifest (YAML).") var manifest: String
+        @OptionGroup var format: FormatOptions
+
+        func run() throws {
+            let (label, drafts) = try PlatformManifest.load(path: manifest)
+            let salt = Salt.random()
+            let states = try database.open().publishPlatform(label, drafts, salt: salt, by: actor.attribution, at: Date())
+            let releases = zip(states, drafts).compactMap { state, draft in state.release(number: draft.number) }
+            try format.emit(releases) {
+                (["Published platform release \(label): \(releases.count) canaries with one salt, no users until the rollout starts"]
+                    + releases.map { "  \($0.service) \($0.ref) at \($0.upstream)" } + ["Salt: \(salt)"]).joined(separator: "\n")
             }
         }
     }
@@ -180,8 +247,9 @@ struct ReleaseCommand: AsyncParsableCommand {
 /// Prints a service's split: the design document's lines, or `SplitSummary` as JSON.
 func emitSplit(_ state: ServiceState, format: FormatOptions, headline: String? = nil) throws {
     guard let split = state.split else { throw GrayscaleError("\(state.service): no release published yet") }
+    let platform = state.canary?.platform.map { "Platform release \($0): the canary's users are the same on every service in it" }
     try format.emit(SplitSummary(split)) {
-        ([headline].compactMap { $0 } + ["Service: \(split.service) (split revision \(split.revision))"]
+        ([headline].compactMap { $0 } + ["Service: \(split.service) (split revision \(split.revision))"] + [platform].compactMap { $0 }
             + split.statusLines + split.ruleLines).joined(separator: "\n")
     }
 }

@@ -14,11 +14,23 @@ struct TrafficCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show the current split.")
 
         @OptionGroup var database: DatabaseOptions
-        @Option(help: "The service.") var service: String
+        @Option(help: "The service, or platform: every service of the current platform release.") var service: String
         @OptionGroup var format: FormatOptions
 
         func run() throws {
-            try emitSplit(database.open().serviceState(service), format: format)
+            let database = try database.open()
+            guard service == PlatformRelease.module else { return try emitSplit(database.serviceState(service), format: format) }
+            // The current platform release: each of its services' splits.
+            guard let platform = try database.currentPlatformRelease() else {
+                throw GrayscaleError("no platform release yet (grayscale release publish-platform)", kind: .notFound)
+            }
+            let states = try platform.services.map { try database.serviceState($0) }
+            let members: [String] = platform.releases.map { "\($0.service) \($0.ref) (\($0.status.rawValue))" }
+            var lines: [String] = ["Platform release \(platform.label)\(platform.isActive ? "" : " (ended)"): " + members.joined(separator: ", ")]
+            for split in states.compactMap(\.split) {
+                lines += ["", "Service: \(split.service) (split revision \(split.revision))"] + split.statusLines
+            }
+            try format.emit(states.compactMap { $0.split.map(SplitSummary.init) }) { lines.joined(separator: "\n") }
         }
     }
 

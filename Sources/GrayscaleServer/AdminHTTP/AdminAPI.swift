@@ -148,8 +148,11 @@ public struct AdminAPI: APIProtocol {
 
     func serviceSummary(_ service: String) throws -> ServiceSummary {
         let state = try database.serviceState(service)
-        return ServiceSummary(name: service, stable: state.stable?.ref, canary: state.canary?.ref, split: state.split.map(SplitSummary.init),
-                              rollout: try database.rolloutState(service).map(RolloutSummary.init))
+        let platform = try state.canary?.platform.map { label in
+            PlatformSummary(label: label, services: try database.platformReleases().first { $0.label == label }?.services ?? [service])
+        }
+        return ServiceSummary(name: service, stable: state.stable?.ref, canary: state.canary?.ref, platform: platform,
+                              split: state.split.map(SplitSummary.init), rollout: try database.rolloutState(service).map(RolloutSummary.init))
     }
 
     struct DeadNotification: Encodable {
@@ -171,8 +174,14 @@ public struct AdminAPI: APIProtocol {
         var name: String
         var stable: ReleaseRef?
         var canary: ReleaseRef?
+        var platform: PlatformSummary?
         var split: SplitSummary?
         var rollout: RolloutSummary?
+    }
+
+    struct PlatformSummary: Encodable {
+        var label: String
+        var services: [String]
     }
 
     struct RolloutSummary: Encodable {

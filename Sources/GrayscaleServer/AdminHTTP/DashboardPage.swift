@@ -78,7 +78,8 @@ enum DashboardPage {
           const errorSeries = versions.map(v => ({name: `${v.release} (${v.label})`, points: v.windows.map(w => ({t: Date.parse(w.start) / 1000, v: w.requests ? 100 * w.errors / w.requests : 0}))}));
           const latencySeries = versions.map(v => ({name: `${v.release} (${v.label}) p99`, points: v.windows.filter(w => w.requests).map(w => ({t: Date.parse(w.start) / 1000, v: w.latencyMs.p99}))}));
           const width = range ? range.percent : 0;
-          sections.push(`<section><h2>${esc(service.name)}</h2><div class="split">${lines.map(esc).join("\n")}</div>` +
+          const platform = service.platform ? ` <span class="muted platform">platform release ${esc(service.platform.label)} (${service.platform.services.map(esc).join(", ")})</span>` : "";
+          sections.push(`<section><h2>${esc(service.name)}${platform}</h2><div class="split">${lines.map(esc).join("\n")}</div>` +
             `<div class="bar" title="canary share of users"><span style="left:${range ? range.fromBucket / 100 : 0}%;width:${width}%"></span></div>` +
             rolloutHTML + `<div class="charts">${chart("Error rate by version, last hour", errorSeries, "%")}${chart("p99 latency by version, last hour (ms)", latencySeries, "")}</div></section>`);
         }

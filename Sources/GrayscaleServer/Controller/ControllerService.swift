@@ -186,24 +186,51 @@ public final class ControllerService: Service, Sendable {
             logger.error("cannot list services", metadata: ["problem": "\(error.message)"])
             return
         }
+        var moved: Set<String> = []
         for service in services {
-            // A platform that does not show the committed split yet holds the rollout (the reconciler decides how).
-            let lag = await syncDriver(service, token: fence) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
-            do {
-                let policy = library.policy(for: service), problem = library.problem(for: service)
-                var again = try await tick(service, policy: policy, fence: fence, platformLag: lag, policyProblem: problem)
-                // A rollout that now waits for smoke checks runs them at once.
-                while again { again = try await tick(service, policy: policy, fence: fence, platformLag: lag, policyProblem: problem) }
-            } catch let error as GrayscaleError where error.kind == .fenced {
-                logger.warning("lost the lease during the tick; nothing was written", metadata: ["service": "\(service)", "problem": "\(error.message)"])
-                memory.withLock { $0.standing = nil }
-                return
-            } catch {
-                logger.warning("tick failed", metadata: ["service": "\(service)", "problem": "\(error)"])
-            }
-            // Whatever the tick committed goes to the platform now, a rollback above all.
-            if drivers[service] != nil { await syncDriver(service) }
+            guard await tickService(service, library: library, fence: fence, moved: &moved) else { return }
         }
+        // A platform release's services move together: when one moved (a step, a promotion, a
+        // rollback), those ticked before it in this pass are ticked again now, not a tick later.
+        guard !moved.isEmpty, let platforms = try? database.platformReleases() else { return }
+        for platform in platforms where moved.contains(platform.label) {
+            for service in platform.services where services.contains(service) {
+                var ignored: Set<String> = []
+                guard await tickService(service, library: library, fence: fence, moved: &ignored) else { return }
+            }
+        }
+    }
+
+    /// One service's ticks in a pass; false when the lease was lost (the pass stops).
+    private func tickService(_ service: String, library: PolicyLibrary, fence: Int64, moved: inout Set<String>) async -> Bool {
+        // A platform that does not show the committed split yet holds the rollout (the reconciler decides how).
+        let lag = await syncDriver(service, token: fence) ? nil : "\(drivers[service]?.name ?? "driver") has not taken it"
+        do {
+            var outcome = try await tick(service, library: library, fence: fence, platformLag: lag)
+            if let label = outcome.platformMoved { moved.insert(label) }
+            // A rollout that now waits for smoke checks runs them at once.
+            while outcome.again {
+                outcome = try await tick(service, library: library, fence: fence, platformLag: lag)
+                if let label = outcome.platformMoved { moved.insert(label) }
+            }
+        } catch let error as GrayscaleError where error.kind == .fenced {
+            logger.warning("lost the lease during the tick; nothing was written", metadata: ["service": "\(service)", "problem": "\(error.message)"])
+            memory.withLock { $0.standing = nil }
+            return false
+        } catch {
+            logger.warning("tick failed", metadata: ["service": "\(service)", "problem": "\(error)"])
+        }
+        // Whatever the tick committed goes to the platform now, a rollback above all.
+        if drivers[service] != nil { await syncDriver(service) }
+        return true
+    }
+
+    /// The policy a service's canary follows, and why it must hold when that policy is
+    /// unavailable: a platform release's services all follow the platform's (`service: platform`),
+    /// so that they take the same steps with the same users.
+    static func policy(for service: String, inPlatform: Bool, library: PolicyLibrary) -> (policy: RolloutPolicy, problem: String?) {
+        let name = inPlatform ? PlatformRelease.module : service
+        return (library.policy(for: name), library.problem(for: name))
     }
 
     /// Runs a human's command now, through the reconciler, and commits the result: the
@@ -217,18 +244,19 @@ public final class ControllerService: Service, Sendable {
             try? library.reload()
             return library
         }()
-        let policy = library.policy(for: service)
         var attempt = 0
         while true {
             if let id = command.id, let first = try database.commandResult(id, service: service) { return (first, nil) }
             let snapshot = try database.controllerSnapshot(service)
+            let (policy, policyProblem) = Self.policy(for: service, inPlatform: snapshot.platform != nil, library: library)
             // A command never moves the rollout's clock back (this process's clock may be behind the controller's).
             let time = max(now(), snapshot.rollout?.updatedAt ?? .distantPast)
             // The same command queued earlier under this id is this one: it runs once, here.
             let queued = snapshot.commands.map(\.command).filter { command.id == nil || $0.id != command.id }
             let transition = Reconciler.reconcile(ReconcileInput(
                 policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: nil,
-                commands: queued + [command], policyProblem: library.problem(for: service), announcement: snapshot.announcement, now: time))
+                commands: queued + [command], policyProblem: policyProblem, announcement: snapshot.announcement,
+                platform: snapshot.platform, now: time))
             do {
                 let (after, committed) = try database.commitTick(snapshot, transition, command: command, fence: nil,
                                                                  notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
@@ -296,10 +324,18 @@ public final class ControllerService: Service, Sendable {
         return samples
     }
 
-    /// One tick of one service; true when it should run again right away (the rollout
-    /// just started verifying: its smoke checks run on the next one).
-    func tick(_ service: String, policy: RolloutPolicy, fence: Int64?, platformLag: String? = nil, policyProblem: String? = nil) async throws -> Bool {
+    /// What one tick did that the pass acts on.
+    struct TickOutcome {
+        /// Run it again right away: the rollout just started verifying, its smoke checks run on the next one.
+        var again = false
+        /// The platform release whose service this tick moved (a step, a promotion, a rollback).
+        var platformMoved: String?
+    }
+
+    /// One tick of one service.
+    func tick(_ service: String, library: PolicyLibrary, fence: Int64?, platformLag: String? = nil) async throws -> TickOutcome {
         let snapshot = try database.controllerSnapshot(service)
+        let (policy, policyProblem) = Self.policy(for: service, inPlatform: snapshot.platform != nil, library: library)
         var observation: ObservationResult?
         var smokeResult: SmokeOutcome?
         if let canary = snapshot.service.canary, let rollout = snapshot.rollout, rollout.release.number == canary.number,
@@ -334,14 +370,15 @@ public final class ControllerService: Service, Sendable {
         let transition = Reconciler.reconcile(ReconcileInput(
             policy: policy, service: snapshot.service, rollout: snapshot.rollout, observation: observation, smoke: smokeResult,
             commands: snapshot.commands.map(\.command), platformLag: platformLag, policyProblem: policyProblem,
-            announcement: snapshot.announcement, now: time))
+            announcement: snapshot.announcement, platform: snapshot.platform, now: time))
         guard transition.rollout != snapshot.rollout || !transition.isQuiet || !snapshot.commands.isEmpty else {
-            return false
+            return TickOutcome()
         }
         let (after, committed) = try database.commitTick(snapshot, transition, fence: fence,
                                                          notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
         controllerMetrics?.observe(service: after, transition: committed)
         for text in committed.notifications { logger.info("\(text)") }
-        return committed.awaitsSmokeChecks && snapshot.rollout?.phase != .verifying
+        let movedPlatform = committed.splitChanges.contains { if case .rules = $0 { false } else { true } } ? snapshot.platform?.label : nil
+        return TickOutcome(again: committed.awaitsSmokeChecks && snapshot.rollout?.phase != .verifying, platformMoved: movedPlatform)
     }
 }

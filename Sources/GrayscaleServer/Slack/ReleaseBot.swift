@@ -27,7 +27,37 @@ public struct ReleaseBot: Sendable {
         guard let service = command.service else { return BotReply.help }
         var library = PolicyLibrary(folder: policiesFolder)
         try? library.reload()
-        let policy = library.policy(for: service)
+        if service == PlatformRelease.module {
+            return await handlePlatform(command, text: text, executor: executor, commandId: commandId, library: library)
+        }
+        return await handle(command, service: service, text: text, executor: executor, commandId: commandId, library: library)
+    }
+
+    /// `-m platform`: the command for every service of the current platform release (the
+    /// newest still rolling out), one reply each under the platform's.
+    private func handlePlatform(_ command: BotCommand, text: String, executor: String, commandId: String?, library: PolicyLibrary) async -> String {
+        let platform: PlatformReleaseRecord?
+        do { platform = try database.currentPlatformRelease() } catch {
+            return "Executor: @\(executor)\nGrayScale Status: Failed: \(error.message)"
+        }
+        guard let platform else {
+            return "Executor: @\(executor)\nGrayScale Status: Failed: no platform release yet (grayscale release publish-platform)"
+        }
+        var replies = ["Platform release \(platform.label)\(platform.isActive ? "" : " (ended)"): "
+            + platform.releases.map { "\($0.service) \($0.ref)" }.joined(separator: ", ")]
+        for release in platform.releases {
+            // Each service's command has an id of its own: a retry runs none of them twice.
+            let reply = await handle(command, service: release.service, text: text, executor: executor,
+                                     commandId: commandId.map { "\($0)/\(release.service)" }, library: library)
+            replies.append("[\(release.service)]\n" + reply)
+        }
+        return replies.joined(separator: "\n")
+    }
+
+    private func handle(_ command: BotCommand, service: String, text: String, executor: String, commandId: String?,
+                        library: PolicyLibrary) async -> String {
+        let inPlatform = (try? database.serviceState(service))?.canary?.platform != nil
+        let policy = ControllerService.policy(for: service, inPlatform: inPlatform, library: library).policy
         // A retry of a command already carried out gets its first answer, whatever changed since.
         if let commandId {
             do {

@@ -1,0 +1,240 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleServer
+import GrayscaleStore
+import Logging
+import NIOConcurrencyHelpers
+import Testing
+
+/// Metrics per service: healthy, except for the services named in `failing` (half their
+/// canary users fail) and in `silent` (no metrics: their verdicts lag).
+final class PlatformMetrics: MetricsSource, Sendable {
+    let failing = NIOLockedValueBox<Set<String>>([])
+    let silent = NIOLockedValueBox<Set<String>>([])
+    let database: GrayscaleDatabase
+
+    init(database: GrayscaleDatabase) { self.database = database }
+
+    func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
+        if silent.withLockedValue({ $0.contains(service) }) { throw GrayscaleError("\(service): no metrics yet") }
+        guard failing.withLockedValue({ $0.contains(service) }) else {
+            return try await HealthyMetrics().observe(service: service, canary: canary, stable: stable, from: from, to: to)
+        }
+        // Users the canary's range (as the split has it now) failed: what the proxy would report.
+        let range = try database.split(service).range
+        let failed = (0..<50).map { _ in UnitEvent(unit: "u:\(UUID().uuidString)", canary: true, lower: range.lower, upper: range.upper) }
+        return IntervalObservation(from: from, to: to,
+                                   canary: VersionObservation(requests: 100, errors: 50, evidence: VersionEvidence(requests: 100, failures: failed)),
+                                   stable: VersionObservation(requests: 900, errors: 0, evidence: VersionEvidence(requests: 900)))
+    }
+}
+
+/// Engine, Registry and Events, each with a stable release, and platform release 2.1.1
+/// (engine 8, registry 18, events 28) published over them; a platform policy with the
+/// window always open.
+struct PlatformFixture {
+    let directory: URL
+    let database: GrayscaleDatabase
+    let policies: String
+    static let services = ["engine", "events", "registry"]
+    let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
+
+    init(rollback: String = "together") throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("grayscale-platform-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("policies"), withIntermediateDirectories: true)
+        policies = directory.appendingPathComponent("policies").path
+        try """
+            service: platform
+            steps: [5, 50, 100]
+            stepMinimum: 1s
+            analysis: {interval: 1s, minRequests: 10}
+            window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
+            slack: {channel: "#platform", operators: [U0OPERATOR]}
+            rollback: \(rollback)
+            """.write(toFile: policies + "/platform.yaml", atomically: true, encoding: .utf8)
+        database = try GrayscaleDatabase.open(path: directory.appendingPathComponent("grayscale.sqlite").path)
+        let who = Attribution(actor: "test"), now = clock.withLockedValue { $0 }
+        for (index, service) in Self.services.enumerated() {
+            try database.publish(ReleaseDraft(service: service, number: 10 * index + 7, label: "v1.\(index).0", upstream: "http://127.0.0.1:1"),
+                                 salt: "stable-\(service)", by: who, at: now)
+        }
+        let drafts = Self.services.enumerated().map { index, service in
+            ReleaseDraft(service: service, number: 10 * index + 8, label: "v1.\(index).1", upstream: "http://127.0.0.1:2", platform: "2.1.1")
+        }
+        try database.publishPlatform("2.1.1", drafts, salt: "platform-salt", by: who, at: now)
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: directory) }
+
+    func controller(_ metrics: PlatformMetrics) -> ControllerService {
+        let clock = self.clock
+        return ControllerService(database: database, policiesFolder: policies, metrics: metrics, now: { clock.withLockedValue { $0 } },
+                                 logger: Logger(label: "test"))
+    }
+
+    /// One pass of the controller, then two seconds.
+    func pass(_ controller: ControllerService) async {
+        await controller.tickAll()
+        clock.withLockedValue { $0 = $0.addingTimeInterval(2) }
+    }
+
+    /// Each service's canary width in hundredths of a percent, nil once it has no canary.
+    func widths() throws -> [String: Int?] {
+        var widths: [String: Int?] = [:]
+        for service in Self.services {
+            let state = try database.serviceState(service)
+            widths[service] = state.canary == nil ? nil : state.split?.range.widthHundredths
+        }
+        return widths
+    }
+
+    func status(_ service: String, _ number: Int) throws -> ReleaseStatus? {
+        try database.serviceState(service).release(number: number)?.status
+    }
+}
+
+@Suite("Platform releases")
+struct PlatformReleaseTests {
+    @Test("one salt for the platform release: every service's canary draws the same users")
+    func oneSalt() throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let salts = try PlatformFixture.services.map { try fixture.database.serviceState($0).canary?.salt }
+        #expect(Set(salts) == ["platform-salt"])
+        let platform = try #require(try fixture.database.currentPlatformRelease())
+        #expect(platform.label == "2.1.1" && platform.services == ["engine", "events", "registry"] && platform.isActive)
+    }
+
+    @Test("a platform release is published whole or not at all: a reused label, a service without a stable release, a refused number")
+    func publishWhole() throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let who = Attribution(actor: "test")
+        func drafts(_ label: String, _ list: [(String, Int)]) -> [ReleaseDraft] {
+            list.map { ReleaseDraft(service: $0.0, number: $0.1, label: "v\($0.1)", upstream: "http://127.0.0.1:3", platform: label) }
+        }
+        #expect(throws: GrayscaleError.self) {
+            try fixture.database.publishPlatform("2.1.1", drafts("2.1.1", [("engine", 9), ("events", 29)]), salt: "x", by: who, at: Date())
+        }
+        // registry's number 5 is lower than its newest (18): nothing of 2.1.2 is stored, engine 9 neither.
+        do {
+            try fixture.database.publishPlatform("2.1.2", drafts("2.1.2", [("engine", 9), ("registry", 5)]), salt: "x", by: who, at: Date())
+            Issue.record("a refused release published the rest")
+        } catch {
+            #expect(error.message.contains("platform release 2.1.2: registry: release number 5 is lower"), "\(error.message)")
+        }
+        #expect(try fixture.database.serviceState("engine").release(number: 9) == nil)
+        do {
+            try fixture.database.publishPlatform("2.1.3", drafts("2.1.3", [("engine", 9), ("gateway", 1)]), salt: "x", by: who, at: Date())
+            Issue.record("a service without a stable release took a canary")
+        } catch {
+            #expect(error.message.contains("gateway has no stable release yet"), "\(error.message)")
+        }
+        #expect(try fixture.database.services() == ["engine", "events", "registry"])
+        #expect(try fixture.database.auditLog().last?.outcome == "refused")
+        #expect(throws: GrayscaleError.self) {
+            try fixture.database.publish(ReleaseDraft(service: "platform", number: 1, label: "v1", upstream: "http://127.0.0.1:3"),
+                                         salt: "x", by: who, at: Date())
+        }
+    }
+
+    @Test("the services advance together: after every pass all three have the same users; one whose verdict lags holds the others")
+    func advanceTogether() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let metrics = PlatformMetrics(database: fixture.database)
+        metrics.silent.withLockedValue { $0 = ["events"] }
+        let controller = fixture.controller(metrics)
+        var seen: [Int] = []
+        for pass in 0..<30 {
+            if pass == 8 { metrics.silent.withLockedValue { $0 = [] } }
+            await fixture.pass(controller)
+            let widths = try fixture.widths()
+            #expect(Set(widths.values.map { $0 ?? -1 }).count == 1, "pass \(pass): the services' canaries differ: \(widths)")
+            if let width = widths["engine"] ?? nil, seen.last != width { seen.append(width) }
+            if pass == 6 {
+                // Engine and Registry passed step 1; Events has no verdict: all three stay at 5%.
+                #expect(widths["engine"] == 500)
+                let held = try #require(try fixture.database.rolloutState("engine"))
+                #expect(held.holdReason?.contains("platform release 2.1.1 advances together: waiting for events Version 18(v 1.1.1)") == true,
+                        "\(held.holdReason ?? "no hold")")
+            }
+        }
+        #expect(seen == [500, 5000, 8000], "\(seen)")  // the last step keeps the 20% holdback on stable
+        for (index, service) in PlatformFixture.services.enumerated() {
+            #expect(try fixture.status(service, 10 * index + 8) == .stable, "\(service) was not promoted")
+        }
+    }
+
+    @Test("rollback: together — one service fails at step 2 and the whole platform release is rolled back in the same pass")
+    func rollbackTogether() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let metrics = PlatformMetrics(database: fixture.database)
+        let controller = fixture.controller(metrics)
+        var passes = 0
+        while try fixture.widths()["engine"] != 5000, passes < 20 {
+            await fixture.pass(controller)
+            passes += 1
+        }
+        #expect(try fixture.widths().values.allSatisfy { $0 == 5000 })
+        metrics.failing.withLockedValue { $0 = ["registry"] }
+        var rolledBack = false
+        for _ in 0..<10 where !rolledBack {
+            await fixture.pass(controller)
+            let widths = try fixture.widths()
+            // Never one service back on stable while another keeps its canary users.
+            #expect(Set(widths.values.map { $0 ?? -1 }).count == 1, "\(widths)")
+            rolledBack = widths.values.allSatisfy { $0 == nil }
+        }
+        #expect(rolledBack)
+        for (index, service) in PlatformFixture.services.enumerated() {
+            #expect(try fixture.status(service, 10 * index + 8) == .rolledBack)
+            #expect(try fixture.database.serviceState(service).stable?.number == 10 * index + 7)
+        }
+        let engineAudit = try fixture.database.auditLog(service: "engine").map { $0.detail ?? "" }
+        #expect(engineAudit.contains { $0.contains("platform release 2.1.1 rolls back together: registry Version 28(v 1.2.1) was rolled back") },
+                "\(engineAudit)")
+        #expect(try fixture.database.currentPlatformRelease()?.isActive == false)
+    }
+
+    @Test("rollback: alone — only the failing service goes back; the others go on without waiting for it and are promoted")
+    func rollbackAlone() async throws {
+        let fixture = try PlatformFixture(rollback: "alone")
+        defer { fixture.remove() }
+        let metrics = PlatformMetrics(database: fixture.database)
+        metrics.failing.withLockedValue { $0 = ["registry"] }
+        let controller = fixture.controller(metrics)
+        for _ in 0..<30 { await fixture.pass(controller) }
+        #expect(try fixture.status("registry", 28) == .rolledBack)
+        #expect(try fixture.status("engine", 8) == .stable)
+        #expect(try fixture.status("events", 18) == .stable)
+    }
+
+    @Test("the bot takes the platform as a module: -l lists every service, -g moves them all, -r rolls them all back")
+    func bot() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let controller = fixture.controller(PlatformMetrics(database: fixture.database))
+        let bot = ReleaseBot(database: fixture.database, controller: controller, policiesFolder: fixture.policies)
+        let list = await bot.handle("-l -m platform", executor: "U0SOMEONE")
+        #expect(list.hasPrefix("Platform release 2.1.1: engine Version 8(v 1.0.1), events Version 18(v 1.1.1), registry Version 28(v 1.2.1)"),
+                "\(list)")
+        for service in PlatformFixture.services { #expect(list.contains("[\(service)]")) }
+        let gray = await bot.handle("-g -m platform -p 20:55", executor: "U0OPERATOR", commandId: "g-1")
+        #expect(gray.components(separatedBy: "GrayScale Status: Done").count == 4, "\(gray)")
+        for service in PlatformFixture.services {
+            let split = try fixture.database.split(service)
+            #expect(split.range.description == "[20 - 55]" && split.canary?.salt == "platform-salt", "\(service): \(split.range)")
+        }
+        // A retry of the same command id changes nothing.
+        let revisions = try PlatformFixture.services.map { try fixture.database.split($0).revision }
+        #expect(await bot.handle("-g -m platform -p 20:55", executor: "U0OPERATOR", commandId: "g-1") == gray)
+        #expect(try PlatformFixture.services.map { try fixture.database.split($0).revision } == revisions)
+        let refused = await bot.handle("-r -m platform", executor: "U0SOMEONE")
+        #expect(refused.contains("may only list"))
+        let rollback = await bot.handle("-r -m platform", executor: "U0OPERATOR")
+        #expect(rollback.components(separatedBy: "GrayScale Status: Done").count == 4, "\(rollback)")
+        #expect(try fixture.widths().values.allSatisfy { $0 == nil })
+    }
+}
