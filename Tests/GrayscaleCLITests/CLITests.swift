@@ -84,6 +84,50 @@ struct CLITests {
         #expect(override.status == 0, "\(override.stderr)")
     }
 
+    @Test("release publish-platform: one salt for every service, traffic show --service platform lists them, announce --platform once; a bad manifest names file:line")
+    func publishPlatform() throws {
+        defer { cli.remove() }
+        for (service, number) in [("engine", 7), ("registry", 4)] {
+            let output = try cli.run(["release", "publish", "--service", service, "--number", "\(number)", "--label", "v\(number)",
+                                      "--upstream", "http://127.0.0.1:90\(number)"])
+            #expect(output.status == 0, "\(output.stderr)")
+        }
+        let manifest = cli.directory.appendingPathComponent("platform.yaml")
+        try """
+            platform: 2.1.1
+            services:
+              engine:   { number: 8, label: v2.1.1, upstream: "http://127.0.0.1:9008" }
+              registry: { number: 5, label: v1.4.0, upstream: "http://127.0.0.1:9105" }
+            """.write(to: manifest, atomically: true, encoding: .utf8)
+        let published = try cli.run(["release", "publish-platform", manifest.path])
+        #expect(published.status == 0, "\(published.stderr)")
+        #expect(published.stdout.contains("Published platform release 2.1.1: 2 canaries with one salt"))
+        let shown = try cli.run(["traffic", "show", "--service", "platform"])
+        #expect(shown.stdout.contains("Platform release 2.1.1: engine Version 8(v 2.1.1) (canary), registry Version 5(v 1.4.0) (canary)"),
+                "\(shown.stdout)")
+        let splits = try #require(try cli.json(["traffic", "show", "--service", "platform"]) as? [[String: Any]])
+        let salts = splits.compactMap { ($0["canary"] as? [String: Any])?["salt"] as? String }
+        #expect(salts.count == 2 && Set(salts).count == 1, "\(salts)")
+        let engine = try cli.run(["traffic", "show", "--service", "engine"])
+        #expect(engine.stdout.contains("Platform release 2.1.1"))
+        let policies = cli.directory.appendingPathComponent("policies")
+        try FileManager.default.createDirectory(at: policies, withIntermediateDirectories: true)
+        try "service: platform\nslack: {channel: \"#platform\"}\n".write(to: policies.appendingPathComponent("platform.yaml"), atomically: true, encoding: .utf8)
+        let announced = try cli.run(["release", "announce", "--platform", "2.1.1", "--policies", policies.path])
+        #expect(announced.status == 0, "\(announced.stderr)")
+        #expect(announced.stdout.contains("Announced engine release 8") && announced.stdout.contains("Announced registry release 5"),
+                "\(announced.stdout)")
+        #expect(announced.stdout.contains("in #platform (platform release 2.1.1)"))
+        let again = try cli.run(["release", "publish-platform", manifest.path])
+        #expect(again.status != 0)
+        #expect(again.stderr.contains("platform release 2.1.1 was published already"), "\(again.stderr)")
+        try "platform: 2.1.2\nservices:\n  engine: {number: 9, label: v2.1.2}\n  registry: {number: 6, label: v1.4.1, upstream: \"http://h:1\"}\n"
+            .write(to: manifest, atomically: true, encoding: .utf8)
+        let bad = try cli.run(["release", "publish-platform", manifest.path])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("\(manifest.path):3: services.engine.upstream: required"), "\(bad.stderr)")
+    }
+
     @Test("a duplicate or non-increasing release number is refused with a clear message")
     func duplicateNumber() throws {
         defer { cli.remove() }
