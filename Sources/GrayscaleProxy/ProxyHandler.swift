@@ -587,7 +587,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 upstream.channel.close(promise: nil)
             }
             // Recorded before the last byte goes out, so whoever sees the response also sees it counted.
-            finish(exchange, status: status, errorClass: status.code >= 500 ? .upstream5xx : nil, error: nil)
+            // A WebSocket upgrade answered with anything but 101 failed, whatever its status.
+            let errorClass: ErrorClass? = status.code >= 500 ? .upstream5xx : exchange.isUpgrade ? .upgradeFailed : nil
+            finish(exchange, status: status, errorClass: errorClass, error: exchange.isUpgrade ? "the upstream did not switch protocols" : nil)
             if exchange.clientChunked {
                 if case .end(let trailers?) = part, !trailers.isEmpty {
                     // The upstream's trailers, less what only the proxy may say about framing and versions.
@@ -952,13 +954,26 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         clientGlue.relayedDirectly(fromUpstream)
-        // An upstream that drops the socket without a close frame: logged by version (1006).
-        // Not fed to the judge: the drop may come hours later, under another rollout's split
-        // and salt, or all at once when a release's pods restart (see the README).
+        // An upstream that drops the socket without a close frame (1006): an error of its
+        // version, logged and counted. Its user is evidence for the judge only while the
+        // canary's salt is the one the upgrade was routed by: a drop hours later, under a
+        // later rollout's salt, would say nothing true about the user's bucket.
         let shared = self.shared
+        let saltAtUpgrade = shared.table.routes[exchange.service]?.split.canary?.salt
         clientGlue.onAbnormalUpstreamClose = {
             let now = shared.configuration.now()
             let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
+            var unit = exchange.unit
+            if saltAtUpgrade == nil || shared.table.routes[exchange.service]?.split.canary?.salt != saltAtUpgrade {
+                unit = nil
+            } else {
+                unit?.at = now.timeIntervalSince1970  // failed now, not when it was upgraded
+                unit?.fresh = false
+            }
+            let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId, status: 502,
+                                         errorClass: .webSocketDropped, latencyMicros: micros, at: now, unit: unit)
+            shared.statistics.record(outcome)
+            shared.metrics?.record(outcome, route: exchange.route.target)
             shared.accessLog?.append(AccessLogLine(
                 time: now, service: exchange.service, release: exchange.target.release.number, label: exchange.target.release.label,
                 route: Self.routeName(exchange.route), appId: exchange.appId, bucket: exchange.route.bucket?.value,

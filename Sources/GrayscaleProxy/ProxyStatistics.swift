@@ -13,6 +13,10 @@ public enum ErrorClass: String, Codable, CaseIterable, Sendable {
     case timeout
     /// The proxy refused the request itself (413): counted apart, not a server error.
     case rejected
+    /// A WebSocket upgrade the upstream did not switch (any answer but 101).
+    case upgradeFailed
+    /// A WebSocket the upstream dropped without a close frame (1006), while the client was there.
+    case webSocketDropped
 }
 
 /// What happened to one request, as the statistics and the access log record it.
@@ -273,8 +277,13 @@ extension ProxyStatistics.Series {
 
 extension ProxyStatistics.Window {
     mutating func add(_ outcome: RequestOutcome) {
-        requests += 1
-        _ = latency.record(outcome.latencyMicros)
+        // A dropped WebSocket is how its upgrade request ended: an error, not another request,
+        // and its lifetime is no latency.
+        let dropped = outcome.errorClass == .webSocketDropped
+        if !dropped {
+            requests += 1
+            _ = latency.record(outcome.latencyMicros)
+        }
         if var unit = outcome.unit {
             let failed = outcome.errorClass.map { $0 != .rejected } ?? false
             var first: UnitEvent?
@@ -291,7 +300,11 @@ extension ProxyStatistics.Window {
                     first = unit
                 }
             }
-            evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000, failure: first)
+            if !dropped {
+                evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000, failure: first)
+            } else if let first {
+                evidence.failures.append(first)
+            }
         }
         guard let errorClass = outcome.errorClass else { return }
         errors[ErrorClass.allCases.firstIndex(of: errorClass)!] += 1

@@ -57,8 +57,10 @@ public final class RequestMetrics: Sendable {
             cache[key] = made
             return made
         }
-        handles.requests.increment()
         handles.errors?.increment()
+        // A dropped WebSocket is how its upgrade request ended: an error, not another request, and no latency.
+        guard outcome.errorClass != .webSocketDropped else { return }
+        handles.requests.increment()
         handles.duration.record(.microseconds(Int64(outcome.latencyMicros)))
     }
 }

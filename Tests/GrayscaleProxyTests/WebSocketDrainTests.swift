@@ -121,7 +121,7 @@ struct WebSocketDrainTests {
         }
     }
 
-    @Test("an upstream that drops a WebSocket without a close frame is logged by version as 1006 (not fed to the judge); a proper close is not logged")
+    @Test("an upstream that drops a WebSocket without a close frame: an error of its version (1006), its user a failing unit for the judge; a proper close is neither")
     func abnormalClosesAreErrors() async throws {
         for closeFrame in [false, true] {
             try await Self.withRawUpstream({ ClosingUpstream(closeFrame: closeFrame) }) { upstream in try await ProxyHarness.run(canaryUpstream: upstream) { harness in
@@ -130,13 +130,46 @@ struct WebSocketDrainTests {
                 #expect(socket.text.hasPrefix("HTTP/1.1 101"))
                 socket.receive()  // until the proxy closes the client's side
                 let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
-                #expect(canary?.totals.requests == 1, "the upgrade only: a drop is not a request of the judge's")
-                #expect(canary?.totals.errors == 0)
+                #expect(canary?.totals.requests == 1, "the upgrade only: a drop ends it, it is not another request")
+                #expect(canary?.totals.errors == (closeFrame ? 0 : 1))
+                #expect(canary?.totals.errorsByClass["webSocketDropped"] == (closeFrame ? 0 : 1))
+                let failing = canary?.windows.flatMap { $0.evidence?.failures ?? [] } ?? []
+                #expect(failing.count == (closeFrame ? 0 : 1), "the dropped user is a failing unit of the canary")
+                #expect(failing.allSatisfy { $0.canary && $0.unit.contains("ws-dropped") })
                 harness.accessLog.flush()
                 let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
                 #expect(log.contains("without a close frame (1006)") == !closeFrame)
             } }
         }
+    }
+
+    /// An upstream that refuses every upgrade: 400, no switch.
+    final class RefusingUpstream: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            guard String(buffer: unwrapInboundIn(data)).contains("\r\n\r\n") else { return }
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno")), promise: nil)
+        }
+    }
+
+    @Test("a WebSocket upgrade the upstream does not switch (400) is an error of its version, its user a failing unit; a plain 400 is not")
+    func failedUpgradeIsAnError() async throws {
+        try await Self.withRawUpstream({ RefusingUpstream() }) { upstream in try await ProxyHarness.run(canaryUpstream: upstream) { harness in
+            try harness.setCanary("100")
+            let socket = try Self.upgrade(harness, user: "ws-refused")
+            #expect(socket.text.hasPrefix("HTTP/1.1 400"))
+            let plain = try RawSocket(port: harness.port)
+            try plain.send("GET /plain HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(makeJWT(["appId": "plain-400"]))\r\n\r\n")
+            plain.receive(until: RawSocket.headComplete)
+            #expect(plain.text.hasPrefix("HTTP/1.1 400"))
+            let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
+            #expect(canary?.totals.requests == 2)
+            #expect(canary?.totals.errorsByClass["upgradeFailed"] == 1)
+            #expect(canary?.totals.errors == 1, "the plain 400 is the client's mistake, not the version's")
+            let failing = canary?.windows.flatMap { $0.evidence?.failures ?? [] } ?? []
+            #expect(failing.map(\.unit).count == 1 && failing.allSatisfy { $0.unit.contains("ws-refused") }, "\(failing.map(\.unit))")
+        } }
     }
 
     @Test("a client that never answers the close is disconnected after the grace")
