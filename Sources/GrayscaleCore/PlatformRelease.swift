@@ -41,8 +41,11 @@ public struct PlatformPeer: Hashable, Sendable {
     public var status: ReleaseStatus
     /// Its rollout, when the stored one is this release's.
     public var rollout: RolloutState?
+    /// The stored rollout's revision: a commit that decided on this peer requires it unchanged.
+    public var revision: Int
 
-    public init(service: String, release: ReleaseRef, status: ReleaseStatus, rollout: RolloutState?) {
+    public init(service: String, release: ReleaseRef, status: ReleaseStatus, rollout: RolloutState?, revision: Int = 0) {
+        self.revision = revision
         self.service = service
         self.release = release
         self.status = status

@@ -158,17 +158,29 @@ public enum Reconciler {
                 state.step = policy.step(forWidth: split.range.widthHundredths)
                 startStep(&state)
             }
+            state.waitingForPlatform = nil
+            // A platform release rolls back together before anything else: a human's finish
+            // of this service must not promote it while another service of it was rolled back.
+            if let platform = input.platform, policy.rollback == .together, let failed = platform.peers.first(where: \.rolledBack) {
+                let why = failed.rollout?.lastVerdict.flatMap { $0.outcome == .fail ? " (\($0.reason))" : nil } ?? ""
+                let reason = "platform release \(platform.label) rolls back together: \(failed.service) \(failed.release) was rolled back\(why)"
+                for command in input.commands {
+                    if case .rollback = command.kind { continue }
+                    refuse(command, action: "command", "\(reason); it is rolled back too", telling: reason)
+                }
+                end(&state, .rolledBack, .rollBack(reason: reason))
+                return
+            }
             for command in input.commands {
+                if let meant = command.release, meant != canary.number {
+                    refuse(command, action: "command", "it was meant for release \(meant), but the canary is \(canary.ref) now; nothing was done",
+                           telling: "the canary is \(canary.ref), not release \(meant)")
+                    continue
+                }
                 guard apply(command, to: &state, split: split) else {
                     rollout = state
                     return
                 }
-            }
-            if let platform = input.platform, policy.rollback == .together, let failed = platform.peers.first(where: \.rolledBack) {
-                let why = failed.rollout?.lastVerdict.flatMap { $0.outcome == .fail ? " (\($0.reason))" : nil } ?? ""
-                end(&state, .rolledBack, .rollBack(reason: "platform release \(platform.label) rolls back together: "
-                    + "\(failed.service) \(failed.release) was rolled back\(why)"))
-                return
             }
             if state.phase == .verifying {
                 guard let smoke = input.smoke, smoke.release == state.release.number else {
@@ -372,6 +384,7 @@ public enum Reconciler {
             }
             if state.step < 0 || Self.stepPassed(state, policy: policy, now: now), let waiting = platformWaiting(state) {
                 hold(&state, waiting)
+                state.waitingForPlatform = true
                 return
             }
             state.phase = .progressing
@@ -431,6 +444,11 @@ public enum Reconciler {
                     waiting.append("\(name) to pass its smoke checks")
                 } else if step >= 0, !Self.stepPassed(other, policy: policy, now: now) {
                     waiting.append("\(name) to pass step \(step + 1) of \(policy.steps.count)")
+                } else if other.waitingForPlatform != true {
+                    // It passed, but may not move on its own account (its announcement, the window,
+                    // its platform's split, its policy): it says so when it waits only for the others.
+                    let why = other.holdReason.map { " (\($0))" } ?? ""
+                    waiting.append("\(name) to be free to \(step < 0 ? "start" : "move")\(why)")
                 }
             }
             guard !waiting.isEmpty else { return nil }

@@ -56,6 +56,9 @@ public struct RolloutState: Codable, Hashable, Sendable {
     public var updatedAt: Date
     /// Why a human let this release start without the announcement its policy asks for.
     public var announceOverride: String?
+    /// Held only because the other services of its platform release have not passed the
+    /// step yet (its own gates and evidence let it move): what those services wait for.
+    public var waitingForPlatform: Bool?
 
     public init(service: String, release: ReleaseRef, phase: Phase, evidence: CanaryEvidence, splitRevision: Int, now: Date) {
         self.service = service
@@ -101,8 +104,12 @@ public struct HumanCommand: Codable, Hashable, Sendable {
     /// `Idempotency-Key`, the CLI's `--command-id`): a retry gets the first answer and
     /// changes nothing.
     public var id: String?
+    /// The canary release the sender meant (the bot's `-m platform` sets it): refused when
+    /// the canary is another one by the time the command runs.
+    public var release: Int?
 
-    public init(_ kind: Kind, actor: String, text: String? = nil, id: String? = nil) {
+    public init(_ kind: Kind, actor: String, text: String? = nil, id: String? = nil, release: Int? = nil) {
+        self.release = release
         self.kind = kind
         self.actor = actor
         self.text = text

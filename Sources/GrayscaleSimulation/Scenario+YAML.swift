@@ -213,7 +213,7 @@ extension Scenario {
             window: window, platform: platform, expect: expect)
     }
 
-    private static func readFault(_ node: Node, _ reader: YAMLReader, path: String, traits: [String: Double]) throws(GrayscaleError) -> Fault {
+    static func readFault(_ node: Node, _ reader: YAMLReader, path: String, traits: [String: Double]) throws(GrayscaleError) -> Fault {
         let fields = try reader.fields(node, path, known: ["users", "anonymous", "requests", "errorRate", "latencyMs", "from", "fromPercent"])
         var target = Fault.Target.everyone
         var targets = 0

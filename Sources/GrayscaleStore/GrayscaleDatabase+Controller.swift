@@ -171,6 +171,12 @@ extension GrayscaleDatabase {
             guard before.split?.revision == snapshot.service.split?.revision, (stored?.revision ?? 0) == snapshot.rolloutRevision else {
                 throw GrayscaleError("\(service) changed during the tick; it is judged again on the next one", kind: .conflict)
             }
+            // A platform release's service decided on the others as they were read: one that changed meanwhile
+            // (a human's rollback, a step) makes it decide again.
+            if let platform = snapshot.platform, try !Self.peersUnchanged(platform, db) {
+                throw GrayscaleError("another service of platform release \(platform.label) changed during the tick; "
+                    + "\(service) is judged again on the next one", kind: .conflict)
+            }
             if let id = command?.id, try CommandResultRow.fetch(id, db) != nil {
                 throw GrayscaleError("command \(id) was carried out meanwhile", kind: .conflict)
             }

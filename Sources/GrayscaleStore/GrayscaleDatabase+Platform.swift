@@ -79,14 +79,24 @@ extension GrayscaleDatabase {
         return all.last(where: \.isActive) ?? all.last
     }
 
+    /// True when every peer of `platform` is as it was read: its release's status and its rollout's revision.
+    static func peersUnchanged(_ platform: PlatformContext, _ db: any SQLExecutor) throws -> Bool {
+        for peer in platform.peers {
+            let status = try db.row("SELECT status FROM release WHERE service = ? AND number = ?", .text(peer.service), .of(peer.release.number))
+            guard try status?.string("status") == peer.status.rawValue,
+                  (try RolloutStateRow.fetch(peer.service, db)?.revision ?? 0) == peer.revision else { return false }
+        }
+        return true
+    }
+
     /// The other services of platform release `label`, as the controller's tick of `service` reads them.
     static func platformContext(_ label: String, except service: String, _ db: any SQLExecutor) throws -> PlatformContext {
         let members = try db.rows("SELECT * FROM release WHERE platform = ? AND service <> ? ORDER BY service", .text(label), .text(service))
             .map(Release.init(row:))
         let peers = try members.map { release in
-            let rollout = try RolloutStateRow.fetch(release.service, db)?.state
+            let row = try RolloutStateRow.fetch(release.service, db)
             return PlatformPeer(service: release.service, release: release.ref, status: release.status,
-                                rollout: rollout?.release.number == release.number ? rollout : nil)
+                                rollout: row?.state.release.number == release.number ? row?.state : nil, revision: row?.revision ?? 0)
         }
         return PlatformContext(label: label, peers: peers)
     }

@@ -234,7 +234,110 @@ struct PlatformReleaseTests {
         let refused = await bot.handle("-r -m platform", executor: "U0SOMEONE")
         #expect(refused.contains("may only list"))
         let rollback = await bot.handle("-r -m platform", executor: "U0OPERATOR")
-        #expect(rollback.components(separatedBy: "GrayScale Status: Done").count == 4, "\(rollback)")
+        // The first service's rollback takes the others with it at once (rollback: together): they are no longer canaries when their turn comes.
+        #expect(rollback.components(separatedBy: "GrayScale Status: Done").count == 2, "\(rollback)")
+        #expect(rollback.components(separatedBy: "Not touched").count == 3, "\(rollback)")
         #expect(try fixture.widths().values.allSatisfy { $0 == nil })
+    }
+
+    /// Passes until every service is at `width`.
+    func reach(_ width: Int, _ fixture: PlatformFixture, _ controller: ControllerService) async throws {
+        var passes = 0
+        while try fixture.widths().values.contains(where: { $0 != width }), passes < 20 {
+            await fixture.pass(controller)
+            passes += 1
+        }
+        #expect(try fixture.widths().values.allSatisfy { $0 == width })
+    }
+
+    @Test("a human's rollback of one service (-r -m registry) takes the others back at once, without waiting for a controller pass")
+    func humanRollbackOfOne() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let controller = fixture.controller(PlatformMetrics(database: fixture.database))
+        try await reach(500, fixture, controller)
+        let bot = ReleaseBot(database: fixture.database, controller: controller, policiesFolder: fixture.policies)
+        let reply = await bot.handle("-r -m registry", executor: "U0OPERATOR")
+        #expect(reply.contains("GrayScale Status: Done"), "\(reply)")
+        let widths = try fixture.widths()
+        #expect(widths.values.allSatisfy { $0 == nil }, "\(widths)")
+        #expect(try fixture.status("engine", 8) == .rolledBack)
+        #expect(try fixture.status("events", 18) == .rolledBack)
+    }
+
+    @Test("finish of one service after another was rolled back is refused, and that service is rolled back too")
+    func finishAfterAPeerFailed() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let controller = fixture.controller(PlatformMetrics(database: fixture.database))
+        try await reach(500, fixture, controller)
+        // Registry goes back outside the controller (grayscale release rollback): the others have not followed yet.
+        try fixture.database.rollBack("registry", by: Attribution(actor: "cli"), at: fixture.clock.withLockedValue { $0 })
+        let bot = ReleaseBot(database: fixture.database, controller: controller, policiesFolder: fixture.policies)
+        let reply = await bot.handle("-f --force -m events", executor: "U0OPERATOR")
+        #expect(reply.contains("Refused: platform release 2.1.1 rolls back together: registry Version 28(v 1.2.1) was rolled back"), "\(reply)")
+        #expect(try fixture.status("events", 18) == .rolledBack, "a finish promoted a service whose platform release failed")
+    }
+
+    @Test("-m platform changes only the services whose canary is still the platform release's: one released on its own since is not touched")
+    func platformCommandSkipsALeaver() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let controller = fixture.controller(PlatformMetrics(database: fixture.database))
+        try fixture.database.publish(ReleaseDraft(service: "engine", number: 9, label: "v1.0.2", upstream: "http://127.0.0.1:3"), salt: "own",
+                                     by: Attribution(actor: "test"), at: Date())
+        let bot = ReleaseBot(database: fixture.database, controller: controller, policiesFolder: fixture.policies)
+        let reply = await bot.handle("-r -m platform", executor: "U0OPERATOR")
+        #expect(reply.contains("[engine]\nNot touched: Version 8(v 1.0.1) is no longer its canary"), "\(reply)")
+        #expect(try fixture.database.serviceState("engine").canary?.number == 9, "engine 9 was rolled back by a command for the platform")
+        #expect(try fixture.status("registry", 28) == .rolledBack)
+        #expect(try fixture.status("events", 18) == .rolledBack)
+        // Once nothing of it is rolling out, a changing command for the platform is refused whole.
+        let ended = await bot.handle("-g -m platform -p 10", executor: "U0OPERATOR")
+        #expect(ended.contains("Refused: platform release 2.1.1 has ended"), "\(ended)")
+        #expect(try fixture.database.serviceState("engine").split?.range.isEmpty == true)
+    }
+
+    @Test("a service that may not start yet (not announced) holds the whole platform release, and says why")
+    func unannouncedServiceHoldsAll() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let policy = try String(contentsOfFile: fixture.policies + "/platform.yaml", encoding: .utf8) + "\nannounce: 1h\n"
+        try policy.write(toFile: fixture.policies + "/platform.yaml", atomically: true, encoding: .utf8)
+        let past = fixture.clock.withLockedValue { $0 }.addingTimeInterval(-2 * 86_400)
+        for (service, number) in [("engine", 8), ("events", 18)] {
+            _ = try fixture.database.announce(service, number: number, notes: "", by: Attribution(actor: "test"), channel: "#p", at: past) { _, _ in "" }
+        }
+        let controller = fixture.controller(PlatformMetrics(database: fixture.database))
+        for _ in 0..<5 { await fixture.pass(controller) }
+        let held = try fixture.widths()
+        #expect(held.values.allSatisfy { $0 == 0 }, "\(held)")
+        let engine = try #require(try fixture.database.rolloutState("engine"))
+        #expect(engine.holdReason?.contains("waiting for registry Version 28(v 1.2.1) to be free to start (release 28 was not announced") == true,
+                "\(engine.holdReason ?? "no hold")")
+        _ = try fixture.database.announce("registry", number: 28, notes: "", by: Attribution(actor: "test"), channel: "#p", at: past) { _, _ in "" }
+        await fixture.pass(controller)
+        let started = try fixture.widths()
+        #expect(started.values.allSatisfy { $0 == 500 }, "\(started)")
+    }
+
+    @Test("a tick that decided on another service as it was read does not commit when that service changed meanwhile")
+    func peerChangedBeforeCommit() throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        var library = PolicyLibrary(folder: fixture.policies)
+        try library.reload()
+        let now = fixture.clock.withLockedValue { $0 }
+        let snapshot = try fixture.database.controllerSnapshot("engine")
+        #expect(snapshot.platform?.peers.map(\.service) == ["events", "registry"])
+        let transition = Reconciler.reconcile(ReconcileInput(policy: library.policy(for: "platform"), service: snapshot.service,
+                                                             rollout: snapshot.rollout, platform: snapshot.platform, now: now))
+        try fixture.database.rollBack("registry", by: Attribution(actor: "cli"), at: now)
+        do {
+            try fixture.database.commitTick(snapshot, transition, fence: nil, notifyChannel: "#p", at: now)
+            Issue.record("committed a decision made on a peer that changed")
+        } catch {
+            #expect(error.kind == .conflict && error.message.contains("another service of platform release 2.1.1 changed"), "\(error.message)")
+        }
     }
 }

@@ -43,19 +43,33 @@ public struct ReleaseBot: Sendable {
         guard let platform else {
             return "Executor: @\(executor)\nGrayScale Status: Failed: no platform release yet (grayscale release publish-platform)"
         }
-        var replies = ["Platform release \(platform.label)\(platform.isActive ? "" : " (ended)"): "
-            + platform.releases.map { "\($0.service) \($0.ref)" }.joined(separator: ", ")]
+        let header = "Platform release \(platform.label)\(platform.isActive ? "" : " (ended)"): "
+            + platform.releases.map { "\($0.service) \($0.ref)" }.joined(separator: ", ")
+        let changes = command.action.humanCommand != nil
+        if changes, !platform.isActive {
+            return header + "\nExecutor: @\(executor)\nGrayScale Status: Refused: platform release \(platform.label) has ended; "
+                + "act on each service with -m <service>"
+        }
+        var replies = [header]
         for release in platform.releases {
+            // A change goes only to the services whose canary is still this platform release's
+            // (one released on its own since, or one already back on stable, is not touched),
+            // and names that release, so the controller refuses it if the canary changed meanwhile.
+            if changes, (try? database.serviceState(release.service))?.canary?.number != release.number {
+                replies.append("[\(release.service)]\nNot touched: \(release.ref) is no longer its canary")
+                continue
+            }
             // Each service's command has an id of its own: a retry runs none of them twice.
             let reply = await handle(command, service: release.service, text: text, executor: executor,
-                                     commandId: commandId.map { "\($0)/\(release.service)" }, library: library)
+                                     commandId: commandId.map { "\($0)/\(platform.label)/\(release.service)" }, library: library,
+                                     release: changes ? release.number : nil)
             replies.append("[\(release.service)]\n" + reply)
         }
         return replies.joined(separator: "\n")
     }
 
     private func handle(_ command: BotCommand, service: String, text: String, executor: String, commandId: String?,
-                        library: PolicyLibrary) async -> String {
+                        library: PolicyLibrary, release: Int? = nil) async -> String {
         let inPlatform = (try? database.serviceState(service))?.canary?.platform != nil
         let policy = ControllerService.policy(for: service, inPlatform: inPlatform, library: library).policy
         // A retry of a command already carried out gets its first answer, whatever changed since.
@@ -100,7 +114,7 @@ public struct ReleaseBot: Sendable {
         }
         guard let kind = command.action.humanCommand else { return BotReply.help }
         do {
-            let (result, _) = try await controller.execute(HumanCommand(kind, actor: executor, text: text, id: commandId), service: service,
+            let (result, _) = try await controller.execute(HumanCommand(kind, actor: executor, text: text, id: commandId, release: release), service: service,
                                                            policies: library)
             return reply(result, executor: executor, policy: policy)
         } catch {
