@@ -45,15 +45,21 @@ public struct PlatformScenario: Sendable {
         return text.split(separator: "\n").contains { $0.hasPrefix("platformRelease:") }
     }
 
-    public static func load(path: String, policyOverride: String? = nil) throws(GrayscaleError) -> PlatformScenario {
+    /// `policy:` paths are relative to `workingDirectory` (the process's working directory when nil).
+    public static func load(path: String, policyOverride: String? = nil, workingDirectory: String? = nil) throws(GrayscaleError) -> PlatformScenario {
         let text: String
         do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw GrayscaleError("\(path): cannot read the scenario (\(error.localizedDescription))")
         }
-        return try parse(text, file: path, policyOverride: policyOverride)
+        return try parse(text, file: path, policyOverride: policyOverride, workingDirectory: workingDirectory)
     }
 
-    public static func parse(_ text: String, file: String, policyOverride: String? = nil) throws(GrayscaleError) -> PlatformScenario {
+    public static func parse(_ text: String, file: String, policyOverride: String? = nil,
+                             workingDirectory: String? = nil) throws(GrayscaleError) -> PlatformScenario {
+        func resolve(_ path: String) -> String {
+            guard let workingDirectory, !path.hasPrefix("/") else { return path }
+            return (workingDirectory as NSString).appendingPathComponent(path)
+        }
         let reader = YAMLReader(file: file)
         let root = try reader.root(of: text)
         let top = try reader.fields(root, "", known: [
@@ -106,11 +112,11 @@ public struct PlatformScenario: Sendable {
 
         var policy = RolloutPolicy.standard, policySource = "built-in default"
         if let override = policyOverride {
-            policy = try RolloutPolicy.load(path: override)
+            policy = try RolloutPolicy.load(path: resolve(override))
             policySource = override
         } else if let node = top["policy"] {
             guard let path = node.scalar?.string else { throw reader.error(node, "policy", "expected the path of a policy file") }
-            do { policy = try RolloutPolicy.load(path: path) } catch { throw reader.error(node, "policy", error.message) }
+            do { policy = try RolloutPolicy.load(path: resolve(path)) } catch { throw reader.error(node, "policy", error.message) }
             policySource = path
         }
 

@@ -38,7 +38,14 @@ struct SimulateCommand: ParsableCommand {
     }
 
     func run() throws {
-        let scenarios = try files().map { file throws in try Scenario.load(path: file, policyOverride: policy) }
+        let all = try files()
+        // Platform scenarios (issue 16: several services released as one) run beside the incidents.
+        let platformFiles = all.filter(PlatformScenario.isPlatform(path:))
+        let platforms = try platformFiles.map { file throws in try PlatformScenario.load(path: file, policyOverride: policy) }
+        let scenarios = try all.filter { !platformFiles.contains($0) }.map { file throws in try Scenario.load(path: file, policyOverride: policy) }
+        if runs != nil, !platforms.isEmpty {
+            throw ValidationError("--runs does not take platform scenarios yet (\(platformFiles.joined(separator: ", ")))")
+        }
         let started = Date()
         if let runs {
             let reports = scenarios.map { MonteCarloReport.make($0, runs: runs) }
@@ -59,6 +66,7 @@ struct SimulateCommand: ParsableCommand {
             return
         }
         let reports = scenarios.map { SimulationReport.make($0, seed: seed) }
+        let platformReports = platforms.map { PlatformReport.make($0, seed: seed) }
         if let chart {
             for report in reports {
                 let path = reports.count == 1 && chart.hasSuffix(".svg") ? chart : (chart as NSString).appendingPathComponent("\(report.scenario).svg")
@@ -66,14 +74,16 @@ struct SimulateCommand: ParsableCommand {
                 try SimulationChart.svg(report).write(toFile: path, atomically: true, encoding: .utf8)
             }
         }
+        let documents = reports.map { $0.json() } + platformReports.map { $0.json() }
+        let outcomes = reports.map { ($0.scenario, $0.passed) } + platformReports.map { ($0.scenario, $0.passed) }
         switch format.format {
         case .json:
-            print(reports.count == 1 ? reports[0].json() : "[\n" + reports.map { $0.json() }.joined(separator: ",\n") + "\n]")
+            print(documents.count == 1 ? documents[0] : "[\n" + documents.joined(separator: ",\n") + "\n]")
         case .table:
-            print(reports.map(\.text).joined(separator: "\n\n"))
-            let failed = reports.filter { !$0.passed }.map(\.scenario)
-            print("\n\(reports.count - failed.count) passed, \(failed.count) failed" + (failed.isEmpty ? "" : ": \(failed.joined(separator: ", "))"))
+            print((reports.map(\.text) + platformReports.map(\.text)).joined(separator: "\n\n"))
+            let failed = outcomes.filter { !$0.1 }.map(\.0)
+            print("\n\(outcomes.count - failed.count) passed, \(failed.count) failed" + (failed.isEmpty ? "" : ": \(failed.joined(separator: ", "))"))
         }
-        if reports.contains(where: { !$0.passed }) { throw ExitCode(1) }
+        if outcomes.contains(where: { !$0.1 }) { throw ExitCode(1) }
     }
 }

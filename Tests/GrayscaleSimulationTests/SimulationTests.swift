@@ -49,8 +49,9 @@ struct SimulationTests {
 
     @Test("every scenario of the library meets its expectations")
     func library() async throws {
-        let files = try FileManager.default.contentsOfDirectory(atPath: Self.root.appendingPathComponent("simulations").path)
-            .filter { $0.hasSuffix(".yaml") }.sorted()
+        let folder = Self.root.appendingPathComponent("simulations").path
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder)
+            .filter { $0.hasSuffix(".yaml") && !PlatformScenario.isPlatform(path: folder + "/" + $0) }.sorted()
         #expect(files.count >= 9)
         let reports = try await offThePool { try files.map { SimulationReport.make(try load(String($0.dropLast(5)))) } }
         for (file, report) in zip(files, reports) {
