@@ -173,7 +173,7 @@ struct ProxyStatisticsTests {
         #expect(all.windows.count == 2)
         #expect(all.totals.requests == 7)
         #expect(all.totals.errors == 5)
-        #expect(all.totals.errorsByClass == ["upstream5xx": 2, "connectFailure": 2, "timeout": 1, "rejected": 1])
+        #expect(all.totals.errorsByClass == ["upstream5xx": 2, "connectFailure": 2, "timeout": 1, "rejected": 1, "upgradeFailed": 0, "webSocketDropped": 0])
         #expect(all.totals.affectedUsers == 3)
         #expect(all.totals.anonymousErrors == 1)
         #expect(all.windows[0].latencyMs.max >= 29.9)
