@@ -37,6 +37,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private var upstreamUnwritable = false
     /// The upstream connection's reads were paused because the client could not take more.
     private var upstreamReadsPaused = false
+    /// Since when the client has taken none of the answer it was sent (its reads paused the
+    /// upstream's): past the idle timeout, the connection closes (nginx's `send_timeout`).
+    private var stalledSince: NIODeadline?
     /// When the last exchange ended (or the connection opened): the idle timeout counts from here.
     private var idleSince = NIODeadline.now()
     /// The loop's timer for every connection's deadlines, and this connection's place in it.
@@ -141,6 +144,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard let context else { return }
         switch state {
         case .idle where now - idleSince >= shared.configuration.idleTimeout:
+            context.close(promise: nil)
+        case .forwarding where stalledSince.map { now - $0 >= shared.configuration.idleTimeout } ?? false:
+            // A client that stopped reading its answer: the upstream connection and what waits for it are freed.
             context.close(promise: nil)
         case .connecting(let exchange, _) where exchange.status == nil && now >= exchange.deadline,
              .forwarding(let exchange, _) where exchange.status == nil && now >= exchange.deadline:
@@ -360,6 +366,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func pauseUpstreamReads(_ pause: Bool, upstream: UpstreamConnection) {
         guard pause != upstreamReadsPaused else { return }
         upstreamReadsPaused = pause
+        stalledSince = pause ? .now() : nil
         upstream.channel.setOption(ChannelOptions.autoRead, value: !pause).whenComplete { _ in }
     }
 
@@ -954,24 +961,18 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
         let (clientGlue, upstreamGlue) = GlueHandler.matchedPair()
         clientGlue.relayedDirectly(fromUpstream)
-        // An upstream that drops the socket without a close frame (1006): an error of its
-        // version, logged and counted. Its user is evidence for the judge only while the
-        // canary's salt is the one the upgrade was routed by: a drop hours later, under a
-        // later rollout's salt, would say nothing true about the user's bucket.
+        // An upstream that drops the socket without a close frame (1006): counted by version
+        // (its own error class), logged, in /metrics; not fed to the sequential judge. Drops
+        // come in bursts (a pod's restart, a node drained, a balancer reset drop every socket
+        // of one version at once), and the judge's α holds only for failures that are each
+        // the canary's with the canary's share under the null: five drops of one canary pod
+        // would read as overwhelming evidence. Failed upgrades are judged (one request each).
         let shared = self.shared
-        let saltAtUpgrade = shared.table.routes[exchange.service]?.split.canary?.salt
         clientGlue.onAbnormalUpstreamClose = {
             let now = shared.configuration.now()
             let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
-            var unit = exchange.unit
-            if saltAtUpgrade == nil || shared.table.routes[exchange.service]?.split.canary?.salt != saltAtUpgrade {
-                unit = nil
-            } else {
-                unit?.at = now.timeIntervalSince1970  // failed now, not when it was upgraded
-                unit?.fresh = false
-            }
             let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId, status: 502,
-                                         errorClass: .webSocketDropped, latencyMicros: micros, at: now, unit: unit)
+                                         errorClass: .webSocketDropped, latencyMicros: micros, at: now, unit: nil)
             shared.statistics.record(outcome)
             shared.metrics?.record(outcome, route: exchange.route.target)
             shared.accessLog?.append(AccessLogLine(

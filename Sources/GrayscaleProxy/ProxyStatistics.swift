@@ -15,7 +15,8 @@ public enum ErrorClass: String, Codable, CaseIterable, Sendable {
     case rejected
     /// A WebSocket upgrade the upstream did not switch (any answer but 101).
     case upgradeFailed
-    /// A WebSocket the upstream dropped without a close frame (1006), while the client was there.
+    /// A WebSocket the upstream dropped without a close frame (1006), while the client was there:
+    /// counted apart (not in `errors`, not evidence for the judge: drops come in bursts).
     case webSocketDropped
 }
 
@@ -237,14 +238,14 @@ public final class ProxyStatistics: Sendable {
         }
         var byClass: [String: Int] = [:]
         for (index, errorClass) in ErrorClass.allCases.enumerated() { byClass[errorClass.rawValue] = errors[index] }
-        let rejectedIndex = ErrorClass.allCases.firstIndex(of: .rejected)!
+        let apart: Set<Int> = [ErrorClass.allCases.firstIndex(of: .rejected)!, ErrorClass.allCases.firstIndex(of: .webSocketDropped)!]
         func millis(_ percentile: Double) -> Double {
             latency.totalCount == 0 ? 0 : Double(latency.valueAtPercentile(percentile)) / 1000
         }
         return WindowStatistics(
             start: Date(timeIntervalSince1970: TimeInterval(start)),
             requests: requests,
-            errors: errors.enumerated().filter { $0.offset != rejectedIndex }.reduce(0) { $0 + $1.element },
+            errors: errors.enumerated().filter { !apart.contains($0.offset) }.reduce(0) { $0 + $1.element },
             errorsByClass: byClass,
             affectedUsers: users.count,
             affectedUserIds: users.sorted(),
@@ -308,7 +309,7 @@ extension ProxyStatistics.Window {
         }
         guard let errorClass = outcome.errorClass else { return }
         errors[ErrorClass.allCases.firstIndex(of: errorClass)!] += 1
-        guard errorClass != .rejected else { return }
+        guard errorClass != .rejected, errorClass != .webSocketDropped else { return }
         if let appId = outcome.appId {
             affectedUsers.insert(appId)
         } else {
@@ -335,7 +336,7 @@ public struct VersionStatistics: Codable, Sendable {
 public struct WindowStatistics: Codable, Sendable {
     public var start: Date
     public var requests: Int
-    /// Server-side errors: upstream 5xx, connect failures and timeouts (not `rejected`).
+    /// Server-side errors: upstream 5xx, connect failures, timeouts and failed upgrades (not `rejected` or `webSocketDropped`).
     public var errors: Int
     public var errorsByClass: [String: Int]
     /// Distinct appIds that got at least one server-side error.

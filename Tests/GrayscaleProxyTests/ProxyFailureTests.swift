@@ -207,6 +207,30 @@ struct ProxyFailureTests {
         try await group.shutdownGracefully()
     }
 
+    @Test("a client that stops reading a big answer is closed after the idle timeout, and its upstream connection freed")
+    func stalledReaderIsClosed() async throws {
+        // An upstream that answers 8 MiB at once, whatever was asked.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let big = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EarlyAnswerer(bytes: 8 << 20)) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        try await ProxyHarness.run(configuration: ProxyConfiguration(idleTimeout: .seconds(1)),
+                                   canaryUpstream: "http://127.0.0.1:\(big.localAddress!.port!)") { harness in
+            try harness.setCanary("100")
+            let request = "GET /big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(makeJWT(["appId": "reader"]))\r\n\r\n"
+            let stalled = try RawSocket(port: harness.port, timeout: 10, receiveBuffer: 4096)
+            try stalled.send(request)
+            try await Task.sleep(for: .seconds(4))  // reads nothing for four idle timeouts (a client that reads is never stalled that long)
+            stalled.receive()  // what was on its way, then the end
+            #expect(stalled.received.count < 8 << 20, "the whole answer waited for a client that stopped reading")
+            #expect(stalled.text.hasPrefix("HTTP/1.1 200 OK"))
+        }
+        try await big.close()
+        try await group.shutdownGracefully()
+    }
+
     @Test("connections over the cap are closed at once; the others keep working")
     func connectionCap() async throws {
         try await ProxyHarness.run(configuration: ProxyConfiguration(maxConnections: 2)) { harness in
@@ -284,13 +308,17 @@ struct ProxyFailureTests {
 private final class EarlyAnswerer: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
-    static let answer = Array("HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".utf8) + [UInt8](repeating: 0x61, count: 1_048_576)
+    let answer: [UInt8]
     private var answered = false
+
+    init(bytes: Int = 1_048_576) {
+        answer = Array("HTTP/1.1 200 OK\r\nContent-Length: \(bytes)\r\n\r\n".utf8) + [UInt8](repeating: 0x61, count: bytes)
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !answered else { return }
         answered = true
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: Self.answer)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: answer)), promise: nil)
     }
 }
 

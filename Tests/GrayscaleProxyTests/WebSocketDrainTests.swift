@@ -121,7 +121,7 @@ struct WebSocketDrainTests {
         }
     }
 
-    @Test("an upstream that drops a WebSocket without a close frame: an error of its version (1006), its user a failing unit for the judge; a proper close is neither")
+    @Test("an upstream that drops a WebSocket without a close frame: counted apart for its version and logged (1006), not evidence for the judge; a proper close is neither")
     func abnormalClosesAreErrors() async throws {
         for closeFrame in [false, true] {
             try await Self.withRawUpstream({ ClosingUpstream(closeFrame: closeFrame) }) { upstream in try await ProxyHarness.run(canaryUpstream: upstream) { harness in
@@ -131,11 +131,11 @@ struct WebSocketDrainTests {
                 socket.receive()  // until the proxy closes the client's side
                 let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
                 #expect(canary?.totals.requests == 1, "the upgrade only: a drop ends it, it is not another request")
-                #expect(canary?.totals.errors == (closeFrame ? 0 : 1))
                 #expect(canary?.totals.errorsByClass["webSocketDropped"] == (closeFrame ? 0 : 1))
-                let failing = canary?.windows.flatMap { $0.evidence?.failures ?? [] } ?? []
-                #expect(failing.count == (closeFrame ? 0 : 1), "the dropped user is a failing unit of the canary")
-                #expect(failing.allSatisfy { $0.canary && $0.unit.contains("ws-dropped") })
+                // Drops come in bursts (a pod restart drops all its sockets): counting each as a failing
+                // unit would break the judge's α, so they stay out of `errors` and out of the evidence.
+                #expect(canary?.totals.errors == 0)
+                #expect(canary?.windows.flatMap { $0.evidence?.failures ?? [] }.isEmpty == true)
                 harness.accessLog.flush()
                 let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
                 #expect(log.contains("without a close frame (1006)") == !closeFrame)
