@@ -9,7 +9,7 @@ import Testing
 /// Issue 16's platform releases through the proxy: 10,000 users ask each of three
 /// services of one platform release; every user is on the same side of all three.
 @Suite("Platform releases through the proxy", .serialized)
-struct PlatformRoutingTests {
+struct HeavyPlatformRoutingTests {
     static let services = ["engine", "registry", "events"]
 
     /// `paths` pipelined on one connection, 500 at a time; the upstream version of each answer, in order.

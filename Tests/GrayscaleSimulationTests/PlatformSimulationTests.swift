@@ -6,7 +6,7 @@ import GrayscaleCore
 /// Issue 16 point 5: a platform release replayed through the real reconciler, its services
 /// under one salt advancing together, beside the same services released each on its own.
 @Suite("Platform simulation")
-struct PlatformSimulationTests {
+struct HeavyPlatformSimulationTests {
     static let root = SimulationTests.root
 
     static func scenario(_ text: String) throws -> PlatformScenario {
