@@ -46,12 +46,9 @@ public struct PlatformScenario: Sendable {
     }
 
     /// `policy:` paths are relative to `workingDirectory` (the process's working directory when nil).
+    /// `policy:` paths are relative to `workingDirectory` (the process's working directory when nil).
     public static func load(path: String, policyOverride: String? = nil, workingDirectory: String? = nil) throws(GrayscaleError) -> PlatformScenario {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
-            throw GrayscaleError("\(path): cannot read the scenario (\(error.localizedDescription))")
-        }
-        return try parse(text, file: path, policyOverride: policyOverride, workingDirectory: workingDirectory)
+        try parse(try Scenario.readText(path), file: path, policyOverride: policyOverride, workingDirectory: workingDirectory)
     }
 
     public static func parse(_ text: String, file: String, policyOverride: String? = nil,
@@ -70,25 +67,12 @@ public struct PlatformScenario: Sendable {
             guard let node = top[name] else { throw reader.error(root, name, "required") }
             return node
         }
-        let startNode = try required("start")
-        let startText = try reader.string(startNode, "start")
-        guard let start = ISO8601DateFormatter().date(from: startText) else {
-            throw reader.error(startNode, "start", "expected an ISO 8601 time with an offset, e.g. 2026-11-25T14:00:00+08:00 (got '\(startText)')")
-        }
-        let duration = try reader.duration(try required("duration"), "duration")
-        guard duration > 0 else { throw reader.error(top["duration"], "duration", "must be more than 0s") }
+        let (start, _, duration) = try Scenario.readClock(top, reader, root: root)
 
         let populationNode = try required("population")
         let population = try reader.fields(populationNode, "population", known: ["users", "traits"])
         guard let usersNode = population["users"] else { throw reader.error(populationNode, "population.users", "required") }
-        var traits: [String: Double] = [:]
-        if let node = population["traits"] {
-            guard let mapping = node.mapping else { throw reader.error(node, "population.traits", "expected a mapping of trait: share") }
-            for (key, value) in mapping {
-                let trait = try reader.string(key, "population.traits")
-                traits[trait] = try reader.double(value, "population.traits.\(trait)", in: 0...1)
-            }
-        }
+        let traits = try Scenario.readTraits(population["traits"], reader)
         var rate = 12.0
         if let node = top["traffic"] {
             let fields = try reader.fields(node, "traffic", known: ["requestsPerUserPerHour"])
@@ -110,15 +94,7 @@ public struct PlatformScenario: Sendable {
             }
         }
 
-        var policy = RolloutPolicy.standard, policySource = "built-in default"
-        if let override = policyOverride {
-            policy = try RolloutPolicy.load(path: resolve(override))
-            policySource = override
-        } else if let node = top["policy"] {
-            guard let path = node.scalar?.string else { throw reader.error(node, "policy", "expected the path of a policy file") }
-            do { policy = try RolloutPolicy.load(path: resolve(path)) } catch { throw reader.error(node, "policy", error.message) }
-            policySource = path
-        }
+        let (policy, policySource) = try Scenario.readPolicy(top["policy"], reader, file: file, override: policyOverride, resolve: resolve)
 
         let releaseNode = try required("platformRelease")
         let release = try reader.fields(releaseNode, "platformRelease", known: ["label", "services", "incompatibilities"])
@@ -166,19 +142,7 @@ public struct PlatformScenario: Sendable {
             }
         }
 
-        var expect = Scenario.Expectations()
-        if let node = top["expect"] {
-            let fields = try reader.fields(node, "expect", known: ["outcome", "affectedUsersAtMost", "rollbackWithin"])
-            if let outcome = fields["outcome"] {
-                let value = try reader.string(outcome, "expect.outcome")
-                guard ["rolledBack", "promoted", "inProgress"].contains(value) else {
-                    throw reader.error(outcome, "expect.outcome", "expected rolledBack, promoted or inProgress (got '\(value)')")
-                }
-                expect.outcome = value
-            }
-            if let most = fields["affectedUsersAtMost"] { expect.affectedUsersAtMost = try reader.int(most, "expect.affectedUsersAtMost", in: 0...10_000_000) }
-            if let within = fields["rollbackWithin"] { expect.rollbackWithin = try reader.duration(within, "expect.rollbackWithin") }
-        }
+        let expect = try Scenario.readExpect(top["expect"], reader)
         let window = try top["window"].map { node throws(GrayscaleError) in try reader.duration(node, "window") } ?? 10
         guard window > 0 else { throw reader.error(top["window"], "window", "must be at least 1s") }
         return PlatformScenario(

@@ -228,7 +228,7 @@ public struct PlatformSimulation {
 }
 
 /// A platform scenario under both modes, with its expectations checked on the platform run.
-public struct PlatformReport: Codable, Sendable, Equatable {
+public struct PlatformReport: Codable, Sendable, Equatable, StableJSON {
     public var scenario: String
     public var description: String
     public var seed: UInt64
@@ -242,29 +242,13 @@ public struct PlatformReport: Codable, Sendable, Equatable {
     public static func make(_ scenario: PlatformScenario, seed: UInt64? = nil) -> PlatformReport {
         let seed = seed ?? scenario.seed
         let platform = PlatformSimulation.run(scenario, mode: .platform, seed: seed)
-        var results: [SimulationReport.ExpectationResult] = []
-        if let outcome = scenario.expect.outcome {
-            results.append(.init(name: "outcome", expected: outcome, actual: platform.outcome, ok: platform.outcome == outcome))
-        }
-        if let most = scenario.expect.affectedUsersAtMost {
-            results.append(.init(name: "affectedUsersAtMost", expected: "≤ \(most)", actual: String(platform.usersHurt), ok: platform.usersHurt <= most))
-        }
-        if let within = scenario.expect.rollbackWithin {
-            let actual = platform.rolledBackAfter
-            results.append(.init(name: "rollbackWithin", expected: "≤ \(formatDuration(within))",
-                                 actual: actual.map(formatDuration) ?? "no rollback", ok: actual.map { $0 <= within } ?? false))
-        }
+        let results = scenario.expect.check(outcome: platform.outcome, usersHurt: platform.usersHurt, rolledBackAfter: platform.rolledBackAfter)
         return PlatformReport(scenario: scenario.name, description: scenario.description, seed: seed, policy: scenario.policySource,
                               label: scenario.label, platform: platform,
                               separate: PlatformSimulation.run(scenario, mode: .separate, seed: seed),
                               expectations: results, passed: results.allSatisfy(\.ok))
     }
 
-    public func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try! encoder.encode(self), as: UTF8.self)
-    }
 
     /// Per service and for the platform, one salt together beside each service on its own.
     public var text: String {

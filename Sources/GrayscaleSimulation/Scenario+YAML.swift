@@ -7,11 +7,13 @@ extension Scenario {
     /// Reads a scenario file; `policy:` paths are relative to `workingDirectory` (the
     /// process's working directory when nil).
     public static func load(path: String, policyOverride: String? = nil, workingDirectory: String? = nil) throws(GrayscaleError) -> Scenario {
-        let text: String
-        do { text = try String(contentsOfFile: path, encoding: .utf8) } catch {
+        try parse(try readText(path), file: path, policyOverride: policyOverride, workingDirectory: workingDirectory)
+    }
+
+    static func readText(_ path: String) throws(GrayscaleError) -> String {
+        do { return try String(contentsOfFile: path, encoding: .utf8) } catch {
             throw GrayscaleError("\(path): cannot read the scenario (\(error.localizedDescription))")
         }
-        return try parse(text, file: path, policyOverride: policyOverride, workingDirectory: workingDirectory)
     }
 
     public static func parse(_ text: String, file: String, policyOverride: String? = nil,
@@ -31,27 +33,14 @@ extension Scenario {
             return node
         }
         let name = try reader.string(try required("name"), "name")
-        let startNode = try required("start")
-        let startText = try reader.string(startNode, "start")
-        guard let start = ISO8601DateFormatter().date(from: startText) else {
-            throw reader.error(startNode, "start", "expected an ISO 8601 time with an offset, e.g. 2026-11-25T14:00:00+08:00 (got '\(startText)')")
-        }
-        let duration = try reader.duration(try required("duration"), "duration")
-        guard duration > 0 else { throw reader.error(top["duration"], "duration", "must be more than 0s") }
+        let (start, startText, duration) = try readClock(top, reader, root: root)
 
         let populationNode = try required("population")
         let populationFields = try reader.fields(populationNode, "population", known: [
             "users", "anonymousShare", "traits", "activitySigma", "anonymousClients", "brokenAnonymousClients", "allowListed",
         ])
         guard let usersNode = populationFields["users"] else { throw reader.error(populationNode, "population.users", "required") }
-        var traits: [String: Double] = [:]
-        if let node = populationFields["traits"] {
-            guard let mapping = node.mapping else { throw reader.error(node, "population.traits", "expected a mapping of trait: share") }
-            for (key, value) in mapping {
-                let trait = try reader.string(key, "population.traits")
-                traits[trait] = try reader.double(value, "population.traits.\(trait)", in: 0...1)
-            }
-        }
+        let traits = try readTraits(populationFields["traits"], reader)
         var population = Population(
             users: try reader.int(usersNode, "population.users", in: 1...10_000_000),
             anonymousShare: try populationFields["anonymousShare"].map { node throws(GrayscaleError) in
@@ -142,28 +131,7 @@ extension Scenario {
         }
         guard !releases.isEmpty else { throw reader.error(releasesNode, "releases", "needs at least one release") }
 
-        var policy = RolloutPolicy.standard
-        var policySource = "built-in default"
-        if let override = policyOverride {
-            policy = try RolloutPolicy.load(path: resolve(override))
-            policySource = override
-        } else if let node = top["policy"] {
-            if let path = node.scalar?.string {
-                do { policy = try RolloutPolicy.load(path: resolve(path)) } catch {
-                    throw reader.error(node, "policy", error.message)
-                }
-                policySource = path
-            } else {
-                let inline: String
-                do { inline = try Yams.serialize(node: node) } catch {
-                    throw reader.error(node, "policy", "cannot read the inline policy (\(error))")
-                }
-                do { policy = try RolloutPolicy.parse(inline, file: "\(file) (inline policy)", defaultName: "inline") } catch {
-                    throw reader.error(node, "policy", error.message)
-                }
-                policySource = "inline"
-            }
-        }
+        let (policy, policySource) = try readPolicy(top["policy"], reader, file: file, override: policyOverride, resolve: resolve)
 
         var commands: [ScenarioCommand] = []
         if let node = top["commands"] {
@@ -180,19 +148,7 @@ extension Scenario {
             }
         }
 
-        var expect = Expectations()
-        if let node = top["expect"] {
-            let fields = try reader.fields(node, "expect", known: ["outcome", "affectedUsersAtMost", "rollbackWithin"])
-            if let outcome = fields["outcome"] {
-                let value = try reader.string(outcome, "expect.outcome")
-                guard ["rolledBack", "promoted", "inProgress"].contains(value) else {
-                    throw reader.error(outcome, "expect.outcome", "expected rolledBack, promoted or inProgress (got '\(value)')")
-                }
-                expect.outcome = value
-            }
-            if let most = fields["affectedUsersAtMost"] { expect.affectedUsersAtMost = try reader.int(most, "expect.affectedUsersAtMost", in: 0...10_000_000) }
-            if let within = fields["rollbackWithin"] { expect.rollbackWithin = try reader.duration(within, "expect.rollbackWithin") }
-        }
+        let expect = try readExpect(top["expect"], reader)
 
         var platform = Platform(applyLag: 0, rollbackDelay: 0)
         if let node = top["platform"] {
@@ -211,6 +167,76 @@ extension Scenario {
             noisyUsers: try top["noisyUsers"].map { node throws(GrayscaleError) in try reader.int(node, "noisyUsers", in: 0...population.users) } ?? 0,
             humanDelay: try top["humanDelay"].map { node throws(GrayscaleError) in try reader.duration(node, "humanDelay") } ?? 1800,
             window: window, platform: platform, expect: expect)
+    }
+
+    /// `start` (ISO 8601 with an offset, also returned as written) and `duration` (more than 0 s).
+    static func readClock(_ top: YAMLReader.Fields, _ reader: YAMLReader, root: Node) throws(GrayscaleError) -> (Date, String, Int) {
+        guard let startNode = top["start"] else { throw reader.error(root, "start", "required") }
+        let startText = try reader.string(startNode, "start")
+        guard let start = ISO8601DateFormatter().date(from: startText) else {
+            throw reader.error(startNode, "start", "expected an ISO 8601 time with an offset, e.g. 2026-11-25T14:00:00+08:00 (got '\(startText)')")
+        }
+        guard let durationNode = top["duration"] else { throw reader.error(root, "duration", "required") }
+        let duration = try reader.duration(durationNode, "duration")
+        guard duration > 0 else { throw reader.error(durationNode, "duration", "must be more than 0s") }
+        return (start, startText, duration)
+    }
+
+    /// `population.traits`: trait → share of users.
+    static func readTraits(_ node: Node?, _ reader: YAMLReader) throws(GrayscaleError) -> [String: Double] {
+        guard let node else { return [:] }
+        guard let mapping = node.mapping else { throw reader.error(node, "population.traits", "expected a mapping of trait: share") }
+        var traits: [String: Double] = [:]
+        for (key, value) in mapping {
+            let trait = try reader.string(key, "population.traits")
+            traits[trait] = try reader.double(value, "population.traits.\(trait)", in: 0...1)
+        }
+        return traits
+    }
+
+    /// `policy:` (a path, resolved by `resolve`, or inline), unless the path `override` replaces it; and where it came from.
+    static func readPolicy(_ node: Node?, _ reader: YAMLReader, file: String, override: String?,
+                           resolve: (String) -> String) throws(GrayscaleError) -> (RolloutPolicy, String) {
+        var policy = RolloutPolicy.standard
+        var policySource = "built-in default"
+        if let override {
+            policy = try RolloutPolicy.load(path: resolve(override))
+            policySource = override
+        } else if let node {
+            if let path = node.scalar?.string {
+                do { policy = try RolloutPolicy.load(path: resolve(path)) } catch {
+                    throw reader.error(node, "policy", error.message)
+                }
+                policySource = path
+            } else {
+                let inline: String
+                do { inline = try Yams.serialize(node: node) } catch {
+                    throw reader.error(node, "policy", "cannot read the inline policy (\(error))")
+                }
+                do { policy = try RolloutPolicy.parse(inline, file: "\(file) (inline policy)", defaultName: "inline") } catch {
+                    throw reader.error(node, "policy", error.message)
+                }
+                policySource = "inline"
+            }
+        }
+        return (policy, policySource)
+    }
+
+    /// `expect: {outcome, affectedUsersAtMost, rollbackWithin}`.
+    static func readExpect(_ node: Node?, _ reader: YAMLReader) throws(GrayscaleError) -> Expectations {
+        var expect = Expectations()
+        guard let node else { return expect }
+        let fields = try reader.fields(node, "expect", known: ["outcome", "affectedUsersAtMost", "rollbackWithin"])
+        if let outcome = fields["outcome"] {
+            let value = try reader.string(outcome, "expect.outcome")
+            guard ["rolledBack", "promoted", "inProgress"].contains(value) else {
+                throw reader.error(outcome, "expect.outcome", "expected rolledBack, promoted or inProgress (got '\(value)')")
+            }
+            expect.outcome = value
+        }
+        if let most = fields["affectedUsersAtMost"] { expect.affectedUsersAtMost = try reader.int(most, "expect.affectedUsersAtMost", in: 0...10_000_000) }
+        if let within = fields["rollbackWithin"] { expect.rollbackWithin = try reader.duration(within, "expect.rollbackWithin") }
+        return expect
     }
 
     static func readFault(_ node: Node, _ reader: YAMLReader, path: String, traits: [String: Double]) throws(GrayscaleError) -> Fault {

@@ -24,19 +24,7 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public static func make(_ scenario: Scenario, seed: UInt64? = nil) -> SimulationReport {
         let seed = seed ?? scenario.seed
         let grayscale = SimulationEngine.run(scenario, mode: .grayscale, seed: seed)
-        var results: [ExpectationResult] = []
-        if let outcome = scenario.expect.outcome {
-            results.append(.init(name: "outcome", expected: outcome, actual: grayscale.outcome, ok: grayscale.outcome == outcome))
-        }
-        if let most = scenario.expect.affectedUsersAtMost {
-            results.append(.init(name: "affectedUsersAtMost", expected: "≤ \(most)", actual: String(grayscale.usersHurt),
-                                 ok: grayscale.usersHurt <= most))
-        }
-        if let within = scenario.expect.rollbackWithin {
-            let actual = grayscale.rolledBackAfter
-            results.append(.init(name: "rollbackWithin", expected: "≤ \(formatDuration(within))",
-                                 actual: actual.map(formatDuration) ?? "no rollback", ok: actual.map { $0 <= within } ?? false))
-        }
+        let results = scenario.expect.check(outcome: grayscale.outcome, usersHurt: grayscale.usersHurt, rolledBackAfter: grayscale.rolledBackAfter)
         return SimulationReport(
             scenario: scenario.name, description: scenario.description, seed: seed, policy: scenario.policySource,
             grayscale: grayscale,
@@ -45,12 +33,6 @@ public struct SimulationReport: Codable, Sendable, Equatable {
             expectations: results, passed: results.allSatisfy(\.ok))
     }
 
-    /// Stable JSON: sorted keys, the same bytes for the same seed.
-    public func json() -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return String(decoding: try! encoder.encode(self), as: UTF8.self)
-    }
 
     /// The side-by-side table a person reads.
     public var text: String {
@@ -124,3 +106,34 @@ public struct MonteCarloReport: Codable, Sendable {
             simulatedRequests: results.reduce(0) { $0 + $1.requests })
     }
 }
+
+extension Scenario.Expectations {
+    /// Each expectation the scenario states, against what a run did.
+    func check(outcome actualOutcome: String, usersHurt: Int, rolledBackAfter: Int?) -> [SimulationReport.ExpectationResult] {
+        var results: [SimulationReport.ExpectationResult] = []
+        if let outcome {
+            results.append(.init(name: "outcome", expected: outcome, actual: actualOutcome, ok: actualOutcome == outcome))
+        }
+        if let most = affectedUsersAtMost {
+            results.append(.init(name: "affectedUsersAtMost", expected: "≤ \(most)", actual: String(usersHurt), ok: usersHurt <= most))
+        }
+        if let within = rollbackWithin {
+            results.append(.init(name: "rollbackWithin", expected: "≤ \(formatDuration(within))",
+                                 actual: rolledBackAfter.map(formatDuration) ?? "no rollback", ok: rolledBackAfter.map { $0 <= within } ?? false))
+        }
+        return results
+    }
+}
+
+/// A report as stable JSON: sorted keys, the same bytes for the same seed.
+public protocol StableJSON: Encodable {}
+
+extension StableJSON {
+    public func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try! encoder.encode(self), as: UTF8.self)
+    }
+}
+
+extension SimulationReport: StableJSON {}
