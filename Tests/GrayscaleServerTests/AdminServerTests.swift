@@ -188,6 +188,31 @@ struct AdminServerTests {
         }
     }
 
+    @Test("a service whose canary is part of a platform release names it and its services in /api/v1/services; one on its own does not")
+    func platformInServices() async throws {
+        try await withServer { base, _, _, fixture in
+            let who = Attribution(actor: "test")
+            try fixture.database.publish(ReleaseDraft(service: "registry", number: 4, label: "v1.3.0", upstream: "http://127.0.0.1:3"),
+                                         salt: "r", by: who, at: Date())
+            try fixture.database.publish(ReleaseDraft(service: "events", number: 2, label: "v0.9.0", upstream: "http://127.0.0.1:4"),
+                                         salt: "e", by: who, at: Date())
+            try fixture.database.publishPlatform("2.1.1", [
+                ReleaseDraft(service: "engine", number: 9, label: "v2.1.2", upstream: "http://127.0.0.1:5", platform: "2.1.1"),
+                ReleaseDraft(service: "registry", number: 5, label: "v1.4.0", upstream: "http://127.0.0.1:6", platform: "2.1.1"),
+            ], salt: "p", by: who, at: Date())
+            let answer = try await client.send(OutboundRequest(url: "\(base)/api/v1/services"))
+            #expect(answer.status == 200)
+            let services = try #require(try JSONSerialization.jsonObject(with: answer.body) as? [[String: Any]])
+            func platform(_ name: String) -> [String: Any]? { services.first { $0["name"] as? String == name }?["platform"] as? [String: Any] }
+            #expect(platform("engine")?["label"] as? String == "2.1.1")
+            #expect(platform("registry")?["services"] as? [String] == ["engine", "registry"])
+            #expect(platform("events") == nil, "events was released on its own")
+            let releases = try await client.send(OutboundRequest(url: "\(base)/api/v1/services/engine/releases"))
+            let list = try #require(try JSONSerialization.jsonObject(with: releases.body) as? [[String: Any]])
+            #expect(list.first?["platform"] as? String == "2.1.1")
+        }
+    }
+
     @Test("stopping: a waiting long poll is answered at once when the routing closes")
     func closeAnswersLongPolls() async throws {
         try await withServer { base, _, routing, _ in
