@@ -172,8 +172,8 @@ extension GrayscaleDatabase {
                 throw GrayscaleError("\(service) changed during the tick; it is judged again on the next one", kind: .conflict)
             }
             // A platform release's service decided on the others as they were read: one that changed meanwhile
-            // (a human's rollback, a step) makes it decide again.
-            if let platform = snapshot.platform, try !Self.peersUnchanged(platform, db) {
+            // (a human's rollback, a step) makes it decide again. A rollback is never held back by that.
+            if let platform = snapshot.platform, transition.rollbackReason == nil, try !Self.peersUnchanged(platform, db) {
                 throw GrayscaleError("another service of platform release \(platform.label) changed during the tick; "
                     + "\(service) is judged again on the next one", kind: .conflict)
             }

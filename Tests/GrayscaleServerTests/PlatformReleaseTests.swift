@@ -321,7 +321,7 @@ struct PlatformReleaseTests {
         #expect(started.values.allSatisfy { $0 == 500 }, "\(started)")
     }
 
-    @Test("a tick that decided on another service as it was read does not commit when that service changed meanwhile")
+    @Test("a tick that decided on another service as it was read does not commit when that service changed meanwhile, unless it rolls back")
     func peerChangedBeforeCommit() throws {
         let fixture = try PlatformFixture()
         defer { fixture.remove() }
@@ -339,5 +339,12 @@ struct PlatformReleaseTests {
         } catch {
             #expect(error.kind == .conflict && error.message.contains("another service of platform release 2.1.1 changed"), "\(error.message)")
         }
+        // A rollback decided on peers that changed meanwhile still commits: nothing holds a rollback back.
+        let again = try fixture.database.controllerSnapshot("events")
+        let rollback = Reconciler.reconcile(ReconcileInput(policy: library.policy(for: "platform"), service: again.service, rollout: again.rollout,
+                                                           commands: [HumanCommand(.rollback, actor: "oncall")], platform: again.platform, now: now))
+        try fixture.database.rollBack("engine", by: Attribution(actor: "cli"), at: now)
+        try fixture.database.commitTick(again, rollback, fence: nil, notifyChannel: "#p", at: now)
+        #expect(try fixture.status("events", 18) == .rolledBack)
     }
 }
