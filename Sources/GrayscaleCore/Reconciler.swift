@@ -164,11 +164,16 @@ public enum Reconciler {
             if let platform = input.platform, policy.rollback == .together, let failed = platform.peers.first(where: \.rolledBack) {
                 let why = failed.rollout?.lastVerdict.flatMap { $0.outcome == .fail ? " (\($0.reason))" : nil } ?? ""
                 let reason = "platform release \(platform.label) rolls back together: \(failed.service) \(failed.release) was rolled back\(why)"
+                var human: HumanCommand?
                 for command in input.commands {
-                    if case .rollback = command.kind { continue }
+                    if case .rollback = command.kind { human = human ?? command; continue }
                     refuse(command, action: "command", "\(reason); it is rolled back too", telling: reason)
                 }
-                end(&state, .rolledBack, .rollBack(reason: reason))
+                if let human {
+                    end(&state, .rolledBack, .rollBack(reason: "rolled back by \(human.actor)"), actor: human.actor, command: human.text)
+                } else {
+                    end(&state, .rolledBack, .rollBack(reason: reason))
+                }
                 return
             }
             for command in input.commands {
@@ -383,7 +388,9 @@ public enum Reconciler {
                 return
             }
             if state.step < 0 || Self.stepPassed(state, policy: policy, now: now), let waiting = platformWaiting(state) {
-                hold(&state, waiting)
+                // Quietly: at every step all but the last service of a platform release wait here for
+                // a moment, and the one that keeps them waiting says why in its own words.
+                hold(&state, waiting, quietly: true)
                 state.waitingForPlatform = true
                 return
             }
@@ -482,11 +489,11 @@ public enum Reconciler {
         }
 
         /// Holds the rollout; says so once when it starts holding for this reason.
-        mutating func hold(_ state: inout RolloutState, _ reason: String) {
+        mutating func hold(_ state: inout RolloutState, _ reason: String, quietly: Bool = false) {
             let changed = state.phase != .holding || state.holdReason != reason
             state.phase = .holding
             state.holdReason = reason
-            if changed { transition.notifications.append("\(service): canary \(state.release) holds at \(currentRange.map { "\($0), " } ?? "")\(formatHundredths(currentRange?.widthHundredths ?? 0))%: \(reason)") }
+            if changed, !quietly { transition.notifications.append("\(service): canary \(state.release) holds at \(currentRange.map { "\($0), " } ?? "")\(formatHundredths(currentRange?.widthHundredths ?? 0))%: \(reason)") }
         }
 
         /// The canary's range as this tick leaves it: a change made in this tick (a human's

@@ -81,7 +81,7 @@ extension GrayscaleDatabase {
 
     /// True when every peer of `platform` is as it was read: its release's status and its rollout's revision.
     static func peersUnchanged(_ platform: PlatformContext, _ db: any SQLExecutor) throws -> Bool {
-        for peer in platform.peers {
+        for peer in platform.peers where !peer.left && !peer.rolledBack && !peer.promoted {
             let status = try db.row("SELECT status FROM release WHERE service = ? AND number = ?", .text(peer.service), .of(peer.release.number))
             guard try status?.string("status") == peer.status.rawValue,
                   (try RolloutStateRow.fetch(peer.service, db)?.revision ?? 0) == peer.revision else { return false }

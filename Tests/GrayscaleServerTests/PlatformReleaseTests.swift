@@ -298,6 +298,27 @@ struct PlatformReleaseTests {
         #expect(try fixture.database.serviceState("engine").split?.range.isEmpty == true)
     }
 
+    @Test("a retried -r -m platform gets its first answer and does not roll back a platform release published since")
+    func retryGoesWhereTheCommandWent() async throws {
+        let fixture = try PlatformFixture()
+        defer { fixture.remove() }
+        let bot = ReleaseBot(database: fixture.database, controller: fixture.controller(PlatformMetrics(database: fixture.database)),
+                             policiesFolder: fixture.policies)
+        let first = await bot.handle("-r -m platform", executor: "U0OPERATOR", commandId: "r-1")
+        #expect(try fixture.widths().values.allSatisfy { $0 == nil })
+        let drafts = PlatformFixture.services.enumerated().map { index, service in
+            ReleaseDraft(service: service, number: 10 * index + 9, label: "v1.\(index).2", upstream: "http://127.0.0.1:2", platform: "2.1.2")
+        }
+        try fixture.database.publishPlatform("2.1.2", drafts, salt: "next", by: Attribution(actor: "test"), at: Date())
+        let retried = await bot.handle("-r -m platform", executor: "U0OPERATOR", commandId: "r-1")
+        // The same answers (the header now says the platform release has ended).
+        #expect(retried.split(separator: "\n").dropFirst() == first.split(separator: "\n").dropFirst(), "\(retried)")
+        #expect(retried.hasPrefix("Platform release 2.1.1 (ended)"))
+        for (index, service) in PlatformFixture.services.enumerated() {
+            #expect(try fixture.status(service, 10 * index + 9) == .canary, "\(service): the retry rolled back the new platform release")
+        }
+    }
+
     @Test("a service that may not start yet (not announced) holds the whole platform release, and says why")
     func unannouncedServiceHoldsAll() async throws {
         let fixture = try PlatformFixture()

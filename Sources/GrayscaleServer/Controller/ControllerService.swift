@@ -264,7 +264,7 @@ public final class ControllerService: Service, Sendable {
                 // A human's rollback of one service of a platform release: the others follow now, not on the next pass.
                 if let platform = snapshot.platform, committed.rollbackReason != nil, policy.rollback == .together {
                     for peer in platform.peers where !peer.rolledBack && !peer.left && !peer.promoted {
-                        await settle(peer.service, library: library)
+                        await settle(peer.service, release: peer.release.number, library: library)
                     }
                 }
                 return (CommandResult(split: after.split, rollout: committed.rollout, refusal: committed.refusal), committed)
@@ -275,23 +275,27 @@ public final class ControllerService: Service, Sendable {
         }
     }
 
-    /// Decides for `service` now on what is stored (no new metrics), and commits it: how a
-    /// platform release's other services follow a human's rollback of one of them at once.
-    func settle(_ service: String, library: PolicyLibrary) async {
+    /// Rolls `service` back now if the reconciler, on what is stored (no new metrics, no
+    /// queued command), rolls its canary `release` back: how a platform release's other
+    /// services follow a human's rollback of one of them at once. It commits nothing else
+    /// (no step, from a process that may not hold the lease).
+    func settle(_ service: String, release: Int, library: PolicyLibrary) async {
         for attempt in 0..<20 {
             do {
-                let snapshot = try database.controllerSnapshot(service)
-                let (policy, problem) = Self.policy(for: service, inPlatform: snapshot.platform != nil, library: library)
+                var snapshot = try database.controllerSnapshot(service)
+                guard snapshot.service.canary?.number == release, snapshot.platform != nil else { return }
+                snapshot.commands = []  // they wait for the controller's own tick
+                let (policy, problem) = Self.policy(for: service, inPlatform: true, library: library)
                 let time = max(now(), snapshot.rollout?.updatedAt ?? .distantPast)
                 let transition = Reconciler.reconcile(ReconcileInput(
-                    policy: policy, service: snapshot.service, rollout: snapshot.rollout, commands: snapshot.commands.map(\.command),
+                    policy: policy, service: snapshot.service, rollout: snapshot.rollout,
                     policyProblem: problem, announcement: snapshot.announcement, platform: snapshot.platform, now: time))
-                guard transition.rollout != snapshot.rollout || !transition.isQuiet || !snapshot.commands.isEmpty else { return }
+                guard transition.rollbackReason != nil else { return }
                 let (after, committed) = try database.commitTick(snapshot, transition, fence: nil,
                                                                  notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
                 controllerMetrics?.observe(service: after, transition: committed)
                 return
-            } catch where error.isTransient {
+            } catch where error.isTransient && attempt < 19 {
                 try? await Task.sleep(for: .milliseconds(10 * (attempt + 1)))
             } catch {
                 logger.warning("could not follow the platform release's rollback now; the next pass will", metadata: [

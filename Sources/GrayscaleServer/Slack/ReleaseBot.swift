@@ -36,17 +36,25 @@ public struct ReleaseBot: Sendable {
     /// `-m platform`: the command for every service of the current platform release (the
     /// newest still rolling out), one reply each under the platform's.
     private func handlePlatform(_ command: BotCommand, text: String, executor: String, commandId: String?, library: PolicyLibrary) async -> String {
-        let platform: PlatformReleaseRecord?
-        do { platform = try database.currentPlatformRelease() } catch {
+        func key(_ id: String, _ label: String, _ service: String) -> String { "\(id)/\(label)/\(service)" }
+        let all: [PlatformReleaseRecord]
+        do { all = try database.platformReleases() } catch {
             return "Executor: @\(executor)\nGrayScale Status: Failed: \(error.message)"
         }
-        guard let platform else {
+        // A retry of a command carried out before goes to the platform release it went to then
+        // (and gets its first answers), even if a newer one was published since.
+        let answered = commandId.flatMap { id in
+            all.reversed().first { record in
+                record.releases.contains { (try? database.commandResult(key(id, record.label, $0.service), service: $0.service)) != nil }
+            }
+        }
+        guard let platform = answered ?? all.last(where: \.isActive) ?? all.last else {
             return "Executor: @\(executor)\nGrayScale Status: Failed: no platform release yet (grayscale release publish-platform)"
         }
         let header = "Platform release \(platform.label)\(platform.isActive ? "" : " (ended)"): "
             + platform.releases.map { "\($0.service) \($0.ref)" }.joined(separator: ", ")
         let changes = command.action.humanCommand != nil
-        if changes, !platform.isActive {
+        if changes, !platform.isActive, answered == nil {
             return header + "\nExecutor: @\(executor)\nGrayScale Status: Refused: platform release \(platform.label) has ended; "
                 + "act on each service with -m <service>"
         }
@@ -55,13 +63,21 @@ public struct ReleaseBot: Sendable {
             // A change goes only to the services whose canary is still this platform release's
             // (one released on its own since, or one already back on stable, is not touched),
             // and names that release, so the controller refuses it if the canary changed meanwhile.
-            if changes, (try? database.serviceState(release.service))?.canary?.number != release.number {
-                replies.append("[\(release.service)]\nNot touched: \(release.ref) is no longer its canary")
-                continue
+            let id = commandId.map { key($0, platform.label, release.service) }
+            let done = id.map { (try? database.commandResult($0, service: release.service)) != nil } ?? false
+            if changes, !done {
+                let canary: Int?
+                do { canary = try database.serviceState(release.service).canary?.number } catch {
+                    replies.append("[\(release.service)]\nExecutor: @\(executor)\nGrayScale Status: Failed: \(error.message)")
+                    continue
+                }
+                if canary != release.number {
+                    replies.append("[\(release.service)]\nNot touched: \(release.ref) is no longer its canary")
+                    continue
+                }
             }
             // Each service's command has an id of its own: a retry runs none of them twice.
-            let reply = await handle(command, service: release.service, text: text, executor: executor,
-                                     commandId: commandId.map { "\($0)/\(platform.label)/\(release.service)" }, library: library,
+            let reply = await handle(command, service: release.service, text: text, executor: executor, commandId: id, library: library,
                                      release: changes ? release.number : nil)
             replies.append("[\(release.service)]\n" + reply)
         }
