@@ -295,6 +295,10 @@ struct PlatformReleaseTests {
         // Once nothing of it is rolling out, a changing command for the platform is refused whole.
         let ended = await bot.handle("-g -m platform -p 10", executor: "U0OPERATOR")
         #expect(ended.contains("Refused: platform release 2.1.1 has ended"), "\(ended)")
+        // Both are in the audit trail of the services they did not touch.
+        let engineAudit = try fixture.database.auditLog(service: "engine")
+        #expect(engineAudit.contains { $0.outcome == "refused" && $0.action == "rollback" && ($0.detail ?? "").contains("not touched") })
+        #expect(engineAudit.last.map { $0.outcome == "refused" && $0.action == "set-traffic" && ($0.detail ?? "").contains("has ended") } == true)
         #expect(try fixture.database.serviceState("engine").split?.range.isEmpty == true)
     }
 

@@ -55,8 +55,9 @@ public struct ReleaseBot: Sendable {
             + platform.releases.map { "\($0.service) \($0.ref)" }.joined(separator: ", ")
         let changes = command.action.humanCommand != nil
         if changes, !platform.isActive, answered == nil {
-            return header + "\nExecutor: @\(executor)\nGrayScale Status: Refused: platform release \(platform.label) has ended; "
-                + "act on each service with -m <service>"
+            let reason = "platform release \(platform.label) has ended; act on each service with -m <service>"
+            for release in platform.releases { auditSkipped(command, text: text, executor: executor, service: release.service, reason: reason) }
+            return header + "\nExecutor: @\(executor)\nGrayScale Status: Refused: \(reason)"
         }
         var replies = [header]
         for release in platform.releases {
@@ -72,7 +73,10 @@ public struct ReleaseBot: Sendable {
                     continue
                 }
                 if canary != release.number {
-                    replies.append("[\(release.service)]\nNot touched: \(release.ref) is no longer its canary")
+                    let reason = "\(release.ref) is no longer its canary"
+                    auditSkipped(command, text: text, executor: executor, service: release.service,
+                                 reason: "platform release \(platform.label): not touched: \(reason)")
+                    replies.append("[\(release.service)]\nNot touched: \(reason)")
                     continue
                 }
             }
@@ -82,6 +86,12 @@ public struct ReleaseBot: Sendable {
             replies.append("[\(release.service)]\n" + reply)
         }
         return replies.joined(separator: "\n")
+    }
+
+    /// A `-m platform` command that went to none of a service's releases: audited there as refused, with why.
+    private func auditSkipped(_ command: BotCommand, text: String, executor: String, service: String, reason: String) {
+        try? database.recordRefusal(service: service, actor: executor, action: command.action.auditName, command: text, detail: reason,
+                                    split: try? database.split(service), at: controller.now())
     }
 
     private func handle(_ command: BotCommand, service: String, text: String, executor: String, commandId: String?,
