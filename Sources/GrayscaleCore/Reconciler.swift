@@ -167,7 +167,7 @@ public enum Reconciler {
                 var human: HumanCommand?
                 for command in input.commands {
                     if case .rollback = command.kind { human = human ?? command; continue }
-                    refuse(command, action: "command", "\(reason); it is rolled back too", telling: reason)
+                    refuse(command, action: command.kind.auditName, "\(reason); it is rolled back too", telling: reason)
                 }
                 if let human {
                     end(&state, .rolledBack, .rollBack(reason: "rolled back by \(human.actor)"), actor: human.actor, command: human.text)
@@ -178,7 +178,7 @@ public enum Reconciler {
             }
             for command in input.commands {
                 if let meant = command.release, meant != canary.number {
-                    refuse(command, action: "command", "it was meant for release \(meant), but the canary is \(canary.ref) now; nothing was done",
+                    refuse(command, action: command.kind.auditName, "it was meant for release \(meant), but the canary is \(canary.ref) now; nothing was done",
                            telling: "the canary is \(canary.ref), not release \(meant)")
                     continue
                 }

@@ -117,6 +117,21 @@ public struct HumanCommand: Codable, Hashable, Sendable {
     }
 }
 
+extension HumanCommand.Kind {
+    /// The audit trail's name for the command, as the bot and the CLI write it.
+    public var auditName: String {
+        switch self {
+        case .initialize: return "init"
+        case .setRange: return "set-traffic"
+        case .pause: return "pause"
+        case .resume: return "resume"
+        case .rollback: return "rollback"
+        case .finish: return "finish"
+        case .overrideAnnouncement: return "announce-override"
+        }
+    }
+}
+
 /// Whether a metrics source answered for the interval.
 public enum ObservationResult: Hashable, Sendable {
     case observed(IntervalObservation)

@@ -277,6 +277,7 @@ struct PlatformReleaseTests {
         let reply = await bot.handle("-f --force -m events", executor: "U0OPERATOR")
         #expect(reply.contains("Refused: platform release 2.1.1 rolls back together: registry Version 28(v 1.2.1) was rolled back"), "\(reply)")
         #expect(try fixture.status("events", 18) == .rolledBack, "a finish promoted a service whose platform release failed")
+        #expect(try fixture.database.auditLog(service: "events").contains { $0.action == "finish" && $0.outcome == "refused" })
     }
 
     @Test("-m platform changes only the services whose canary is still the platform release's: one released on its own since is not touched")
