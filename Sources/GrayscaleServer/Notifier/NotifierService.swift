@@ -4,6 +4,7 @@ import GrayscaleIntegrations
 import GrayscaleStore
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// Delivers the outbox to Slack: each service's messages in order (a message waits
 /// for the one before it), retried with exponential backoff, `Retry-After` honoured.
@@ -22,6 +23,13 @@ public struct NotifierService: Service {
     /// Set for replicas sharing one database: only the holder of the notifier lease delivers,
     /// so a message goes out once however many replicas run.
     public var exclusive: (holder: String, period: Double)?
+    /// Messages Slack took whose delivery could not be written yet (the database was locked
+    /// or down): they are marked delivered first thing, never sent again.
+    private let sentUnmarked = SentUnmarked()
+
+    final class SentUnmarked: Sendable {
+        let ids = Mutex<Set<Int64>>([])
+    }
 
     public init(database: GrayscaleDatabase, slack: SlackClient, poll: Duration = .milliseconds(500), baseBackoff: Double = 2,
                 maxBackoff: Double = 300, now: @escaping @Sendable () -> Date = { Date() }, logger: Logger) {
@@ -69,6 +77,12 @@ public struct NotifierService: Service {
         for message in try database.outboxHeads() {
             guard try mayContinue() else { break }
             guard let id = message.id else { continue }
+            if sentUnmarked.ids.withLock({ $0.contains(id) }) {
+                // Slack has it already: only the outbox does not know yet.
+                try database.markDelivered(id, at: now())
+                sentUnmarked.ids.withLock { _ = $0.remove(id) }
+                continue
+            }
             // A slash command's reply goes to its own URL (no bot token, 30 minutes to live):
             // it waits for nothing else, and nothing waits for it.
             let key = message.responseUrl != nil ? "response-url:\(id)" : message.service ?? ""
@@ -84,8 +98,14 @@ public struct NotifierService: Service {
             }
             switch result {
             case .delivered:
-                try database.markDelivered(id, at: now())
                 delivered += 1
+                do {
+                    try database.markDelivered(id, at: now())
+                } catch {
+                    // Sent, not recorded: remembered, so the next pass records it instead of sending it again.
+                    sentUnmarked.ids.withLock { _ = $0.insert(id) }
+                    throw error
+                }
             case .retryAfter(let seconds):
                 try database.markFailed(id, error: "rate limited (Retry-After \(seconds)s)", retryAt: now().addingTimeInterval(seconds))
                 blocked.insert(key)
