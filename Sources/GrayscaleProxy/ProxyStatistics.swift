@@ -279,12 +279,13 @@ extension ProxyStatistics.Series {
 extension ProxyStatistics.Window {
     mutating func add(_ outcome: RequestOutcome) {
         // A dropped WebSocket is how its upgrade request ended: an error, not another request,
-        // and its lifetime is no latency.
-        let dropped = outcome.errorClass == .webSocketDropped
-        if !dropped {
-            requests += 1
-            _ = latency.record(outcome.latencyMicros)
+        // and its lifetime is no latency. It carries no unit (no evidence for the judge).
+        guard outcome.errorClass != .webSocketDropped else {
+            errors[ErrorClass.allCases.firstIndex(of: .webSocketDropped)!] += 1
+            return
         }
+        requests += 1
+        _ = latency.record(outcome.latencyMicros)
         if var unit = outcome.unit {
             let failed = outcome.errorClass.map { $0 != .rejected } ?? false
             var first: UnitEvent?
@@ -301,15 +302,11 @@ extension ProxyStatistics.Window {
                     first = unit
                 }
             }
-            if !dropped {
-                evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000, failure: first)
-            } else if let first {
-                evidence.failures.append(first)
-            }
+            evidence.record(latencyMs: Double(outcome.latencyMicros) / 1000, failure: first)
         }
         guard let errorClass = outcome.errorClass else { return }
         errors[ErrorClass.allCases.firstIndex(of: errorClass)!] += 1
-        guard errorClass != .rejected, errorClass != .webSocketDropped else { return }
+        guard errorClass != .rejected else { return }
         if let appId = outcome.appId {
             affectedUsers.insert(appId)
         } else {
