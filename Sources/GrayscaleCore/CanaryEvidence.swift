@@ -128,7 +128,14 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     public var canarySlow: Int
     public var stableSlow: Int
 
+    /// The mirror phase's paired test (`MirrorTest`), its weight taken from the others';
+    /// nil when the policy has no mirror phase (and in rollouts stored before it existed).
+    public var mirror: MirrorTest?
+
     public static let maxUnits = 200_000
+    /// The mirror test's share of the e-value when the policy mirrors: the others keep
+    /// their proportions in the remaining 0.8.
+    public static let mirrorWeight = 0.2
     static let latencyQuantiles = [0.9, 0.99]
     /// Stable requests needed before latency thresholds are drawn from them.
     static let latencyHistory = 200
@@ -139,7 +146,9 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// Seconds of data after which a fresh error e-process starts.
     public static let restartEvery: TimeInterval = 1800
 
-    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?, customMetrics: [RolloutPolicy.CustomMetric] = []) {
+    public init(alpha: Double, beta: Double, detectRatio: Double, latencyEffectMs: Double?, customMetrics: [RolloutPolicy.CustomMetric] = [],
+                mirror: Bool = false) {
+        self.mirror = mirror ? MirrorTest(weight: Self.mirrorWeight, latencyEffectMs: latencyEffectMs) : nil
         self.alpha = alpha
         self.beta = beta
         self.detectRatio = detectRatio
@@ -185,7 +194,7 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     public init(policy: RolloutPolicy) {
         self.init(alpha: policy.analysis.errorRate.alpha, beta: policy.analysis.errorRate.beta,
                   detectRatio: policy.analysis.errorRate.detectRatio, latencyEffectMs: policy.analysis.latency.minDifferenceMs,
-                  customMetrics: policy.analysis.metrics)
+                  customMetrics: policy.analysis.metrics, mirror: policy.mirror != nil)
     }
 
     // MARK: - The numbers
@@ -216,11 +225,20 @@ public struct CanaryEvidence: Codable, Hashable, Sendable {
     /// The three logs at once (each costs a pass over the segments).
     public var logEValues: (errors: Double, latency: Double, combined: Double) {
         let errors = errorLogE, latency = latencyLogE
-        var terms = [log(errorWeight) + errors]
+        // With a mirror phase, the others share what the mirror test leaves, in their proportions.
+        let scale = log(1 - (mirror?.weight ?? 0))
+        var terms = [scale + log(errorWeight) + errors]
         let latencyWeight = 1 - errorWeight - customWeight * Double(customMetrics.count)
-        if latencyWeight > 1e-12 { terms.append(log(latencyWeight) + latency) }
-        for metric in customMetrics { terms.append(log(customWeight) + customMetricLogE(metric.name)) }
+        if latencyWeight > 1e-12 { terms.append(scale + log(latencyWeight) + latency) }
+        for metric in customMetrics { terms.append(scale + log(customWeight) + customMetricLogE(metric.name)) }
+        if let mirror { terms.append(log(mirror.weight) + mirror.logE) }
         return (errors, latency, logSumExp(terms))
+    }
+
+    /// Adds one span's mirrored pairs (`MirrorTest`); nothing without a mirror phase.
+    public mutating func updateMirror(_ pairs: MirrorPairs?) {
+        guard let pairs, !pairs.isEmpty, mirror != nil else { return }
+        mirror?.update(pairs)
     }
 
     /// log of one custom metric's e-value: the mean over bets.

@@ -17,6 +17,7 @@ public enum CanaryJudge {
                                         stableRequests: stable.requests, stableErrors: stable.errors, at: observation.to)
         }
         evidence.updateCustom(observation.custom, at: observation.to)
+        evidence.updateMirror(canary.evidence?.mirror)
         let threshold = 1 / evidence.alpha
         let progress = evidence.acceptanceProgress(share: share)
         let logE = evidence.logEValues
@@ -36,6 +37,12 @@ public enum CanaryJudge {
                 numbers["metric.\(metric.name).canary"] = sample.canary
                 numbers["metric.\(metric.name).stable"] = sample.stable
             }
+        }
+        if let mirror = evidence.mirror {
+            numbers["mirrorPairs"] = Double(mirror.pairs)
+            numbers["mirrorCanaryOnlyFailures"] = Double(mirror.canaryOnlyFailures)
+            numbers["mirrorStableOnlyFailures"] = Double(mirror.stableOnlyFailures)
+            numbers["mirrorEValue"] = exp(min(mirror.logE, 690))
         }
         if let p99 = canary.p99Ms { numbers["canaryP99Ms"] = p99 }
         if let p99 = stable.p99Ms { numbers["stableP99Ms"] = p99 }
@@ -62,6 +69,14 @@ public enum CanaryJudge {
             if let custom = evidence.strongestCustomMetric, let metric = evidence.customMetrics.first(where: { $0.name == custom.name }) {
                 drivers.append((log(evidence.customWeight) + custom.logE,
                                 "canary worse than stable on \(metric.name) (\(metric.direction == .lower ? "higher" : "lower") by more than \(format(metric.minEffect)) in \(evidence.customWorse[metric.name] ?? 0) of \(evidence.customSeen[metric.name] ?? 0) intervals): e-value \(format(eValue)) reached 1/α = \(format(threshold))"))
+            }
+            if let mirror = evidence.mirror {
+                let what = mirror.latencyDrives
+                    ? String(format: "canary slower than stable by more than %.0f ms on the same mirrored requests (%d of %d pairs)",
+                             mirror.latencyEffectMs ?? 0, mirror.canarySlower, mirror.compared)
+                    : "canary failed mirrored requests that stable answered (\(mirror.canaryOnlyFailures) failed only on the canary, "
+                        + "\(mirror.stableOnlyFailures) only on stable, of \(mirror.pairs) mirrored)"
+                drivers.append((log(mirror.weight) - log(1 - mirror.weight) + mirror.logE, "\(what): e-value \(format(eValue)) reached 1/α = \(format(threshold))"))
             }
             let reason = drivers.max { $0.share < $1.share }!.reason
             return Verdict(.fail, reason, critical: true, numbers: numbers)

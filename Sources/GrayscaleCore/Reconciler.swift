@@ -15,6 +15,10 @@ public struct Transition: Hashable, Sendable {
         case rollBack(reason: String)
         /// The canary becomes stable.
         case promote(reason: String)
+        /// Copy this share (hundredths of a percent) of stable's safe requests to the canary; 0 stops.
+        case mirror(share: Int, reason: String)
+        /// How long the canary's WebSockets get to close when it loses them (the policy's `webSocketDrain`).
+        case webSocketDrain(seconds: Int?)
     }
 
     /// One audit entry; `command` is the human's text when a command caused it.
@@ -68,6 +72,10 @@ public struct Transition: Hashable, Sendable {
                 if service.canary != nil { try service.rollBack(at: now) }
             case .promote:
                 if service.canary != nil { try service.finish(at: now) }
+            case .mirror(let share, _):
+                if service.canary != nil { try service.setMirror(share: share) }
+            case .webSocketDrain(let seconds):
+                service.setWebSocketDrain(seconds: seconds)
             }
         }
         if let split = service.split { rollout?.knownSplitRevision = split.revision }
@@ -121,6 +129,10 @@ public enum Reconciler {
         var run = Run(input: input)
         run.reconcile()
         var transition = run.transition
+        // Whenever the controller moves traffic, every proxy learns the policy's WebSocket drain with it.
+        if !transition.splitChanges.isEmpty, let split = input.service.split, split.webSocketDrain != input.policy.webSocketDrain {
+            transition.splitChanges.insert(.webSocketDrain(seconds: input.policy.webSocketDrain), at: 0)
+        }
         if var rollout = run.rollout, rollout != input.rollout || !transition.isQuiet {
             rollout.updatedAt = input.now
             transition.rollout = rollout
@@ -305,7 +317,7 @@ public enum Reconciler {
 
         /// Adds the span's evidence; rolls back at once when the rollout's one α is spent.
         mutating func judge(_ state: inout RolloutState, split: TrafficSplit) -> JudgeOutcome {
-            guard let observation = input.observation, !split.range.isEmpty || state.step >= 0 else { return .continuing }
+            guard let observation = input.observation, !split.range.isEmpty || state.step >= 0 || split.canary?.mirror != nil else { return .continuing }
             let verdict: Verdict
             switch observation {
             case .unavailable(let problem):
@@ -371,6 +383,7 @@ public enum Reconciler {
                 hold(&state, "manual mode: a human set the split; resume to continue")
                 return
             }
+            if state.step < 0, let mirror = policy.mirror, state.mirrorPassedAt == nil, !mirrorPhase(&state, mirror) { return }
             guard policy.window.contains(now) else {
                 hold(&state, "outside the promotion window (\(policy.window.summary))")
                 return
@@ -416,6 +429,39 @@ public enum Reconciler {
             }
             state.step += 1
             applyStep(&state, reason: "step \(state.step) passed")
+        }
+
+        /// The mirror phase, before any user: copies of stable's safe requests go to the canary
+        /// (no window or announcement needed, as no user is exposed) until it has lasted
+        /// `duration` and compared `minRequests` pairs; the judge rolls back meanwhile if the
+        /// paired test says so. True once it has passed: the first step's own gates follow,
+        /// and mirroring goes on until that step gives the canary its users.
+        mutating func mirrorPhase(_ state: inout RolloutState, _ mirror: RolloutPolicy.Mirror) -> Bool {
+            state.phase = .progressing
+            guard let started = state.mirrorStartedAt, input.service.split?.canary?.mirror != nil else {
+                let again = state.mirrorStartedAt != nil
+                state.mirrorStartedAt = now
+                state.holdReason = "mirror phase: starting"
+                transition.splitChanges.append(.mirror(share: mirror.share, reason: "mirror phase"))
+                say(&state, "canary \(state.release): \(again ? "mirroring again" : "mirror phase"): \(formatHundredths(mirror.share))% of stable's GET and HEAD requests "
+                    + "are copied to it for at least \(formatDuration(mirror.duration)) and \(mirror.minRequests) compared requests, before any user; "
+                    + "its answers are compared with stable's and discarded", action: "mirror", movesTraffic: true)
+                return false
+            }
+            let pairs = state.evidence.mirror?.pairs ?? 0
+            let elapsed = now.timeIntervalSince(started)
+            guard elapsed >= Double(mirror.duration), pairs >= mirror.minRequests else {
+                state.holdReason = "mirror phase (no user on the canary yet): \(pairs) of \(mirror.minRequests) mirrored requests compared, "
+                    + "\(formatDuration(Int(max(0, elapsed)))) of \(formatDuration(mirror.duration))"
+                return false
+            }
+            state.mirrorPassedAt = now
+            let test = state.evidence.mirror
+            let eValue = CanaryJudge.format(exp(min(test?.logE ?? 0, 690)))
+            say(&state, "canary \(state.release) passed its mirror phase: \(pairs) mirrored requests compared with stable's answers "
+                + "(\(test?.canaryOnlyFailures ?? 0) failed only on the canary, \(test?.stableOnlyFailures ?? 0) only on stable; mirror e-value \(eValue)); "
+                + "its first users come with the first step", action: "mirror")
+            return true
         }
 
         /// The rollout `state` has passed its step: it lasted the policy's minimum and has a
@@ -503,7 +549,7 @@ public enum Reconciler {
                 switch change {
                 case .canary(let range, _, _): return range
                 case .rollBack, .promote: return nil
-                case .rules: continue
+                case .rules, .mirror, .webSocketDrain: continue
                 }
             }
             return input.service.split?.canary?.range
@@ -543,7 +589,7 @@ public enum Reconciler {
             switch change {
             case .rollBack(let reason): text = "rolled back canary \(state.release): \(reason); all traffic on stable"
             case .promote(let reason): text = "promoted \(state.release) to stable: \(reason)"
-            case .canary, .rules: text = "rollout ended"
+            case .canary, .rules, .mirror, .webSocketDrain: text = "rollout ended"
             }
             say(&state, text, action: phase == .promoted ? "promote" : "rollback", actor: actor, command: command, movesTraffic: true)
             rollout = state

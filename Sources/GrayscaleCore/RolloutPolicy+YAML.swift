@@ -14,7 +14,7 @@ extension RolloutPolicy {
         let top = try reader.fields(root, "", known: [
             "name", "service", "steps", "stepMinimum", "nonAuthWeight", "analysis", "window",
             "smokeChecks", "slack", "allowList", "denyList", "optIn", "holdback", "announce",
-            "rollback",
+            "rollback", "mirror", "webSocketDrain",
         ])
         var policy = RolloutPolicy.standard
         policy.name = defaultName
@@ -47,6 +47,23 @@ extension RolloutPolicy {
                 throw reader.error(node, "rollback", "must be together or alone (got '\(text)')")
             }
             policy.rollback = mode
+        }
+        if let node = top["mirror"] {
+            let fields = try reader.fields(node, "mirror", known: ["share", "duration", "minRequests"])
+            guard let shareNode = fields["share"] else { throw reader.error(node, "mirror.share", "required when mirror is given") }
+            let share = try reader.percent(shareNode, "mirror.share")
+            guard share > 0 else { throw reader.error(shareNode, "mirror.share", "must be more than 0 percent (leave mirror out for no mirror phase)") }
+            let duration = try fields["duration"].map { node throws(GrayscaleError) in try reader.duration(node, "mirror.duration") } ?? 600
+            guard duration > 0 else { throw reader.error(fields["duration"], "mirror.duration", "must be longer than 0") }
+            let minRequests = try fields["minRequests"].map { node throws(GrayscaleError) in
+                try reader.int(node, "mirror.minRequests", in: 0...1_000_000_000)
+            } ?? 100
+            policy.mirror = Mirror(share: share, duration: duration, minRequests: minRequests)
+        }
+        if let node = top["webSocketDrain"] {
+            let grace = try reader.duration(node, "webSocketDrain")
+            guard (1...3600).contains(grace) else { throw reader.error(node, "webSocketDrain", "must be between 1s and 1h (got \(grace)s)") }
+            policy.webSocketDrain = grace
         }
         if let node = top["smokeChecks"] {
             policy.smokeChecks = []

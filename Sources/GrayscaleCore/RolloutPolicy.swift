@@ -30,6 +30,29 @@ public struct RolloutPolicy: Hashable, Sendable {
     /// What a failure of one service of a platform release does to the others: roll them
     /// all back (`together`, the default) or only the one that failed (`alone`).
     public var rollback: PlatformRollback = .together
+    /// Before the first step, copies of a share of stable's safe requests (GET and HEAD)
+    /// go to the canary, whose answers are compared with stable's and discarded: evidence
+    /// with no user exposed. nil: no mirror phase.
+    public var mirror: Mirror? = nil
+    /// Seconds the canary's WebSockets get to close (code 1012) after a rollback before they
+    /// are cut; nil: the proxy's own setting.
+    public var webSocketDrain: Int? = nil
+
+    /// `mirror:` in a policy.
+    public struct Mirror: Hashable, Sendable {
+        /// Hundredths of a percent of stable's safe requests copied to the canary.
+        public var share: Int
+        /// Seconds the mirror phase lasts at least.
+        public var duration: Int
+        /// Mirrored requests (compared pairs) the phase needs at least before the first step.
+        public var minRequests: Int
+
+        public init(share: Int, duration: Int, minRequests: Int) {
+            self.share = share
+            self.duration = duration
+            self.minRequests = minRequests
+        }
+    }
 
     /// The canary's width at step `index`: the policy's percent, except that the last
     /// step keeps the holdback on stable until the final verdict.

@@ -59,6 +59,10 @@ public struct RolloutState: Codable, Hashable, Sendable {
     /// Held only because the other services of its platform release have not passed the
     /// step yet (its own gates and evidence let it move): what those services wait for.
     public var waitingForPlatform: Bool?
+    /// When the mirror phase began (its copies started) and when it passed; nil before,
+    /// and for a policy without one.
+    public var mirrorStartedAt: Date?
+    public var mirrorPassedAt: Date?
 
     public init(service: String, release: ReleaseRef, phase: Phase, evidence: CanaryEvidence, splitRevision: Int, now: Date) {
         self.service = service

@@ -13,17 +13,25 @@ public struct TrafficSplit: Codable, Hashable, Sendable {
     public var denyList: [String]
     /// Whether a client may choose its channel (`X-Grayscale-Channel`).
     public var optInAllowed: Bool
+    /// Seconds the canary's WebSockets get to close (code 1012) when it loses them; nil:
+    /// the proxy's own setting. Set from the policy by the controller, so that every
+    /// proxy (none reads policies) drains the same way.
+    public var webSocketDrain: Int?
 
     /// The canary release, the salt its cohort is drawn with, and the buckets it gets.
     public struct Canary: Codable, Hashable, Sendable {
         public var release: ReleaseRef
         public var salt: String
         public var range: CanaryRange
+        /// Hundredths of a percent of stable's safe requests (GET, HEAD) the proxy copies to
+        /// the canary, whose answers it compares with stable's and discards; nil: none.
+        public var mirror: Int?
 
-        public init(release: ReleaseRef, salt: String, range: CanaryRange) {
+        public init(release: ReleaseRef, salt: String, range: CanaryRange, mirror: Int? = nil) {
             self.release = release
             self.salt = salt
             self.range = range
+            self.mirror = mirror
         }
     }
 

@@ -135,11 +135,16 @@ public struct VersionEvidence: Codable, Hashable, Sendable {
     public var latency: [Int]
     /// The earliest failure of each unit in the span (`merge` and the judge order them by `at`).
     public var failures: [UnitEvent]
+    /// The canary's mirrored requests, compared with stable's answers to the same requests
+    /// (kept with the canary's evidence; never requests, latency or failures of its users).
+    public var mirror: MirrorPairs?
 
-    public init(requests: Int = 0, latency: [Int] = Array(repeating: 0, count: LatencyBuckets.count), failures: [UnitEvent] = []) {
+    public init(requests: Int = 0, latency: [Int] = Array(repeating: 0, count: LatencyBuckets.count), failures: [UnitEvent] = [],
+                mirror: MirrorPairs? = nil) {
         self.requests = requests
         self.latency = latency
         self.failures = failures
+        self.mirror = mirror
     }
 
     /// Records one randomized request.
@@ -167,6 +172,11 @@ public struct VersionEvidence: Codable, Hashable, Sendable {
     /// keeps its earliest failure.
     public mutating func merge(_ other: VersionEvidence) {
         let other = other.sanitized()
+        if let pairs = other.mirror {
+            var merged = mirror ?? MirrorPairs()
+            merged.merge(pairs)
+            mirror = merged
+        }
         requests = min(Self.countLimit, requests + other.requests)
         if latency.count != LatencyBuckets.count { latency = Array(repeating: 0, count: LatencyBuckets.count) }
         for index in latency.indices { latency[index] = min(Self.countLimit, latency[index] + other.latency[index]) }
@@ -197,6 +207,6 @@ public struct VersionEvidence: Codable, Hashable, Sendable {
             guard event.at.isFinite else { return nil }
             return UnitEvent(unit: event.unit, canary: event.canary, lower: lower, upper: upper, at: event.at, fresh: event.fresh)
         }
-        return VersionEvidence(requests: count(requests), latency: latency, failures: failures)
+        return VersionEvidence(requests: count(requests), latency: latency, failures: failures, mirror: mirror?.sanitized())
     }
 }

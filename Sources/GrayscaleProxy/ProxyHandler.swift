@@ -107,6 +107,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var finished = false
         /// No response head by then answers 504 (checked by the connection's timer, not a timer per request).
         var deadline = NIODeadline.distantFuture
+        /// Set when a copy of this (stable, safe) request went to the canary: its outcome is told the pair.
+        var mirror: MirrorPair?
 
         init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
              started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
@@ -464,6 +466,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                             context: context, exchange: exchange)
             return
         }
+        if service.mirror > 0 { startMirror(exchange, service: service, context: context) }
         state = .connecting(exchange, buffered: [])
         shared.exchangeStarted()
         exchange.deadline = exchange.started + shared.configuration.upstreamResponseTimeout
@@ -477,6 +480,20 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             self.connected(result, exchange: exchange, context: context)
         }
         updateReading(context: context)  // a new connection is being made: hold further bytes in the socket meanwhile
+    }
+
+    /// Copies a sampled safe request routed to stable (GET or HEAD, no body, not an upgrade)
+    /// to the canary, on a connection of its own (`MirrorExchange`).
+    private func startMirror(_ exchange: Exchange, service: ServiceRoute, context: ChannelHandlerContext) {
+        guard let canary = service.canary, exchange.target.release.number == service.stable.release.number,
+              exchange.head.method == .GET || exchange.head.method == .HEAD, exchange.framing == .none, !exchange.endsHTTP,
+              UInt64.random(in: 0..<UInt64(Bucket.count)) < UInt64(service.mirror) else { return }
+        let pair = MirrorPair(service: exchange.service, canary: canary.release, shared: shared)
+        let head = upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary)
+        if MirrorExchange.start(pair: pair, pool: pool, shared: shared, target: canary, method: exchange.head.method,
+                                path: exchange.head.uri, appId: exchange.appId, head: head) {
+            exchange.mirror = pair
+        }
     }
 
     private func connected(_ result: Result<UpstreamConnection, Error>, exchange: Exchange, context: ChannelHandlerContext) {
@@ -732,6 +749,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         shared.exchangeEnded()
         let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
         let now = shared.configuration.now()
+        if let pair = exchange.mirror {
+            if counted {
+                pair.stableEnded(failed: errorClass == .upstream5xx || errorClass == .connectFailure || errorClass == .timeout, micros: micros)
+            } else {
+                pair.abandon()
+            }
+        }
         if counted {
             let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId,
                                          status: Int(status.code), errorClass: errorClass, latencyMicros: micros, at: now, unit: exchange.unit)
@@ -831,7 +855,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     /// The request head the upstream gets: the client's method and target, its headers
     /// less the hop-by-hop ones and those the proxy sets, then the proxy's framing and its own headers.
-    private func upstreamHead(for exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
+    private func upstreamHead(for exchange: Exchange, allocator: ByteBufferAllocator, mirrorTo mirror: ServiceRoute.Target? = nil) -> ByteBuffer {
         let head = exchange.head
         let routingHeader = shared.configuration.routingHeader
         var buffer = allocator.buffer(capacity: 256 + head.uri.utf8.count + head.headers.count * 48)
@@ -853,8 +877,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let forwarded = head.headers.first(name: "x-forwarded-for").map { "\($0), \(clientAddress)" } ?? clientAddress
         HTTP1.writeField("x-forwarded-for", forwarded, to: &buffer)
         buffer.writeStaticString("x-forwarded-proto: http\r\n")
-        HTTP1.writeField("x-grayscale-version", exchange.target.versionHeader, to: &buffer)
-        HTTP1.writeField("x-grayscale-route", Self.routeName(exchange.route), to: &buffer)
+        HTTP1.writeField("x-grayscale-version", (mirror ?? exchange.target).versionHeader, to: &buffer)
+        // A mirrored copy says so: the canary may tell copies from users' requests in its own logs.
+        HTTP1.writeField("x-grayscale-route", mirror == nil ? Self.routeName(exchange.route) : "mirror", to: &buffer)
         if let routingHeader, let bucket = exchange.routingBucket {
             HTTP1.writeField(routingHeader, String(bucket), to: &buffer)
         }
@@ -991,8 +1016,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             context.channel.setOption(ChannelOptions.autoRead, value: true).whenComplete { _ in }
             // Known to the server until it closes, so a rollback can end it (close code 1012).
             let glue = NIOLoopBound(clientGlue, eventLoop: context.eventLoop)
-            let grace = shared.configuration.webSocketDrainGrace
-            shared.tunnelOpened(context.channel, service: exchange.service, release: exchange.target.release.number) {
+            shared.tunnelOpened(context.channel, service: exchange.service, release: exchange.target.release.number) { grace in
                 glue.value.startDrain(grace: grace)
             }
         } catch {

@@ -22,22 +22,30 @@ final class ProxyShared: Sendable {
     struct Tunnel {
         var service: String
         var release: Int
-        var drain: @Sendable () -> Void
+        /// Ends it: a close frame (1012) now, the connection cut after the grace.
+        var drain: @Sendable (TimeAmount) -> Void
     }
     private let tunnels = NIOLockedValueBox<[ObjectIdentifier: Tunnel]>([:])
 
     /// Registers a tunnel until `channel` (the client's) closes; `drain` runs on its event loop.
-    func tunnelOpened(_ channel: Channel, service: String, release: Int, drain: @escaping @Sendable () -> Void) {
+    func tunnelOpened(_ channel: Channel, service: String, release: Int, drain: @escaping @Sendable (TimeAmount) -> Void) {
         let id = ObjectIdentifier(channel)
         let eventLoop = channel.eventLoop
-        tunnels.withLockedValue { $0[id] = Tunnel(service: service, release: release, drain: { eventLoop.execute(drain) }) }
+        tunnels.withLockedValue { $0[id] = Tunnel(service: service, release: release, drain: { grace in eventLoop.execute { drain(grace) } }) }
         channel.closeFuture.whenComplete { [tunnels] _ in _ = tunnels.withLockedValue { $0.removeValue(forKey: id) } }
         // A rollback that came between the upgrade request and its 101 has scanned the tunnels
         // already: the table is read after registering, so one of the two always drains it.
+        let table = self.table
         if !Self.routes(table, service: service, release: release),
            let tunnel = tunnels.withLockedValue({ $0.removeValue(forKey: id) }) {
-            tunnel.drain()
+            tunnel.drain(drainGrace(service, in: table))
         }
+    }
+
+    /// How long a WebSocket of `service` gets to close when its release loses it: what the
+    /// split says (the policy's `webSocketDrain`, written by the controller), else the proxy's own setting.
+    func drainGrace(_ service: String, in table: RoutingTable) -> TimeAmount {
+        table.routes[service]?.split.webSocketDrain.map { .seconds(Int64($0)) } ?? configuration.webSocketDrainGrace
     }
 
     /// Whether `table` sends any request of `service` to `release` (its stable or its canary).
@@ -62,7 +70,7 @@ final class ProxyShared: Sendable {
             for id in gone.keys { tunnels.removeValue(forKey: id) }
             return Array(gone.values)
         }
-        for tunnel in ending { tunnel.drain() }
+        for tunnel in ending { tunnel.drain(drainGrace(tunnel.service, in: table)) }
         return ending.count
     }
 

@@ -185,6 +185,23 @@ public final class ProxyStatistics: Sendable {
         }
     }
 
+    /// One mirrored request compared (`MirrorPairs`): kept with the canary's evidence, in
+    /// the window of `at` (when the later of the two answers came). Never a request, a
+    /// latency sample or an affected user of the canary: no user saw its answer.
+    public func recordMirror(service: String, canary: ReleaseRef, at: Date, stableFailed: Bool, canaryFailed: Bool,
+                             stableMs: Double, canaryMs: Double) {
+        let second = Int(at.timeIntervalSince1970.rounded(.down))
+        let start = second - second % windowSeconds
+        series.withLock { all in
+            all[SeriesKey(service: service, release: canary.number), default: Series(label: canary.label)]
+                .update(windowStart: start, keep: retainedWindows * windowSeconds) { window in
+                    var pairs = window.evidence.mirror ?? MirrorPairs()
+                    pairs.record(stableFailed: stableFailed, canaryFailed: canaryFailed, stableMs: stableMs, canaryMs: canaryMs)
+                    window.evidence.mirror = pairs
+                }
+        }
+    }
+
     /// Every version's windows that end after `since` (all retained ones when nil),
     /// and their totals over those windows.
     public func snapshot(since: Date? = nil, now: Date = Date()) -> StatisticsSnapshot {
@@ -259,10 +276,15 @@ public final class ProxyStatistics: Sendable {
 
 extension ProxyStatistics.Series {
     mutating func record(_ outcome: RequestOutcome, windowStart: Int, keep seconds: Int) {
+        update(windowStart: windowStart, keep: seconds) { $0.add(outcome) }
+    }
+
+    /// Changes the window that starts at `windowStart`, made if it is the newest.
+    mutating func update(windowStart: Int, keep seconds: Int, _ change: (inout ProxyStatistics.Window) -> Void) {
         if let last = windows.last, windowStart < last.start {
             // A request that finished on another thread just before the window turned.
             guard let index = windows.lastIndex(where: { $0.start == windowStart }) else { return }
-            windows[index].add(outcome)
+            change(&windows[index])
             return
         }
         if windows.last?.start != windowStart {
@@ -272,7 +294,7 @@ extension ProxyStatistics.Series {
                 windows.removeFirst(firstKept)
             }
         }
-        windows[windows.count - 1].add(outcome)
+        change(&windows[windows.count - 1])
     }
 }
 

@@ -43,6 +43,17 @@ public final class RequestMetrics: Sendable {
         registry.makeCounter(descriptor: Self.refusals, labels: [("reason", reason)]).increment()
     }
 
+    static var mirroredRequests: MetricNameDescriptor { MetricNameDescriptor(namespace: "grayscale", metricName: "mirrored_requests", unitName: "total",
+                                                       helpText: "Stable requests copied to the canary and compared, by canary version and which side failed.") }
+
+    /// One mirrored request compared: `outcome` is ok, canary_failed, stable_failed or both_failed.
+    public func mirrored(service: String, release: ReleaseRef, stableFailed: Bool, canaryFailed: Bool) {
+        let outcome = stableFailed ? (canaryFailed ? "both_failed" : "stable_failed") : (canaryFailed ? "canary_failed" : "ok")
+        registry.makeCounter(descriptor: Self.mirroredRequests, labels: [
+            ("service", service), ("release", String(release.number)), ("label", release.label), ("outcome", outcome),
+        ]).increment()
+    }
+
     public func record(_ outcome: RequestOutcome, route: RouteTarget) {
         let key = Key(service: outcome.service, release: outcome.release.number, route: route, statusClass: outcome.status / 100,
                       errorClass: outcome.errorClass)

@@ -8,6 +8,8 @@ public struct ServiceRoute: Sendable {
     public let split: TrafficSplit
     public let stable: Target
     public let canary: Target?
+    /// Hundredths of a percent of stable's safe requests also sent to the canary (0: none).
+    public let mirror: Int
 
     /// One release as the proxy sends to it.
     public struct Target: Sendable {
@@ -42,6 +44,7 @@ public struct ServiceRoute: Sendable {
         } else {
             self.canary = nil
         }
+        mirror = self.canary == nil ? 0 : min(max(split.canary?.mirror ?? 0, 0), Bucket.count)
     }
 
     public func target(_ route: RouteTarget) -> Target {

@@ -9,6 +9,11 @@ final class UpstreamPool {
     let connectTimeout: TimeAmount
     let maxIdle: Int
     private var idle: [Upstream: [UpstreamConnection]] = [:]
+    /// Mirrored requests in flight on this loop (kept here: an upstream handler holds its exchange weakly).
+    var mirrors: [ObjectIdentifier: MirrorExchange] = [:]
+    /// At most this many mirrored requests in flight per loop: past it a request is not
+    /// mirrored, so a canary that hangs cannot take the proxy's connections or memory.
+    static let maxMirrors = 256
 
     init(eventLoop: EventLoop, connectTimeout: TimeAmount, maxIdle: Int) {
         self.eventLoop = eventLoop

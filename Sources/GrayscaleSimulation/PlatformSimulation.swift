@@ -119,7 +119,7 @@ public struct PlatformSimulation {
                             if firstRollback == nil { firstRollback = time }
                         case .promote, .canary:
                             moved = true
-                        case .rules:
+                        case .rules, .mirror, .webSocketDrain:
                             break
                         }
                     }

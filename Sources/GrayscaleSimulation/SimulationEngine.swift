@@ -258,7 +258,7 @@ public struct SimulationEngine {
                     case .promote:
                         event = "promote"
                         if rollout?.release.number == first.number { firstOutcome = "promoted" }
-                    case .canary, .rules:
+                    case .canary, .rules, .mirror, .webSocketDrain:
                         break
                     }
                 }

@@ -189,6 +189,14 @@ extension GrayscaleDatabase {
             try db.alter(table: "release") { t in t.add(column: "platform", .text) }
             try db.create(index: "release_by_platform", on: "release", columns: ["platform"])
         }
+        migrator.registerMigration("v8-mirror-and-drain") { db in
+            // The share of stable's safe requests copied to the canary (null: none), and the
+            // seconds its WebSockets get to close when it loses them (null: the proxy's setting).
+            try db.alter(table: "split") { t in
+                t.add(column: "mirrorShare", .integer)
+                t.add(column: "webSocketDrain", .integer)
+            }
+        }
         return migrator
     }
 }

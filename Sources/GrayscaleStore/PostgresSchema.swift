@@ -104,5 +104,9 @@ enum PostgresSchema {
             "ALTER TABLE release ADD COLUMN platform text",
             "CREATE INDEX release_by_platform ON release (platform)",
         ]),
+        Migration(identifier: "v8-mirror-and-drain", statements: [
+            "ALTER TABLE split ADD COLUMN mirrorShare bigint",
+            "ALTER TABLE split ADD COLUMN webSocketDrain bigint",
+        ]),
     ]
 }

@@ -121,6 +121,8 @@ struct SplitRow {
     var allowList: [String]
     var denyList: [String]
     var optInAllowed: Bool
+    var mirrorShare: Int?
+    var webSocketDrain: Int?
     var updatedAt: Date
 
     init(_ split: TrafficSplit, at now: Date) {
@@ -134,6 +136,8 @@ struct SplitRow {
         allowList = split.allowList
         denyList = split.denyList
         optInAllowed = split.optInAllowed
+        mirrorShare = split.canary?.mirror
+        webSocketDrain = split.webSocketDrain
         updatedAt = now
     }
 
@@ -146,11 +150,14 @@ struct SplitRow {
             guard let release = releases.first(where: { $0.number == canaryNumber }) else {
                 throw GrayscaleError("split of \(service) names canary release \(canaryNumber), which is not stored")
             }
-            canary = .init(release: release.ref, salt: release.salt, range: try CanaryRange(lower: rangeLower, upper: rangeUpper))
+            canary = .init(release: release.ref, salt: release.salt, range: try CanaryRange(lower: rangeLower, upper: rangeUpper),
+                           mirror: mirrorShare)
         }
-        return TrafficSplit(service: service, revision: revision, stable: stable.ref, canary: canary,
-                            nonAuthWeight: nonAuthWeight, allowList: allowList, denyList: denyList,
-                            optInAllowed: optInAllowed)
+        var split = TrafficSplit(service: service, revision: revision, stable: stable.ref, canary: canary,
+                                 nonAuthWeight: nonAuthWeight, allowList: allowList, denyList: denyList,
+                                 optInAllowed: optInAllowed)
+        split.webSocketDrain = webSocketDrain
+        return split
     }
 }
 
@@ -267,19 +274,23 @@ extension SplitRow {
         allowList = try row.json([String].self, "allowList")
         denyList = try row.json([String].self, "denyList")
         optInAllowed = try row.bool("optInAllowed")
+        mirrorShare = try row.optionalInt("mirrorShare")
+        webSocketDrain = try row.optionalInt("webSocketDrain")
         updatedAt = try row.date("updatedAt")
     }
 
     func save(_ db: any SQLExecutor) throws {
         try db.execute("""
             INSERT INTO split (service, revision, stableNumber, canaryNumber, rangeLower, rangeUpper, nonAuthWeight,
-                               allowList, denyList, optInAllowed, updatedAt)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                               allowList, denyList, optInAllowed, mirrorShare, webSocketDrain, updatedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (service) DO UPDATE SET revision = excluded.revision, stableNumber = excluded.stableNumber,
                 canaryNumber = excluded.canaryNumber, rangeLower = excluded.rangeLower, rangeUpper = excluded.rangeUpper,
                 nonAuthWeight = excluded.nonAuthWeight, allowList = excluded.allowList, denyList = excluded.denyList,
-                optInAllowed = excluded.optInAllowed, updatedAt = excluded.updatedAt
+                optInAllowed = excluded.optInAllowed, mirrorShare = excluded.mirrorShare, webSocketDrain = excluded.webSocketDrain,
+                updatedAt = excluded.updatedAt
             """, .text(service), .of(revision), .of(stableNumber), .of(canaryNumber), .of(rangeLower), .of(rangeUpper),
-            .of(nonAuthWeight), try .json(allowList), try .json(denyList), .of(optInAllowed), .date(updatedAt))
+            .of(nonAuthWeight), try .json(allowList), try .json(denyList), .of(optInAllowed), .of(mirrorShare), .of(webSocketDrain),
+            .date(updatedAt))
     }
 }

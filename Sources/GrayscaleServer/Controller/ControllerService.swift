@@ -381,7 +381,8 @@ public final class ControllerService: Service, Sendable {
         }
         let time = now()
         if let canary = snapshot.service.canary, let stable = snapshot.service.stable, let rollout = snapshot.rollout,
-           rollout.release.number == canary.number, rollout.phase.isActive, rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) {
+           rollout.release.number == canary.number, rollout.phase.isActive,
+           rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) || snapshot.service.split?.canary?.mirror != nil {
             // As often as the source has something new, and at least once per analysis interval.
             let interval = configuration.analysisInterval ?? min(metrics.cadence ?? .infinity, Double(policy.analysis.interval))
             var from = rollout.observedUntil ?? time.addingTimeInterval(-interval)
@@ -414,7 +415,12 @@ public final class ControllerService: Service, Sendable {
                                                          notifyChannel: policy.slack?.channel ?? configuration.defaultChannel, at: time)
         controllerMetrics?.observe(service: after, transition: committed)
         for text in committed.notifications { logger.info("\(text)") }
-        let movedPlatform = committed.splitChanges.contains { if case .rules = $0 { false } else { true } } ? snapshot.platform?.label : nil
+        let movedPlatform = committed.splitChanges.contains {
+            switch $0 {
+            case .rules, .mirror, .webSocketDrain: false
+            case .canary, .rollBack, .promote: true
+            }
+        } ? snapshot.platform?.label : nil
         return TickOutcome(again: committed.awaitsSmokeChecks && snapshot.rollout?.phase != .verifying, platformMoved: movedPlatform)
     }
 }

@@ -1,0 +1,175 @@
+import Foundation
+
+/// What the proxies saw of mirrored requests over a span: each pair is one of stable's
+/// safe requests (GET or HEAD) answered by stable for its user, and the same request
+/// sent again to the canary, whose answer was compared and discarded.
+///
+/// A version *failed* a request when it answered 5xx, refused or reset the connection,
+/// or did not answer in time (the classes that are errors for users). The latency of a
+/// pair is kept only when both versions answered without failing, as the canary's excess
+/// over stable (`canarySlowerBy`, in `LatencyBuckets`) or none (`canaryNotSlower`).
+public struct MirrorPairs: Codable, Hashable, Sendable {
+    public var pairs: Int
+    public var canaryOnlyFailures: Int
+    public var stableOnlyFailures: Int
+    public var bothFailed: Int
+    /// Pairs both answered, by how much slower the canary was (ms, `LatencyBuckets`).
+    public var canarySlowerBy: [Int]
+    /// Pairs both answered with the canary no slower than stable.
+    public var canaryNotSlower: Int
+
+    public init() {
+        pairs = 0
+        canaryOnlyFailures = 0
+        stableOnlyFailures = 0
+        bothFailed = 0
+        canarySlowerBy = Array(repeating: 0, count: LatencyBuckets.count)
+        canaryNotSlower = 0
+    }
+
+    /// Records one compared pair.
+    public mutating func record(stableFailed: Bool, canaryFailed: Bool, stableMs: Double, canaryMs: Double) {
+        pairs += 1
+        switch (stableFailed, canaryFailed) {
+        case (true, true): bothFailed += 1
+        case (true, false): stableOnlyFailures += 1
+        case (false, true): canaryOnlyFailures += 1
+        case (false, false):
+            let excess = canaryMs - stableMs
+            if excess > 0 { canarySlowerBy[LatencyBuckets.index(ms: excess)] += 1 } else { canaryNotSlower += 1 }
+        }
+    }
+
+    /// Adds another span's (or another proxy's) pairs.
+    public mutating func merge(_ other: MirrorPairs) {
+        let other = other.sanitized()
+        func add(_ a: Int, _ b: Int) -> Int { min(VersionEvidence.countLimit, a + b) }
+        pairs = add(pairs, other.pairs)
+        canaryOnlyFailures = add(canaryOnlyFailures, other.canaryOnlyFailures)
+        stableOnlyFailures = add(stableOnlyFailures, other.stableOnlyFailures)
+        bothFailed = add(bothFailed, other.bothFailed)
+        if canarySlowerBy.count != LatencyBuckets.count { canarySlowerBy = Array(repeating: 0, count: LatencyBuckets.count) }
+        for index in canarySlowerBy.indices { canarySlowerBy[index] = add(canarySlowerBy[index], other.canarySlowerBy[index]) }
+        canaryNotSlower = add(canaryNotSlower, other.canaryNotSlower)
+    }
+
+    /// What a hostile or broken proxy cannot use to crash the judge: counts within
+    /// 0 … `countLimit`, one count per latency bucket.
+    public func sanitized() -> MirrorPairs {
+        func count(_ value: Int) -> Int { min(max(value, 0), VersionEvidence.countLimit) }
+        var clean = MirrorPairs()
+        clean.pairs = count(pairs)
+        clean.canaryOnlyFailures = count(canaryOnlyFailures)
+        clean.stableOnlyFailures = count(stableOnlyFailures)
+        clean.bothFailed = count(bothFailed)
+        for (index, value) in canarySlowerBy.prefix(LatencyBuckets.count).enumerated() { clean.canarySlowerBy[index] = count(value) }
+        clean.canaryNotSlower = count(canaryNotSlower)
+        return clean
+    }
+
+    /// Pairs both answered in which the canary was slower than stable by more than
+    /// `effectMs` for certain (a bucket counts only when its lower bound is at least the effect).
+    public func canarySlower(byMoreThan effectMs: Double) -> Int {
+        var slower = 0
+        for index in canarySlowerBy.indices.dropFirst() where LatencyBuckets.boundsMs[index - 1] >= effectMs {
+            slower += canarySlowerBy[index]
+        }
+        return slower
+    }
+
+    public var isEmpty: Bool { pairs == 0 }
+}
+
+/// The paired test of the mirror phase: canary and stable answer the *same* requests, so
+/// whatever makes a request fail or slow for reasons of its own (the user, the client,
+/// the payload, the moment) falls on both, and only the differences say anything.
+///
+/// **Errors: a sequential sign test on discordant pairs.** Take the pairs in which exactly
+/// one version failed. If the canary is no worse than stable on these requests, a
+/// discordant pair is the canary's failure with probability at most 1/2 (exactly 1/2
+/// when the two are the same software: swapping the labels changes nothing). So for each
+/// bet λ in (0, 1), Π (1 + λ) per canary-only failure × (1 − λ) per stable-only failure
+/// is a nonnegative supermartingale under the null, and so is their mean over
+/// `bets`: by Ville's inequality it reaches any 1/a with probability at most a, however
+/// often it is read. Requests that fail on both (a broken client, a missing resource, a
+/// chronic error) are concordant and weigh nothing; a user whose requests fail at random
+/// fails on either version alike.
+///
+/// **Latency: the same sign test on "the canary was slower by more than δ".** Among pairs
+/// both answered, if the canary is at most δ slower (its latency less δ is no larger in
+/// distribution than stable's on the same request), "canary slower by more than δ" has
+/// probability at most 1/2; a bucket of the difference counts only when it lies wholly
+/// above δ, which only lowers the statistic. Noise that hits both (load, a slow disk, a
+/// big payload) cancels in the difference.
+///
+/// **Inside the rollout's α.** The rollout's e-value is a fixed-weight average of its
+/// e-processes; the mirror test is one of them (weight `weight`). Once the mirror phase
+/// ends no more pairs come, and a stopped e-process is still one.
+///
+/// What it assumes of the world: the copy is the same request, sent at the same moment; a
+/// GET or HEAD does not change what the next one sees (RFC 9110's safe methods). A
+/// backend that rate-limits the copy with a 5xx, or answers a repeat from a cache faster,
+/// favours one side; the first makes a false alarm possible and is the operator's to
+/// avoid (mirror to a canary with its own limits).
+public struct MirrorTest: Codable, Hashable, Sendable {
+    public static let bets: [Double] = [0.3, 0.6, 0.9, 0.97]
+    /// The errors' share of the mirror e-value when latency is judged too.
+    static let errorShare = 0.7
+
+    /// The mirror test's share of the rollout's e-value.
+    public var weight: Double
+    /// δ in milliseconds; nil when latency is not judged.
+    public var latencyEffectMs: Double?
+    /// Log wealth of the error and latency sign tests, one per bet.
+    public var errorLogE: [Double]
+    public var latencyLogE: [Double]
+    /// What was counted so far.
+    public var pairs: Int
+    public var canaryOnlyFailures: Int
+    public var stableOnlyFailures: Int
+    public var canarySlower: Int
+    public var compared: Int
+
+    public init(weight: Double, latencyEffectMs: Double?) {
+        self.weight = weight
+        self.latencyEffectMs = latencyEffectMs
+        errorLogE = Array(repeating: 0, count: Self.bets.count)
+        latencyLogE = Array(repeating: 0, count: Self.bets.count)
+        pairs = 0
+        canaryOnlyFailures = 0
+        stableOnlyFailures = 0
+        canarySlower = 0
+        compared = 0
+    }
+
+    /// log of the mirror e-value: the error test, or errors and latency averaged.
+    public var logE: Double {
+        let errors = logMeanExp(errorLogE)
+        guard latencyEffectMs != nil else { return errors }
+        return logSumExp([log(Self.errorShare) + errors, log(1 - Self.errorShare) + logMeanExp(latencyLogE)])
+    }
+
+    /// Which of the two carries the mirror e-value.
+    public var latencyDrives: Bool {
+        latencyEffectMs != nil && log(1 - Self.errorShare) + logMeanExp(latencyLogE) > log(Self.errorShare) + logMeanExp(errorLogE)
+    }
+
+    /// Adds one span's pairs. The order of pairs inside a span does not matter: the product
+    /// is the same whatever it is.
+    public mutating func update(_ span: MirrorPairs) {
+        let span = span.sanitized()
+        guard span.pairs > 0 else { return }
+        pairs = min(VersionEvidence.countLimit, pairs + span.pairs)
+        canaryOnlyFailures = min(VersionEvidence.countLimit, canaryOnlyFailures + span.canaryOnlyFailures)
+        stableOnlyFailures = min(VersionEvidence.countLimit, stableOnlyFailures + span.stableOnlyFailures)
+        let worse = Double(span.canaryOnlyFailures), better = Double(span.stableOnlyFailures)
+        errorLogE = zip(errorLogE, Self.bets).map { $0 + worse * log1p($1) + better * log1p(-$1) }
+        guard let effect = latencyEffectMs else { return }
+        let both = span.canaryNotSlower + span.canarySlowerBy.reduce(0, +)
+        let slower = span.canarySlower(byMoreThan: effect)
+        canarySlower = min(VersionEvidence.countLimit, canarySlower + slower)
+        compared = min(VersionEvidence.countLimit, compared + both)
+        let notSlower = Double(both - slower)
+        latencyLogE = zip(latencyLogE, Self.bets).map { $0 + Double(slower) * log1p($1) + notSlower * log1p(-$1) }
+    }
+}

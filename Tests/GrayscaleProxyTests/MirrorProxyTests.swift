@@ -1,0 +1,145 @@
+import Foundation
+import GrayscaleCore
+import GrayscaleProxy
+import GrayscaleStore
+import NIOCore
+import NIOHTTP1
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A listening socket that never accepts: connections to it open (the kernel's backlog)
+/// and whatever is sent waits there unanswered, like a canary that hangs.
+final class HangingListener {
+    let descriptor: Int32
+    let port: Int
+
+    init() throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(descriptor, 512) == 0 else { throw TestClientError.noHead }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        self.descriptor = descriptor
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    deinit { close(descriptor) }
+}
+
+@Suite("Mirrored requests through the proxy", .serialized)
+struct MirrorProxyTests {
+    static func mirror(_ harness: ProxyHarness, percent: Int) throws {
+        try harness.database.setMirror("engine", share: percent * 100, by: Attribution(actor: "test"), at: Date())
+        harness.proxy.update(try harness.table())
+    }
+
+    static func pairs(_ harness: ProxyHarness) -> MirrorPairs {
+        var pairs = MirrorPairs()
+        for version in harness.proxy.statistics.snapshot().versions where version.release == 8 {
+            for window in version.windows { if let more = window.evidence?.mirror { pairs.merge(more) } }
+        }
+        return pairs
+    }
+
+    /// Waits (up to 30 s) until `count` pairs were recorded.
+    static func waitForPairs(_ harness: ProxyHarness, _ count: Int) async throws -> MirrorPairs {
+        for _ in 0..<300 {
+            let pairs = Self.pairs(harness)
+            if pairs.pairs >= count { return pairs }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return Self.pairs(harness)
+    }
+
+    @Test("a canary that hangs: every user gets stable's answer while no mirrored copy has been answered; the copies end as the canary's timeouts")
+    func hangingCanary() async throws {
+        let hanging = try HangingListener()
+        try await ProxyHarness.run(configuration: ProxyConfiguration(port: 0, upstreamResponseTimeout: .seconds(6)), canaryUpstream: hanging.url) { harness in
+            try Self.mirror(harness, percent: 100)
+            let responses = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                var responses: [TestResponse] = []
+                for index in 0..<40 {
+                    responses.append(try await client.send("/deploy?n=\(index)", headers: [ProxyHarness.bearer("app-\(index)")]))
+                }
+                return responses
+            }
+            // Answered, all of them, while the canary has answered none of its copies: the users did not wait for it.
+            let answeredMeanwhile = Self.pairs(harness).pairs
+            #expect(answeredMeanwhile == 0, "no copy can have ended yet: the canary answers nothing and its timeout is 6 s")
+            #expect(responses.count == 40)
+            #expect(responses.allSatisfy { $0.status == 200 && $0.version == "engine@7 (v2.1.0)" && $0.body.hasPrefix("version 7 path /deploy") })
+            let pairs = try await Self.waitForPairs(harness, 40)
+            #expect(pairs.pairs == 40)
+            #expect(pairs.canaryOnlyFailures == 40, "a copy the canary never answers is its failure (a timeout)")
+            let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
+            #expect(canary?.totals.requests ?? 0 == 0, "copies are never the canary's requests: no user saw them")
+            harness.accessLog.flush()
+            let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
+            #expect(log.components(separatedBy: #""route":"mirror""#).count - 1 == 40)
+        }
+    }
+
+    @Test("a canary that fails (500 for some names, or refused connections): users get exactly stable's answers; only safe requests are copied")
+    func failingCanary() async throws {
+        for canaryUpstream in [nil, "http://127.0.0.1:1"] {
+            try await ProxyHarness.run(canaryUpstream: canaryUpstream) { harness in
+                // Stable's answers without any mirror, then the same requests with every one copied.
+                let requests: [(HTTPMethod, String, String?)] = (0..<20).flatMap { index in
+                    [(.GET, "/deploy?name=dotted.name&i=\(index)", nil), (.GET, "/deploy?name=plain&i=\(index)", nil),
+                     (.HEAD, "/deploy?name=dotted.name&i=\(index)", nil), (.POST, "/deploy?name=dotted.name&i=\(index)", "{}")]
+                }
+                func ask() async throws -> [TestResponse] {
+                    try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                        var responses: [TestResponse] = []
+                        for (method, path, body) in requests {
+                            responses.append(try await client.send(method, path, headers: [ProxyHarness.bearer("app-1")], body: body))
+                        }
+                        return responses
+                    }
+                }
+                let plain = try await ask()
+                try Self.mirror(harness, percent: 100)
+                let mirrored = try await ask()
+                #expect(mirrored.map(\.status) == plain.map(\.status))
+                #expect(mirrored.map(\.body) == plain.map(\.body))
+                #expect(mirrored.map(\.version) == plain.map(\.version))
+                #expect(mirrored.allSatisfy { $0.status == 200 })
+                let pairs = try await Self.waitForPairs(harness, 60)
+                #expect(pairs.pairs == 60, "GET and HEAD are copied, POST never")
+                let failing = canaryUpstream == nil ? 40 : 60  // dotted names fail on release 8 (GET and HEAD); a refused connection fails every copy
+                #expect(pairs.canaryOnlyFailures == failing)
+                #expect(pairs.stableOnlyFailures == 0)
+                let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
+                #expect(canary?.totals.requests ?? 0 == 0)
+                #expect(canary?.totals.affectedUsers ?? 0 == 0, "no user was hurt")
+            }
+        }
+    }
+
+    @Test("no copies without a mirror share; a new range ends them")
+    func onlyWhenAsked() async throws {
+        try await ProxyHarness.run { harness in
+            try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                for index in 0..<20 { _ = try await client.send("/deploy?i=\(index)", headers: [ProxyHarness.bearer("app-\(index)")]) }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(Self.pairs(harness).pairs == 0)
+            try Self.mirror(harness, percent: 100)
+            try harness.setCanary("0:9")  // the first step: its users end the copies
+            #expect(try harness.database.serviceState("engine").split?.canary?.mirror == nil)
+        }
+    }
+}
