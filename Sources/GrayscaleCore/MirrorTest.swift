@@ -40,6 +40,21 @@ public struct MirrorPairs: Codable, Hashable, Sendable {
         }
     }
 
+    /// Records one pair judged on the same terms for both sides: a side failed when its
+    /// answer's head did not come within `limitMicros` of its request being written (no
+    /// answer at all, refused, reset, or later than the limit) or said 5xx; the latency
+    /// compared is the time to the head. The limit is the proxy's upstream timeout, or
+    /// less when the user left before stable answered: then both sides are cut off at the
+    /// moment the user left, so a pair is never chosen by how slow one side was.
+    public mutating func record(stable: MirrorSide, canary: MirrorSide, limitMicros: UInt64) {
+        func failed(_ side: MirrorSide) -> Bool {
+            guard let status = side.status, let micros = side.headMicros, micros <= limitMicros else { return true }
+            return status >= 500
+        }
+        record(stableFailed: failed(stable), canaryFailed: failed(canary), stableMs: Double(stable.headMicros ?? 0) / 1000,
+               canaryMs: Double(canary.headMicros ?? 0) / 1000)
+    }
+
     /// Adds another span's (or another proxy's) pairs.
     public mutating func merge(_ other: MirrorPairs) {
         let other = other.sanitized()
@@ -80,14 +95,29 @@ public struct MirrorPairs: Codable, Hashable, Sendable {
     public var isEmpty: Bool { pairs == 0 }
 }
 
+/// One side of a mirrored pair as a proxy saw it: the status of its answer's head and
+/// how long after its request was written the head came; nil when no head came (refused,
+/// reset, timed out, or the user left first).
+public struct MirrorSide: Hashable, Sendable {
+    public var status: Int?
+    public var headMicros: UInt64?
+
+    public init(status: Int?, headMicros: UInt64?) {
+        self.status = status
+        self.headMicros = headMicros
+    }
+
+    public static let noAnswer = MirrorSide(status: nil, headMicros: nil)
+}
+
 /// The paired test of the mirror phase: canary and stable answer the *same* requests, so
 /// whatever makes a request fail or slow for reasons of its own (the user, the client,
 /// the payload, the moment) falls on both, and only the differences say anything.
 ///
 /// **Errors: a sequential sign test on discordant pairs.** Take the pairs in which exactly
-/// one version failed. If the canary is no worse than stable on these requests, a
-/// discordant pair is the canary's failure with probability at most 1/2 (exactly 1/2
-/// when the two are the same software: swapping the labels changes nothing). So for each
+/// one version failed. The null is that, given the past, a discordant pair is the
+/// canary's failure with probability at most 1/2: exactly 1/2 when the two are the same
+/// software (swapping the labels changes nothing), less when the canary is better. So for each
 /// bet λ in (0, 1), Π (1 + λ) per canary-only failure × (1 − λ) per stable-only failure
 /// is a nonnegative supermartingale under the null, and so is their mean over
 /// `bets`: by Ville's inequality it reaches any 1/a with probability at most a, however
@@ -95,12 +125,19 @@ public struct MirrorPairs: Codable, Hashable, Sendable {
 /// chronic error) are concordant and weigh nothing; a user whose requests fail at random
 /// fails on either version alike.
 ///
-/// **Latency: the same sign test on "the canary was slower by more than δ".** Among pairs
-/// both answered, if the canary is at most δ slower (its latency less δ is no larger in
-/// distribution than stable's on the same request), "canary slower by more than δ" has
-/// probability at most 1/2; a bucket of the difference counts only when it lies wholly
-/// above δ, which only lowers the statistic. Noise that hits both (load, a slow disk, a
-/// big payload) cancels in the difference.
+/// **Latency: the same sign test on "the canary was slower by more than δ".** The null is
+/// that the median of the paired difference (canary's time to its answer's head less
+/// stable's, on the same request) is at most δ, given the past: "canary slower by more
+/// than δ" then has probability at most 1/2. Two versions that are the same software are
+/// interchangeable, so the difference is symmetric about 0 and the null holds for any
+/// δ ≥ 0. A bucket of the difference counts only when it lies wholly above δ, which only
+/// lowers the statistic. Noise that hits both (load, a slow disk, a big payload) cancels
+/// in the difference.
+///
+/// **The same terms for both sides.** The proxy judges each side by its answer's head
+/// (status and time from its request being written, so a new connection's setup is not
+/// the canary's latency) against one limit, and cuts both sides off at the same moment
+/// when the user leaves first (`MirrorPairs.record(stable:canary:limitMicros:)`).
 ///
 /// **Inside the rollout's α.** The rollout's e-value is a fixed-weight average of its
 /// e-processes; the mirror test is one of them (weight `weight`). Once the mirror phase

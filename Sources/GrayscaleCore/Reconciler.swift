@@ -297,8 +297,10 @@ public enum Reconciler {
                 state.manual = false
                 if state.phase != .verifying {
                     let starting = state.step < 0
+                    let skipsMirror = starting && policy.mirror != nil && state.mirrorPassedAt == nil
                     state.step = 0
-                    applyStep(&state, reason: "initialized by \(command.actor)", actor: command.actor, command: command.text)
+                    applyStep(&state, reason: "initialized by \(command.actor)\(skipsMirror ? ", skipping the mirror phase" : "")",
+                              actor: command.actor, command: command.text)
                     if starting { remindOfAnnouncement(state) }
                 }
             }
@@ -437,6 +439,12 @@ public enum Reconciler {
         /// paired test says so. True once it has passed: the first step's own gates follow,
         /// and mirroring goes on until that step gives the canary its users.
         mutating func mirrorPhase(_ state: inout RolloutState, _ mirror: RolloutPolicy.Mirror) -> Bool {
+            guard state.evidence.mirror != nil else {
+                // Its evidence was frozen before the policy asked for a mirror phase: no test to run one with.
+                state.mirrorPassedAt = now
+                say(&state, "canary \(state.release): no mirror phase (this rollout began before its policy asked for one)", action: "mirror")
+                return true
+            }
             state.phase = .progressing
             guard let started = state.mirrorStartedAt, input.service.split?.canary?.mirror != nil else {
                 let again = state.mirrorStartedAt != nil
@@ -450,6 +458,14 @@ public enum Reconciler {
             }
             let pairs = state.evidence.mirror?.pairs ?? 0
             let elapsed = now.timeIntervalSince(started)
+            if pairs < mirror.minRequests, elapsed >= Double(mirror.maxDuration) {
+                // Too little safe traffic (or a metrics source without pairs): the steps judge on their own.
+                state.mirrorPassedAt = now
+                say(&state, "canary \(state.release): the mirror phase ends after \(formatDuration(mirror.maxDuration)) with \(pairs) of "
+                    + "\(mirror.minRequests) mirrored requests compared (too little GET and HEAD traffic, or a metrics source without mirrored "
+                    + "pairs); no verdict from it, the steps judge on", action: "mirror")
+                return true
+            }
             guard elapsed >= Double(mirror.duration), pairs >= mirror.minRequests else {
                 state.holdReason = "mirror phase (no user on the canary yet): \(pairs) of \(mirror.minRequests) mirrored requests compared, "
                     + "\(formatDuration(Int(max(0, elapsed)))) of \(formatDuration(mirror.duration))"

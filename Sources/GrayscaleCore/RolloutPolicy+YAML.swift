@@ -49,7 +49,7 @@ extension RolloutPolicy {
             policy.rollback = mode
         }
         if let node = top["mirror"] {
-            let fields = try reader.fields(node, "mirror", known: ["share", "duration", "minRequests"])
+            let fields = try reader.fields(node, "mirror", known: ["share", "duration", "minRequests", "maxDuration"])
             guard let shareNode = fields["share"] else { throw reader.error(node, "mirror.share", "required when mirror is given") }
             let share = try reader.percent(shareNode, "mirror.share")
             guard share > 0 else { throw reader.error(shareNode, "mirror.share", "must be more than 0 percent (leave mirror out for no mirror phase)") }
@@ -58,7 +58,11 @@ extension RolloutPolicy {
             let minRequests = try fields["minRequests"].map { node throws(GrayscaleError) in
                 try reader.int(node, "mirror.minRequests", in: 0...1_000_000_000)
             } ?? 100
-            policy.mirror = Mirror(share: share, duration: duration, minRequests: minRequests)
+            let most = try fields["maxDuration"].map { node throws(GrayscaleError) in try reader.duration(node, "mirror.maxDuration") } ?? 3 * duration
+            guard most >= duration else {
+                throw reader.error(fields["maxDuration"], "mirror.maxDuration", "must be at least mirror.duration (\(formatDuration(duration)); got \(formatDuration(most)))")
+            }
+            policy.mirror = Mirror(share: share, duration: duration, minRequests: minRequests, maxDuration: most)
         }
         if let node = top["webSocketDrain"] {
             let grace = try reader.duration(node, "webSocketDrain")

@@ -46,11 +46,15 @@ public struct RolloutPolicy: Hashable, Sendable {
         public var duration: Int
         /// Mirrored requests (compared pairs) the phase needs at least before the first step.
         public var minRequests: Int
+        /// Seconds after which a phase that has not compared `minRequests` ends anyway (little
+        /// safe traffic, a metrics source without pairs), said in the channel; the steps judge on.
+        public var maxDuration: Int
 
-        public init(share: Int, duration: Int, minRequests: Int) {
+        public init(share: Int, duration: Int, minRequests: Int, maxDuration: Int? = nil) {
             self.share = share
             self.duration = duration
             self.minRequests = minRequests
+            self.maxDuration = maxDuration ?? 3 * duration
         }
     }
 

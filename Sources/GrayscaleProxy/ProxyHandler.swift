@@ -107,8 +107,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var finished = false
         /// No response head by then answers 504 (checked by the connection's timer, not a timer per request).
         var deadline = NIODeadline.distantFuture
-        /// Set when a copy of this (stable, safe) request went to the canary: its outcome is told the pair.
+        /// Set when this (stable, safe) request is sampled for a copy to the canary: the copy
+        /// goes once this side is settled (`MirrorPair`).
         var mirror: MirrorPair?
+        /// When its head was written to the upstream (the mirror's time to the answer's head counts from here).
+        var sentAt: NIODeadline?
 
         init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
              started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
@@ -488,12 +491,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard let canary = service.canary, exchange.target.release.number == service.stable.release.number,
               exchange.head.method == .GET || exchange.head.method == .HEAD, exchange.framing == .none, !exchange.endsHTTP,
               UInt64.random(in: 0..<UInt64(Bucket.count)) < UInt64(service.mirror) else { return }
-        let pair = MirrorPair(service: exchange.service, canary: canary.release, shared: shared)
-        let head = upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary)
-        if MirrorExchange.start(pair: pair, pool: pool, shared: shared, target: canary, method: exchange.head.method,
-                                path: exchange.head.uri, appId: exchange.appId, head: head) {
-            exchange.mirror = pair
-        }
+        exchange.mirror = MirrorPair(service: exchange.service, canary: canary, shared: shared, pool: pool, method: exchange.head.method,
+                                     path: exchange.head.uri, appId: exchange.appId,
+                                     request: upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary))
     }
 
     private func connected(_ result: Result<UpstreamConnection, Error>, exchange: Exchange, context: ChannelHandlerContext) {
@@ -514,6 +514,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             upstream.handler.expectResponse(to: exchange.head.method)
             state = .forwarding(exchange, upstream)
             upstream.channel.write(upstreamHead(for: exchange, allocator: upstream.channel.allocator), promise: nil)
+            if exchange.mirror != nil { exchange.sentAt = .now() }
             for part in buffered {
                 switch part {
                 case .body(let body): writeUpstreamBody(body, exchange: exchange, upstream: upstream)
@@ -565,6 +566,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         switch part {
         case .head(let head):
             exchange.status = head.status
+            if let pair = exchange.mirror, let sentAt = exchange.sentAt {
+                pair.stableSettled(MirrorSide(status: Int(head.code), headMicros: UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000))))
+            }
             let connection = ConnectionTokens(head)
             exchange.upstreamKeepAlive = connection.keepsAlive(head.version)
             exchange.answerConnectionNamed = connection.named
@@ -750,10 +754,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
         let now = shared.configuration.now()
         if let pair = exchange.mirror {
+            // Settled at its head already, unless it had none: failed (502, 504), or its user left first.
             if counted {
-                pair.stableEnded(failed: errorClass == .upstream5xx || errorClass == .connectFailure || errorClass == .timeout, micros: micros)
+                pair.stableSettled(.noAnswer)
+            } else if let sentAt = exchange.sentAt {
+                pair.stableSettled(.noAnswer, cutoffMicros: UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000)))
             } else {
-                pair.abandon()
+                pair.drop()
             }
         }
         if counted {

@@ -3,56 +3,81 @@ import GrayscaleCore
 import NIOCore
 import NIOHTTP1
 
-/// The two answers to one mirrored request: stable's, which its user got, and the
-/// canary's to the copy, which nobody gets. Both sides end on the client connection's
-/// event loop; whichever ends last records the pair (`ProxyStatistics.recordMirror`).
+/// One sampled safe request of stable's and its copy to the canary. The copy goes only
+/// once stable's side is settled (its answer's head came, or it failed, or its user
+/// left): the canary never wins a race on shared state (a single-use code in a GET, a
+/// rate limit, a session) against the user's own request. Each side is judged by its
+/// answer's head against the same limit (`MirrorPairs.record(stable:canary:limitMicros:)`);
+/// whichever side ends last records the pair. Everything runs on the client connection's
+/// event loop.
 final class MirrorPair {
-    struct Side {
-        var failed: Bool
-        var micros: UInt64
-    }
-
     let service: String
-    let canary: ReleaseRef
+    let canary: ServiceRoute.Target
     private let shared: ProxyShared
-    private var stable: Side?
-    private var canaryAnswer: Side?
-    /// Recorded already, or void (the user left before stable answered: nothing to compare).
+    private let pool: UpstreamPool
+    private let method: HTTPMethod
+    private let path: String
+    private let appId: String?
+    /// The copy's request head, until it is sent.
+    private var request: ByteBuffer?
+    private var stable: MirrorSide?
+    private var canaryAnswer: MirrorSide?
+    private var limitMicros: UInt64
+    /// Recorded already, or dropped (nothing to compare).
     private var closed = false
 
-    init(service: String, canary: ReleaseRef, shared: ProxyShared) {
+    init(service: String, canary: ServiceRoute.Target, shared: ProxyShared, pool: UpstreamPool, method: HTTPMethod, path: String,
+         appId: String?, request: ByteBuffer) {
         self.service = service
         self.canary = canary
         self.shared = shared
+        self.pool = pool
+        self.method = method
+        self.path = path
+        self.appId = appId
+        self.request = request
+        limitMicros = UInt64(max(0, shared.configuration.upstreamResponseTimeout.nanoseconds / 1000))
     }
 
-    func stableEnded(failed: Bool, micros: UInt64) {
-        stable = Side(failed: failed, micros: micros)
+    /// Stable's side is settled: its head (status and time from its request being written),
+    /// or none. `cutoffMicros`: the user left that long after stable's request was written,
+    /// before its head came; both sides are then judged by that moment. The copy goes now.
+    func stableSettled(_ side: MirrorSide, cutoffMicros: UInt64? = nil) {
+        guard stable == nil, !closed else { return }
+        stable = side
+        if let cutoffMicros { limitMicros = min(limitMicros, cutoffMicros) }
+        guard let request else { return complete() }
+        self.request = nil
+        if !MirrorExchange.start(pair: self, pool: pool, shared: shared, target: canary, method: method, path: path, appId: appId,
+                                 head: request) {
+            closed = true  // too many copies in flight to this canary: this pair is not made (whatever either side did)
+        }
+    }
+
+    /// Stable's request never reached its upstream (its user left while it connected): no pair.
+    func drop() { closed = true }
+
+    func canarySettled(_ side: MirrorSide) {
+        canaryAnswer = side
         complete()
     }
-
-    func canaryEnded(failed: Bool, micros: UInt64) {
-        canaryAnswer = Side(failed: failed, micros: micros)
-        complete()
-    }
-
-    /// Stable's answer was not counted (its client went away): the pair is not either.
-    func abandon() { closed = true }
 
     private func complete() {
         guard !closed, let stable, let canaryAnswer else { return }
         closed = true
-        shared.statistics.recordMirror(service: service, canary: canary, at: shared.configuration.now(), stableFailed: stable.failed,
-                                       canaryFailed: canaryAnswer.failed, stableMs: Double(stable.micros) / 1000,
-                                       canaryMs: Double(canaryAnswer.micros) / 1000)
-        shared.metrics?.mirrored(service: service, release: canary, stableFailed: stable.failed, canaryFailed: canaryAnswer.failed)
+        var pairs = MirrorPairs()
+        pairs.record(stable: stable, canary: canaryAnswer, limitMicros: limitMicros)
+        shared.statistics.recordMirror(service: service, canary: canary.release, at: shared.configuration.now(), pairs: pairs)
+        shared.metrics?.mirrored(service: service, release: canary.release, stableFailed: pairs.stableOnlyFailures + pairs.bothFailed > 0,
+                                 canaryFailed: pairs.canaryOnlyFailures + pairs.bothFailed > 0)
     }
 }
 
-/// One copy of a stable request sent to the canary: on its own upstream connection, with
-/// its own deadline, its answer read and thrown away. Nothing here touches the user's
-/// exchange: a canary that hangs, resets or answers garbage ends only this copy (as a
-/// failure of the canary's), and the user's answer never waits for it.
+/// The copy of a stable request sent to the canary: on a new connection of its own, timed
+/// from when it is written, ended at its answer's head (the connection is closed then, the
+/// body never read: an endless or huge answer costs nothing). A canary that hangs, resets
+/// or answers garbage ends only this copy, as a side without an answer; the user's answer
+/// was settled before it went.
 final class MirrorExchange: UpstreamExchange {
     private let pair: MirrorPair
     private let pool: UpstreamPool
@@ -64,120 +89,91 @@ final class MirrorExchange: UpstreamExchange {
     private let head: ByteBuffer
     private let started = NIODeadline.now()
     private var connection: UpstreamConnection?
-    private var status: Int?
-    private var keepAlive = true
-    private var retried = false
+    private var sentAt: NIODeadline?
     private var timer: Scheduled<Void>?
     private var ended = false
 
     init(pair: MirrorPair, pool: UpstreamPool, shared: ProxyShared, target: ServiceRoute.Target, method: HTTPMethod, path: String,
          appId: String?, head: ByteBuffer) {
-        self.appId = appId
         self.pair = pair
         self.pool = pool
         self.shared = shared
         self.target = target
         self.method = method
         self.path = path
+        self.appId = appId
         self.head = head
     }
 
-    /// Sends the copy; false (and nothing sent) when the loop has too many copies in flight.
+    /// Sends the copy; false (nothing sent) when this canary has `UpstreamPool.maxMirrors`
+    /// copies in flight on this loop already.
     static func start(pair: MirrorPair, pool: UpstreamPool, shared: ProxyShared, target: ServiceRoute.Target, method: HTTPMethod,
                       path: String, appId: String?, head: ByteBuffer) -> Bool {
-        guard pool.mirrors.count < UpstreamPool.maxMirrors else { return false }
+        guard pool.mirrorsInFlight[target.upstream, default: 0] < UpstreamPool.maxMirrors else { return false }
         let mirror = MirrorExchange(pair: pair, pool: pool, shared: shared, target: target, method: method, path: path, appId: appId, head: head)
         pool.mirrors[ObjectIdentifier(mirror)] = mirror
-        mirror.timer = pool.eventLoop.assumeIsolated().scheduleTask(in: shared.configuration.upstreamResponseTimeout) { [weak mirror] in
-            mirror?.end(failed: true, why: "the canary did not answer the mirrored request in time")
+        pool.mirrorsInFlight[target.upstream, default: 0] += 1
+        // Past stable's own limit and the slack of its timer: a side is judged by the limit, the timer only ends the wait.
+        let timeout = shared.configuration.upstreamResponseTimeout
+        mirror.timer = pool.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds + timeout.nanoseconds / 4) + .seconds(1)) { [weak mirror] in
+            mirror?.end(.noAnswer, why: "the canary did not answer the mirrored request in time", status: 504)
         }
-        mirror.connect(fresh: false)
-        return true
-    }
-
-    private func connect(fresh: Bool) {
-        if !fresh, let idle = pool.idleConnection(to: target.upstream) {
-            send(on: idle)
-            return
-        }
-        pool.connection(to: target.upstream, fresh: true) { [weak self, pool] result in
-            guard let self, !self.ended else {
-                if case .success(let connection) = result { pool.release(connection) }
+        pool.connection(to: target.upstream, fresh: true) { [weak mirror] result in
+            guard let mirror, !mirror.ended else {
+                if case .success(let connection) = result { connection.channel.close(promise: nil) }
                 return
             }
             switch result {
-            case .failure(let error): self.end(failed: true, why: "connect: \(error)")
-            case .success(let connection): self.send(on: connection)
+            case .failure(let error): mirror.end(.noAnswer, why: "connect: \(error)", status: 502)
+            case .success(let connection): mirror.send(on: connection)
             }
         }
+        return true
     }
 
     private func send(on connection: UpstreamConnection) {
         self.connection = connection
         connection.handler.exchange = self
         connection.handler.expectResponse(to: method)
+        sentAt = .now()
         connection.channel.writeAndFlush(head, promise: nil)
     }
 
     func upstreamRead(_ part: UpstreamPart) {
-        switch part {
-        case .head(let head):
-            status = Int(head.code)
-            keepAlive = ProxyHandler.ConnectionTokens(head).keepsAlive(head.version) && head.code != 101
-        case .body:
-            break  // nobody reads the canary's answer
-        case .end:
-            let code = status ?? 502
-            end(failed: code >= 500, why: nil, reusable: true)
-        }
+        guard case .head(let answer) = part, let sentAt else { return }
+        let micros = UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000))
+        end(MirrorSide(status: Int(answer.code), headMicros: micros), why: nil, status: Int(answer.code))
     }
 
     func upstreamClosed() {
-        // A pooled connection the canary closed as it was reused: sent again once, as the
-        // user's request would be (otherwise the copy alone would fail where stable's retried).
-        if status == nil, connection?.reused == true, !retried, !ended {
-            retried = true
-            connection = nil
-            connect(fresh: true)
-            return
-        }
-        end(failed: true, why: status == nil ? "the canary closed the connection before answering" : "the canary's answer was cut short")
+        end(.noAnswer, why: "the canary closed the connection before answering", status: 502)
     }
 
     func upstreamFailed(_ error: Error) {
-        end(failed: true, why: "malformed answer from the canary: \(error)")
+        end(.noAnswer, why: "the canary's answer could not be read: \(error)", status: 502)
     }
 
     func upstreamReadComplete() {}
     func upstreamWritabilityChanged(isWritable: Bool) {}
 
-    private func end(failed: Bool, why: String?, reusable: Bool = false) {
+    private func end(_ side: MirrorSide, why: String?, status: Int) {
         guard !ended else { return }
         ended = true
         timer?.cancel()
         timer = nil
         pool.mirrors[ObjectIdentifier(self)] = nil
+        pool.mirrorsInFlight[target.upstream, default: 1] -= 1
+        if pool.mirrorsInFlight[target.upstream] == 0 { pool.mirrorsInFlight[target.upstream] = nil }
         if let connection {
             connection.handler.exchange = nil
-            if reusable, keepAlive, connection.handler.reusable, connection.channel.isActive {
-                pool.release(connection)
-            } else {
-                connection.channel.close(promise: nil)
-            }
+            connection.channel.close(promise: nil)  // the body is never read; the connection is never reused
         }
         connection = nil
-        let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
-        pair.canaryEnded(failed: failed, micros: micros)
-        // The canary's own status when it gave one that says it failed; the proxy's 504 or 502 otherwise.
-        let code: Int
-        if let status, failed == (status >= 500) {
-            code = status
-        } else {
-            code = why?.hasPrefix("the canary did not answer") == true ? 504 : 502
-        }
+        pair.canarySettled(side)
+        let micros = side.headMicros ?? UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
         shared.accessLog?.append(AccessLogLine(
             time: shared.configuration.now(), service: pair.service, release: target.release.number, label: target.release.label,
-            route: "mirror", appId: appId, bucket: nil, method: method.rawValue, path: path, status: code, latencyMs: Double(micros) / 1000,
+            route: "mirror", appId: appId, bucket: nil, method: method.rawValue, path: path, status: status, latencyMs: Double(micros) / 1000,
             upstream: target.upstreamText, bytesIn: 0, bytesOut: 0,
             error: "mirrored copy of a stable request; its answer was discarded" + (why.map { ": \($0)" } ?? "")))
     }

@@ -188,16 +188,15 @@ public final class ProxyStatistics: Sendable {
     /// One mirrored request compared (`MirrorPairs`): kept with the canary's evidence, in
     /// the window of `at` (when the later of the two answers came). Never a request, a
     /// latency sample or an affected user of the canary: no user saw its answer.
-    public func recordMirror(service: String, canary: ReleaseRef, at: Date, stableFailed: Bool, canaryFailed: Bool,
-                             stableMs: Double, canaryMs: Double) {
+    public func recordMirror(service: String, canary: ReleaseRef, at: Date, pairs: MirrorPairs) {
         let second = Int(at.timeIntervalSince1970.rounded(.down))
         let start = second - second % windowSeconds
         series.withLock { all in
             all[SeriesKey(service: service, release: canary.number), default: Series(label: canary.label)]
                 .update(windowStart: start, keep: retainedWindows * windowSeconds) { window in
-                    var pairs = window.evidence.mirror ?? MirrorPairs()
-                    pairs.record(stableFailed: stableFailed, canaryFailed: canaryFailed, stableMs: stableMs, canaryMs: canaryMs)
-                    window.evidence.mirror = pairs
+                    var merged = window.evidence.mirror ?? MirrorPairs()
+                    merged.merge(pairs)
+                    window.evidence.mirror = merged
                 }
         }
     }

@@ -11,8 +11,10 @@ final class UpstreamPool {
     private var idle: [Upstream: [UpstreamConnection]] = [:]
     /// Mirrored requests in flight on this loop (kept here: an upstream handler holds its exchange weakly).
     var mirrors: [ObjectIdentifier: MirrorExchange] = [:]
-    /// At most this many mirrored requests in flight per loop: past it a request is not
-    /// mirrored, so a canary that hangs cannot take the proxy's connections or memory.
+    var mirrorsInFlight: [Upstream: Int] = [:]
+    /// At most this many mirrored requests in flight per canary and loop: past it a request
+    /// is not mirrored, so a canary that hangs cannot take the proxy's connections or
+    /// memory, nor stop another service's mirror phase.
     static let maxMirrors = 256
 
     init(eventLoop: EventLoop, connectTimeout: TimeAmount, maxIdle: Int) {

@@ -66,7 +66,8 @@ extension Scenario {
 
         var traffic = Traffic(requestsPerUserPerHour: 12, shape: .flat)
         if let node = top["traffic"] {
-            let fields = try reader.fields(node, "traffic", known: ["requestsPerUserPerHour", "shape"])
+            let fields = try reader.fields(node, "traffic", known: ["requestsPerUserPerHour", "shape", "safeShare"])
+            if let share = fields["safeShare"] { traffic.safeShare = try reader.double(share, "traffic.safeShare", in: 0...1) }
             if let rate = fields["requestsPerUserPerHour"] {
                 traffic.requestsPerUserPerHour = try reader.double(rate, "traffic.requestsPerUserPerHour", in: 0...100_000, exclusiveLower: true)
             }

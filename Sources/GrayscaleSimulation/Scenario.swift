@@ -52,6 +52,8 @@ public struct Scenario: Sendable {
     public struct Traffic: Sendable {
         public var requestsPerUserPerHour: Double
         public var shape: Shape
+        /// Share of requests that are safe (GET, HEAD): what a mirror phase may copy to the canary.
+        public var safeShare: Double = 0
 
         public enum Shape: String, Sendable { case flat, businessHours = "business-hours" }
     }

@@ -318,6 +318,7 @@ public struct SimulationEngine {
             var evidence = [VersionEvidence(), VersionEvidence()]
             var failedUnits: [Set<String>] = [[], []]
             var tally = [VersionTally(), VersionTally()]
+            var mirrored = MirrorPairs()
             let requests = random.poisson(totalRate * Double(window) * shapeFactor(time))
             let salt = split?.canary?.salt ?? ""
             let splitKey = split.map(FirstRequests.Split.init)
@@ -361,7 +362,19 @@ public struct SimulationEngine {
                     seenUnder[index] = splitGeneration
                     evidence[slot].record(latencyMs: latency, failure: failed && failedUnits[slot].insert(unit.unit).inserted ? unit : nil)
                 }
+                // A mirror phase: a safe request stable answered is sent again to the canary, whose answer nobody gets.
+                if slot == 0, let canaryNumber, let share = split?.canary?.mirror, random.uniform() < scenario.traffic.safeShare,
+                   random.uniform() * Double(Bucket.count) < Double(share) {
+                    let copyFault = faultProbability(faultsByVersion[1], traits: client.traits, traitBits: traitBits,
+                                                     anonymous: client.kind == .anonymous)
+                    let copyFailed = (copyFault > 0 && random.uniform() < copyFault) || client.broken
+                        || random.uniform() < max(client.errorRate, scenario.baseline.errorRate)
+                    let copyLatency = latencyMs(faultsByVersion[1], sigma: latencySigma,
+                                                sinceFirstServed: time - (firstServed[canaryNumber] ?? time))
+                    mirrored.record(stableFailed: failed, canaryFailed: copyFailed, stableMs: latency, canaryMs: copyLatency)
+                }
             }
+            if !mirrored.isEmpty { evidence[1].mirror = mirrored }
             requestsTotal += requests
             if canaryNumber != nil, releasesByNumber[canaryNumber!]?.isBad == true {
                 exposure += Double(clients.count) * Double(width) / Double(Bucket.count) * Double(window) / 60

@@ -142,13 +142,35 @@ struct MirrorTests {
         evidence.merge(VersionEvidence(mirror: hostile))
         let merged = try #require(evidence.mirror)
         #expect(merged.pairs == 6)
-        #expect(merged.canaryOnlyFailures == 1 + VersionEvidence.countLimit || merged.canaryOnlyFailures == VersionEvidence.countLimit)
+        #expect(merged.canaryOnlyFailures == VersionEvidence.countLimit)
         #expect(a.canarySlower(byMoreThan: 50) == 1, "45 ms is not more than 50; 290 is")
         #expect(a.canarySlower(byMoreThan: 0) == 2)
         let decoded = try JSONDecoder().decode(VersionEvidence.self, from: JSONEncoder().encode(VersionEvidence(mirror: a)))
         #expect(decoded.mirror == a)
         // A proxy older than mirroring sends no `mirror`: still decodes.
         #expect(try JSONDecoder().decode(VersionEvidence.self, from: Data(#"{"requests":1,"latency":[],"failures":[]}"#.utf8)).mirror == nil)
+    }
+
+    @Test("both sides are judged alike: by their answer's head, against one limit; a user who left cuts both off at the same moment")
+    func sidesJudgedAlike() {
+        let second: UInt64 = 1_000_000
+        func pair(_ stable: MirrorSide, _ canary: MirrorSide, limit: UInt64 = 30 * second) -> MirrorPairs {
+            var pairs = MirrorPairs()
+            pairs.record(stable: stable, canary: canary, limitMicros: limit)
+            return pairs
+        }
+        let fast = MirrorSide(status: 200, headMicros: 20_000), late = MirrorSide(status: 200, headMicros: 31 * second)
+        #expect(pair(fast, MirrorSide(status: 503, headMicros: 5_000)).canaryOnlyFailures == 1)
+        #expect(pair(MirrorSide(status: 500, headMicros: 5_000), fast).stableOnlyFailures == 1)
+        #expect(pair(fast, .noAnswer).canaryOnlyFailures == 1)
+        // A head past the limit is no answer, on either side: stable's user may have got it, the pair says "not in time" for both alike.
+        #expect(pair(late, late).bothFailed == 1)
+        #expect(pair(late, fast).stableOnlyFailures == 1)
+        // The user left 2 s after stable's request went, before its head: the canary's copy counts as answered only within those 2 s.
+        #expect(pair(.noAnswer, MirrorSide(status: 200, headMicros: 3 * second), limit: 2 * second).bothFailed == 1)
+        #expect(pair(.noAnswer, MirrorSide(status: 200, headMicros: second), limit: 2 * second).stableOnlyFailures == 1)
+        // A 4xx is an answer (the user's own mistake, on both versions alike), not a failure.
+        #expect(pair(MirrorSide(status: 404, headMicros: 1000), MirrorSide(status: 404, headMicros: 90_000)).canarySlower(byMoreThan: 50) == 1)
     }
 
     // MARK: - The mirror phase in the reconciler
@@ -205,6 +227,26 @@ struct MirrorTests {
         for _ in 0..<10 { driver.tick(mirrored(driver, canaryOnly: 0, stableOnly: 0, fine: 5)) }
         #expect(driver.percent == 0)
         #expect(driver.rollout?.holdReason?.contains("50 of 100 mirrored requests") == true)
+    }
+
+    @Test("a phase that cannot compare enough requests ends after maxDuration, said in the channel; a rollout that began before the policy asked for a mirror has none")
+    func mirrorPhaseEnds() throws {
+        var driver = RolloutDriver(policy: mirrorPolicy(), start: Self.wednesday)
+        driver.tick()
+        // The metrics source carries no pairs (Prometheus): 15 minutes, three times the phase's duration.
+        for _ in 0..<14 { driver.tick(driver.healthy(failingUnits: 0)) }
+        #expect(driver.percent == 0)
+        let end = driver.tick(driver.healthy(failingUnits: 0))
+        #expect(end.notifications.contains { $0.contains("mirror phase ends after 15m with 0 of 100 mirrored requests compared") })
+        #expect(driver.percent == 1, "the first step follows")
+
+        var old = RolloutDriver(policy: .standard, start: Self.wednesday)
+        old.tick()  // began under a policy without a mirror
+        old.policy = mirrorPolicy()
+        old.rollout?.step = -1
+        old.tick(old.healthy(failingUnits: 0))
+        #expect(old.log.flatMap(\.audit).contains { $0.detail.contains("no mirror phase (this rollout began before its policy asked for one)") })
+        #expect(old.service.split?.canary?.mirror == nil)
     }
 
     @Test("a canary that fails the mirrored requests stable answers is rolled back before any user is routed to it")

@@ -8,7 +8,7 @@ struct RolloutPolicyTests {
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    static let topFields = "name, service, steps, stepMinimum, nonAuthWeight, analysis, window, smokeChecks, slack, allowList, denyList, optIn, holdback, announce, rollback"
+    static let topFields = "name, service, steps, stepMinimum, nonAuthWeight, analysis, window, smokeChecks, slack, allowList, denyList, optIn, holdback, announce, rollback, mirror, webSocketDrain"
 
     /// Every broken policy in Fixtures/broken-policies and the exact error it must give.
     static let broken: [(file: String, message: String)] = [

@@ -36,7 +36,15 @@ final class HangingListener {
 
     var url: String { "http://127.0.0.1:\(port)" }
 
-    deinit { close(descriptor) }
+    /// Closes the listening socket: the connections waiting in its backlog are reset.
+    func stop() {
+        guard !stopped else { return }
+        stopped = true
+        close(descriptor)
+    }
+    private var stopped = false
+
+    deinit { stop() }
 }
 
 @Suite("Mirrored requests through the proxy", .serialized)
@@ -64,10 +72,11 @@ struct MirrorProxyTests {
         return Self.pairs(harness)
     }
 
-    @Test("a canary that hangs: every user gets stable's answer while no mirrored copy has been answered; the copies end as the canary's timeouts")
+    @Test("a canary that hangs: every user gets stable's answer while no mirrored copy has been answered; the copies end as the canary's failures")
     func hangingCanary() async throws {
         let hanging = try HangingListener()
-        try await ProxyHarness.run(configuration: ProxyConfiguration(port: 0, upstreamResponseTimeout: .seconds(6)), canaryUpstream: hanging.url) { harness in
+        // Nothing times out during the test (10 minutes): while the canary hangs, no copy can end.
+        try await ProxyHarness.run(configuration: ProxyConfiguration(port: 0, upstreamResponseTimeout: .seconds(600)), canaryUpstream: hanging.url) { harness in
             try Self.mirror(harness, percent: 100)
             let responses = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
                 var responses: [TestResponse] = []
@@ -77,19 +86,39 @@ struct MirrorProxyTests {
                 return responses
             }
             // Answered, all of them, while the canary has answered none of its copies: the users did not wait for it.
-            let answeredMeanwhile = Self.pairs(harness).pairs
-            #expect(answeredMeanwhile == 0, "no copy can have ended yet: the canary answers nothing and its timeout is 6 s")
+            #expect(Self.pairs(harness).pairs == 0, "no copy can have ended: the canary answers nothing")
             #expect(responses.count == 40)
             #expect(responses.allSatisfy { $0.status == 200 && $0.version == "engine@7 (v2.1.0)" && $0.body.hasPrefix("version 7 path /deploy") })
+            hanging.stop()  // the canary goes away: its waiting connections are reset
             let pairs = try await Self.waitForPairs(harness, 40)
             #expect(pairs.pairs == 40)
-            #expect(pairs.canaryOnlyFailures == 40, "a copy the canary never answers is its failure (a timeout)")
+            #expect(pairs.canaryOnlyFailures == 40, "a copy the canary never answers is its failure")
             let canary = harness.proxy.statistics.snapshot().versions.first { $0.release == 8 }
             #expect(canary?.totals.requests ?? 0 == 0, "copies are never the canary's requests: no user saw them")
             harness.accessLog.flush()
             let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
             #expect(log.components(separatedBy: #""route":"mirror""#).count - 1 == 40)
         }
+    }
+
+    @Test("a copy the canary does not answer in time ends as its timeout (504 in the access log), on the proxy's upstream timeout")
+    func mirrorTimeout() async throws {
+        let hanging = try HangingListener()
+        try await ProxyHarness.run(configuration: ProxyConfiguration(port: 0, upstreamResponseTimeout: .seconds(1)), canaryUpstream: hanging.url) { harness in
+            try Self.mirror(harness, percent: 100)
+            let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                try await client.send("/deploy", headers: [ProxyHarness.bearer("app-1")])
+            }
+            #expect(response.status == 200)
+            let pairs = try await Self.waitForPairs(harness, 1)
+            #expect(pairs.pairs == 1)
+            #expect(pairs.canaryOnlyFailures == 1)
+            harness.accessLog.flush()
+            let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
+            let line = try #require(log.split(separator: "\n").first { $0.contains(#""route":"mirror""#) })
+            #expect(line.contains(#""status":504"#) && line.contains("did not answer the mirrored request in time"), "\(line)")
+        }
+        hanging.stop()
     }
 
     @Test("a canary that fails (500 for some names, or refused connections): users get exactly stable's answers; only safe requests are copied")
@@ -127,6 +156,36 @@ struct MirrorProxyTests {
                 #expect(canary?.totals.affectedUsers ?? 0 == 0, "no user was hurt")
             }
         }
+    }
+
+    @Test("the copy goes only once stable has answered: the canary never wins a race on shared state against the user's own request")
+    func copyAfterStable() async throws {
+        let harness = try ProxyHarness()
+        let recording = try await RecordingUpstream(group: harness.group)
+        do {
+            try await harness.start(canaryUpstream: recording.url)
+            try Self.mirror(harness, percent: 100)
+            let port = harness.port, group = harness.clientGroup
+            // Stable answers /slow after 3 s.
+            let user = Task {
+                try await TestHTTPClient.withConnection(port: port, group: group) { client in
+                    try await client.send("/slow", headers: [ProxyHarness.bearer("app-1")])
+                }
+            }
+            try await Task.sleep(for: .seconds(1))
+            #expect(recording.requests.withLockedValue { $0 }.isEmpty, "stable has not answered yet: no copy may have gone")
+            let response = try await user.value
+            #expect(response.status == 200 && response.version == "engine@7 (v2.1.0)")
+            _ = try await Self.waitForPairs(harness, 1)
+            #expect(recording.requests.withLockedValue { $0 } == ["GET /slow"])
+            #expect(recording.received.lowercased().contains("x-grayscale-route: mirror"))
+        } catch {
+            try? await recording.stop()
+            await harness.stop()
+            throw error
+        }
+        try? await recording.stop()
+        await harness.stop()
     }
 
     @Test("no copies without a mirror share; a new range ends them")

@@ -187,6 +187,25 @@ struct WebSocketDrainTests {
         }
     }
 
+    @Test("the policy's webSocketDrain, carried by the split, sets the grace: every proxy drains the same way whatever its own setting")
+    func graceFromTheSplit() async throws {
+        var configuration = ProxyConfiguration(port: 0)
+        configuration.webSocketDrainGrace = .seconds(120)  // the proxy's own: far past the socket's 30 s read timeout
+        try await ProxyHarness.run(configuration: configuration) { harness in
+            try harness.setCanary("100")
+            let socket = try Self.upgrade(harness, user: "ws-silent")
+            // The rollback as the controller writes it under a policy with `webSocketDrain: 1s`.
+            var state = try harness.database.serviceState("engine")
+            state.setWebSocketDrain(seconds: 1)
+            try state.rollBack(at: Date())
+            harness.proxy.update(RoutingTable(states: [state]))
+            let head = socket.received.count
+            socket.receive { $0.count >= head + 4 }
+            #expect(Array(socket.received[head...].prefix(4)) == [0x88, 0x02, 0x03, 0xF4], "close 1012")
+            #expect(socket.isClosedByPeer(), "cut after the split's 1 s: under the proxy's 120 s the read would time out after 30 s first")
+        }
+    }
+
     @Test("frame boundaries are found in any split of the stream (seeded: lengths 0 to 70,000, masked or not, 16- and 64-bit lengths)")
     func frameBoundaries() {
         var random = SeededRandom(seed: 1012)
