@@ -133,6 +133,10 @@ final class MirrorExchange: UpstreamExchange {
 
     private func send(on connection: UpstreamConnection) {
         self.connection = connection
+        guard connection.channel.isActive else {
+            // Closed between its connect and now: its handler had nobody to tell.
+            return end(.noAnswer, why: "the canary closed the connection before answering", status: 502)
+        }
         connection.handler.exchange = self
         connection.handler.expectResponse(to: method)
         sentAt = .now()

@@ -71,60 +71,6 @@ struct MirrorTests {
         }
     }
 
-    /// Runs the mirror test over `batches` spans of `perBatch` pairs; true when its e-value ever reaches `threshold`.
-    static func rejects(_ world: MirrorWorld, seed: UInt64, batches: Int, perBatch: Int, threshold: Double, latencyMs: Double? = 50) -> (Bool, Int) {
-        var random = SeededRandom(state: seed)
-        var test = MirrorTest(weight: 1, latencyEffectMs: latencyMs)
-        for batch in 0..<batches {
-            test.update(world.batch(perBatch, random: &random))
-            if test.logE >= log(threshold) { return (true, (batch + 1) * perBatch) }
-        }
-        return (false, batches * perBatch)
-    }
-
-    @Test("a canary that is the same software is rejected at most α of the time, in worlds of differing users, broken clients, outages and noisy latency", arguments: [
-        ("users who differ, chronic and flaky clients, outages", MirrorWorld()),
-        ("half the users flaky at 50%, no outages", MirrorWorld(flakyShare: 0.5, flakyRate: 0.5, outageChance: 0)),
-        ("one outage in five batches", MirrorWorld(outageChance: 0.2)),
-    ])
-    func nullKeepsAlpha(_ name: String, _ world: MirrorWorld) async {
-        let alpha = 0.05, runs = 1000
-        let rejected = await onOwnThread {
-            (0..<runs).filter { Self.rejects(world, seed: 20_261_207 &+ UInt64($0), batches: 60, perBatch: 20, threshold: 1 / alpha).0 }.count
-        }
-        let rate = Double(rejected) / Double(runs)
-        print("mirror null (\(name)): \(rejected) of \(runs) runs rejected at α = \(alpha), checked after each of 60 spans of 20 pairs")
-        // Ville's bound is α; 3 standard errors of slack for the Monte Carlo itself.
-        #expect(rate <= alpha + 3 * (alpha * (1 - alpha) / Double(runs)).squareRoot())
-    }
-
-    @Test("the name rule over GETs (7.5% of users fail every request on the canary) is caught within a few hundred mirrored requests; a 200 ms slowdown too")
-    func catchesBadCanaries() async {
-        let alpha = 0.01
-        // The rollout's threshold for the mirror part alone: its weight is 0.2 and the rest is worth 0.8 before any step.
-        let threshold = (1 / alpha - (1 - CanaryEvidence.mirrorWeight)) / CanaryEvidence.mirrorWeight
-        let (nameRuleCaught, pairs) = await onOwnThread {
-            var caught = 0, pairs: [Int] = []
-            for run in 0..<200 {
-                let (rejected, at) = Self.rejects(MirrorWorld(badTraitShare: 0.075, canaryExtraFailure: 1), seed: 7 &+ UInt64(run),
-                                                  batches: 100, perBatch: 20, threshold: threshold)
-                if rejected { caught += 1; pairs.append(at) }
-            }
-            return (caught, pairs.sorted())
-        }
-        print("name rule over GETs: caught in \(nameRuleCaught) of 200 runs; median \(pairs.isEmpty ? 0 : pairs[pairs.count / 2]) mirrored requests")
-        #expect(nameRuleCaught == 200)
-        #expect(pairs[pairs.count / 2] <= 400)
-        let slowCaught = await onOwnThread {
-            (0..<200).filter { Self.rejects(MirrorWorld(canaryExtraMs: 200), seed: 99 &+ UInt64($0), batches: 100, perBatch: 20, threshold: threshold).0 }.count
-        }
-        #expect(slowCaught == 200)
-        // And without latency judged, the slowdown alone is no evidence.
-        let slowWithoutLatency = Self.rejects(MirrorWorld(outageChance: 0, canaryExtraMs: 200), seed: 5, batches: 50, perBatch: 20,
-                                              threshold: threshold, latencyMs: nil).0
-        #expect(!slowWithoutLatency)
-    }
-
     @Test("pairs add up across spans and proxies; a hostile proxy's counts are clamped; latency counts only when wholly above δ")
     func pairsMerge() throws {
         var a = MirrorPairs()
@@ -279,5 +225,63 @@ struct MirrorTests {
         evidence.updateMirror(pairs)
         let mirror = exp(evidence.mirror!.logE)
         #expect(abs(exp(evidence.logE) - (0.8 + 0.2 * mirror)) < 1e-6 * mirror)
+    }
+}
+
+/// The Monte Carlo runs: CPU-heavy, so run apart from the socket tests (`make test` runs Heavy suites on their own).
+@Suite("Heavy: mirrored traffic, seeded Monte Carlo")
+struct HeavyMirrorTests {
+    /// Runs the mirror test over `batches` spans of `perBatch` pairs; true when its e-value ever reaches `threshold`.
+    static func rejects(_ world: MirrorWorld, seed: UInt64, batches: Int, perBatch: Int, threshold: Double, latencyMs: Double? = 50) -> (Bool, Int) {
+        var random = SeededRandom(state: seed)
+        var test = MirrorTest(weight: 1, latencyEffectMs: latencyMs)
+        for batch in 0..<batches {
+            test.update(world.batch(perBatch, random: &random))
+            if test.logE >= log(threshold) { return (true, (batch + 1) * perBatch) }
+        }
+        return (false, batches * perBatch)
+    }
+
+    @Test("a canary that is the same software is rejected at most α of the time, in worlds of differing users, broken clients, outages and noisy latency", arguments: [
+        ("users who differ, chronic and flaky clients, outages", MirrorWorld()),
+        ("half the users flaky at 50%, no outages", MirrorWorld(flakyShare: 0.5, flakyRate: 0.5, outageChance: 0)),
+        ("one outage in five batches", MirrorWorld(outageChance: 0.2)),
+    ])
+    func nullKeepsAlpha(_ name: String, _ world: MirrorWorld) async {
+        let alpha = 0.05, runs = 1000
+        let rejected = await onOwnThread {
+            (0..<runs).filter { Self.rejects(world, seed: 20_261_207 &+ UInt64($0), batches: 60, perBatch: 20, threshold: 1 / alpha).0 }.count
+        }
+        let rate = Double(rejected) / Double(runs)
+        print("mirror null (\(name)): \(rejected) of \(runs) runs rejected at α = \(alpha), checked after each of 60 spans of 20 pairs")
+        // Ville's bound is α; 3 standard errors of slack for the Monte Carlo itself.
+        #expect(rate <= alpha + 3 * (alpha * (1 - alpha) / Double(runs)).squareRoot())
+    }
+
+    @Test("the name rule over GETs (7.5% of users fail every request on the canary) is caught within a few hundred mirrored requests; a 200 ms slowdown too")
+    func catchesBadCanaries() async {
+        let alpha = 0.01
+        // The rollout's threshold for the mirror part alone: its weight is 0.2 and the rest is worth 0.8 before any step.
+        let threshold = (1 / alpha - (1 - CanaryEvidence.mirrorWeight)) / CanaryEvidence.mirrorWeight
+        let (nameRuleCaught, pairs) = await onOwnThread {
+            var caught = 0, pairs: [Int] = []
+            for run in 0..<200 {
+                let (rejected, at) = Self.rejects(MirrorWorld(badTraitShare: 0.075, canaryExtraFailure: 1), seed: 7 &+ UInt64(run),
+                                                  batches: 100, perBatch: 20, threshold: threshold)
+                if rejected { caught += 1; pairs.append(at) }
+            }
+            return (caught, pairs.sorted())
+        }
+        print("name rule over GETs: caught in \(nameRuleCaught) of 200 runs; median \(pairs.isEmpty ? 0 : pairs[pairs.count / 2]) mirrored requests")
+        #expect(nameRuleCaught == 200)
+        #expect(pairs[pairs.count / 2] <= 400)
+        let slowCaught = await onOwnThread {
+            (0..<200).filter { Self.rejects(MirrorWorld(canaryExtraMs: 200), seed: 99 &+ UInt64($0), batches: 100, perBatch: 20, threshold: threshold).0 }.count
+        }
+        #expect(slowCaught == 200)
+        // And without latency judged, the slowdown alone is no evidence.
+        let slowWithoutLatency = Self.rejects(MirrorWorld(outageChance: 0, canaryExtraMs: 200), seed: 5, batches: 50, perBatch: 20,
+                                              threshold: threshold, latencyMs: nil).0
+        #expect(!slowWithoutLatency)
     }
 }

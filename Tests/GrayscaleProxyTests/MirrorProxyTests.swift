@@ -3,48 +3,35 @@ import GrayscaleCore
 import GrayscaleProxy
 import GrayscaleStore
 import NIOCore
+import NIOConcurrencyHelpers
 import NIOHTTP1
+import NIOPosix
 import Testing
 
-#if canImport(Glibc)
-import Glibc
-#endif
+/// An upstream that takes connections and reads every byte but never answers, like a
+/// canary that hangs; `stop` closes every connection it took (and stops listening).
+final class SilentUpstream: Sendable {
+    let server: Channel
+    private let accepted = NIOLockedValueBox<[Channel]>([])
 
-/// A listening socket that never accepts: connections to it open (the kernel's backlog)
-/// and whatever is sent waits there unanswered, like a canary that hangs.
-final class HangingListener {
-    let descriptor: Int32
-    let port: Int
-
-    init() throws {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(descriptor, 512) == 0 else { throw TestClientError.noHead }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        self.descriptor = descriptor
-        port = Int(UInt16(bigEndian: address.sin_port))
+    init(group: EventLoopGroup) async throws {
+        let accepted = self.accepted
+        server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                accepted.withLockedValue { $0.append(channel) }
+                return channel.eventLoop.makeSucceededVoidFuture()  // no handler: bytes are read and dropped
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
     }
 
-    var url: String { "http://127.0.0.1:\(port)" }
+    var url: String { "http://127.0.0.1:\(server.localAddress!.port!)" }
 
-    /// Closes the listening socket: the connections waiting in its backlog are reset.
-    func stop() {
-        guard !stopped else { return }
-        stopped = true
-        close(descriptor)
+    func stop() async {
+        try? await server.close()
+        for channel in accepted.withLockedValue({ $0 }) { try? await channel.close() }
     }
-    private var stopped = false
-
-    deinit { stop() }
 }
 
 @Suite("Mirrored requests through the proxy", .serialized)
@@ -74,7 +61,8 @@ struct MirrorProxyTests {
 
     @Test("a canary that hangs: every user gets stable's answer while no mirrored copy has been answered; the copies end as the canary's failures")
     func hangingCanary() async throws {
-        let hanging = try HangingListener()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let hanging = try await SilentUpstream(group: group)
         // Nothing times out during the test (10 minutes): while the canary hangs, no copy can end.
         try await ProxyHarness.run(configuration: ProxyConfiguration(port: 0, upstreamResponseTimeout: .seconds(600)), canaryUpstream: hanging.url) { harness in
             try Self.mirror(harness, percent: 100)
@@ -89,7 +77,7 @@ struct MirrorProxyTests {
             #expect(Self.pairs(harness).pairs == 0, "no copy can have ended: the canary answers nothing")
             #expect(responses.count == 40)
             #expect(responses.allSatisfy { $0.status == 200 && $0.version == "engine@7 (v2.1.0)" && $0.body.hasPrefix("version 7 path /deploy") })
-            hanging.stop()  // the canary goes away: its waiting connections are reset
+            await hanging.stop()  // the canary goes away: it closes the connections it never answered
             let pairs = try await Self.waitForPairs(harness, 40)
             #expect(pairs.pairs == 40)
             #expect(pairs.canaryOnlyFailures == 40, "a copy the canary never answers is its failure")
@@ -99,11 +87,14 @@ struct MirrorProxyTests {
             let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
             #expect(log.components(separatedBy: #""route":"mirror""#).count - 1 == 40)
         }
+        await hanging.stop()
+        try await group.shutdownGracefully()
     }
 
     @Test("a copy the canary does not answer in time ends as its timeout (504 in the access log), on the proxy's upstream timeout")
     func mirrorTimeout() async throws {
-        let hanging = try HangingListener()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let hanging = try await SilentUpstream(group: group)
         try await ProxyHarness.run(configuration: ProxyConfiguration(port: 0, upstreamResponseTimeout: .seconds(1)), canaryUpstream: hanging.url) { harness in
             try Self.mirror(harness, percent: 100)
             let response = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
@@ -118,7 +109,8 @@ struct MirrorProxyTests {
             let line = try #require(log.split(separator: "\n").first { $0.contains(#""route":"mirror""#) })
             #expect(line.contains(#""status":504"#) && line.contains("did not answer the mirrored request in time"), "\(line)")
         }
-        hanging.stop()
+        await hanging.stop()
+        try await group.shutdownGracefully()
     }
 
     @Test("a canary that fails (500 for some names, or refused connections): users get exactly stable's answers; only safe requests are copied")
