@@ -11,13 +11,20 @@ public struct VersionObservation: Codable, Hashable, Sendable {
     /// For people: percentiles of all of the version's traffic. The judge never uses them.
     public var p50Ms: Double?
     public var p99Ms: Double?
+    /// WebSockets opened (upgrades answered 101) and dropped by the upstream without a close
+    /// frame; nil from a source that does not count them.
+    public var webSocketsOpened: Int?
+    public var webSocketsDropped: Int?
 
-    public init(requests: Int, errors: Int, evidence: VersionEvidence? = nil, p50Ms: Double? = nil, p99Ms: Double? = nil) {
+    public init(requests: Int, errors: Int, evidence: VersionEvidence? = nil, p50Ms: Double? = nil, p99Ms: Double? = nil,
+                webSocketsOpened: Int? = nil, webSocketsDropped: Int? = nil) {
         self.requests = requests
         self.errors = errors
         self.evidence = evidence
         self.p50Ms = p50Ms
         self.p99Ms = p99Ms
+        self.webSocketsOpened = webSocketsOpened
+        self.webSocketsDropped = webSocketsDropped
     }
 
     public var errorRate: Double { requests == 0 ? 0 : Double(errors) / Double(requests) }

@@ -340,6 +340,11 @@ public enum Reconciler {
                 state.evidenceSeconds = (state.evidenceSeconds ?? 0) + max(0, interval.to.timeIntervalSince(max(interval.from, counted)))
                 state.evidenceUntil = max(counted, interval.to)
                 state.metricsFailures = 0
+                if interval.canary.webSocketsOpened != nil || interval.canary.webSocketsDropped != nil {
+                    var tally = state.stepWebSockets ?? WebSocketTally()
+                    tally.add(canary: interval.canary, stable: interval.stable)
+                    state.stepWebSockets = tally
+                }
                 state.stepRequests = min(VersionEvidence.countLimit, state.stepRequests + min(max(interval.canary.requests, 0), VersionEvidence.countLimit))
                 verdict = CanaryJudge.judge(interval, analysis: policy.analysis, evidence: &state.evidence,
                                             share: Double(split.range.widthHundredths) / Double(Bucket.count), stepRequests: state.stepRequests)
@@ -421,6 +426,10 @@ public enum Reconciler {
             guard let verdict = state.lastVerdict, verdict.outcome == .pass, let at = state.lastVerdictAt, at > started else {
                 let waiting = state.lastVerdictAt.map { $0 > started } == true ? state.lastVerdict?.reason ?? "" : "waiting for the first verdict"
                 state.holdReason = "step \(state.step + 1) of \(policy.steps.count): \(waiting)"
+                return
+            }
+            if let problem = state.stepWebSockets?.problem {
+                hold(&state, "step \(state.step + 1) of \(policy.steps.count) passed its verdict, but \(problem)")
                 return
             }
             if state.step >= policy.steps.count - 1 {
@@ -592,6 +601,7 @@ public enum Reconciler {
         func startStep(_ state: inout RolloutState) {
             state.stepStartedAt = now
             state.stepRequests = 0
+            state.stepWebSockets = nil
             state.evidence.startStep(last: state.step == policy.steps.count - 1, at: now)
         }
 

@@ -63,6 +63,8 @@ public struct RolloutState: Codable, Hashable, Sendable {
     /// and for a policy without one.
     public var mirrorStartedAt: Date?
     public var mirrorPassedAt: Date?
+    /// The step's WebSockets, by version: a canary whose sockets drop more often holds the step.
+    public var stepWebSockets: WebSocketTally?
 
     public init(service: String, release: ReleaseRef, phase: Phase, evidence: CanaryEvidence, splitRevision: Int, now: Date) {
         self.service = service

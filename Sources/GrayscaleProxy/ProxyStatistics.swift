@@ -88,6 +88,8 @@ public final class ProxyStatistics: Sendable {
         var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
         var affectedUsers: Set<String> = []
         var anonymousErrors = 0
+        /// WebSocket upgrades answered 101.
+        var webSocketsOpened = 0
         /// Randomized traffic, for the judge; one failure per unit, its earliest
         /// (`failedUnits`: where each unit's failure is in `evidence.failures`).
         var evidence = VersionEvidence()
@@ -234,7 +236,8 @@ public final class ProxyStatistics: Sendable {
         let merged = Self.merge(windows, start: windows.first?.start ?? start)
         let observation = VersionObservation(
             requests: merged.requests, errors: merged.errors, evidence: merged.evidence ?? VersionEvidence(),
-            p50Ms: merged.requests > 0 ? merged.latencyMs.p50 : nil, p99Ms: merged.requests > 0 ? merged.latencyMs.p99 : nil)
+            p50Ms: merged.requests > 0 ? merged.latencyMs.p50 : nil, p99Ms: merged.requests > 0 ? merged.latencyMs.p99 : nil,
+            webSocketsOpened: merged.webSocketsOpened ?? 0, webSocketsDropped: merged.errorsByClass[ErrorClass.webSocketDropped.rawValue] ?? 0)
         return (observation, Date(timeIntervalSince1970: TimeInterval(coveredEnd)))
     }
 
@@ -242,11 +245,12 @@ public final class ProxyStatistics: Sendable {
         var latency = Histogram<UInt32>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .two)
         var errors = [Int](repeating: 0, count: ErrorClass.allCases.count)
         var users: Set<String> = []
-        var requests = 0, anonymousErrors = 0
+        var requests = 0, anonymousErrors = 0, webSocketsOpened = 0
         var evidence = VersionEvidence()
         for window in windows {
             evidence.merge(window.evidence)
             requests += window.requests
+            webSocketsOpened += window.webSocketsOpened
             for index in errors.indices { errors[index] += window.errors[index] }
             latency.add(window.latency)
             users.formUnion(window.affectedUsers)
@@ -266,6 +270,7 @@ public final class ProxyStatistics: Sendable {
             affectedUsers: users.count,
             affectedUserIds: users.sorted(),
             anonymousErrors: anonymousErrors,
+            webSocketsOpened: webSocketsOpened,
             evidence: evidence,
             latencyMs: LatencySummary(p50: millis(50), p90: millis(90), p99: millis(99),
                                       max: latency.totalCount == 0 ? 0 : Double(latency.max) / 1000)
@@ -306,6 +311,7 @@ extension ProxyStatistics.Window {
             return
         }
         requests += 1
+        if outcome.status == 101 { webSocketsOpened += 1 }
         _ = latency.record(outcome.latencyMicros)
         if var unit = outcome.unit {
             let failed = outcome.errorClass.map { $0 != .rejected } ?? false
@@ -363,6 +369,8 @@ public struct WindowStatistics: Codable, Sendable {
     public var affectedUserIds: [String]
     /// Server-side errors of requests without an identity.
     public var anonymousErrors: Int
+    /// WebSocket upgrades answered 101 (their drops are `errorsByClass.webSocketDropped`); nil from an older proxy.
+    public var webSocketsOpened: Int?
     /// Randomized traffic only: what the controller judges (fleet proxies send it here);
     /// nil from a proxy older than the evidence.
     public var evidence: VersionEvidence?

@@ -215,6 +215,33 @@ struct MirrorTests {
         print("mirror phase: rolled back after \(ticks) minutes: \(reason)")
     }
 
+    @Test("a canary whose WebSockets drop more often than stable's holds its step (never a rollback); bursts on stable, or a few drops, do not")
+    func webSocketDropsHold() throws {
+        #expect(abs(WebSocketTally.upperTail(successes: 8, trials: 10, probability: 0.5) - 56.0 / 1024) < 1e-12)
+        #expect(WebSocketTally(canaryOpened: 100, canaryDropped: 30, stableOpened: 1000, stableDropped: 5).problem != nil)
+        #expect(WebSocketTally(canaryOpened: 100, canaryDropped: 2, stableOpened: 1000, stableDropped: 0).problem == nil, "too few to say")
+        #expect(WebSocketTally(canaryOpened: 100, canaryDropped: 3, stableOpened: 1000, stableDropped: 300).problem == nil, "a burst on stable")
+        #expect(WebSocketTally(canaryOpened: 100, canaryDropped: 10, stableOpened: 1000, stableDropped: 100).problem == nil, "the same rate")
+
+        var driver = RolloutDriver(start: Self.wednesday)
+        driver.tick()
+        #expect(driver.percent == 1)
+        // Ten healthy minutes in which the canary's sockets keep dropping.
+        for _ in 0..<11 {
+            guard case .observed(var interval) = driver.healthy(failingUnits: 0) else { continue }
+            interval.canary.webSocketsOpened = 20
+            interval.canary.webSocketsDropped = 15
+            interval.stable.webSocketsOpened = 500
+            interval.stable.webSocketsDropped = 2
+            driver.tick(.observed(interval))
+        }
+        #expect(driver.percent == 1, "held at the first step")
+        #expect(driver.rollout?.phase == .holding)
+        #expect(driver.rollout?.holdReason?.contains("WebSockets dropped without a close frame more often than stable's") == true)
+        #expect(driver.service.release(number: 8)?.status == .canary, "held, not rolled back")
+        #expect(driver.log.flatMap(\.notifications).contains { $0.contains("holds at") && $0.contains("WebSockets") })
+    }
+
     @Test("the mirror's weight comes out of the others': the combined e-value stays an average with weights summing to 1")
     func weights() {
         var evidence = CanaryEvidence(alpha: 0.01, beta: 0.01, detectRatio: 5, latencyEffectMs: 50, mirror: true)

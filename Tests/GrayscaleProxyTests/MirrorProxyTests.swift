@@ -28,6 +28,9 @@ final class SilentUpstream: Sendable {
 
     var url: String { "http://127.0.0.1:\(server.localAddress!.port!)" }
 
+    /// Connections taken so far.
+    var connections: Int { accepted.withLockedValue { $0.count } }
+
     func stop() async {
         try? await server.close()
         for channel in accepted.withLockedValue({ $0 }) { try? await channel.close() }
@@ -77,7 +80,10 @@ struct MirrorProxyTests {
             #expect(Self.pairs(harness).pairs == 0, "no copy can have ended: the canary answers nothing")
             #expect(responses.count == 40)
             #expect(responses.allSatisfy { $0.status == 200 && $0.version == "engine@7 (v2.1.0)" && $0.body.hasPrefix("version 7 path /deploy") })
-            await hanging.stop()  // the canary goes away: it closes the connections it never answered
+            // Every copy has its own connection: once all 40 are taken, the canary goes away and closes them unanswered.
+            for _ in 0..<600 where hanging.connections < 40 { try await Task.sleep(for: .milliseconds(100)) }
+            #expect(hanging.connections == 40)
+            await hanging.stop()
             let pairs = try await Self.waitForPairs(harness, 40)
             #expect(pairs.pairs == 40)
             #expect(pairs.canaryOnlyFailures == 40, "a copy the canary never answers is its failure")

@@ -136,6 +136,12 @@ struct WebSocketDrainTests {
                 // unit would break the judge's α, so they stay out of `errors` and out of the evidence.
                 #expect(canary?.totals.errors == 0)
                 #expect(canary?.windows.flatMap { $0.evidence?.failures ?? [] }.isEmpty == true)
+                // What the controller reads: the socket opened and (without a close frame) dropped, for the step's gate.
+                #expect(canary?.totals.webSocketsOpened == 1)
+                let (observed, _) = harness.proxy.statistics.observation(service: "engine", release: 8, from: Date(timeIntervalSinceNow: -600),
+                                                                          to: Date(timeIntervalSinceNow: 5))
+                #expect(observed.webSocketsOpened == 1)
+                #expect(observed.webSocketsDropped == (closeFrame ? 0 : 1))
                 harness.accessLog.flush()
                 let log = try String(contentsOfFile: harness.accessLogPath, encoding: .utf8)
                 #expect(log.contains("without a close frame (1006)") == !closeFrame)

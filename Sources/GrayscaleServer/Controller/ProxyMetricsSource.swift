@@ -93,8 +93,14 @@ public struct HTTPStatsMetrics: MetricsSource {
             for window in mine {
                 if let more = window.evidence { evidence.merge(more) }
             }
+            // Sockets: clamped per window, as a hostile proxy's counts must not overflow the sum.
+            func count(_ value: Int?) -> Int { min(max(value ?? 0, 0), VersionEvidence.countLimit) }
             return VersionObservation(requests: mine.reduce(0) { $0 + $1.requests }, errors: mine.reduce(0) { $0 + $1.errors },
-                                      evidence: evidence, p50Ms: evidence.percentileMs(0.5), p99Ms: evidence.percentileMs(0.99))
+                                      evidence: evidence, p50Ms: evidence.percentileMs(0.5), p99Ms: evidence.percentileMs(0.99),
+                                      webSocketsOpened: mine.reduce(0) { min(VersionEvidence.countLimit, $0 + count($1.webSocketsOpened)) },
+                                      webSocketsDropped: mine.reduce(0) {
+                                          min(VersionEvidence.countLimit, $0 + count($1.errorsByClass[ErrorClass.webSocketDropped.rawValue]))
+                                      })
         }
         return IntervalObservation(from: from, to: Date(timeIntervalSince1970: TimeInterval(covered)),
                                    canary: sum(canary.number), stable: sum(stable.number))
