@@ -342,7 +342,7 @@ public enum Reconciler {
                 state.metricsFailures = 0
                 if interval.canary.webSocketsOpened != nil || interval.canary.webSocketsDropped != nil {
                     var tally = state.stepWebSockets ?? WebSocketTally()
-                    tally.add(canary: interval.canary, stable: interval.stable)
+                    tally.add(canary: interval.canary, stable: interval.stable, at: interval.to)
                     state.stepWebSockets = tally
                 }
                 state.stepRequests = min(VersionEvidence.countLimit, state.stepRequests + min(max(interval.canary.requests, 0), VersionEvidence.countLimit))
@@ -428,8 +428,10 @@ public enum Reconciler {
                 state.holdReason = "step \(state.step + 1) of \(policy.steps.count): \(waiting)"
                 return
             }
-            if let problem = state.stepWebSockets?.problem {
-                hold(&state, "step \(state.step + 1) of \(policy.steps.count) passed its verdict, but \(problem)")
+            if let problem = state.stepWebSockets?.problem(now: now, quiet: policy.stepMinimum) {
+                // Told once: the counts in the reason change every tick, the hold does not.
+                let told = input.rollout?.phase == .holding && input.rollout?.holdReason?.contains(WebSocketTally.reasonPrefix) == true
+                hold(&state, "step \(state.step + 1) of \(policy.steps.count) passed its verdict, but \(problem)", quietly: told)
                 return
             }
             if state.step >= policy.steps.count - 1 {
@@ -495,7 +497,8 @@ public enum Reconciler {
         static func stepPassed(_ state: RolloutState, policy: RolloutPolicy, now: Date) -> Bool {
             guard state.phase.isActive, state.phase != .verifying, !state.manual, state.step >= 0, let started = state.stepStartedAt,
                   now.timeIntervalSince(started) >= Double(policy.stepMinimum),
-                  let verdict = state.lastVerdict, verdict.outcome == .pass, let at = state.lastVerdictAt, at > started else { return false }
+                  let verdict = state.lastVerdict, verdict.outcome == .pass, let at = state.lastVerdictAt, at > started,
+                  state.stepWebSockets?.problem(now: now, quiet: policy.stepMinimum) == nil else { return false }
             return true
         }
 

@@ -10,12 +10,16 @@ public struct SplitSummary: Codable, Hashable, Sendable {
     public var allowList: [String]
     public var denyList: [String]
     public var optInAllowed: Bool
+    /// Seconds the canary's WebSockets get to close when it loses them (the policy's `webSocketDrain`); absent: each proxy's own.
+    public var webSocketDrainSeconds: Int?
 
     public struct CanarySummary: Codable, Hashable, Sendable {
         public var number: Int
         public var label: String
         public var salt: String
         public var range: RangeSummary
+        /// Percent of stable's GET and HEAD requests copied to the canary (its mirror phase); absent when none.
+        public var mirrorPercent: Double?
     }
 
     public struct RangeSummary: Codable, Hashable, Sendable {
@@ -29,7 +33,9 @@ public struct SplitSummary: Codable, Hashable, Sendable {
         public var percent: Double
     }
 
-    enum CodingKeys: String, CodingKey { case service, revision, stable, canary, nonAuthWeightPercent, allowList, denyList, optInAllowed }
+    enum CodingKeys: String, CodingKey {
+        case service, revision, stable, canary, nonAuthWeightPercent, allowList, denyList, optInAllowed, webSocketDrainSeconds
+    }
 
     /// `canary` is written as `null` when there is none, as documented, never left out.
     public func encode(to encoder: any Encoder) throws {
@@ -42,6 +48,7 @@ public struct SplitSummary: Codable, Hashable, Sendable {
         try container.encode(allowList, forKey: .allowList)
         try container.encode(denyList, forKey: .denyList)
         try container.encode(optInAllowed, forKey: .optInAllowed)
+        try container.encodeIfPresent(webSocketDrainSeconds, forKey: .webSocketDrainSeconds)
     }
 
     public init(_ split: TrafficSplit) {
@@ -51,8 +58,10 @@ public struct SplitSummary: Codable, Hashable, Sendable {
         canary = split.canary.map {
             CanarySummary(number: $0.release.number, label: $0.release.label, salt: $0.salt,
                           range: RangeSummary(fromBucket: $0.range.lower, toBucket: $0.range.upper, text: $0.range.description,
-                                              percent: Double($0.range.widthHundredths) / 100))
+                                              percent: Double($0.range.widthHundredths) / 100),
+                          mirrorPercent: $0.mirror.map { Double($0) / 100 })
         }
+        webSocketDrainSeconds = split.webSocketDrain
         nonAuthWeightPercent = Double(split.nonAuthWeight) / 100
         allowList = split.allowList
         denyList = split.denyList

@@ -10,6 +10,9 @@ extension TrafficSplit {
             lines.append("Canary: none (all traffic to stable)")
         }
         lines.append("Non-Auth GrayScale Weight: \(formatHundredths(nonAuthWeight))%")
+        if let mirror = canary?.mirror {
+            lines.append("Mirror: \(formatHundredths(mirror))% of stable's GET and HEAD requests copied to the canary (answers discarded)")
+        }
         return lines
     }
 

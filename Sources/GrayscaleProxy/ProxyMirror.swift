@@ -124,7 +124,10 @@ final class MirrorExchange: UpstreamExchange {
                 return
             }
             switch result {
-            case .failure(let error): mirror.end(.noAnswer, why: "connect: \(error)", status: 502)
+            case .failure(let error):
+                // No pair: stable's request went on a pooled connection, the copy on a new one, so a
+                // failure to connect (a full accept queue, no local port) would fall on the canary alone.
+                mirror.end(nil, why: "connect: \(error)", status: 502)
             case .success(let connection): mirror.send(on: connection)
             }
         }
@@ -160,7 +163,8 @@ final class MirrorExchange: UpstreamExchange {
     func upstreamReadComplete() {}
     func upstreamWritabilityChanged(isWritable: Bool) {}
 
-    private func end(_ side: MirrorSide, why: String?, status: Int) {
+    /// Ends the copy: `side` is what the canary did, nil when the copy never reached it (no pair).
+    private func end(_ side: MirrorSide?, why: String?, status: Int) {
         guard !ended else { return }
         ended = true
         timer?.cancel()
@@ -170,11 +174,18 @@ final class MirrorExchange: UpstreamExchange {
         if pool.mirrorsInFlight[target.upstream] == 0 { pool.mirrorsInFlight[target.upstream] = nil }
         if let connection {
             connection.handler.exchange = nil
-            connection.channel.close(promise: nil)  // the body is never read; the connection is never reused
+            // The body is never read and the connection never reused; closed with a reset (SO_LINGER 0), so
+            // that copies leave no TIME_WAIT socket behind and cannot run the proxy out of local ports.
+            let channel = connection.channel
+            if let options = channel as? SocketOptionProvider {
+                options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in channel.close(promise: nil) }
+            } else {
+                channel.close(promise: nil)
+            }
         }
         connection = nil
-        pair.canarySettled(side)
-        let micros = side.headMicros ?? UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
+        if let side { pair.canarySettled(side) } else { pair.drop() }
+        let micros = side?.headMicros ?? UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
         shared.accessLog?.append(AccessLogLine(
             time: shared.configuration.now(), service: pair.service, release: target.release.number, label: target.release.label,
             route: "mirror", appId: appId, bucket: nil, method: method.rawValue, path: path, status: status, latencyMs: Double(micros) / 1000,

@@ -239,7 +239,20 @@ struct MirrorTests {
         #expect(driver.rollout?.phase == .holding)
         #expect(driver.rollout?.holdReason?.contains("WebSockets dropped without a close frame more often than stable's") == true)
         #expect(driver.service.release(number: 8)?.status == .canary, "held, not rolled back")
-        #expect(driver.log.flatMap(\.notifications).contains { $0.contains("holds at") && $0.contains("WebSockets") })
+        #expect(driver.log.flatMap(\.notifications).filter { $0.contains("holds at") && $0.contains("WebSockets") }.count == 1, "told once")
+        // The drops stop (a pod's restart was over): after the step's minimum time without one, the step passes.
+        for _ in 0..<11 { driver.tick(driver.healthy(failingUnits: 0)) }
+        #expect(driver.percent == 5, "the next step")
+        // And a hold never stands in the way of a rollback.
+        var failing = RolloutDriver(start: Self.wednesday)
+        failing.tick()
+        failing.rollout?.stepWebSockets = WebSocketTally(canaryOpened: 10, canaryDropped: 10, stableOpened: 100, stableDropped: 0,
+                                                         lastCanaryDropAt: failing.now.timeIntervalSince1970)
+        for minute in 0..<10 where failing.rollout?.phase.isActive == true {
+            failing.tick(failing.observed(canaryRequests: 10, stableRequests: 990, canaryFailing: (0..<5).map { "bad-\(minute)-\($0)" }, stableFailing: []))
+        }
+        #expect(failing.rollout?.phase == .rolledBack)
+        #expect(WebSocketTally.upperTail(successes: 7, trials: 200_000, probability: 1e-5) > 0.004, "exact in the far tail, no normal approximation")
     }
 
     @Test("the mirror's weight comes out of the others': the combined e-value stays an average with weights summing to 1")

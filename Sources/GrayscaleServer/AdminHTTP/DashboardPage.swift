@@ -62,6 +62,7 @@ enum DashboardPage {
           const lines = [`Stable ${version(split ? split.stable : null)} : other`,
             split && split.canary ? `Canary ${version(split.canary)} appid range: ${range.text}` : "Canary: none (all traffic to stable)",
             `Non-Auth GrayScale Weight: ${split ? split.nonAuthWeightPercent : 0}%`];
+          if (split && split.canary && split.canary.mirrorPercent) lines.push(`Mirror: ${split.canary.mirrorPercent}% of stable's GET and HEAD requests copied to the canary`);
           let rolloutHTML = "";
           if (rollout) {
             const verdict = rollout.lastVerdict;

@@ -98,7 +98,8 @@ public struct HTTPStatsMetrics: MetricsSource {
             return VersionObservation(requests: mine.reduce(0) { $0 + $1.requests }, errors: mine.reduce(0) { $0 + $1.errors },
                                       evidence: evidence, p50Ms: evidence.percentileMs(0.5), p99Ms: evidence.percentileMs(0.99),
                                       webSocketsOpened: mine.reduce(0) { min(VersionEvidence.countLimit, $0 + count($1.webSocketsOpened)) },
-                                      webSocketsDropped: mine.reduce(0) {
+                                      // Drops only from proxies that count the sockets they open: drops with no exposure behind them would skew the gate.
+                                      webSocketsDropped: mine.filter { $0.webSocketsOpened != nil }.reduce(0) {
                                           min(VersionEvidence.countLimit, $0 + count($1.errorsByClass[ErrorClass.webSocketDropped.rawValue]))
                                       })
         }
