@@ -19,8 +19,8 @@ final class SilentUpstream: Sendable {
         server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                accepted.withLockedValue { $0.append(channel) }
-                return channel.eventLoop.makeSucceededVoidFuture()  // no handler: bytes are read and dropped
+                // Known once active: a channel closed before its registration completes would stay open after it.
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Taker(accepted: accepted)) }
             }
             .bind(host: "127.0.0.1", port: 0)
             .get()
@@ -30,6 +30,18 @@ final class SilentUpstream: Sendable {
 
     /// Connections taken so far.
     var connections: Int { accepted.withLockedValue { $0.count } }
+
+    /// Keeps each connection once it is active, and drops what it reads.
+    final class Taker: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let accepted: NIOLockedValueBox<[Channel]>
+        init(accepted: NIOLockedValueBox<[Channel]>) { self.accepted = accepted }
+        func channelActive(context: ChannelHandlerContext) {
+            let channel = context.channel
+            accepted.withLockedValue { $0.append(channel) }
+        }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+    }
 
     func stop() async {
         try? await server.close()
