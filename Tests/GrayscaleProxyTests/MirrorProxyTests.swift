@@ -45,7 +45,12 @@ final class SilentUpstream: Sendable {
 
     func stop() async {
         try? await server.close()
-        for channel in accepted.withLockedValue({ $0 }) { try? await channel.close() }
+        for channel in accepted.withLockedValue({ $0 }) {
+            // Shut down first: a test process that forks (the CLI's, PostgreSQL's) may hold a copy of the descriptor,
+            // and a plain close sends no FIN while another copy is open.
+            try? await channel.close(mode: .output)
+            try? await channel.close()
+        }
     }
 }
 
