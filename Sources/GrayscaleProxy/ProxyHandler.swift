@@ -665,6 +665,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if exchange.status == nil, upstream.reused, !exchange.retried, exchange.requestEnded, exchange.bytesIn == 0,
            [HTTPMethod.GET, .HEAD, .OPTIONS].contains(exchange.head.method) {
             exchange.retried = true
+            exchange.sentAt = nil  // written again once the new connection is made
             state = .connecting(exchange, buffered: [.end(nil)])
             pool.connection(to: exchange.target.upstream, fresh: true) { result in
                 self.connected(result, exchange: exchange, context: context)

@@ -2,6 +2,7 @@ import Foundation
 import GrayscaleCore
 import GrayscaleProxy
 import GrayscaleStore
+import GrayscaleTestSupport
 import NIOCore
 import NIOConcurrencyHelpers
 import NIOHTTP1
@@ -212,6 +213,47 @@ struct MirrorProxyTests {
             throw error
         }
         try? await recording.stop()
+        await harness.stop()
+    }
+
+    @Test("an A/A test through the real proxy: a canary that is the same software as stable (another instance of it) gathers no evidence against itself")
+    func sameSoftwareNoEvidence() async throws {
+        let harness = try ProxyHarness()
+        let twin = try await VersionUpstream(version: 7, group: harness.group)  // stable's code, deployed again as the canary
+        do {
+            try await harness.start(canaryUpstream: twin.url)
+            try Self.mirror(harness, percent: 100)
+            let port = harness.port, group = harness.clientGroup
+            // Eight keep-alive clients, 600 requests: stable's connections are pooled and reused, each copy's is new.
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                for worker in 0..<8 {
+                    tasks.addTask {
+                        try await TestHTTPClient.withConnection(port: port, group: group) { client in
+                            for index in 0..<75 {
+                                // One request in ten fails on either version alike (a missing backend): concordant.
+                                let path = index % 10 == 0 ? "/status/503" : "/deploy?n=\(worker)-\(index)"
+                                _ = try await client.send(path, headers: [ProxyHarness.bearer("app-\(worker)-\(index % 7)")])
+                            }
+                        }
+                    }
+                }
+                try await tasks.waitForAll()
+            }
+            let pairs = try await Self.waitForPairs(harness, 600)
+            var test = MirrorTest(weight: 1, latencyEffectMs: 50)
+            test.update(pairs)
+            print("A/A through the proxy: \(pairs.pairs) pairs, \(pairs.bothFailed) failed on both, \(pairs.canaryOnlyFailures) on the canary only, "
+                  + "\(pairs.stableOnlyFailures) on stable only, \(pairs.canarySlower(byMoreThan: 50)) with the canary slower by more than 50 ms; "
+                  + "mirror e-value \(exp(test.logE))")
+            #expect(pairs.pairs == 600)
+            #expect(pairs.bothFailed == 64, "the 503s (8 of each client's 75) fail on both and weigh nothing")
+            #expect(test.logE < log(100.0), "no evidence against the same software: far from any α's threshold")
+        } catch {
+            try? await twin.stop()
+            await harness.stop()
+            throw error
+        }
+        try? await twin.stop()
         await harness.stop()
     }
 
