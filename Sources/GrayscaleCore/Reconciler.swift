@@ -482,6 +482,15 @@ public enum Reconciler {
                     + "\(formatDuration(Int(max(0, elapsed)))) of \(formatDuration(mirror.duration))"
                 return false
             }
+            // Not while the evidence leans against the canary (its mirror e-value above 1: more failures on its side
+            // than stable's): the copies go on until the test rolls it back or the evidence evens out. Stopping the
+            // mirror test then is a stopping time; the rollout's α is untouched.
+            if let test = state.evidence.mirror, test.logE > 1e-9, elapsed < Double(mirror.maxDuration) {
+                state.holdReason = "mirror phase (no user on the canary yet): \(test.canaryOnlyFailures) mirrored requests failed on the canary only, "
+                    + "\(test.stableOnlyFailures) on stable only; mirroring on until the evidence settles (mirror e-value "
+                    + "\(CanaryJudge.format(exp(min(test.logE, 690)))))"
+                return false
+            }
             state.mirrorPassedAt = now
             let test = state.evidence.mirror
             let eValue = CanaryJudge.format(exp(min(test?.logE ?? 0, 690)))

@@ -29,6 +29,23 @@ final class PlatformMetrics: MetricsSource, Sendable {
     }
 }
 
+/// Healthy metrics with mirrored pairs on the canary's side: 20 a span, 5 of them failing
+/// on the canary only for the services in `failing`, none for those in `none`.
+final class MirroredMetrics: MetricsSource, Sendable {
+    let failing = NIOLockedValueBox<Set<String>>([])
+    let none = NIOLockedValueBox<Set<String>>([])
+
+    func observe(service: String, canary: ReleaseRef, stable: ReleaseRef, from: Date, to: Date) async throws -> IntervalObservation {
+        var observed = try await HealthyMetrics().observe(service: service, canary: canary, stable: stable, from: from, to: to)
+        guard !none.withLockedValue({ $0.contains(service) }) else { return observed }
+        let failing = self.failing.withLockedValue { $0.contains(service) }
+        var pairs = MirrorPairs()
+        for index in 0..<20 { pairs.record(stableFailed: false, canaryFailed: failing && index < 5, stableMs: 40, canaryMs: 38) }
+        observed.canary.evidence?.mirror = pairs
+        return observed
+    }
+}
+
 /// Engine, Registry and Events, each with a stable release, and platform release 2.1.1
 /// (engine 8, registry 18, events 28) published over them; a platform policy with the
 /// window always open.
@@ -39,7 +56,7 @@ struct PlatformFixture {
     static let services = ["engine", "events", "registry"]
     let clock = NIOLockedValueBox(Date(timeIntervalSince1970: 1_800_000_000))
 
-    init(rollback: String = "together") throws {
+    init(rollback: String = "together", extra: String = "") throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("grayscale-platform-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory.appendingPathComponent("policies"), withIntermediateDirectories: true)
         policies = directory.appendingPathComponent("policies").path
@@ -51,6 +68,7 @@ struct PlatformFixture {
             window: {days: [monday, tuesday, wednesday, thursday, friday, saturday, sunday], start: "00:00", end: "24:00", timeZone: UTC}
             slack: {channel: "#platform", operators: [U0OPERATOR]}
             rollback: \(rollback)
+            \(extra)
             """.write(toFile: policies + "/platform.yaml", atomically: true, encoding: .utf8)
         database = try GrayscaleDatabase.open(path: directory.appendingPathComponent("grayscale.sqlite").path)
         let who = Attribution(actor: "test"), now = clock.withLockedValue { $0 }
@@ -163,6 +181,52 @@ struct PlatformReleaseTests {
         #expect(seen == [500, 5000, 8000], "\(seen)")  // the last step keeps the 20% holdback on stable
         for (index, service) in PlatformFixture.services.enumerated() {
             #expect(try fixture.status(service, 10 * index + 8) == .stable, "\(service) was not promoted")
+        }
+    }
+
+    @Test("mirror phases: the services start together once every one has passed its own; one that fails its mirror takes all back before any user")
+    func mirrorPhases() async throws {
+        let mirror = "mirror: {share: 20, duration: 4s, minRequests: 30, maxDuration: 1h}"
+        do {
+            let fixture = try PlatformFixture(extra: mirror)
+            defer { fixture.remove() }
+            let metrics = MirroredMetrics()
+            metrics.none.withLockedValue { $0 = ["events"] }  // Events' copies have not come in yet
+            let controller = ControllerService(database: fixture.database, policiesFolder: fixture.policies, metrics: metrics,
+                                               now: { [clock = fixture.clock] in clock.withLockedValue { $0 } }, logger: Logger(label: "test"))
+            for pass in 0..<20 {
+                if pass == 8 { metrics.none.withLockedValue { $0 = [] } }
+                await fixture.pass(controller)
+                let widths = try fixture.widths()
+                #expect(Set(widths.values.map { $0 ?? -1 }).count == 1, "pass \(pass): the services' canaries differ: \(widths)")
+                if pass == 6 {
+                    #expect(widths["engine"] == 0, "Engine and Registry passed their mirror phases; Events has not: no one starts")
+                    let engine = try #require(try fixture.database.rolloutState("engine"))
+                    #expect(engine.mirrorPassedAt != nil)
+                    #expect(engine.holdReason?.contains("waiting for events") == true, "\(engine.holdReason ?? "")")
+                    #expect(try fixture.database.serviceState("events").split?.canary?.mirror == 2000)
+                }
+            }
+            #expect(try fixture.widths().values.allSatisfy { ($0 ?? 1) > 0 }, "all started (together: checked at every pass)")
+            for service in PlatformFixture.services {
+                #expect(try fixture.database.serviceState(service).split?.canary?.mirror == nil, "\(service): the first step ended its copies")
+            }
+        }
+        do {
+            let fixture = try PlatformFixture(extra: mirror)
+            defer { fixture.remove() }
+            let metrics = MirroredMetrics()
+            metrics.failing.withLockedValue { $0 = ["registry"] }
+            let controller = ControllerService(database: fixture.database, policiesFolder: fixture.policies, metrics: metrics,
+                                               now: { [clock = fixture.clock] in clock.withLockedValue { $0 } }, logger: Logger(label: "test"))
+            for _ in 0..<10 { await fixture.pass(controller) }
+            for (index, service) in PlatformFixture.services.enumerated() {
+                #expect(try fixture.status(service, 10 * index + 8) == .rolledBack, "\(service)")
+                #expect(try fixture.database.splitHistory(service).allSatisfy { ($0.split.canary?.range.widthHundredths ?? 0) == 0 },
+                        "\(service): no user was ever routed to its canary")
+            }
+            let registry = try #require(try fixture.database.rolloutState("registry"))
+            #expect(registry.lastVerdict?.reason.contains("mirrored") == true, "\(registry.lastVerdict?.reason ?? "")")
         }
     }
 
