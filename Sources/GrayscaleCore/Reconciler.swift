@@ -16,7 +16,7 @@ public struct Transition: Hashable, Sendable {
         /// The canary becomes stable.
         case promote(reason: String)
         /// Copy this share (hundredths of a percent) of stable's safe requests to the canary; 0 stops.
-        case mirror(share: Int, reason: String)
+        case mirror(share: Int, routes: [MirrorRoute] = [], reason: String)
         /// How long the canary's WebSockets get to close when it loses them (the policy's `webSocketDrain`).
         case webSocketDrain(seconds: Int?)
     }
@@ -72,8 +72,8 @@ public struct Transition: Hashable, Sendable {
                 if service.canary != nil { try service.rollBack(at: now) }
             case .promote:
                 if service.canary != nil { try service.finish(at: now) }
-            case .mirror(let share, _):
-                if service.canary != nil { try service.setMirror(share: share) }
+            case .mirror(let share, let routes, _):
+                if service.canary != nil { try service.setMirror(share: share, routes: routes) }
             case .webSocketDrain(let seconds):
                 service.setWebSocketDrain(seconds: seconds)
             }
@@ -461,8 +461,9 @@ public enum Reconciler {
                 let again = state.mirrorStartedAt != nil
                 state.mirrorStartedAt = now
                 state.holdReason = "mirror phase: starting"
-                transition.splitChanges.append(.mirror(share: mirror.share, reason: "mirror phase"))
-                say(&state, "canary \(state.release): \(again ? "mirroring again" : "mirror phase"): \(formatHundredths(mirror.share))% of stable's GET and HEAD requests "
+                transition.splitChanges.append(.mirror(share: mirror.share, routes: mirror.routes, reason: "mirror phase"))
+                let also = mirror.routes.isEmpty ? "" : " (and \(mirror.routes.map(\.description).joined(separator: ", ")))"
+                say(&state, "canary \(state.release): \(again ? "mirroring again" : "mirror phase"): \(formatHundredths(mirror.share))% of stable's GET and HEAD requests\(also) "
                     + "are copied to it for at least \(formatDuration(mirror.duration)) and \(mirror.minRequests) compared requests, before any user; "
                     + "its answers are compared with stable's and discarded", action: "mirror", movesTraffic: true)
                 return false

@@ -49,7 +49,7 @@ extension RolloutPolicy {
             policy.rollback = mode
         }
         if let node = top["mirror"] {
-            let fields = try reader.fields(node, "mirror", known: ["share", "duration", "minRequests", "maxDuration"])
+            let fields = try reader.fields(node, "mirror", known: ["share", "duration", "minRequests", "maxDuration", "routes"])
             guard let shareNode = fields["share"] else { throw reader.error(node, "mirror.share", "required when mirror is given") }
             let share = try reader.percent(shareNode, "mirror.share")
             guard share > 0 else { throw reader.error(shareNode, "mirror.share", "must be more than 0 percent (leave mirror out for no mirror phase)") }
@@ -62,7 +62,20 @@ extension RolloutPolicy {
             guard most >= duration else {
                 throw reader.error(fields["maxDuration"], "mirror.maxDuration", "must be at least mirror.duration (\(formatDuration(duration)); got \(formatDuration(most)))")
             }
-            policy.mirror = Mirror(share: share, duration: duration, minRequests: minRequests, maxDuration: most)
+            var routes: [MirrorRoute] = []
+            if let node = fields["routes"] {
+                for (index, item) in try reader.list(node, "mirror.routes").enumerated() {
+                    let text = try reader.string(item, "mirror.routes[\(index)]")
+                    guard let route = MirrorRoute(parsing: text) else {
+                        throw reader.error(item, "mirror.routes[\(index)]", "expected a method and a path prefix such as 'POST /v1/query' (got '\(text)')")
+                    }
+                    guard route.method != "GET", route.method != "HEAD" else {
+                        throw reader.error(item, "mirror.routes[\(index)]", "GET and HEAD are always mirrored; list only other methods the service handles safely")
+                    }
+                    routes.append(route)
+                }
+            }
+            policy.mirror = Mirror(share: share, duration: duration, minRequests: minRequests, maxDuration: most, routes: routes)
         }
         if let node = top["webSocketDrain"] {
             let grace = try reader.duration(node, "webSocketDrain")

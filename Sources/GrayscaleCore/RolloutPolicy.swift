@@ -49,12 +49,16 @@ public struct RolloutPolicy: Hashable, Sendable {
         /// Seconds after which a phase that has not compared `minRequests` ends anyway (little
         /// safe traffic, a metrics source without pairs), said in the channel; the steps judge on.
         public var maxDuration: Int
+        /// Routes besides GET and HEAD the operator marks safe to copy (`POST /v1/query`: a
+        /// method and a path prefix); a copy carries the request's body (up to 64 KiB).
+        public var routes: [MirrorRoute]
 
-        public init(share: Int, duration: Int, minRequests: Int, maxDuration: Int? = nil) {
+        public init(share: Int, duration: Int, minRequests: Int, maxDuration: Int? = nil, routes: [MirrorRoute] = []) {
             self.share = share
             self.duration = duration
             self.minRequests = minRequests
             self.maxDuration = maxDuration ?? 3 * duration
+            self.routes = routes
         }
     }
 

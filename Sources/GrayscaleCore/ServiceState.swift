@@ -81,14 +81,17 @@ public struct ServiceState: Hashable, Sendable {
 
     /// Copies `share` (hundredths of a percent) of stable's safe requests to the canary,
     /// whose answers are compared and discarded; 0 stops. A new range stops it too.
-    public mutating func setMirror(share: Int) throws(GrayscaleError) {
+    public mutating func setMirror(share: Int, routes: [MirrorRoute] = []) throws(GrayscaleError) {
         guard canary != nil, split?.canary != nil else {
             throw GrayscaleError("\(service): there is no canary release to mirror requests to; publish one first\(stableNote)")
         }
         guard (0...Bucket.count).contains(share) else {
             throw GrayscaleError("\(service): the mirror share must be between 0 and 100 percent (got \(formatHundredths(share)))")
         }
-        changeSplit { $0.canary?.mirror = share == 0 ? nil : share }
+        changeSplit {
+            $0.canary?.mirror = share == 0 ? nil : share
+            $0.canary?.mirrorRoutes = share == 0 || routes.isEmpty ? nil : routes
+        }
     }
 
     /// How long the canary's WebSockets get to close when it loses them (nil: the proxy's setting).

@@ -26,12 +26,15 @@ public struct TrafficSplit: Codable, Hashable, Sendable {
         /// Hundredths of a percent of stable's safe requests (GET, HEAD) the proxy copies to
         /// the canary, whose answers it compares with stable's and discards; nil: none.
         public var mirror: Int?
+        /// Routes besides GET and HEAD the policy marks safe to copy; nil: none.
+        public var mirrorRoutes: [MirrorRoute]?
 
-        public init(release: ReleaseRef, salt: String, range: CanaryRange, mirror: Int? = nil) {
+        public init(release: ReleaseRef, salt: String, range: CanaryRange, mirror: Int? = nil, mirrorRoutes: [MirrorRoute]? = nil) {
             self.release = release
             self.salt = salt
             self.range = range
             self.mirror = mirror
+            self.mirrorRoutes = mirrorRoutes
         }
     }
 
@@ -51,4 +54,29 @@ public struct TrafficSplit: Codable, Hashable, Sendable {
 
     /// The canary's range, or the empty range when there is no canary.
     public var range: CanaryRange { canary?.range ?? .empty }
+}
+
+/// A route a policy marks safe to mirror: a method and a path prefix, written `POST /v1/query`.
+public struct MirrorRoute: Codable, Hashable, Sendable, CustomStringConvertible {
+    public var method: String
+    public var pathPrefix: String
+
+    public init(method: String, pathPrefix: String) {
+        self.method = method
+        self.pathPrefix = pathPrefix
+    }
+
+    /// `METHOD /prefix`: an upper-case method token and a path that starts with `/`.
+    public init?(parsing text: String) {
+        let parts = text.split(separator: " ", omittingEmptySubsequences: true)
+        guard parts.count == 2, let method = parts.first, let path = parts.last, !method.isEmpty, method.count <= 16,
+              method.utf8.allSatisfy({ $0 >= 65 && $0 <= 90 }), path.hasPrefix("/"), path.count <= 1024,
+              !path.utf8.contains(where: { $0 < 33 || $0 == 127 }) else { return nil }
+        self.method = String(method)
+        pathPrefix = String(path)
+    }
+
+    public var description: String { "\(method) \(pathPrefix)" }
+
+    public func matches(method: String, path: String) -> Bool { self.method == method && path.hasPrefix(pathPrefix) }
 }

@@ -299,11 +299,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .connecting(let exchange, var buffered):
             exchange.bytesIn += body.readableBytes
             guard !tooLarge(exchange, context: context) else { return }
+            exchange.mirror?.appendBody(body)
             buffered.append(.body(body))
             state = .connecting(exchange, buffered: buffered)
         case .forwarding(let exchange, let upstream):
             exchange.bytesIn += body.readableBytes
             guard !tooLarge(exchange, context: context) else { return }
+            exchange.mirror?.appendBody(body)
             writeUpstreamBody(body, exchange: exchange, upstream: upstream)
         case .idle, .answered, .tunnel:
             break  // the body of a request already answered
@@ -488,12 +490,27 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// Copies a sampled safe request routed to stable (GET or HEAD, no body, not an upgrade)
     /// to the canary, on a connection of its own (`MirrorExchange`).
     private func startMirror(_ exchange: Exchange, service: ServiceRoute, context: ChannelHandlerContext) {
-        guard let canary = service.canary, exchange.target.release.number == service.stable.release.number,
-              exchange.head.method == .GET || exchange.head.method == .HEAD, exchange.framing == .none, !exchange.endsHTTP,
-              UInt64.random(in: 0..<UInt64(Bucket.count)) < UInt64(service.mirror) else { return }
-        exchange.mirror = MirrorPair(service: exchange.service, canary: canary, shared: shared, pool: pool, method: exchange.head.method,
+        let method = exchange.head.method
+        guard let canary = service.canary, exchange.target.release.number == service.stable.release.number, !exchange.endsHTTP else { return }
+        // GET and HEAD without a body; a route the policy marks safe with one up to `MirrorPair.maxBody`, carried with the copy.
+        let body: Int
+        switch exchange.framing {
+        case .none where method == .GET || method == .HEAD: body = 0
+        case .none, .length:
+            guard service.mirrorRoutes.contains(where: { $0.matches(method: method.rawValue, path: exchange.head.uri) }) else { return }
+            if case .length(let length) = exchange.framing {
+                guard length <= MirrorPair.maxBody else { return }
+                body = length
+            } else {
+                body = 0
+            }
+        default: return
+        }
+        guard UInt64.random(in: 0..<UInt64(Bucket.count)) < UInt64(service.mirror) else { return }
+        exchange.mirror = MirrorPair(service: exchange.service, canary: canary, shared: shared, pool: pool, method: method,
                                      path: exchange.head.uri, appId: exchange.appId,
-                                     request: upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary))
+                                     request: upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary),
+                                     bodyLength: body)
     }
 
     private func connected(_ result: Result<UpstreamConnection, Error>, exchange: Exchange, context: ChannelHandlerContext) {

@@ -20,6 +20,11 @@ final class MirrorPair {
     private let appId: String?
     /// The copy's request head, until it is sent.
     private var request: ByteBuffer?
+    /// The body a copy of a route marked safe carries (its length known from the request's head), as it is read.
+    private var body: ByteBuffer?
+    private let bodyLength: Int
+    /// A copy carries a body up to this size (a route marked safe with more is not copied).
+    static let maxBody = 64 * 1024
     private var stable: MirrorSide?
     private var canaryAnswer: MirrorSide?
     private var limitMicros: UInt64
@@ -27,7 +32,9 @@ final class MirrorPair {
     private var closed = false
 
     init(service: String, canary: ServiceRoute.Target, shared: ProxyShared, pool: UpstreamPool, method: HTTPMethod, path: String,
-         appId: String?, request: ByteBuffer) {
+         appId: String?, request: ByteBuffer, bodyLength: Int = 0) {
+        self.bodyLength = bodyLength
+        if bodyLength > 0 { body = ByteBuffer() }
         self.service = service
         self.canary = canary
         self.shared = shared
@@ -46,16 +53,37 @@ final class MirrorPair {
         guard stable == nil, !closed else { return }
         stable = side
         if let cutoffMicros { limitMicros = min(limitMicros, cutoffMicros) }
-        guard let request else { return complete() }
-        self.request = nil
-        if !MirrorExchange.start(pair: self, pool: pool, shared: shared, target: canary, method: method, path: path, appId: appId,
-                                 head: request) {
-            closed = true  // too many copies in flight to this canary: this pair is not made (whatever either side did)
-        }
+        sendIfReady()
     }
 
-    /// Stable's request never reached its upstream (its user left while it connected): no pair.
-    func drop() { closed = true }
+    /// A piece of the request's body (a copy of a route marked safe carries it whole).
+    func appendBody(_ piece: ByteBuffer) {
+        guard var body, !closed else { return }
+        self.body = nil
+        var piece = piece
+        body.writeBuffer(&piece)
+        guard body.readableBytes <= bodyLength else { return drop() }
+        self.body = body
+        sendIfReady()
+    }
+
+    /// The copy goes once stable's side is settled and the body it carries has been read whole.
+    private func sendIfReady() {
+        guard !closed, stable != nil, let request, (body?.readableBytes ?? 0) == bodyLength else { return }
+        self.request = nil
+        if !MirrorExchange.start(pair: self, pool: pool, shared: shared, target: canary, method: method, path: path, appId: appId,
+                                 head: request, body: body) {
+            closed = true  // too many copies in flight to this canary: this pair is not made (whatever either side did)
+        }
+        body = nil
+    }
+
+    /// No pair: stable's request never reached its upstream (its user left while it connected),
+    /// the copy never reached the canary, or the body was not what its head said.
+    func drop() {
+        closed = true
+        body = nil
+    }
 
     func canarySettled(_ side: MirrorSide) {
         canaryAnswer = side
@@ -87,6 +115,7 @@ final class MirrorExchange: UpstreamExchange {
     private let path: String
     private let appId: String?
     private let head: ByteBuffer
+    private let body: ByteBuffer?
     private let started = NIODeadline.now()
     private var connection: UpstreamConnection?
     private var sentAt: NIODeadline?
@@ -94,7 +123,8 @@ final class MirrorExchange: UpstreamExchange {
     private var ended = false
 
     init(pair: MirrorPair, pool: UpstreamPool, shared: ProxyShared, target: ServiceRoute.Target, method: HTTPMethod, path: String,
-         appId: String?, head: ByteBuffer) {
+         appId: String?, head: ByteBuffer, body: ByteBuffer?) {
+        self.body = body
         self.pair = pair
         self.pool = pool
         self.shared = shared
@@ -108,9 +138,10 @@ final class MirrorExchange: UpstreamExchange {
     /// Sends the copy; false (nothing sent) when this canary has `UpstreamPool.maxMirrors`
     /// copies in flight on this loop already.
     static func start(pair: MirrorPair, pool: UpstreamPool, shared: ProxyShared, target: ServiceRoute.Target, method: HTTPMethod,
-                      path: String, appId: String?, head: ByteBuffer) -> Bool {
+                      path: String, appId: String?, head: ByteBuffer, body: ByteBuffer? = nil) -> Bool {
         guard pool.mirrorsInFlight[target.upstream, default: 0] < UpstreamPool.maxMirrors else { return false }
-        let mirror = MirrorExchange(pair: pair, pool: pool, shared: shared, target: target, method: method, path: path, appId: appId, head: head)
+        let mirror = MirrorExchange(pair: pair, pool: pool, shared: shared, target: target, method: method, path: path, appId: appId,
+                                    head: head, body: body)
         pool.mirrors[ObjectIdentifier(mirror)] = mirror
         pool.mirrorsInFlight[target.upstream, default: 0] += 1
         // Past stable's own limit and the slack of its timer: a side is judged by the limit, the timer only ends the wait.
@@ -143,7 +174,12 @@ final class MirrorExchange: UpstreamExchange {
         connection.handler.exchange = self
         connection.handler.expectResponse(to: method)
         sentAt = .now()
-        connection.channel.writeAndFlush(head, promise: nil)
+        if let body, body.readableBytes > 0 {
+            connection.channel.write(head, promise: nil)
+            connection.channel.writeAndFlush(body, promise: nil)
+        } else {
+            connection.channel.writeAndFlush(head, promise: nil)
+        }
     }
 
     func upstreamRead(_ part: UpstreamPart) {

@@ -10,6 +10,8 @@ public struct ServiceRoute: Sendable {
     public let canary: Target?
     /// Hundredths of a percent of stable's safe requests also sent to the canary (0: none).
     public let mirror: Int
+    /// Routes besides GET and HEAD that the policy marks safe to copy.
+    public let mirrorRoutes: [MirrorRoute]
 
     /// One release as the proxy sends to it.
     public struct Target: Sendable {
@@ -45,6 +47,7 @@ public struct ServiceRoute: Sendable {
             self.canary = nil
         }
         mirror = self.canary == nil ? 0 : min(max(split.canary?.mirror ?? 0, 0), Bucket.count)
+        mirrorRoutes = mirror == 0 ? [] : split.canary?.mirrorRoutes ?? []
     }
 
     public func target(_ route: RouteTarget) -> Target {

@@ -194,6 +194,7 @@ extension GrayscaleDatabase {
             // seconds its WebSockets get to close when it loses them (null: the proxy's setting).
             try db.alter(table: "split") { t in
                 t.add(column: "mirrorShare", .integer)
+                t.add(column: "mirrorRoutes", .jsonText)
                 t.add(column: "webSocketDrain", .integer)
             }
         }

@@ -72,9 +72,9 @@ extension GrayscaleDatabase {
 
     /// Copies `share` (hundredths of a percent) of stable's safe requests to the canary; 0 stops.
     @discardableResult
-    public func setMirror(_ service: String, share: Int, by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
+    public func setMirror(_ service: String, share: Int, routes: [MirrorRoute] = [], by who: Attribution, at now: Date) throws(GrayscaleError) -> ServiceState {
         try change(service, action: "set-mirror", by: who, at: now) { state throws(GrayscaleError) in
-            try state.setMirror(share: share)
+            try state.setMirror(share: share, routes: routes)
         }
     }
 

@@ -122,6 +122,7 @@ struct SplitRow {
     var denyList: [String]
     var optInAllowed: Bool
     var mirrorShare: Int?
+    var mirrorRoutes: [MirrorRoute]?
     var webSocketDrain: Int?
     var updatedAt: Date
 
@@ -137,6 +138,7 @@ struct SplitRow {
         denyList = split.denyList
         optInAllowed = split.optInAllowed
         mirrorShare = split.canary?.mirror
+        mirrorRoutes = split.canary?.mirrorRoutes
         webSocketDrain = split.webSocketDrain
         updatedAt = now
     }
@@ -151,7 +153,7 @@ struct SplitRow {
                 throw GrayscaleError("split of \(service) names canary release \(canaryNumber), which is not stored")
             }
             canary = .init(release: release.ref, salt: release.salt, range: try CanaryRange(lower: rangeLower, upper: rangeUpper),
-                           mirror: mirrorShare)
+                           mirror: mirrorShare, mirrorRoutes: mirrorRoutes)
         }
         var split = TrafficSplit(service: service, revision: revision, stable: stable.ref, canary: canary,
                                  nonAuthWeight: nonAuthWeight, allowList: allowList, denyList: denyList,
@@ -275,6 +277,7 @@ extension SplitRow {
         denyList = try row.json([String].self, "denyList")
         optInAllowed = try row.bool("optInAllowed")
         mirrorShare = try row.optionalInt("mirrorShare")
+        mirrorRoutes = row["mirrorRoutes"] == .null ? nil : try row.json([MirrorRoute].self, "mirrorRoutes")
         webSocketDrain = try row.optionalInt("webSocketDrain")
         updatedAt = try row.date("updatedAt")
     }
@@ -282,15 +285,17 @@ extension SplitRow {
     func save(_ db: any SQLExecutor) throws {
         try db.execute("""
             INSERT INTO split (service, revision, stableNumber, canaryNumber, rangeLower, rangeUpper, nonAuthWeight,
-                               allowList, denyList, optInAllowed, mirrorShare, webSocketDrain, updatedAt)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                               allowList, denyList, optInAllowed, mirrorShare, mirrorRoutes, webSocketDrain, updatedAt)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (service) DO UPDATE SET revision = excluded.revision, stableNumber = excluded.stableNumber,
                 canaryNumber = excluded.canaryNumber, rangeLower = excluded.rangeLower, rangeUpper = excluded.rangeUpper,
                 nonAuthWeight = excluded.nonAuthWeight, allowList = excluded.allowList, denyList = excluded.denyList,
-                optInAllowed = excluded.optInAllowed, mirrorShare = excluded.mirrorShare, webSocketDrain = excluded.webSocketDrain,
+                optInAllowed = excluded.optInAllowed, mirrorShare = excluded.mirrorShare, mirrorRoutes = excluded.mirrorRoutes,
+                webSocketDrain = excluded.webSocketDrain,
                 updatedAt = excluded.updatedAt
             """, .text(service), .of(revision), .of(stableNumber), .of(canaryNumber), .of(rangeLower), .of(rangeUpper),
-            .of(nonAuthWeight), try .json(allowList), try .json(denyList), .of(optInAllowed), .of(mirrorShare), .of(webSocketDrain),
+            .of(nonAuthWeight), try .json(allowList), try .json(denyList), .of(optInAllowed), .of(mirrorShare),
+            try .json(mirrorRoutes), .of(webSocketDrain),
             .date(updatedAt))
     }
 }

@@ -57,12 +57,19 @@ struct MirrorTests {
         let defaults = try RolloutPolicy.parse("mirror: {share: 0.5}\n", file: "p.yaml")
         #expect(defaults.mirror == RolloutPolicy.Mirror(share: 50, duration: 600, minRequests: 100))
         #expect(try RolloutPolicy.parse("name: x\n", file: "p.yaml").mirror == nil)
+        let routed = try RolloutPolicy.parse("mirror:\n  share: 5\n  routes: [POST /v1/query, PUT /cache/]\n", file: "p.yaml")
+        #expect(routed.mirror?.routes == [MirrorRoute(method: "POST", pathPrefix: "/v1/query"), MirrorRoute(method: "PUT", pathPrefix: "/cache/")])
+        #expect(MirrorRoute(parsing: "POST /v1/query")?.matches(method: "POST", path: "/v1/query?x=1") == true)
+        #expect(MirrorRoute(parsing: "POST /v1/query")?.matches(method: "GET", path: "/v1/query") == false)
         for (text, expected) in [
             ("mirror: {share: 0}\n", "p.yaml:1: mirror.share: must be more than 0 percent"),
             ("mirror: {duration: 5m}\n", "p.yaml:1: mirror.share: required"),
             ("mirror: {share: 10, every: 5m}\n", "mirror"),
             ("mirror: {share: 120}\n", "p.yaml:1: mirror.share: expected a percent"),
             ("\nwebSocketDrain: 2h\n", "p.yaml:2: webSocketDrain: must be between 1s and 1h"),
+            ("mirror:\n  share: 5\n  routes: [post /q]\n", "p.yaml:3: mirror.routes[0]: expected a method and a path prefix such as 'POST /v1/query' (got 'post /q')"),
+            ("mirror:\n  share: 5\n  routes: [GET /q]\n", "p.yaml:3: mirror.routes[0]: GET and HEAD are always mirrored"),
+            ("mirror: {share: 5, duration: 10m, maxDuration: 5m}\n", "p.yaml:1: mirror.maxDuration: must be at least mirror.duration"),
         ] {
             #expect(throws: GrayscaleError.self) { try RolloutPolicy.parse(text, file: "p.yaml") }
             do { _ = try RolloutPolicy.parse(text, file: "p.yaml") } catch {

@@ -257,6 +257,34 @@ struct MirrorProxyTests {
         await harness.stop()
     }
 
+    @Test("routes the policy marks safe are copied too, with their body; other methods never")
+    func routesMarkedSafe() async throws {
+        let harness = try ProxyHarness()
+        let recording = try await RecordingUpstream(group: harness.group)
+        do {
+            try await harness.start(canaryUpstream: recording.url)
+            try harness.database.setMirror("engine", share: 10_000, routes: [MirrorRoute(method: "POST", pathPrefix: "/v1/query")],
+                                           by: Attribution(actor: "test"), at: Date())
+            harness.proxy.update(try harness.table())
+            try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                _ = try await client.send(.POST, "/v1/query?from=1", headers: [ProxyHarness.bearer("app-1")], body: #"{"select":"apps"}"#)
+                _ = try await client.send(.POST, "/deploy", headers: [ProxyHarness.bearer("app-1")], body: #"{"name":"x"}"#)
+                _ = try await client.send("/apps", headers: [ProxyHarness.bearer("app-1")])
+            }
+            let pairs = try await Self.waitForPairs(harness, 2)
+            #expect(pairs.pairs == 2)
+            #expect(Set(recording.requests.withLockedValue { $0 }) == ["POST /v1/query?from=1", "GET /apps"])
+            #expect(recording.received.contains(#"{"select":"apps"}"#), "the copy carries the body")
+            #expect(!recording.received.contains("/deploy"))
+        } catch {
+            try? await recording.stop()
+            await harness.stop()
+            throw error
+        }
+        try? await recording.stop()
+        await harness.stop()
+    }
+
     @Test("no copies without a mirror share; a new range ends them")
     func onlyWhenAsked() async throws {
         try await ProxyHarness.run { harness in

@@ -30,6 +30,24 @@ struct ReleaseScenarioTests {
         #expect(try reopened().rollouts("engine").isEmpty)
     }
 
+    @Test("a mirror share with its routes is stored with the split (SQLite and PostgreSQL); a new range ends the mirror", arguments: StoreBackend.allCases)
+    func mirrorAndDrainStored(_ backend: StoreBackend) throws {
+        let store = try TestStore(backend)
+        let database = try store.open()
+        let reopened = store.open
+        try fiveAndSixWithSixStable(database)
+        try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
+        let routes = [MirrorRoute(method: "POST", pathPrefix: "/v1/query")]
+        try database.setMirror("engine", share: 2000, routes: routes, by: operatorAlice, at: minutes(4))
+        var canary = try #require(try reopened().serviceState("engine").split?.canary)
+        #expect(canary.mirror == 2000)
+        #expect(canary.mirrorRoutes == routes)
+        try database.setCanaryTraffic("engine", range: .parse(percent: "5"), by: operatorAlice, at: minutes(5))
+        canary = try #require(try reopened().serviceState("engine").split?.canary)
+        #expect(canary.mirror == nil && canary.mirrorRoutes == nil)
+        #expect(try reopened().splitHistory("engine").contains { $0.split.canary?.mirror == 2000 }, "the history keeps it")
+    }
+
     @Test("publish 7 over stable 6: canary 7, stable 6", arguments: StoreBackend.allCases)
     func publishMakesCanary(_ backend: StoreBackend) throws {
         let store = try TestStore(backend)
