@@ -28,13 +28,14 @@ public struct MirrorPairs: Codable, Hashable, Sendable {
     }
 
     /// Records one compared pair.
-    public mutating func record(stableFailed: Bool, canaryFailed: Bool, stableMs: Double, canaryMs: Double) {
+    public mutating func record(stableFailed: Bool, canaryFailed: Bool, stableMs: Double, canaryMs: Double, compareLatency: Bool = true) {
         pairs += 1
         switch (stableFailed, canaryFailed) {
         case (true, true): bothFailed += 1
         case (true, false): stableOnlyFailures += 1
         case (false, true): canaryOnlyFailures += 1
         case (false, false):
+            guard compareLatency else { return }
             let excess = canaryMs - stableMs
             if excess > 0 { canarySlowerBy[LatencyBuckets.index(ms: excess)] += 1 } else { canaryNotSlower += 1 }
         }
@@ -51,8 +52,10 @@ public struct MirrorPairs: Codable, Hashable, Sendable {
             guard let status = side.status, let micros = side.headMicros, micros <= limitMicros else { return true }
             return status >= 500
         }
+        // A new connection's setup at the upstream (its accept, its pipeline) is in one side's time and not the
+        // other's: such a pair counts for errors only. Whether a side reused a connection was settled before it was sent.
         record(stableFailed: failed(stable), canaryFailed: failed(canary), stableMs: Double(stable.headMicros ?? 0) / 1000,
-               canaryMs: Double(canary.headMicros ?? 0) / 1000)
+               canaryMs: Double(canary.headMicros ?? 0) / 1000, compareLatency: stable.reused && canary.reused)
     }
 
     /// Adds another span's (or another proxy's) pairs.
@@ -101,10 +104,14 @@ public struct MirrorPairs: Codable, Hashable, Sendable {
 public struct MirrorSide: Hashable, Sendable {
     public var status: Int?
     public var headMicros: UInt64?
+    /// The request went on a connection kept from an earlier one (no connection setup at the
+    /// upstream in its time): latency is compared only between two such sides.
+    public var reused: Bool
 
-    public init(status: Int?, headMicros: UInt64?) {
+    public init(status: Int?, headMicros: UInt64?, reused: Bool = true) {
         self.status = status
         self.headMicros = headMicros
+        self.reused = reused
     }
 
     public static let noAnswer = MirrorSide(status: nil, headMicros: nil)
@@ -135,9 +142,10 @@ public struct MirrorSide: Hashable, Sendable {
 /// in the difference.
 ///
 /// **The same terms for both sides.** The proxy judges each side by its answer's head
-/// (status and time from its request being written, so a new connection's setup is not
-/// the canary's latency) against one limit, and cuts both sides off at the same moment
-/// when the user leaves first (`MirrorPairs.record(stable:canary:limitMicros:)`).
+/// (status and time from its request being written) against one limit, and cuts both
+/// sides off at the same moment when the user leaves first; latency is compared only when
+/// both sides went on kept-alive connections, as a new connection's setup at the upstream
+/// would count in one side's time only (`MirrorPairs.record(stable:canary:limitMicros:)`).
 ///
 /// **Inside the rollout's α.** The rollout's e-value is a fixed-weight average of its
 /// e-processes; the mirror test is one of them (weight `weight`). Once the mirror phase

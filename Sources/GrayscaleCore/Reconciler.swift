@@ -483,21 +483,27 @@ public enum Reconciler {
                     + "\(formatDuration(Int(max(0, elapsed)))) of \(formatDuration(mirror.duration))"
                 return false
             }
-            // Not while the evidence leans against the canary (its mirror e-value above 1: more failures on its side
-            // than stable's): the copies go on until the test rolls it back or the evidence evens out. Stopping the
-            // mirror test then is a stopping time; the rollout's α is untouched.
-            if let test = state.evidence.mirror, test.logE > 1e-9, elapsed < Double(mirror.maxDuration) {
-                state.holdReason = "mirror phase (no user on the canary yet): \(test.canaryOnlyFailures) mirrored requests failed on the canary only, "
-                    + "\(test.stableOnlyFailures) on stable only; mirroring on until the evidence settles (mirror e-value "
-                    + "\(CanaryJudge.format(exp(min(test.logE, 690)))))"
+            // Not while the evidence leans against the canary (its mirror e-value past √(1/α), halfway to a rollback
+            // in log terms): the copies go on until the test rolls it back or the evidence evens out, or maxDuration.
+            // When to stop the mirror test is a stopping time; the rollout's α is untouched.
+            let test = state.evidence.mirror
+            let eValue = CanaryJudge.format(exp(min(test?.logE ?? 0, 690)))
+            let leaning = (test?.logE ?? 0) > -0.5 * log(state.evidence.alpha)
+            let what = test.map { $0.latencyDrives ? "the canary was slower by more than \(CanaryJudge.format($0.latencyEffectMs ?? 0)) ms in \($0.canarySlower) of \($0.compared) pairs"
+                : "\($0.canaryOnlyFailures) mirrored requests failed on the canary only, \($0.stableOnlyFailures) on stable only" } ?? ""
+            if leaning, elapsed < Double(mirror.maxDuration) {
+                state.holdReason = "mirror phase (no user on the canary yet): \(what); mirroring on until the evidence settles (mirror e-value \(eValue))"
                 return false
             }
             state.mirrorPassedAt = now
-            let test = state.evidence.mirror
-            let eValue = CanaryJudge.format(exp(min(test?.logE ?? 0, 690)))
-            say(&state, "canary \(state.release) passed its mirror phase: \(pairs) mirrored requests compared with stable's answers "
-                + "(\(test?.canaryOnlyFailures ?? 0) failed only on the canary, \(test?.stableOnlyFailures ?? 0) only on stable; mirror e-value \(eValue)); "
-                + "its first users come with the first step", action: "mirror")
+            if leaning {
+                say(&state, "canary \(state.release): the mirror phase ends after \(formatDuration(mirror.maxDuration)) with its evidence leaning "
+                    + "against the canary (\(what); mirror e-value \(eValue), below a rollback); the steps judge on, the e-value with them", action: "mirror")
+            } else {
+                say(&state, "canary \(state.release) passed its mirror phase: \(pairs) mirrored requests compared with stable's answers "
+                    + "(\(test?.canaryOnlyFailures ?? 0) failed only on the canary, \(test?.stableOnlyFailures ?? 0) only on stable; mirror e-value \(eValue)); "
+                    + "its first users come with the first step", action: "mirror")
+            }
             return true
         }
 

@@ -66,11 +66,12 @@ extension RolloutPolicy {
             if let node = fields["routes"] {
                 for (index, item) in try reader.list(node, "mirror.routes").enumerated() {
                     let text = try reader.string(item, "mirror.routes[\(index)]")
-                    guard let route = MirrorRoute(parsing: text) else {
-                        throw reader.error(item, "mirror.routes[\(index)]", "expected a method and a path prefix such as 'POST /v1/query' (got '\(text)')")
-                    }
-                    guard route.method != "GET", route.method != "HEAD" else {
+                    if ["GET", "HEAD"].contains(text.split(separator: " ").first.map(String.init) ?? "") {
                         throw reader.error(item, "mirror.routes[\(index)]", "GET and HEAD are always mirrored; list only other methods the service handles safely")
+                    }
+                    guard let route = MirrorRoute(parsing: text) else {
+                        throw reader.error(item, "mirror.routes[\(index)]",
+                                           "expected an upper-case method and a plain path prefix such as 'POST /v1/query' (got '\(text)')")
                     }
                     routes.append(route)
                 }

@@ -57,26 +57,59 @@ public struct TrafficSplit: Codable, Hashable, Sendable {
 }
 
 /// A route a policy marks safe to mirror: a method and a path prefix, written `POST /v1/query`.
+/// It matches a request of that method whose path (before `?`) is the prefix or goes on
+/// below it (`/v1/query`, `/v1/query/x`; not `/v1/query-admin`), and never a target that
+/// an upstream could read as another path (dot segments, `//`, `\`, encoded `.`, `/` or `\`).
+/// Decoded (from the split a store or a controller sends) with the same checks as parsed.
 public struct MirrorRoute: Codable, Hashable, Sendable, CustomStringConvertible {
-    public var method: String
-    public var pathPrefix: String
+    public let method: String
+    public let pathPrefix: String
 
-    public init(method: String, pathPrefix: String) {
+    /// A route, if `method` is an upper-case token other than GET and HEAD (always mirrored)
+    /// and `pathPrefix` a plain path.
+    public init?(method: String, pathPrefix: String) {
+        guard !method.isEmpty, method.count <= 16, method.utf8.allSatisfy({ $0 >= 65 && $0 <= 90 }), method != "GET", method != "HEAD",
+              pathPrefix.hasPrefix("/"), pathPrefix.utf8.count <= 1024, !pathPrefix.contains("?"),
+              !pathPrefix.utf8.contains(where: { $0 < 33 || $0 >= 127 }), !Self.ambiguous(Substring(pathPrefix)) else { return nil }
         self.method = method
         self.pathPrefix = pathPrefix
     }
 
-    /// `METHOD /prefix`: an upper-case method token and a path that starts with `/`.
+    /// `METHOD /prefix`.
     public init?(parsing text: String) {
         let parts = text.split(separator: " ", omittingEmptySubsequences: true)
-        guard parts.count == 2, let method = parts.first, let path = parts.last, !method.isEmpty, method.count <= 16,
-              method.utf8.allSatisfy({ $0 >= 65 && $0 <= 90 }), path.hasPrefix("/"), path.count <= 1024,
-              !path.utf8.contains(where: { $0 < 33 || $0 == 127 }) else { return nil }
-        self.method = String(method)
-        pathPrefix = String(path)
+        guard parts.count == 2 else { return nil }
+        self.init(method: String(parts[0]), pathPrefix: String(parts[1]))
+    }
+
+    enum CodingKeys: String, CodingKey { case method, pathPrefix }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let method = try container.decode(String.self, forKey: .method), prefix = try container.decode(String.self, forKey: .pathPrefix)
+        guard let route = MirrorRoute(method: method, pathPrefix: prefix) else {
+            throw DecodingError.dataCorruptedError(forKey: .pathPrefix, in: container,
+                                                   debugDescription: "not a route to mirror: '\(method) \(prefix)'")
+        }
+        self = route
     }
 
     public var description: String { "\(method) \(pathPrefix)" }
 
-    public func matches(method: String, path: String) -> Bool { self.method == method && path.hasPrefix(pathPrefix) }
+    /// Whether a request with this method and target (origin-form) is on this route.
+    public func matches(method: String, target: String) -> Bool {
+        guard self.method == method else { return false }
+        let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+        guard path.hasPrefix(pathPrefix), !Self.ambiguous(path) else { return false }
+        if pathPrefix.hasSuffix("/") || path.utf8.count == pathPrefix.utf8.count { return true }
+        return path.utf8.dropFirst(pathPrefix.utf8.count).first == UInt8(ascii: "/")
+    }
+
+    /// A path an upstream might normalise into another one.
+    static func ambiguous(_ path: Substring) -> Bool {
+        if path.contains("//") || path.contains("\\") { return true }
+        if path.split(separator: "/", omittingEmptySubsequences: false).contains(where: { $0 == "." || $0 == ".." }) { return true }
+        let lower = path.lowercased()
+        return lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c")
+    }
 }

@@ -110,8 +110,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         /// Set when this (stable, safe) request is sampled for a copy to the canary: the copy
         /// goes once this side is settled (`MirrorPair`).
         var mirror: MirrorPair?
-        /// When its head was written to the upstream (the mirror's time to the answer's head counts from here).
+        /// When its head was written to the upstream (the mirror's time to the answer's head counts from here),
+        /// and whether on a connection kept from an earlier request.
         var sentAt: NIODeadline?
+        var sentReused = false
 
         init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
              started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
@@ -294,18 +296,23 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
     }
 
+    /// The copy of the request whose body is being read, when it carries that body.
+    private var bodyMirror: MirrorPair?
+
     private func requestBody(_ body: ByteBuffer, context: ChannelHandlerContext) {
+        if let pair = bodyMirror {
+            pair.appendBody(body)
+            if !pair.wantsBody { bodyMirror = nil }
+        }
         switch state {
         case .connecting(let exchange, var buffered):
             exchange.bytesIn += body.readableBytes
             guard !tooLarge(exchange, context: context) else { return }
-            exchange.mirror?.appendBody(body)
             buffered.append(.body(body))
             state = .connecting(exchange, buffered: buffered)
         case .forwarding(let exchange, let upstream):
             exchange.bytesIn += body.readableBytes
             guard !tooLarge(exchange, context: context) else { return }
-            exchange.mirror?.appendBody(body)
             writeUpstreamBody(body, exchange: exchange, upstream: upstream)
         case .idle, .answered, .tunnel:
             break  // the body of a request already answered
@@ -313,6 +320,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     private func requestEnd(context: ChannelHandlerContext) {
+        if let pair = bodyMirror {
+            // The body ended short of its length (it cannot, by its framing; but never a copy with another body).
+            if pair.wantsBody { pair.drop() }
+            bodyMirror = nil
+        }
         switch state {
         case .connecting(let exchange, var buffered):
             exchange.requestEnded = true
@@ -339,6 +351,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        bodyMirror?.drop()  // the client's body never came whole
+        bodyMirror = nil
         switch state {
         case .forwarding(let exchange, let upstream):
             drop(upstream)  // mid-exchange: never reuse
@@ -492,25 +506,25 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     private func startMirror(_ exchange: Exchange, service: ServiceRoute, context: ChannelHandlerContext) {
         let method = exchange.head.method
         guard let canary = service.canary, exchange.target.release.number == service.stable.release.number, !exchange.endsHTTP else { return }
-        // GET and HEAD without a body; a route the policy marks safe with one up to `MirrorPair.maxBody`, carried with the copy.
-        let body: Int
+        // GET and HEAD without a body; a route the policy marks safe, with a body of a known length up to `MirrorPair.maxBody`.
+        var body = 0
         switch exchange.framing {
-        case .none where method == .GET || method == .HEAD: body = 0
+        case .none where method == .GET || method == .HEAD: break
         case .none, .length:
-            guard service.mirrorRoutes.contains(where: { $0.matches(method: method.rawValue, path: exchange.head.uri) }) else { return }
+            guard service.mirrorRoutes.contains(where: { $0.matches(method: method.rawValue, target: exchange.head.uri) }) else { return }
             if case .length(let length) = exchange.framing {
                 guard length <= MirrorPair.maxBody else { return }
                 body = length
-            } else {
-                body = 0
             }
         default: return
         }
         guard UInt64.random(in: 0..<UInt64(Bucket.count)) < UInt64(service.mirror) else { return }
-        exchange.mirror = MirrorPair(service: exchange.service, canary: canary, shared: shared, pool: pool, method: method,
-                                     path: exchange.head.uri, appId: exchange.appId,
-                                     request: upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary),
-                                     bodyLength: body)
+        let pair = MirrorPair(service: exchange.service, canary: canary, shared: shared, pool: pool, method: method,
+                              path: exchange.head.uri, appId: exchange.appId,
+                              request: upstreamHead(for: exchange, allocator: context.channel.allocator, mirrorTo: canary), bodyLength: body)
+        exchange.mirror = pair
+        // The body is read into the copy whatever becomes of stable's exchange (it may answer before the body ends).
+        if body > 0 { bodyMirror = pair }
     }
 
     private func connected(_ result: Result<UpstreamConnection, Error>, exchange: Exchange, context: ChannelHandlerContext) {
@@ -531,7 +545,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
             upstream.handler.expectResponse(to: exchange.head.method)
             state = .forwarding(exchange, upstream)
             upstream.channel.write(upstreamHead(for: exchange, allocator: upstream.channel.allocator), promise: nil)
-            if exchange.mirror != nil { exchange.sentAt = .now() }
+            if exchange.mirror != nil {
+                exchange.sentAt = .now()
+                exchange.sentReused = upstream.reused
+            }
             for part in buffered {
                 switch part {
                 case .body(let body): writeUpstreamBody(body, exchange: exchange, upstream: upstream)
@@ -584,7 +601,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .head(let head):
             exchange.status = head.status
             if let pair = exchange.mirror, let sentAt = exchange.sentAt {
-                pair.stableSettled(MirrorSide(status: Int(head.code), headMicros: UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000))))
+                pair.stableSettled(MirrorSide(status: Int(head.code), headMicros: UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000)),
+                                              reused: exchange.sentReused))
             }
             let connection = ConnectionTokens(head)
             exchange.upstreamKeepAlive = connection.keepsAlive(head.version)

@@ -5,11 +5,11 @@ import NIOHTTP1
 
 /// One sampled safe request of stable's and its copy to the canary. The copy goes only
 /// once stable's side is settled (its answer's head came, or it failed, or its user
-/// left): the canary never wins a race on shared state (a single-use code in a GET, a
-/// rate limit, a session) against the user's own request. Each side is judged by its
-/// answer's head against the same limit (`MirrorPairs.record(stable:canary:limitMicros:)`);
-/// whichever side ends last records the pair. Everything runs on the client connection's
-/// event loop.
+/// left) and the body it carries (a route marked safe) has been read whole: the canary
+/// never wins a race on shared state (a single-use code in a GET, a rate limit, a
+/// session) against the user's own request. Each side is judged by its answer's head
+/// against the same limit (`MirrorPairs.record(stable:canary:limitMicros:)`); whichever
+/// side ends last records the pair. Everything runs on the client connection's event loop.
 final class MirrorPair {
     let service: String
     let canary: ServiceRoute.Target
@@ -20,9 +20,9 @@ final class MirrorPair {
     private let appId: String?
     /// The copy's request head, until it is sent.
     private var request: ByteBuffer?
-    /// The body a copy of a route marked safe carries (its length known from the request's head), as it is read.
+    /// The body the copy carries, as the client's is read (`expectedBody` bytes in all).
     private var body: ByteBuffer?
-    private let bodyLength: Int
+    private let expectedBody: Int
     /// A copy carries a body up to this size (a route marked safe with more is not copied).
     static let maxBody = 64 * 1024
     private var stable: MirrorSide?
@@ -33,7 +33,7 @@ final class MirrorPair {
 
     init(service: String, canary: ServiceRoute.Target, shared: ProxyShared, pool: UpstreamPool, method: HTTPMethod, path: String,
          appId: String?, request: ByteBuffer, bodyLength: Int = 0) {
-        self.bodyLength = bodyLength
+        expectedBody = bodyLength
         if bodyLength > 0 { body = ByteBuffer() }
         self.service = service
         self.canary = canary
@@ -46,9 +46,13 @@ final class MirrorPair {
         limitMicros = UInt64(max(0, shared.configuration.upstreamResponseTimeout.nanoseconds / 1000))
     }
 
-    /// Stable's side is settled: its head (status and time from its request being written),
-    /// or none. `cutoffMicros`: the user left that long after stable's request was written,
-    /// before its head came; both sides are then judged by that moment. The copy goes now.
+    /// Whether the copy still waits for body bytes.
+    var wantsBody: Bool { !closed && body.map { $0.readableBytes < expectedBody } ?? false }
+
+    /// Stable's side is settled: its head (status, time from its request being written, and
+    /// whether its connection was reused), or none. `cutoffMicros`: the user left that long
+    /// after stable's request was written, before its head came; both sides are then judged
+    /// by that moment. The copy goes now, or once its body is whole.
     func stableSettled(_ side: MirrorSide, cutoffMicros: UInt64? = nil) {
         guard stable == nil, !closed else { return }
         stable = side
@@ -56,20 +60,19 @@ final class MirrorPair {
         sendIfReady()
     }
 
-    /// A piece of the request's body (a copy of a route marked safe carries it whole).
+    /// Bytes of the client's body, as they are read (whatever became of stable's exchange meanwhile).
     func appendBody(_ piece: ByteBuffer) {
         guard var body, !closed else { return }
         self.body = nil
         var piece = piece
         body.writeBuffer(&piece)
-        guard body.readableBytes <= bodyLength else { return drop() }
+        guard body.readableBytes <= expectedBody else { return drop() }
         self.body = body
         sendIfReady()
     }
 
-    /// The copy goes once stable's side is settled and the body it carries has been read whole.
     private func sendIfReady() {
-        guard !closed, stable != nil, let request, (body?.readableBytes ?? 0) == bodyLength else { return }
+        guard !closed, stable != nil, let request, (body?.readableBytes ?? 0) == expectedBody else { return }
         self.request = nil
         if !MirrorExchange.start(pair: self, pool: pool, shared: shared, target: canary, method: method, path: path, appId: appId,
                                  head: request, body: body) {
@@ -79,7 +82,7 @@ final class MirrorPair {
     }
 
     /// No pair: stable's request never reached its upstream (its user left while it connected),
-    /// the copy never reached the canary, or the body was not what its head said.
+    /// the client's body never came whole, or the copy never reached the canary.
     func drop() {
         closed = true
         body = nil
@@ -101,11 +104,13 @@ final class MirrorPair {
     }
 }
 
-/// The copy of a stable request sent to the canary: on a new connection of its own, timed
-/// from when it is written, ended at its answer's head (the connection is closed then, the
-/// body never read: an endless or huge answer costs nothing). A canary that hangs, resets
-/// or answers garbage ends only this copy, as a side without an answer; the user's answer
-/// was settled before it went.
+/// The copy of a stable request sent to the canary: on a connection of the loop's pool
+/// (kept alive as stable's are, so that a new connection's setup at the canary is not
+/// taken for its latency), timed from when it is written, settled at its answer's head;
+/// the rest of the answer is read and thrown away (past `maxDiscard` bytes, or the
+/// timer, the connection is closed instead). A canary that hangs, resets or answers
+/// garbage ends only this copy, as a side without an answer; the user's answer was
+/// settled before it went.
 final class MirrorExchange: UpstreamExchange {
     private let pair: MirrorPair
     private let pool: UpstreamPool
@@ -120,7 +125,15 @@ final class MirrorExchange: UpstreamExchange {
     private var connection: UpstreamConnection?
     private var sentAt: NIODeadline?
     private var timer: Scheduled<Void>?
-    private var ended = false
+    /// The pair was told what the canary did.
+    private var settled = false
+    /// The connection went back to the pool or was closed.
+    private var finished = false
+    private var retried = false
+    private var keepAlive = true
+    private var discarded = 0
+    /// An answer's body is read and dropped up to this many bytes; past it the connection is closed.
+    static let maxDiscard = 1 << 20
 
     init(pair: MirrorPair, pool: UpstreamPool, shared: ProxyShared, target: ServiceRoute.Target, method: HTTPMethod, path: String,
          appId: String?, head: ByteBuffer, body: ByteBuffer?) {
@@ -147,10 +160,17 @@ final class MirrorExchange: UpstreamExchange {
         // Past stable's own limit and the slack of its timer: a side is judged by the limit, the timer only ends the wait.
         let timeout = shared.configuration.upstreamResponseTimeout
         mirror.timer = pool.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds + timeout.nanoseconds / 4) + .seconds(1)) { [weak mirror] in
-            mirror?.end(.noAnswer, why: "the canary did not answer the mirrored request in time", status: 504)
+            mirror?.settle(.noAnswer, why: "the canary did not answer the mirrored request in time", status: 504)
+            mirror?.finish(reuse: false)
         }
-        pool.connection(to: target.upstream, fresh: true) { [weak mirror] result in
-            guard let mirror, !mirror.ended else {
+        mirror.connect(fresh: false)
+        return true
+    }
+
+    private func connect(fresh: Bool) {
+        if !fresh, let idle = pool.idleConnection(to: target.upstream) { return send(on: idle) }
+        pool.connection(to: target.upstream, fresh: true) { [weak self] result in
+            guard let self, !self.finished else {
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
                 return
             }
@@ -158,18 +178,18 @@ final class MirrorExchange: UpstreamExchange {
             case .failure(let error):
                 // No pair: stable's request went on a pooled connection, the copy on a new one, so a
                 // failure to connect (a full accept queue, no local port) would fall on the canary alone.
-                mirror.end(nil, why: "connect: \(error)", status: 502)
-            case .success(let connection): mirror.send(on: connection)
+                self.settle(nil, why: "connect: \(error)", status: 502)
+                self.finish(reuse: false)
+            case .success(let connection): self.send(on: connection)
             }
         }
-        return true
     }
 
     private func send(on connection: UpstreamConnection) {
         self.connection = connection
         guard connection.channel.isActive else {
-            // Closed between its connect and now: its handler had nobody to tell.
-            return end(.noAnswer, why: "the canary closed the connection before answering", status: 502)
+            // Closed between its connect (or its time in the pool) and now: its handler had nobody to tell.
+            return lost("the canary closed the connection before answering")
         }
         connection.handler.exchange = self
         connection.handler.expectResponse(to: method)
@@ -183,43 +203,47 @@ final class MirrorExchange: UpstreamExchange {
     }
 
     func upstreamRead(_ part: UpstreamPart) {
-        guard case .head(let answer) = part, let sentAt else { return }
-        let micros = UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000))
-        end(MirrorSide(status: Int(answer.code), headMicros: micros), why: nil, status: Int(answer.code))
+        switch part {
+        case .head(let answer):
+            guard let sentAt, let connection else { return }
+            keepAlive = ProxyHandler.ConnectionTokens(answer).keepsAlive(answer.version) && answer.code != 101
+            let micros = UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000))
+            settle(MirrorSide(status: Int(answer.code), headMicros: micros, reused: connection.reused), why: nil, status: Int(answer.code))
+            if answer.code == 101 { finish(reuse: false) }
+        case .body(let bytes):
+            discarded += bytes.readableBytes
+            if discarded > Self.maxDiscard { finish(reuse: false) }
+        case .end:
+            finish(reuse: true)
+        }
     }
 
-    func upstreamClosed() {
-        end(.noAnswer, why: "the canary closed the connection before answering", status: 502)
-    }
+    func upstreamClosed() { lost("the canary closed the connection before answering") }
 
-    func upstreamFailed(_ error: Error) {
-        end(.noAnswer, why: "the canary's answer could not be read: \(error)", status: 502)
+    func upstreamFailed(_ error: Error) { lost("the canary's answer could not be read: \(error)") }
+
+    /// The connection went before the answer was whole. Before any of it came on a pooled
+    /// connection (the canary's keep-alive ran out as it was reused), the copy goes again
+    /// once on a new one, as a user's request would.
+    private func lost(_ why: String) {
+        if !settled, connection?.reused == true, !retried, !finished {
+            retried = true
+            connection?.handler.exchange = nil
+            connection = nil
+            sentAt = nil
+            return connect(fresh: true)
+        }
+        settle(.noAnswer, why: why, status: 502)
+        finish(reuse: false)
     }
 
     func upstreamReadComplete() {}
     func upstreamWritabilityChanged(isWritable: Bool) {}
 
-    /// Ends the copy: `side` is what the canary did, nil when the copy never reached it (no pair).
-    private func end(_ side: MirrorSide?, why: String?, status: Int) {
-        guard !ended else { return }
-        ended = true
-        timer?.cancel()
-        timer = nil
-        pool.mirrors[ObjectIdentifier(self)] = nil
-        pool.mirrorsInFlight[target.upstream, default: 1] -= 1
-        if pool.mirrorsInFlight[target.upstream] == 0 { pool.mirrorsInFlight[target.upstream] = nil }
-        if let connection {
-            connection.handler.exchange = nil
-            // The body is never read and the connection never reused; closed with a reset (SO_LINGER 0), so
-            // that copies leave no TIME_WAIT socket behind and cannot run the proxy out of local ports.
-            let channel = connection.channel
-            if let options = channel as? SocketOptionProvider {
-                options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in channel.close(promise: nil) }
-            } else {
-                channel.close(promise: nil)
-            }
-        }
-        connection = nil
+    /// Tells the pair what the canary did (nil: the copy never reached it, no pair), once; logs the copy.
+    private func settle(_ side: MirrorSide?, why: String?, status: Int) {
+        guard !settled else { return }
+        settled = true
         if let side { pair.canarySettled(side) } else { pair.drop() }
         let micros = side?.headMicros ?? UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
         shared.accessLog?.append(AccessLogLine(
@@ -227,5 +251,24 @@ final class MirrorExchange: UpstreamExchange {
             route: "mirror", appId: appId, bucket: nil, method: method.rawValue, path: path, status: status, latencyMs: Double(micros) / 1000,
             upstream: target.upstreamText, bytesIn: 0, bytesOut: 0,
             error: "mirrored copy of a stable request; its answer was discarded" + (why.map { ": \($0)" } ?? "")))
+    }
+
+    /// Hands the connection back to the pool when its answer ended cleanly, else closes it; once.
+    private func finish(reuse: Bool) {
+        guard !finished else { return }
+        finished = true
+        timer?.cancel()
+        timer = nil
+        pool.mirrors[ObjectIdentifier(self)] = nil
+        pool.mirrorsInFlight[target.upstream, default: 1] -= 1
+        if pool.mirrorsInFlight[target.upstream] == 0 { pool.mirrorsInFlight[target.upstream] = nil }
+        guard let connection else { return }
+        self.connection = nil
+        connection.handler.exchange = nil
+        if reuse, settled, keepAlive, connection.handler.reusable, connection.channel.isActive {
+            pool.release(connection)
+        } else {
+            connection.channel.close(promise: nil)
+        }
     }
 }

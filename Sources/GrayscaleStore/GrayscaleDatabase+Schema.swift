@@ -194,9 +194,12 @@ extension GrayscaleDatabase {
             // seconds its WebSockets get to close when it loses them (null: the proxy's setting).
             try db.alter(table: "split") { t in
                 t.add(column: "mirrorShare", .integer)
-                t.add(column: "mirrorRoutes", .jsonText)
                 t.add(column: "webSocketDrain", .integer)
             }
+        }
+        migrator.registerMigration("v9-mirror-routes") { db in
+            // Routes besides GET and HEAD the policy marks safe to mirror (JSON; null: none).
+            try db.alter(table: "split") { t in t.add(column: "mirrorRoutes", .jsonText) }
         }
         return migrator
     }

@@ -106,8 +106,10 @@ enum PostgresSchema {
         ]),
         Migration(identifier: "v8-mirror-and-drain", statements: [
             "ALTER TABLE split ADD COLUMN mirrorShare bigint",
-            "ALTER TABLE split ADD COLUMN mirrorRoutes text",
             "ALTER TABLE split ADD COLUMN webSocketDrain bigint",
+        ]),
+        Migration(identifier: "v9-mirror-routes", statements: [
+            "ALTER TABLE split ADD COLUMN mirrorRoutes text",
         ]),
     ]
 }

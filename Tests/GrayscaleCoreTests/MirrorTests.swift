@@ -58,16 +58,30 @@ struct MirrorTests {
         #expect(defaults.mirror == RolloutPolicy.Mirror(share: 50, duration: 600, minRequests: 100))
         #expect(try RolloutPolicy.parse("name: x\n", file: "p.yaml").mirror == nil)
         let routed = try RolloutPolicy.parse("mirror:\n  share: 5\n  routes: [POST /v1/query, PUT /cache/]\n", file: "p.yaml")
-        #expect(routed.mirror?.routes == [MirrorRoute(method: "POST", pathPrefix: "/v1/query"), MirrorRoute(method: "PUT", pathPrefix: "/cache/")])
-        #expect(MirrorRoute(parsing: "POST /v1/query")?.matches(method: "POST", path: "/v1/query?x=1") == true)
-        #expect(MirrorRoute(parsing: "POST /v1/query")?.matches(method: "GET", path: "/v1/query") == false)
+        #expect(routed.mirror?.routes == [MirrorRoute(method: "POST", pathPrefix: "/v1/query")!, MirrorRoute(method: "PUT", pathPrefix: "/cache/")!])
+        let query = try #require(MirrorRoute(parsing: "POST /v1/query"))
+        for target in ["/v1/query", "/v1/query?x=1", "/v1/query/apps"] { #expect(query.matches(method: "POST", target: target), "\(target)") }
+        // Another method, another path that merely starts alike, and targets an upstream could read as another path: never.
+        for (method, target) in [("GET", "/v1/query"), ("post", "/v1/query"), ("POST", "/v1/query-admin"), ("POST", "/v1/query/../admin"),
+                                 ("POST", "/v1/query/%2e%2e/admin"), ("POST", "/v1/query%2F..%2Fadmin"), ("POST", "/v1/query//admin"),
+                                 ("POST", "/v1/query\\..\\admin"), ("POST", "http://evil/v1/query")] {
+            #expect(!query.matches(method: method, target: target), "\(method) \(target)")
+        }
+        // A route decoded from a split (the database, a controller) is checked like a parsed one.
+        let decoder = JSONDecoder()
+        #expect(try decoder.decode(MirrorRoute.self, from: Data(#"{"method":"POST","pathPrefix":"/v1/query"}"#.utf8)) == query)
+        for hostile in [#"{"method":"POST","pathPrefix":""}"#, #"{"method":"GET","pathPrefix":"/"}"#, #"{"method":"POST","pathPrefix":"/a/../b"}"#,
+                        #"{"method":"post","pathPrefix":"/a"}"#] {
+            #expect(throws: DecodingError.self, "\(hostile)") { try decoder.decode(MirrorRoute.self, from: Data(hostile.utf8)) }
+        }
         for (text, expected) in [
             ("mirror: {share: 0}\n", "p.yaml:1: mirror.share: must be more than 0 percent"),
             ("mirror: {duration: 5m}\n", "p.yaml:1: mirror.share: required"),
             ("mirror: {share: 10, every: 5m}\n", "mirror"),
             ("mirror: {share: 120}\n", "p.yaml:1: mirror.share: expected a percent"),
             ("\nwebSocketDrain: 2h\n", "p.yaml:2: webSocketDrain: must be between 1s and 1h"),
-            ("mirror:\n  share: 5\n  routes: [post /q]\n", "p.yaml:3: mirror.routes[0]: expected a method and a path prefix such as 'POST /v1/query' (got 'post /q')"),
+            ("mirror:\n  share: 5\n  routes: [post /q]\n", "p.yaml:3: mirror.routes[0]: expected an upper-case method and a plain path prefix such as 'POST /v1/query' (got 'post /q')"),
+            ("mirror:\n  share: 5\n  routes: [POST /q/../admin]\n", "p.yaml:3: mirror.routes[0]: expected an upper-case method and a plain path prefix"),
             ("mirror:\n  share: 5\n  routes: [GET /q]\n", "p.yaml:3: mirror.routes[0]: GET and HEAD are always mirrored"),
             ("mirror: {share: 5, duration: 10m, maxDuration: 5m}\n", "p.yaml:1: mirror.maxDuration: must be at least mirror.duration"),
         ] {
@@ -200,6 +214,27 @@ struct MirrorTests {
         old.tick(old.healthy(failingUnits: 0))
         #expect(old.log.flatMap(\.audit).contains { $0.detail.contains("no mirror phase (this rollout began before its policy asked for one)") })
         #expect(old.service.split?.canary?.mirror == nil)
+    }
+
+    @Test("the phase does not pass while its evidence leans against the canary (past √(1/α)); it passes once the evidence evens out; one stray failure does not hold it")
+    func mirrorPhaseWaitsForEvidence() throws {
+        var driver = RolloutDriver(policy: mirrorPolicy(), start: Self.wednesday)
+        driver.tick()
+        // Six canary-only failures early on: mirror e-value about 22, well under a rollback (0.8 + 0.2 × 22 < 100).
+        driver.tick(mirrored(driver, canaryOnly: 6, stableOnly: 0, fine: 100))
+        for _ in 0..<6 { driver.tick(mirrored(driver, canaryOnly: 0, stableOnly: 0, fine: 100)) }
+        #expect(driver.rollout?.phase.isActive == true)
+        #expect(driver.percent == 0, "past its duration and its requests, but the evidence leans against the canary")
+        #expect(driver.rollout?.holdReason?.contains("mirroring on until the evidence settles") == true, "\(driver.rollout?.holdReason ?? "")")
+        // Stable fails as often: the evidence evens out, and the phase passes.
+        driver.tick(mirrored(driver, canaryOnly: 0, stableOnly: 6, fine: 100))
+        #expect(driver.percent == 1)
+
+        var stray = RolloutDriver(policy: mirrorPolicy(), start: Self.wednesday)
+        stray.tick()
+        stray.tick(mirrored(stray, canaryOnly: 1, stableOnly: 0, fine: 100))
+        for _ in 0..<5 { stray.tick(mirrored(stray, canaryOnly: 0, stableOnly: 0, fine: 100)) }
+        #expect(stray.percent == 1, "a single canary-only failure is no reason to keep mirroring")
     }
 
     @Test("a canary that fails the mirrored requests stable answers is rolled back before any user is routed to it")

@@ -37,7 +37,7 @@ struct ReleaseScenarioTests {
         let reopened = store.open
         try fiveAndSixWithSixStable(database)
         try database.publish(draft(7, "v2.1.0"), salt: "s7", by: operatorAlice, at: minutes(3))
-        let routes = [MirrorRoute(method: "POST", pathPrefix: "/v1/query")]
+        let routes = [try #require(MirrorRoute(method: "POST", pathPrefix: "/v1/query"))]
         try database.setMirror("engine", share: 2000, routes: routes, by: operatorAlice, at: minutes(4))
         var canary = try #require(try reopened().serviceState("engine").split?.canary)
         #expect(canary.mirror == 2000)
