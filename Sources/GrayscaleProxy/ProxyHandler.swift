@@ -680,6 +680,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     /// The upstream's answer could not be parsed (CL and TE together, a bad chunk…): a 502,
     /// never taken for a stale connection and never sent again.
     func upstreamFailed(_ error: Error) {
+        // A reset (not an answer that could not be parsed) is the upstream going away, as a close is: a pooled
+        // connection it reset as the request reached it gets the same one retry of an idempotent request.
+        guard error is HTTP1.ParseError else { return upstreamClosed() }
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
         drop(upstream)
         state = .answered

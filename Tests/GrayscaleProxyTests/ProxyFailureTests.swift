@@ -337,3 +337,50 @@ private struct StatusLineCounter {
         return found
     }
 }
+
+
+/// An upstream that answers a connection's first request, and resets the connection (SO_LINGER 0) when a second one comes on it:
+/// a keep-alive connection the upstream dropped just as the proxy reused it.
+final class ResettingUpstream: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    var requests = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let text = String(buffer: unwrapInboundIn(data))
+        guard text.contains("\r\n\r\n") else { return }
+        requests += 1
+        if requests == 1 {
+            let body = "first"
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "HTTP/1.1 200 OK\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)")), promise: nil)
+            return
+        }
+        let channel = context.channel
+        if let options = channel as? SocketOptionProvider {
+            options.setSoLinger(linger(l_onoff: 1, l_linger: 0)).assumeIsolated().whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
+    }
+}
+
+@Suite("Upstream resets")
+struct UpstreamResetTests {
+    @Test("a pooled connection the upstream resets as it is reused: the idempotent request goes again on a new one, as after a close")
+    func resetOnReuseIsRetried() async throws {
+        try await WebSocketDrainTests.withRawUpstream({ ResettingUpstream() }) { upstream in
+            try await ProxyHarness.run(canaryUpstream: upstream) { harness in
+                try harness.setCanary("100")
+                let statuses = try await TestHTTPClient.withConnection(port: harness.port, group: harness.clientGroup) { client in
+                    var statuses: [Int] = []
+                    for _ in 0..<5 {
+                        statuses.append(try await client.send("/x", headers: [ProxyHarness.bearer("app-1")]).status)
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    return statuses
+                }
+                #expect(statuses == [200, 200, 200, 200, 200], "a reset on reuse was answered 502 instead of being retried: \(statuses)")
+            }
+        }
+    }
+}
