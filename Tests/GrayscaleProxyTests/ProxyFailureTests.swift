@@ -364,8 +364,11 @@ final class ResettingUpstream: ChannelInboundHandler {
     }
 }
 
-@Suite("Upstream resets")
-struct UpstreamResetTests {
+/// Runs apart, in `make test`'s pass of the Heavy suites (none of which forks): while another
+/// test's child process holds a copy of the upstream's socket (the CLI's, PostgreSQL's), closing
+/// it sends no reset, and the request would wait for its timeout instead.
+@Suite("Heavy pass: upstream resets")
+struct HeavyUpstreamResetTests {
     @Test("a pooled connection the upstream resets as it is reused: the idempotent request goes again on a new one, as after a close")
     func resetOnReuseIsRetried() async throws {
         try await WebSocketDrainTests.withRawUpstream({ ResettingUpstream() }) { upstream in
