@@ -71,12 +71,8 @@ public enum CanaryJudge {
                                 "canary worse than stable on \(metric.name) (\(metric.direction == .lower ? "higher" : "lower") by more than \(format(metric.minEffect)) in \(evidence.customWorse[metric.name] ?? 0) of \(evidence.customSeen[metric.name] ?? 0) intervals): e-value \(format(eValue)) reached 1/α = \(format(threshold))"))
             }
             if let mirror = evidence.mirror {
-                let what = mirror.latencyDrives
-                    ? String(format: "canary slower than stable by more than %.0f ms on the same mirrored requests (%d of %d pairs)",
-                             mirror.latencyEffectMs ?? 0, mirror.canarySlower, mirror.compared)
-                    : "canary failed mirrored requests that stable answered (\(mirror.canaryOnlyFailures) failed only on the canary, "
-                        + "\(mirror.stableOnlyFailures) only on stable, of \(mirror.pairs) mirrored)"
-                drivers.append((log(mirror.weight) - log(1 - mirror.weight) + mirror.logE, "\(what): e-value \(format(eValue)) reached 1/α = \(format(threshold))"))
+                drivers.append((log(mirror.weight) - log(1 - mirror.weight) + mirror.logE,
+                                "\(mirror.summary): e-value \(format(eValue)) reached 1/α = \(format(threshold))"))
             }
             let reason = drivers.max { $0.share < $1.share }!.reason
             return Verdict(.fail, reason, critical: true, numbers: numbers)

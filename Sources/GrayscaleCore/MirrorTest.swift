@@ -199,6 +199,15 @@ public struct MirrorTest: Codable, Hashable, Sendable {
         latencyEffectMs != nil && log(1 - Self.errorShare) + logMeanExp(latencyLogE) > log(Self.errorShare) + logMeanExp(errorLogE)
     }
 
+    /// What the test has seen, in words: the side of it that carries its e-value.
+    public var summary: String {
+        latencyDrives
+            ? String(format: "canary slower than stable by more than %.0f ms on the same mirrored requests (%d of %d pairs)",
+                     latencyEffectMs ?? 0, canarySlower, compared)
+            : "canary failed mirrored requests that stable answered (\(canaryOnlyFailures) failed only on the canary, "
+                + "\(stableOnlyFailures) only on stable, of \(pairs) mirrored)"
+    }
+
     /// Adds one span's pairs. The order of pairs inside a span does not matter: the product
     /// is the same whatever it is.
     public mutating func update(_ span: MirrorPairs) {

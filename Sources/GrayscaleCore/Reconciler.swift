@@ -125,6 +125,12 @@ public struct ReconcileInput: Sendable {
 public enum Reconciler {
     public static let actor = "grayscale-controller"
 
+    /// Whether the rollout has evidence to read: it has reached a step, the canary has users,
+    /// or mirrored copies go to it. The runtime asks for metrics only then.
+    public static func readsEvidence(_ rollout: RolloutState, split: TrafficSplit?) -> Bool {
+        rollout.step >= 0 || !(split?.range.isEmpty ?? true) || split?.canary?.mirror != nil
+    }
+
     public static func reconcile(_ input: ReconcileInput) -> Transition {
         var run = Run(input: input)
         run.reconcile()
@@ -319,7 +325,7 @@ public enum Reconciler {
 
         /// Adds the span's evidence; rolls back at once when the rollout's one α is spent.
         mutating func judge(_ state: inout RolloutState, split: TrafficSplit) -> JudgeOutcome {
-            guard let observation = input.observation, !split.range.isEmpty || state.step >= 0 || split.canary?.mirror != nil else { return .continuing }
+            guard let observation = input.observation, Reconciler.readsEvidence(state, split: split) else { return .continuing }
             let verdict: Verdict
             switch observation {
             case .unavailable(let problem):
@@ -450,7 +456,7 @@ public enum Reconciler {
         /// paired test says so. True once it has passed: the first step's own gates follow,
         /// and mirroring goes on until that step gives the canary its users.
         mutating func mirrorPhase(_ state: inout RolloutState, _ mirror: RolloutPolicy.Mirror) -> Bool {
-            guard state.evidence.mirror != nil else {
+            guard let test = state.evidence.mirror else {
                 // Its evidence was frozen before the policy asked for a mirror phase: no test to run one with.
                 state.mirrorPassedAt = now
                 say(&state, "canary \(state.release): no mirror phase (this rollout began before its policy asked for one)", action: "mirror")
@@ -468,7 +474,7 @@ public enum Reconciler {
                     + "its answers are compared with stable's and discarded", action: "mirror", movesTraffic: true)
                 return false
             }
-            let pairs = state.evidence.mirror?.pairs ?? 0
+            let pairs = test.pairs
             let elapsed = now.timeIntervalSince(started)
             if pairs < mirror.minRequests, elapsed >= Double(mirror.maxDuration) {
                 // Too little safe traffic (or a metrics source without pairs): the steps judge on their own.
@@ -486,22 +492,19 @@ public enum Reconciler {
             // Not while the evidence leans against the canary (its mirror e-value past √(1/α), halfway to a rollback
             // in log terms): the copies go on until the test rolls it back or the evidence evens out, or maxDuration.
             // When to stop the mirror test is a stopping time; the rollout's α is untouched.
-            let test = state.evidence.mirror
-            let eValue = CanaryJudge.format(exp(min(test?.logE ?? 0, 690)))
-            let leaning = (test?.logE ?? 0) > -0.5 * log(state.evidence.alpha)
-            let what = test.map { $0.latencyDrives ? "the canary was slower by more than \(CanaryJudge.format($0.latencyEffectMs ?? 0)) ms in \($0.canarySlower) of \($0.compared) pairs"
-                : "\($0.canaryOnlyFailures) mirrored requests failed on the canary only, \($0.stableOnlyFailures) on stable only" } ?? ""
+            let eValue = CanaryJudge.format(exp(min(test.logE, 690)))
+            let leaning = test.logE > -0.5 * log(state.evidence.alpha)
             if leaning, elapsed < Double(mirror.maxDuration) {
-                state.holdReason = "mirror phase (no user on the canary yet): \(what); mirroring on until the evidence settles (mirror e-value \(eValue))"
+                state.holdReason = "mirror phase (no user on the canary yet): \(test.summary); mirroring on until the evidence settles (mirror e-value \(eValue))"
                 return false
             }
             state.mirrorPassedAt = now
             if leaning {
                 say(&state, "canary \(state.release): the mirror phase ends after \(formatDuration(mirror.maxDuration)) with its evidence leaning "
-                    + "against the canary (\(what); mirror e-value \(eValue), below a rollback); the steps judge on, the e-value with them", action: "mirror")
+                    + "against the canary (\(test.summary); mirror e-value \(eValue), below a rollback); the steps judge on, the e-value with them", action: "mirror")
             } else {
                 say(&state, "canary \(state.release) passed its mirror phase: \(pairs) mirrored requests compared with stable's answers "
-                    + "(\(test?.canaryOnlyFailures ?? 0) failed only on the canary, \(test?.stableOnlyFailures ?? 0) only on stable; mirror e-value \(eValue)); "
+                    + "(\(test.canaryOnlyFailures) failed only on the canary, \(test.stableOnlyFailures) only on stable; mirror e-value \(eValue)); "
                     + "its first users come with the first step", action: "mirror")
             }
             return true

@@ -601,7 +601,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .head(let head):
             exchange.status = head.status
             if let pair = exchange.mirror, let sentAt = exchange.sentAt {
-                pair.stableSettled(MirrorSide(status: Int(head.code), headMicros: UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000)),
+                pair.stableSettled(MirrorSide(status: Int(head.code), headMicros: microsSince(sentAt),
                                               reused: exchange.sentReused))
             }
             let connection = ConnectionTokens(head)
@@ -790,14 +790,14 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard !exchange.finished else { return }
         exchange.finished = true
         shared.exchangeEnded()
-        let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
+        let micros = microsSince(exchange.started)
         let now = shared.configuration.now()
         if let pair = exchange.mirror {
             // Settled at its head already, unless it had none: failed (502, 504), or its user left first.
             if counted {
                 pair.stableSettled(.noAnswer)
             } else if let sentAt = exchange.sentAt {
-                pair.stableSettled(.noAnswer, cutoffMicros: UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000)))
+                pair.stableSettled(.noAnswer, cutoffMicros: microsSince(sentAt))
             } else {
                 pair.drop()
             }
@@ -1041,7 +1041,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let shared = self.shared
         clientGlue.onAbnormalUpstreamClose = {
             let now = shared.configuration.now()
-            let micros = UInt64(max(0, (NIODeadline.now() - exchange.started).nanoseconds / 1000))
+            let micros = microsSince(exchange.started)
             let outcome = RequestOutcome(service: exchange.service, release: exchange.target.release, appId: exchange.appId, status: 502,
                                          errorClass: .webSocketDropped, latencyMicros: micros, at: now, unit: nil)
             shared.statistics.record(outcome)
@@ -1071,6 +1071,10 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         }
     }
 }
+
+/// Microseconds from `start` until now (0 if the clock went back): a request's latency, as the proxy measures it.
+@inline(__always)
+func microsSince(_ start: NIODeadline) -> UInt64 { UInt64(max(0, (NIODeadline.now() - start).nanoseconds / 1000)) }
 
 /// An ASCII letter in lower case; any other byte as it is (so `^` and `~`, or `@` and a
 /// backquote, stay apart, as a bare `| 0x20` would not keep them).

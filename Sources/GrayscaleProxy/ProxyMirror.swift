@@ -152,11 +152,10 @@ final class MirrorExchange: UpstreamExchange {
     /// copies in flight on this loop already.
     static func start(pair: MirrorPair, pool: UpstreamPool, shared: ProxyShared, target: ServiceRoute.Target, method: HTTPMethod,
                       path: String, appId: String?, head: ByteBuffer, body: ByteBuffer? = nil) -> Bool {
-        guard pool.mirrorsInFlight[target.upstream, default: 0] < UpstreamPool.maxMirrors else { return false }
+        guard pool.mirrors[target.upstream, default: [:]].count < UpstreamPool.maxMirrors else { return false }
         let mirror = MirrorExchange(pair: pair, pool: pool, shared: shared, target: target, method: method, path: path, appId: appId,
                                     head: head, body: body)
-        pool.mirrors[ObjectIdentifier(mirror)] = mirror
-        pool.mirrorsInFlight[target.upstream, default: 0] += 1
+        pool.mirrors[target.upstream, default: [:]][ObjectIdentifier(mirror)] = mirror
         // Past stable's own limit and the slack of its timer: a side is judged by the limit, the timer only ends the wait.
         let timeout = shared.configuration.upstreamResponseTimeout
         mirror.timer = pool.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout.nanoseconds + timeout.nanoseconds / 4) + .seconds(1)) { [weak mirror] in
@@ -207,7 +206,7 @@ final class MirrorExchange: UpstreamExchange {
         case .head(let answer):
             guard let sentAt, let connection else { return }
             keepAlive = ProxyHandler.ConnectionTokens(answer).keepsAlive(answer.version) && answer.code != 101
-            let micros = UInt64(max(0, (NIODeadline.now() - sentAt).nanoseconds / 1000))
+            let micros = microsSince(sentAt)
             settle(MirrorSide(status: Int(answer.code), headMicros: micros, reused: connection.reused), why: nil, status: Int(answer.code))
             if answer.code == 101 { finish(reuse: false) }
         case .body(let bytes):
@@ -245,7 +244,7 @@ final class MirrorExchange: UpstreamExchange {
         guard !settled else { return }
         settled = true
         if let side { pair.canarySettled(side) } else { pair.drop() }
-        let micros = side?.headMicros ?? UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
+        let micros = side?.headMicros ?? microsSince(started)
         shared.accessLog?.append(AccessLogLine(
             time: shared.configuration.now(), service: pair.service, release: target.release.number, label: target.release.label,
             route: "mirror", appId: appId, bucket: nil, method: method.rawValue, path: path, status: status, latencyMs: Double(micros) / 1000,
@@ -259,9 +258,8 @@ final class MirrorExchange: UpstreamExchange {
         finished = true
         timer?.cancel()
         timer = nil
-        pool.mirrors[ObjectIdentifier(self)] = nil
-        pool.mirrorsInFlight[target.upstream, default: 1] -= 1
-        if pool.mirrorsInFlight[target.upstream] == 0 { pool.mirrorsInFlight[target.upstream] = nil }
+        pool.mirrors[target.upstream]?[ObjectIdentifier(self)] = nil
+        if pool.mirrors[target.upstream]?.isEmpty == true { pool.mirrors[target.upstream] = nil }
         guard let connection else { return }
         self.connection = nil
         connection.handler.exchange = nil

@@ -9,9 +9,8 @@ final class UpstreamPool {
     let connectTimeout: TimeAmount
     let maxIdle: Int
     private var idle: [Upstream: [UpstreamConnection]] = [:]
-    /// Mirrored requests in flight on this loop (kept here: an upstream handler holds its exchange weakly).
-    var mirrors: [ObjectIdentifier: MirrorExchange] = [:]
-    var mirrorsInFlight: [Upstream: Int] = [:]
+    /// Mirrored requests in flight on this loop, by canary (kept here: an upstream handler holds its exchange weakly).
+    var mirrors: [Upstream: [ObjectIdentifier: MirrorExchange]] = [:]
     /// At most this many mirrored requests in flight per canary and loop: past it a request
     /// is not mirrored, so a canary that hangs cannot take the proxy's connections or
     /// memory, nor stop another service's mirror phase.

@@ -334,12 +334,16 @@ public struct SimulationEngine {
                 let route = split?.route(appId: appId, requestedChannel: nil, anonymousDraw: draw)
                     ?? Route(target: .stable, reason: .noCanary, bucket: nil)
                 let slot = route.target == .canary && canaryNumber != nil ? 1 : 0
-                let faultFailure = faultProbability(faultsByVersion[slot], traits: client.traits, traitBits: traitBits,
-                                                    anonymous: client.kind == .anonymous)
-                let byFault = faultFailure > 0 && random.uniform() < faultFailure
-                let failed = byFault || client.broken || random.uniform() < max(client.errorRate, scenario.baseline.errorRate)
-                let latency = latencyMs(faultsByVersion[slot], sigma: latencySigma,
-                                        sinceFirstServed: time - (firstServed[numbers[slot]] ?? time))
+                /// How version `slot` answers this client's request (a routed one, or a mirrored copy).
+                func answer(_ slot: Int) -> (byFault: Bool, failed: Bool, latency: Double) {
+                    let faultFailure = faultProbability(faultsByVersion[slot], traits: client.traits, traitBits: traitBits,
+                                                        anonymous: client.kind == .anonymous)
+                    let byFault = faultFailure > 0 && random.uniform() < faultFailure
+                    let failed = byFault || client.broken || random.uniform() < max(client.errorRate, scenario.baseline.errorRate)
+                    return (byFault, failed, latencyMs(faultsByVersion[slot], sigma: latencySigma,
+                                                       sinceFirstServed: time - (firstServed[numbers[slot]] ?? time)))
+                }
+                let (byFault, failed, latency) = answer(slot)
                 tally[slot].requests += 1
                 if failed { tally[slot].errors += 1 }
                 if byFault {
@@ -363,15 +367,10 @@ public struct SimulationEngine {
                     evidence[slot].record(latencyMs: latency, failure: failed && failedUnits[slot].insert(unit.unit).inserted ? unit : nil)
                 }
                 // A mirror phase: a safe request stable answered is sent again to the canary, whose answer nobody gets.
-                if slot == 0, let canaryNumber, let share = split?.canary?.mirror, random.uniform() < scenario.traffic.safeShare,
+                if slot == 0, canaryNumber != nil, let share = split?.canary?.mirror, random.uniform() < scenario.traffic.safeShare,
                    random.uniform() * Double(Bucket.count) < Double(share) {
-                    let copyFault = faultProbability(faultsByVersion[1], traits: client.traits, traitBits: traitBits,
-                                                     anonymous: client.kind == .anonymous)
-                    let copyFailed = (copyFault > 0 && random.uniform() < copyFault) || client.broken
-                        || random.uniform() < max(client.errorRate, scenario.baseline.errorRate)
-                    let copyLatency = latencyMs(faultsByVersion[1], sigma: latencySigma,
-                                                sinceFirstServed: time - (firstServed[canaryNumber] ?? time))
-                    mirrored.record(stableFailed: failed, canaryFailed: copyFailed, stableMs: latency, canaryMs: copyLatency)
+                    let copy = answer(1)
+                    mirrored.record(stableFailed: failed, canaryFailed: copy.failed, stableMs: latency, canaryMs: copy.latency)
                 }
             }
             if !mirrored.isEmpty { evidence[1].mirror = mirrored }

@@ -381,8 +381,7 @@ public final class ControllerService: Service, Sendable {
         }
         let time = now()
         if let canary = snapshot.service.canary, let stable = snapshot.service.stable, let rollout = snapshot.rollout,
-           rollout.release.number == canary.number, rollout.phase.isActive,
-           rollout.step >= 0 || !(snapshot.service.split?.range.isEmpty ?? true) || snapshot.service.split?.canary?.mirror != nil {
+           rollout.release.number == canary.number, rollout.phase.isActive, Reconciler.readsEvidence(rollout, split: snapshot.service.split) {
             // As often as the source has something new, and at least once per analysis interval.
             let interval = configuration.analysisInterval ?? min(metrics.cadence ?? .infinity, Double(policy.analysis.interval))
             var from = rollout.observedUntil ?? time.addingTimeInterval(-interval)
