@@ -188,7 +188,7 @@ final class MirrorExchange: UpstreamExchange {
         self.connection = connection
         guard connection.channel.isActive else {
             // Closed between its connect (or its time in the pool) and now: its handler had nobody to tell.
-            return lost("the canary closed the connection before answering")
+            return lost("the canary closed the connection before answering", mayRetry: true)
         }
         connection.handler.exchange = self
         connection.handler.expectResponse(to: method)
@@ -217,15 +217,19 @@ final class MirrorExchange: UpstreamExchange {
         }
     }
 
-    func upstreamClosed() { lost("the canary closed the connection before answering") }
+    func upstreamClosed() { lost("the canary closed the connection before answering", mayRetry: true) }
 
-    func upstreamFailed(_ error: Error) { lost("the canary's answer could not be read: \(error)") }
+    /// A malformed answer is the canary's answer (never sent again); a reset is its going away, as a close is.
+    func upstreamFailed(_ error: Error) {
+        lost("the canary's answer could not be read: \(error)", mayRetry: !(error is HTTP1.ParseError))
+    }
 
     /// The connection went before the answer was whole. Before any of it came on a pooled
-    /// connection (the canary's keep-alive ran out as it was reused), the copy goes again
-    /// once on a new one, as a user's request would.
-    private func lost(_ why: String) {
-        if !settled, connection?.reused == true, !retried, !finished {
+    /// connection (the canary's keep-alive ran out as it was reused), a copy without a body
+    /// of an idempotent method goes again once on a new one, as a user's request would.
+    private func lost(_ why: String, mayRetry: Bool) {
+        if mayRetry, !settled, connection?.reused == true, !retried, !finished, (body?.readableBytes ?? 0) == 0,
+           [HTTPMethod.GET, .HEAD, .OPTIONS].contains(method) {
             retried = true
             connection?.handler.exchange = nil
             connection = nil
