@@ -200,8 +200,13 @@ struct MirrorProxyTests {
                     try await client.send("/slow", headers: [ProxyHarness.bearer("app-1")])
                 }
             }
+            let asked = Date()
             try await Task.sleep(for: .seconds(1))
-            #expect(recording.requests.withLockedValue { $0 }.isEmpty, "stable has not answered yet: no copy may have gone")
+            let copiesMeanwhile = recording.requests.withLockedValue { $0 }
+            // Only while stable surely has not answered (a loaded machine may wake this task after its 3 s): no copy may have gone.
+            if Date().timeIntervalSince(asked) < 2.5 {
+                #expect(copiesMeanwhile.isEmpty, "stable has not answered yet: no copy may have gone")
+            }
             let response = try await user.value
             #expect(response.status == 200 && response.version == "engine@7 (v2.1.0)")
             _ = try await Self.waitForPairs(harness, 1)
