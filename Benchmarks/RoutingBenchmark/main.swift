@@ -7,6 +7,7 @@ import Foundation
 import GrayscaleCore
 import GrayscaleProxy
 import MallocInterposerSwift
+import NIOCore
 import NIOHTTP1
 
 func jwt(_ payload: String) -> String {
@@ -22,12 +23,12 @@ let split = TrafficSplit(
     canary: .init(release: ReleaseRef(number: 8, label: "v2.1.1"), salt: "9f3a0c1d2e4b5a69", range: try CanaryRange.parse(percent: "20:55")),
     nonAuthWeight: 3600)
 let users = 1024
-let heads: [HTTPRequestHead] = (0..<users).map { index in
-    var headers = HTTPHeaders()
-    headers.add(name: "host", value: "engine.example.com")
-    headers.add(name: "user-agent", value: "serverless-cli/3.1")
-    headers.add(name: "authorization", value: "Bearer " + jwt(#"{"iss":"sls","appId":"\#(1_253_970_000 + index)","exp":1893456000}"#))
-    return HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/deploy", headers: headers)
+// Heads as the proxy reads them off the wire: bytes and where each field lies.
+let heads: [RequestHead] = (0..<users).map { index in
+    let token = jwt(#"{"iss":"sls","appId":"\#(1_253_970_000 + index)","exp":1893456000}"#)
+    let text = "POST /v1/deploy HTTP/1.1\r\nhost: engine.example.com\r\nuser-agent: serverless-cli/3.1\r\n"
+        + "authorization: Bearer \(token)\r\n\r\n"
+    return try! RequestHead(parsing: ByteBuffer(string: text))
 }
 let identity = IdentitySource()
 
@@ -35,7 +36,7 @@ let identity = IdentitySource()
 /// request came on; `now` the time the proxy reads once per request (for the decision, the
 /// statistics and the access log; measured on its own below).
 @inline(never)
-func decide(_ head: HTTPRequestHead, on connection: inout ConnectionRouting, now: Date) -> Route {
+func decide(_ head: RequestHead, on connection: inout ConnectionRouting, now: Date) -> Route {
     let appId = connection.identify(head, source: identity, now: now).appId
     return connection.route(split, appId: appId, requestedChannel: nil, anonymousDraw: Bucket(0))
 }

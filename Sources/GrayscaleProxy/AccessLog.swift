@@ -281,106 +281,84 @@ public struct AccessLogLine: Sendable {
         self.error = error
     }
 
-    /// The last second written, as `"2026-11-25T06:00:00.`: lines of the same second reuse it.
+    /// The last second written, as `2026-11-25T06:00:00.` (RFC 3339 UTC, the milliseconds
+    /// follow): lines of the same second reuse it.
     struct Clock {
         var second = Int.min
         var text: [UInt8] = []
-    }
 
-    func encode(into out: inout [UInt8], clock: inout Clock) {
-        /// A key written whole: its comma, quotes and colon are in the literal.
-        func key(_ literal: StaticString) {
-            out.append(contentsOf: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
-        }
-        func string(_ value: String?) {
-            guard let value else { return out.append(contentsOf: "null".utf8) }
-            out.append(UInt8(ascii: "\""))
-            // Most values need no escaping: checked, then copied whole.
-            let copied = value.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
-                guard !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
-                out.append(contentsOf: bytes)
-                return true
-            }
-            if copied == true { return out.append(UInt8(ascii: "\"")) }
-            for byte in value.utf8 {
-                switch byte {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                    out.append(UInt8(ascii: "\\"))
-                    out.append(byte)
-                case 0..<0x20:
-                    out.append(contentsOf: "\\u00".utf8)
-                    out.append(hexDigit(byte >> 4))
-                    out.append(hexDigit(byte & 0xF))
-                default:
-                    out.append(byte)
-                }
-            }
-            out.append(UInt8(ascii: "\""))
-        }
-        func number(_ value: Int?) {
-            guard let value else { return out.append(contentsOf: "null".utf8) }
-            out.append(contentsOf: String(value).utf8)
-        }
-        key(#"{"time":"#); Self.appendTime(time, to: &out, clock: &clock)
-        key(#","service":"#); string(service)
-        key(#","release":"#); number(release)
-        key(#","label":"#); string(label)
-        key(#","route":"#); string(route)
-        key(#","appId":"#); string(appId ?? "anonymous")
-        key(#","bucket":"#); number(bucket)
-        key(#","method":"#); string(method)
-        key(#","path":"#); string(path)
-        key(#","status":"#); number(status)
-        key(#","latencyMs":"#); Self.appendMillis(latencyMs, to: &out)
-        key(#","upstream":"#); string(upstream)
-        key(#","bytesIn":"#); number(bytesIn)
-        key(#","bytesOut":"#); number(bytesOut)
-        key(#","error":"#); string(error)
-        key("}\n")
-    }
+        init() {}
 
-    private func hexDigit(_ value: UInt8) -> UInt8 {
-        value < 10 ? UInt8(ascii: "0") + value : UInt8(ascii: "a") + value - 10
-    }
-
-    /// RFC 3339 UTC with milliseconds, e.g. "2026-11-25T06:00:00.123Z", written digit by digit.
-    static func appendTime(_ date: Date, to out: inout [UInt8], clock: inout Clock) {
-        let totalMillis = Int((date.timeIntervalSince1970 * 1000).rounded(.down))
-        let second = totalMillis >= 0 ? totalMillis / 1000 : (totalMillis - 999) / 1000
-        func digits(_ value: Int, _ width: Int, to out: inout [UInt8]) {
-            var divisor = 1
-            for _ in 1..<width { divisor *= 10 }
-            while divisor > 0 {
-                out.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
-                divisor /= 10
-            }
-        }
-        if second != clock.second {
+        init(_ second: Int) {
+            self.second = second
             var seconds = time_t(second)
             var parts = tm()
             gmtime_r(&seconds, &parts)
-            var text: [UInt8] = [UInt8(ascii: "\"")]
-            digits(Int(parts.tm_year) + 1900, 4, to: &text); text.append(UInt8(ascii: "-"))
-            digits(Int(parts.tm_mon) + 1, 2, to: &text); text.append(UInt8(ascii: "-"))
-            digits(Int(parts.tm_mday), 2, to: &text); text.append(UInt8(ascii: "T"))
-            digits(Int(parts.tm_hour), 2, to: &text); text.append(UInt8(ascii: ":"))
-            digits(Int(parts.tm_min), 2, to: &text); text.append(UInt8(ascii: ":"))
-            digits(Int(parts.tm_sec), 2, to: &text); text.append(UInt8(ascii: "."))
-            clock = Clock(second: second, text: text)
+            var text = [UInt8](repeating: 0, count: 20)
+            text.withUnsafeMutableBytes { memory in
+                var out = ByteWriter(memory)
+                out.write(Int(parts.tm_year) + 1900, digits: 4); out.write("-")
+                out.write(Int(parts.tm_mon) + 1, digits: 2); out.write("-")
+                out.write(Int(parts.tm_mday), digits: 2); out.write("T")
+                out.write(Int(parts.tm_hour), digits: 2); out.write(":")
+                out.write(Int(parts.tm_min), digits: 2); out.write(":")
+                out.write(Int(parts.tm_sec), digits: 2); out.write(".")
+            }
+            self.text = text
         }
-        out.append(contentsOf: clock.text)
-        digits(totalMillis - second * 1000, 3, to: &out)
-        out.append(contentsOf: "Z\"".utf8)
     }
 
-    /// Milliseconds with three decimals, e.g. 12.345.
-    static func appendMillis(_ millis: Double, to out: inout [UInt8]) {
-        let micros = max(0, Int((millis * 1000).rounded()))
-        out.append(contentsOf: String(micros / 1000).utf8)
-        out.append(UInt8(ascii: "."))
-        let fraction = micros % 1000
-        out.append(UInt8(ascii: "0") + UInt8(fraction / 100))
-        out.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
-        out.append(UInt8(ascii: "0") + UInt8(fraction % 10))
+    func encode(into out: inout [UInt8], clock: inout Clock) {
+        if second(of: time) != clock.second { clock = Clock(Self.second(of: time)) }
+        // Each string at most six bytes per byte escaped; the keys, the time and the numbers under 512 bytes.
+        var strings = service.utf8.count + label.utf8.count + route.utf8.count + (appId?.utf8.count ?? 9) + method.utf8.count
+        strings += path.utf8.count + upstream.utf8.count + (error?.utf8.count ?? 0)
+        let bound = 512 + 6 * strings
+        withUnsafeTemporaryAllocation(byteCount: bound, alignment: 1) { scratch in
+            var writer = ByteWriter(scratch)
+            encode(to: &writer, clock: clock)
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(scratch)[..<writer.count]))
+        }
     }
+
+    private func encode(to out: inout ByteWriter, clock: Clock) {
+        func string(_ value: String?) {
+            if let value { out.write(json: value) } else { out.write("null") }
+        }
+        func number(_ value: Int?) {
+            if let value { out.write(decimal: value) } else { out.write("null") }
+        }
+        out.write(#"{"time":""#)
+        let millis = Self.millis(of: time)
+        clock.text.withUnsafeBytes { out.write($0) }
+        out.write(millis - clock.second * 1000, digits: 3)
+        out.write(#"Z","service":"#); string(service)
+        out.write(#","release":"#); number(release)
+        out.write(#","label":"#); string(label)
+        out.write(#","route":"#); string(route)
+        out.write(#","appId":"#); string(appId ?? "anonymous")
+        out.write(#","bucket":"#); number(bucket)
+        out.write(#","method":"#); string(method)
+        out.write(#","path":"#); string(path)
+        out.write(#","status":"#); number(status)
+        // Milliseconds with three decimals, e.g. 12.345.
+        let micros = latencyMs.isFinite ? max(0, Int(min(latencyMs * 1000, 1e15).rounded())) : 0
+        out.write(#","latencyMs":"#); out.write(decimal: micros / 1000); out.write("."); out.write(micros % 1000, digits: 3)
+        out.write(#","upstream":"#); string(upstream)
+        out.write(#","bytesIn":"#); number(bytesIn)
+        out.write(#","bytesOut":"#); number(bytesOut)
+        out.write(#","error":"#); string(error)
+        out.write("}\n")
+    }
+
+    private func second(of date: Date) -> Int { Self.second(of: date) }
+
+    static func millis(of date: Date) -> Int { Int((date.timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// The second a time falls in (before 1970 too).
+    static func second(of date: Date) -> Int {
+        let millis = millis(of: date)
+        return millis >= 0 ? millis / 1000 : (millis - 999) / 1000
+    }
+
 }

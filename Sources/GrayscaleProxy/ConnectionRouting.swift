@@ -17,8 +17,13 @@ public struct ConnectionRouting: Sendable {
     public init() {}
 
     /// The request's user, or why its credential names none.
-    public mutating func identify(_ head: HTTPRequestHead, source: IdentitySource, now: Date) -> (appId: String?, problem: String?) {
+    public mutating func identify(_ head: RequestHead, source: IdentitySource, now: Date) -> (appId: String?, problem: String?) {
         source.identify(in: head, now: now, memo: &identity)
+    }
+
+    /// The same, from NIO's form of the head (tests).
+    public mutating func identify(_ head: HTTPRequestHead, source: IdentitySource, now: Date) -> (appId: String?, problem: String?) {
+        identify(RequestHead(head), source: source, now: now)
     }
 
     /// `split.route`, with the user's bucket remembered per salt.

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -68,7 +69,7 @@ enum HTTP1 {
         }
     }
 
-    fileprivate static func string(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
+    static func string(_ raw: UnsafeRawBufferPointer, _ range: Range<Int>) -> String {
         String(decoding: bytes(raw, range), as: UTF8.self)
     }
 
@@ -109,34 +110,75 @@ enum HTTP1 {
         return raw[b + 7] == UInt8(ascii: "1") ? .http1_1 : .http1_0
     }
 
-    /// A request head: `METHOD SP target SP HTTP/1.x CRLF`, fields, CRLF.
-    static func requestHead(_ raw: UnsafeRawBufferPointer) throws(ParseError) -> HTTPRequestHead {
-        var lines = Lines(raw: raw)
-        guard let line = try lines.next() else { throw ParseError(reason: "an empty request line") }
-        var index = line.lowerBound
-        while index < line.upperBound, isTokenByte(raw[index]) { index += 1 }
-        guard index > line.lowerBound, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad method") }
-        let method = string(raw, line.lowerBound..<index)
-        let targetStart = index + 1
-        index = targetStart
-        // The target: visible ASCII only (no space, no control byte, no raw UTF-8, which a
-        // strict upstream such as NIO's own parser refuses: such a request would hang there).
-        while index < line.upperBound, raw[index] > 32, raw[index] < 0x7F { index += 1 }
-        guard index > targetStart, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad request target") }
-        let target = string(raw, targetStart..<index)
-        let version = try version(raw, index + 1..<line.upperBound)
-        let headers = try fields(&lines, raw: raw)
-        return HTTPRequestHead(version: version, method: HTTPMethod(rawValue: method), uri: target, headers: headers)
+    /// A request head: `METHOD SP target SP HTTP/1.x CRLF`, fields, CRLF. `bytes` holds the
+    /// head alone; it is kept (a slice, not a copy) for the fields to be read and copied from.
+    static func requestHead(_ bytes: ByteBuffer) throws(ParseError) -> RequestHead {
+        try bytes.withUnsafeReadableBytes { raw throws(ParseError) -> RequestHead in
+            var lines = Lines(raw: raw)
+            guard let line = try lines.next() else { throw ParseError(reason: "an empty request line") }
+            var index = line.lowerBound
+            while index < line.upperBound, isTokenByte(raw[index]) { index += 1 }
+            guard index > line.lowerBound, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad method") }
+            let method = Self.method(HTTP1.bytes(raw, line.lowerBound..<index))
+            let targetStart = index + 1
+            index = targetStart
+            // The target: visible ASCII only (no space, no control byte, no raw UTF-8, which a
+            // strict upstream such as NIO's own parser refuses: such a request would hang there).
+            while index < line.upperBound, raw[index] > 32, raw[index] < 0x7F { index += 1 }
+            guard index > targetStart, index < line.upperBound, raw[index] == 32 else { throw ParseError(reason: "a bad request target") }
+            let target = targetStart..<index
+            let version = try version(raw, index + 1..<line.upperBound)
+            var fields: [Field] = []
+            fields.reserveCapacity(8)
+            try Self.fieldRanges(&lines, raw: raw) { fields.append(Field(name: $0, value: $1)) }
+            return RequestHead(version: version, method: method, target: target, bytes: bytes, fields: fields)
+        }
+    }
+
+    /// A method's bytes: the usual ones without a string (methods are case-sensitive, as `HTTPMethod(rawValue:)` reads them).
+    static func method(_ raw: UnsafeRawBufferPointer) -> HTTPMethod {
+        switch raw.count {
+        case 3:
+            if isEqual(raw, "GET") { return .GET }
+            if isEqual(raw, "PUT") { return .PUT }
+        case 4:
+            if isEqual(raw, "POST") { return .POST }
+            if isEqual(raw, "HEAD") { return .HEAD }
+        case 5:
+            if isEqual(raw, "PATCH") { return .PATCH }
+            if isEqual(raw, "TRACE") { return .TRACE }
+        case 6:
+            if isEqual(raw, "DELETE") { return .DELETE }
+        case 7:
+            if isEqual(raw, "OPTIONS") { return .OPTIONS }
+            if isEqual(raw, "CONNECT") { return .CONNECT }
+        default:
+            break
+        }
+        return HTTPMethod(rawValue: String(decoding: raw, as: UTF8.self))
+    }
+
+    @inline(__always)
+    static func isEqual(_ raw: UnsafeRawBufferPointer, _ literal: StaticString) -> Bool {
+        raw.count == literal.utf8CodeUnitCount && memcmp(raw.baseAddress!, literal.utf8Start, raw.count) == 0
+    }
+
+    /// Where a field's name and value lie in its head's bytes.
+    struct Field {
+        var name: Range<Int>
+        var value: Range<Int>
+    }
+
+    /// A head read into field bounds: a request's or an answer's.
+    protocol Head {
+        /// The head's bytes, start line to blank line.
+        var bytes: ByteBuffer { get }
+        var fields: [Field] { get }
     }
 
     /// An answer's head as read: its status, and where each field lies in its bytes. Nothing
     /// is decoded into strings: the proxy looks at a few fields and copies the others whole.
-    struct ResponseHead {
-        struct Field {
-            var name: Range<Int>
-            var value: Range<Int>
-        }
-
+    struct ResponseHead: Head {
         var version: HTTPVersion
         var code: Int
         /// Where the reason phrase is (empty when there is none).
@@ -148,22 +190,6 @@ enum HTTP1 {
         var reasonPhrase: String { withBytes { HTTP1.string($0, reason) } }
 
         var status: HTTPResponseStatus { HTTPResponseStatus(statusCode: code) }
-
-        func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
-            try bytes.withUnsafeReadableBytes(body)
-        }
-
-        /// The value of the first field called `name`, as a string (for tests and rare fields).
-        func first(_ name: StaticString) -> String? {
-            withBytes { raw in
-                fields.first { Self.isName(raw, $0, name) }.map { HTTP1.string(raw, $0.value) }
-            }
-        }
-
-        @inline(__always)
-        static func isName(_ raw: UnsafeRawBufferPointer, _ field: Field, _ name: StaticString) -> Bool {
-            isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, field.name), name)
-        }
     }
 
     /// A response head: `HTTP/1.x SP 3DIGIT [SP reason] CRLF`, fields, CRLF. `bytes` holds the
@@ -188,9 +214,9 @@ enum HTTP1 {
                 for index in start + 13..<line.upperBound where !isValueByte(raw[index]) { throw ParseError(reason: "a control byte in the reason") }
                 reason = start + 13..<line.upperBound
             }
-            var fields: [ResponseHead.Field] = []
+            var fields: [Field] = []
             fields.reserveCapacity(8)
-            try Self.fieldRanges(&lines, raw: raw) { fields.append(ResponseHead.Field(name: $0, value: $1)) }
+            try Self.fieldRanges(&lines, raw: raw) { fields.append(Field(name: $0, value: $1)) }
             return ResponseHead(version: version, code: code, reason: reason, bytes: bytes, fields: fields)
         }
     }
@@ -377,5 +403,47 @@ enum HTTP1 {
         buffer.writeStaticString(" ")
         buffer.writeString(status.reasonPhrase)
         buffer.writeStaticString("\r\n")
+    }
+}
+
+extension HTTP1.Head {
+    func withBytes<T>(_ body: (UnsafeRawBufferPointer) throws -> T) rethrows -> T {
+        try bytes.withUnsafeReadableBytes(body)
+    }
+
+    @inline(__always)
+    static func isName(_ raw: UnsafeRawBufferPointer, _ field: HTTP1.Field, _ name: StaticString) -> Bool {
+        isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, field.name), name)
+    }
+
+    /// The value of the first field called `name`, as a string (for tests and rare fields).
+    func first(_ name: StaticString) -> String? {
+        withBytes { raw in
+            fields.first { Self.isName(raw, $0, name) }.map { HTTP1.string(raw, $0.value) }
+        }
+    }
+
+    /// The value of the first field called `name` (any case), as a string.
+    func first(named name: String) -> String? {
+        withBytes { raw in
+            fields.first { isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, $0.name), substring: Substring(name)) }.map { HTTP1.string(raw, $0.value) }
+        }
+    }
+
+    /// Whether a field called `name` is there.
+    func contains(_ name: StaticString) -> Bool {
+        withBytes { raw in fields.contains { Self.isName(raw, $0, name) } }
+    }
+
+    /// The values of every field called `name`, as strings.
+    func values(_ name: StaticString) -> [String] {
+        withBytes { raw in fields.filter { Self.isName(raw, $0, name) }.map { HTTP1.string(raw, $0.value) } }
+    }
+
+    /// Each list item (comma-separated, trimmed, empty ones too) of every field called `name`.
+    func forEachItem(_ name: StaticString, _ body: (UnsafeRawBufferPointer) -> Void) {
+        withBytes { raw in
+            for field in fields where Self.isName(raw, field, name) { HTTP1.forEachListItem(HTTP1.bytes(raw, field.value), body) }
+        }
     }
 }

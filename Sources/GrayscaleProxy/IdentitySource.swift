@@ -41,12 +41,17 @@ public struct IdentitySource: Sendable {
 
     /// The request's appId, or nil for an anonymous request. Never throws: a malformed
     /// token is simply no identity.
-    public func appId(in head: HTTPRequestHead, now: Date = Date()) -> String? { identify(in: head, now: now).appId }
+    public func appId(in head: HTTPRequestHead, now: Date = Date()) -> String? { identify(in: RequestHead(head), now: now).appId }
 
     /// The user, or why a credential that was there names none (it is then anonymous, and
     /// the access log says why). A JWT is no identity outside its `nbf` … `exp` or when
     /// issued (`iat`) in the future, a minute's leeway either way, as of `now`.
     public func identify(in head: HTTPRequestHead, now: Date) -> (appId: String?, problem: String?) {
+        identify(in: RequestHead(head), now: now)
+    }
+
+    /// The same, from the head as the proxy reads it.
+    public func identify(in head: RequestHead, now: Date) -> (appId: String?, problem: String?) {
         var memo = Memo()
         return identify(in: head, now: now, memo: &memo)
     }
@@ -58,12 +63,13 @@ public struct IdentitySource: Sendable {
     /// Bytes, not `String ==`, which takes canonically equivalent text (a Kelvin sign for a
     /// `K`) as equal. One memo serves one `IdentitySource`.
     public struct Memo: Sendable {
-        fileprivate var token: String?
+        /// The token's bytes (the whole `Authorization` value).
+        fileprivate var token: [UInt8]?
         fileprivate var answer: (appId: String?, problem: String?) = (nil, nil)
         fileprivate var span = 0.0..<0.0
         static let maxToken = 4096
         public init() {}
-        fileprivate init(token: String, answer: (appId: String?, problem: String?), span: Range<Double>) {
+        fileprivate init(token: [UInt8], answer: (appId: String?, problem: String?), span: Range<Double>) {
             self.token = token
             self.answer = answer
             self.span = span
@@ -72,32 +78,38 @@ public struct IdentitySource: Sendable {
 
     /// `identify(in:now:)`, remembering the answer in `memo` (one per connection).
     public func identify(in head: HTTPRequestHead, now: Date, memo: inout Memo) -> (appId: String?, problem: String?) {
+        identify(in: RequestHead(head), now: now, memo: &memo)
+    }
+
+    /// The same, from the head as the proxy reads it: the token is compared with the
+    /// remembered one as bytes, where it lies in the head.
+    public func identify(in head: RequestHead, now: Date, memo: inout Memo) -> (appId: String?, problem: String?) {
         let claim: JWTPayload.Claim
         switch kind {
         case .bearerJWT(let name):
-            guard let authorization = Self.authorization(head.headers) else { return (nil, nil) }
-            let seconds = now.timeIntervalSince1970
-            if memo.span.contains(seconds), let token = memo.token, sameBytes(token, authorization) { return memo.answer }
-            let span: Range<Double>
-            (claim, span) = bearerClaim(name, authorization: authorization, now: seconds)
-            let answer = Self.answer(claim)
-            // A value past any real token's length is not kept: an idle connection holds no more than this.
-            memo = authorization.utf8.count <= Memo.maxToken ? Memo(token: authorization, answer: answer, span: span) : Memo()
-            return answer
+            return head.withBytes { raw -> (appId: String?, problem: String?) in
+                guard let field = head.fields.first(where: { RequestHead.isName(raw, $0, "authorization") }) else { return (nil, nil) }
+                let authorization = HTTP1.bytes(raw, field.value)
+                let seconds = now.timeIntervalSince1970
+                if memo.span.contains(seconds), let token = memo.token, token.count == authorization.count,
+                   token.withUnsafeBytes({ memcmp($0.baseAddress!, authorization.baseAddress!, token.count) == 0 }) {
+                    return memo.answer
+                }
+                let (claim, span) = bearerClaim(name, authorization: authorization.assumingMemoryBound(to: UInt8.self), now: seconds)
+                let answer = Self.answer(claim)
+                // A value past any real token's length is not kept: an idle connection holds no more than this.
+                memo = authorization.count <= Memo.maxToken && !authorization.isEmpty
+                    ? Memo(token: Array(authorization), answer: answer, span: span) : Memo()
+                return answer
+            }
         case .header(let name):
-            claim = head.headers.first(name: name).map { .value($0) } ?? .absent
+            claim = head.first(named: name).map { .value($0) } ?? .absent
         case .cookie(let name):
-            claim = head.headers[canonicalForm: "cookie"].lazy.compactMap { cookieValue(name, in: $0) }.first.map { .value(String($0)) } ?? .absent
+            claim = head.values("cookie").lazy.compactMap { cookieValue(name, in: $0) }.first.map { .value(String($0)) } ?? .absent
         case .query(let name):
             claim = queryValue(name, uri: head.uri).map { .value(String($0)) } ?? .absent
         }
         return Self.answer(claim)
-    }
-
-    /// The first `Authorization` header: compared as a static string, length first.
-    private static func authorization(_ headers: HTTPHeaders) -> String? {
-        for (name, value) in headers where isASCIICaseInsensitiveEqual(name, "authorization") { return value }
-        return nil
     }
 
     private static func answer(_ claim: JWTPayload.Claim) -> (appId: String?, problem: String?) {
@@ -112,30 +124,27 @@ public struct IdentitySource: Sendable {
     }
 
     /// The token's claim, and the span of time over which that answer holds.
-    private func bearerClaim(_ claim: String, authorization: String, now: Double) -> (JWTPayload.Claim, Range<Double>) {
-        var authorization = authorization
-        return authorization.withUTF8 { bytes -> (JWTPayload.Claim, Range<Double>) in
-            // "Bearer " with any case of the scheme.
-            guard bytes.count > 7, bytes[6] == UInt8(ascii: " "),
-                  bytes[0] | 0x20 == UInt8(ascii: "b"), bytes[1] | 0x20 == UInt8(ascii: "e"), bytes[2] | 0x20 == UInt8(ascii: "a"),
-                  bytes[3] | 0x20 == UInt8(ascii: "r"), bytes[4] | 0x20 == UInt8(ascii: "e"), bytes[5] | 0x20 == UInt8(ascii: "r")
-            else { return (.absent, JWTPayload.always) }
-            let token = UnsafeBufferPointer(rebasing: bytes[7...])
-            guard let parts = JWTPayload.split(token) else { return (.absent, JWTPayload.always) }
-            if let hs256Secret {
-                let hs256Key = SymmetricKey(data: hs256Secret)
-                let signed = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(token)[0..<parts.payload.upperBound])
-                let signatureText = UnsafeBufferPointer(rebasing: token[parts.signature])
-                let valid = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: signatureText.count) { buffer -> Bool in
-                    guard let length = Base64URL.decode(signatureText, into: buffer), length == 32 else { return false }
-                    return HMAC<SHA256>.isValidAuthenticationCode(
-                        UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<length]),
-                        authenticating: signed, using: hs256Key)
-                }
-                guard valid else { return (.absent, JWTPayload.always) }
+    private func bearerClaim(_ claim: String, authorization bytes: UnsafeBufferPointer<UInt8>, now: Double) -> (JWTPayload.Claim, Range<Double>) {
+        // "Bearer " with any case of the scheme.
+        guard bytes.count > 7, bytes[6] == UInt8(ascii: " "),
+              bytes[0] | 0x20 == UInt8(ascii: "b"), bytes[1] | 0x20 == UInt8(ascii: "e"), bytes[2] | 0x20 == UInt8(ascii: "a"),
+              bytes[3] | 0x20 == UInt8(ascii: "r"), bytes[4] | 0x20 == UInt8(ascii: "e"), bytes[5] | 0x20 == UInt8(ascii: "r")
+        else { return (.absent, JWTPayload.always) }
+        let token = UnsafeBufferPointer(rebasing: bytes[7...])
+        guard let parts = JWTPayload.split(token) else { return (.absent, JWTPayload.always) }
+        if let hs256Secret {
+            let hs256Key = SymmetricKey(data: hs256Secret)
+            let signed = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(token)[0..<parts.payload.upperBound])
+            let signatureText = UnsafeBufferPointer(rebasing: token[parts.signature])
+            let valid = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: signatureText.count) { buffer -> Bool in
+                guard let length = Base64URL.decode(signatureText, into: buffer), length == 32 else { return false }
+                return HMAC<SHA256>.isValidAuthenticationCode(
+                    UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<length]),
+                    authenticating: signed, using: hs256Key)
             }
-            return JWTPayload.claimAndSpan(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]), now: now)
+            guard valid else { return (.absent, JWTPayload.always) }
         }
+        return JWTPayload.claimAndSpan(claim, payload: UnsafeBufferPointer(rebasing: token[parts.payload]), now: now)
     }
 }
 

@@ -69,7 +69,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     /// One request on its way through the proxy.
     final class Exchange {
-        let head: HTTPRequestHead
+        let head: RequestHead
         let service: String
         /// The value of the routing header, when the proxy writes one.
         var routingBucket: Int?
@@ -115,7 +115,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var sentAt: NIODeadline?
         var sentReused = false
 
-        init(head: HTTPRequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
+        init(head: RequestHead, service: String, target: ServiceRoute.Target, route: Route, appId: String?, unit: UnitEvent?,
              started: NIODeadline, keepAlive: Bool, isUpgrade: Bool, stickyCookie: String?) {
             self.head = head
             self.service = service
@@ -214,9 +214,9 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                     malformed(.requestHeaderFieldsTooLarge, context: context)
                     break read
                 }
-                let head: HTTPRequestHead
+                let head: RequestHead
                 do {
-                    head = try inbound.withUnsafeReadableBytes { raw in try HTTP1.requestHead(UnsafeRawBufferPointer(rebasing: raw[..<end])) }
+                    head = try HTTP1.requestHead(inbound.getSlice(at: inbound.readerIndex, length: end)!)
                 } catch {
                     malformed(.badRequest, context: context)
                     break read
@@ -398,7 +398,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
 
     /// Refuses a request before routing it: the client sees the status, the access log and
     /// `/metrics` say why, and the connection closes (what follows cannot be trusted).
-    private func refuse(_ refusal: RequestFraming.Refusal, head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func refuse(_ refusal: RequestFraming.Refusal, head: RequestHead, context: ChannelHandlerContext) {
         state = .answered
         reader = .stopped
         shared.metrics?.refused(reason: refusal.reason)
@@ -409,7 +409,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         respond(refusal.status, body: "\(refusal.status.code) \(refusal.detail)\n", context: context, exchange: nil, close: true)
     }
 
-    private func begin(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    private func begin(_ head: RequestHead, context: ChannelHandlerContext) {
         let framing: RequestFraming
         switch RequestFraming.of(head) {
         case .success(let decided): framing = decided
@@ -426,7 +426,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         case .length(let length): reader = .body(remaining: length)
         case .chunked: reader = .chunked(HTTP1.ChunkedDecoder(maxTrailerBytes: shared.configuration.maxHeaderBytes))
         }
-        let connection = ConnectionTokens(head.headers)
+        let connection = ConnectionTokens(head)
         let table = shared.table
         guard let service = table.service(for: head) else {
             state = .answered
@@ -438,13 +438,13 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let now = shared.configuration.now()
         let identity = routing.identify(head, source: shared.configuration.identity, now: now)
         let appId = identity.appId
-        let requested = head.headers.first(name: "x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
+        let requested = head.first("x-grayscale-channel").flatMap { RouteTarget(rawValue: $0.lowercased()) }
         var stickyCookie: String?
         var clientId: Substring?
         if appId == nil {
             // An anonymous client is a unit of its own: a random id in a sticky cookie, placed by
             // the canary's salted hash like a user, so each release draws new clients.
-            if let pinned = head.headers[canonicalForm: "cookie"].lazy.compactMap({ cookieValue("grayscale_sticky", in: $0) }).first,
+            if let pinned = head.values("cookie").lazy.compactMap({ cookieValue("grayscale_sticky", in: $0) }).first,
                Self.isClientId(pinned) {
                 clientId = pinned
             } else {
@@ -854,15 +854,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         var close = false
         var keepAlive = false
 
-        init(_ headers: HTTPHeaders) {
-            for (name, value) in headers where isASCIICaseInsensitiveEqual(name, "connection") {
-                var value = value
-                value.withUTF8 { read(UnsafeRawBufferPointer($0)) }
-            }
-        }
-
-        /// The same, read from an answer's bytes: the usual `keep-alive` makes no string.
-        init(_ head: HTTP1.ResponseHead) {
+        /// Read from a head's bytes: the usual `keep-alive` or `close` makes no string.
+        init(_ head: some HTTP1.Head) {
             head.withBytes { raw in
                 for field in head.fields where HTTP1.ResponseHead.isName(raw, field, "connection") { read(HTTP1.bytes(raw, field.value)) }
             }
@@ -900,102 +893,150 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     /// The request head the upstream gets: the client's method and target, its headers
-    /// less the hop-by-hop ones and those the proxy sets, then the proxy's framing and its own headers.
+    /// less the hop-by-hop ones and those the proxy sets, then the proxy's framing and its own
+    /// headers. The client's fields are copied from the bytes read, in one write.
     private func upstreamHead(for exchange: Exchange, allocator: ByteBufferAllocator, mirrorTo mirror: ServiceRoute.Target? = nil) -> ByteBuffer {
         let head = exchange.head
         let routingHeader = shared.configuration.routingHeader
-        var buffer = allocator.buffer(capacity: 256 + head.uri.utf8.count + head.headers.count * 48)
-        buffer.writeString(head.method.rawValue)
-        buffer.writeStaticString(" ")
-        buffer.writeString(head.uri)
-        buffer.writeStaticString(" HTTP/1.1\r\n")
-        Self.writePassing(head.headers, named: exchange.connectionNamed, to: &buffer, dropping: Self.droppedUpstream, also: routingHeader)
-        switch exchange.framing {
-        case .length(let length): HTTP1.writeField("content-length", String(length), to: &buffer)
-        case .chunked: buffer.writeStaticString("transfer-encoding: chunked\r\n")
-        case .none: if RequestFraming.expectsBody(head.method) { buffer.writeStaticString("content-length: 0\r\n") }
-        }
-        if exchange.isUpgrade {
-            buffer.writeStaticString("connection: upgrade\r\n")
-            HTTP1.writeField("upgrade", head.headers.first(name: "upgrade") ?? "websocket", to: &buffer)
-        }
-        // The first X-Forwarded-For, extended with this hop; any others are dropped.
-        let forwarded = head.headers.first(name: "x-forwarded-for").map { "\($0), \(clientAddress)" } ?? clientAddress
-        HTTP1.writeField("x-forwarded-for", forwarded, to: &buffer)
-        buffer.writeStaticString("x-forwarded-proto: http\r\n")
-        HTTP1.writeField("x-grayscale-version", (mirror ?? exchange.target).versionHeader, to: &buffer)
+        let version = (mirror ?? exchange.target).versionHeader
         // A mirrored copy says so: the canary may tell copies from users' requests in its own logs.
-        HTTP1.writeField("x-grayscale-route", mirror == nil ? Self.routeName(exchange.route) : "mirror", to: &buffer)
-        if let routingHeader, let bucket = exchange.routingBucket {
-            HTTP1.writeField(routingHeader, String(bucket), to: &buffer)
+        let route = mirror == nil ? Self.routeName(exchange.route) : "mirror"
+        let named = exchange.connectionNamed
+        let clientAddress = clientAddress
+        return head.withBytes { raw in
+            func value(_ name: StaticString) -> UnsafeRawBufferPointer? {
+                head.fields.first { RequestHead.isName(raw, $0, name) }.map { HTTP1.bytes(raw, $0.value) }
+            }
+            let forwarded = value("x-forwarded-for")
+            let upgrade = exchange.isUpgrade ? value("upgrade") : nil
+            // The request line and each passing field are at most as long as read, plus a space after
+            // a field's colon; the proxy's own fields take less than 256 bytes besides their values.
+            let capacity = head.bytes.readableBytes + head.fields.count + 256 + (forwarded?.count ?? 0) + clientAddress.utf8.count
+                + (upgrade?.count ?? 0) + version.utf8.count + route.utf8.count + (routingHeader?.utf8.count ?? 0)
+            var buffer = allocator.buffer(capacity: capacity)
+            buffer.writeHead(capacity: capacity) { out in
+                out.write(HTTP1.bytes(raw, 0..<head.target.upperBound))
+                out.write(" HTTP/1.1\r\n")
+                for field in head.fields {
+                    let name = HTTP1.bytes(raw, field.name)
+                    if Self.droppedUpstream.contains(name) { continue }
+                    if let routingHeader, isASCIICaseInsensitiveEqual(name, substring: Substring(routingHeader)) { continue }
+                    if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, substring: $0) }) { continue }
+                    out.write(name)
+                    out.write(": ")
+                    out.write(HTTP1.bytes(raw, field.value))
+                    out.write("\r\n")
+                }
+                switch exchange.framing {
+                case .length(let length):
+                    out.write("content-length: ")
+                    out.write(decimal: length)
+                    out.write("\r\n")
+                case .chunked: out.write("transfer-encoding: chunked\r\n")
+                case .none: if RequestFraming.expectsBody(head.method) { out.write("content-length: 0\r\n") }
+                }
+                if exchange.isUpgrade {
+                    out.write("connection: upgrade\r\nupgrade: ")
+                    if let upgrade { out.write(upgrade) } else { out.write("websocket") }
+                    out.write("\r\n")
+                }
+                // The first X-Forwarded-For, extended with this hop; any others are dropped.
+                out.write("x-forwarded-for: ")
+                if let forwarded {
+                    out.write(forwarded)
+                    out.write(", ")
+                }
+                out.write(clientAddress)
+                out.write("\r\nx-forwarded-proto: http\r\n")
+                out.field("x-grayscale-version", version)
+                out.field("x-grayscale-route", route)
+                if let routingHeader, let bucket = exchange.routingBucket {
+                    out.write(routingHeader)
+                    out.write(": ")
+                    out.write(decimal: bucket)
+                    out.write("\r\n")
+                }
+                out.write("\r\n")
+            }
+            return buffer
         }
-        buffer.writeStaticString("\r\n")
-        return buffer
     }
 
     /// The response head the client gets: the upstream's fields copied as they came, less the
-    /// hop-by-hop ones. Its framing is the proxy's: a length it knows, else chunks for
-    /// HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
+    /// hop-by-hop ones, in one write. Its framing is the proxy's: a length it knows, else chunks
+    /// for HTTP/1.1 clients, else (HTTP/1.0, or HEAD with no length) the end of the connection.
     private func clientHead(for head: HTTP1.ResponseHead, named: [Substring], exchange: Exchange, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var buffer = allocator.buffer(capacity: head.bytes.readableBytes + 128)
+        let version = exchange.target.versionHeader
+        let cookie = exchange.stickyCookie
+        // The status line and each field are at most as long as read, plus a space; the proxy's
+        // own fields take less than 128 bytes besides their values.
+        let capacity = head.bytes.readableBytes + head.fields.count + 128 + version.utf8.count + (cookie?.utf8.count ?? 0)
+        var buffer = allocator.buffer(capacity: capacity)
         let clientHTTP10 = exchange.head.version.major == 1 && exchange.head.version.minor == 0
         head.withBytes { raw in
-            buffer.writeStaticString(clientHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
-            buffer.writeString(String(head.code))
-            buffer.writeStaticString(" ")
-            buffer.writeBytes(HTTP1.bytes(raw, head.reason))
-            buffer.writeStaticString("\r\n")
-            func copy(_ field: HTTP1.ResponseHead.Field) {
-                buffer.writeBytes(HTTP1.bytes(raw, field.name))
-                buffer.writeStaticString(": ")
-                buffer.writeBytes(HTTP1.bytes(raw, field.value))
-                buffer.writeStaticString("\r\n")
-            }
-            if head.code == 101 && exchange.isUpgrade {
-                for field in head.fields where !HTTP1.ResponseHead.isName(raw, field, "x-grayscale-version") { copy(field) }
-                return
-            }
-            var lengths = 0
-            var length: HTTP1.ResponseHead.Field?
-            for field in head.fields {
-                let name = HTTP1.bytes(raw, field.name)
-                if isASCIICaseInsensitiveEqual(name, "content-length") {
-                    lengths += 1
-                    length = field
-                    continue
+            buffer.writeHead(capacity: capacity) { out in
+                out.write(clientHTTP10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+                out.write(decimal: head.code)
+                out.write(" ")
+                out.write(HTTP1.bytes(raw, head.reason))
+                out.write("\r\n")
+                func copy(_ field: HTTP1.Field) {
+                    out.write(HTTP1.bytes(raw, field.name))
+                    out.write(": ")
+                    out.write(HTTP1.bytes(raw, field.value))
+                    out.write("\r\n")
                 }
-                if Self.droppedDownstream.contains(name) { continue }
-                if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, substring: $0) }) { continue }
-                copy(field)
-            }
-            let code = head.code
-            if code < 200 || code == 204 {
-                // No body and no length.
-            } else if lengths == 1, let length, HTTP1.decimal(HTTP1.bytes(raw, length.value)) != nil {
-                copy(length)
-            } else if code == 304 {
-                // No body.
-            } else if exchange.head.method == .HEAD || clientHTTP10 {
-                exchange.keepAlive = false
-            } else {
-                buffer.writeStaticString("transfer-encoding: chunked\r\n")
-                exchange.clientChunked = true
-            }
-            if !exchange.keepAlive {
-                buffer.writeStaticString("connection: close\r\n")
-            } else if clientHTTP10 {
-                buffer.writeStaticString("connection: keep-alive\r\n")
+                defer {
+                    out.field("x-grayscale-version", version)
+                    if let cookie { out.field("set-cookie", cookie) }
+                    out.write("\r\n")
+                }
+                if head.code == 101 && exchange.isUpgrade {
+                    for field in head.fields where !HTTP1.ResponseHead.isName(raw, field, "x-grayscale-version") { copy(field) }
+                    return
+                }
+                var lengths = 0
+                var length: HTTP1.Field?
+                for field in head.fields {
+                    let name = HTTP1.bytes(raw, field.name)
+                    if isASCIICaseInsensitiveEqual(name, "content-length") {
+                        lengths += 1
+                        length = field
+                        continue
+                    }
+                    if Self.droppedDownstream.contains(name) { continue }
+                    if !named.isEmpty, named.contains(where: { isASCIICaseInsensitiveEqual(name, substring: $0) }) { continue }
+                    copy(field)
+                }
+                let code = head.code
+                if code < 200 || code == 204 {
+                    // No body and no length.
+                } else if lengths == 1, let length, HTTP1.decimal(HTTP1.bytes(raw, length.value)) != nil {
+                    copy(length)
+                } else if code == 304 {
+                    // No body.
+                } else if exchange.head.method == .HEAD || clientHTTP10 {
+                    exchange.keepAlive = false
+                } else {
+                    out.write("transfer-encoding: chunked\r\n")
+                    exchange.clientChunked = true
+                }
+                if !exchange.keepAlive {
+                    out.write("connection: close\r\n")
+                } else if clientHTTP10 {
+                    out.write("connection: keep-alive\r\n")
+                }
             }
         }
-        HTTP1.writeField("x-grayscale-version", exchange.target.versionHeader, to: &buffer)
-        if let cookie = exchange.stickyCookie { HTTP1.writeField("set-cookie", cookie, to: &buffer) }
-        buffer.writeStaticString("\r\n")
         return buffer
     }
 
-    static func isUpgrade(_ head: HTTPRequestHead) -> Bool {
-        head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-            && head.headers.first(name: "upgrade")?.lowercased() == "websocket"
+    static func isUpgrade(_ head: RequestHead) -> Bool {
+        var upgrade = false
+        head.forEachItem("connection") { if isASCIICaseInsensitiveEqual($0, "upgrade") { upgrade = true } }
+        return upgrade && head.withBytes { raw in
+            head.fields.first { RequestHead.isName(raw, $0, "upgrade") }.map { isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, $0.value), "websocket") } ?? false
+        }
     }
 
     static func routeName(_ route: Route) -> String {

@@ -20,50 +20,77 @@ enum RequestFraming: Equatable {
         var detail: String
     }
 
-    /// The framing of `head`'s body, or why the proxy refuses the request.
-    static func of(_ head: HTTPRequestHead) -> Result<RequestFraming, Refusal> {
+    /// The framing of `head`'s body, or why the proxy refuses the request. Read from the
+    /// head's bytes: most requests have neither header, and none makes a string.
+    static func of(_ head: RequestHead) -> Result<RequestFraming, Refusal> {
         if head.method == .CONNECT {
             return .failure(Refusal(status: .methodNotAllowed, reason: "connect", detail: "CONNECT is not supported: this is not a forward proxy"))
         }
-        // Most requests have neither header: no arrays for them.
-        let encodings = head.headers.contains(name: "transfer-encoding") ? head.headers["transfer-encoding"] : []
-        let lengths = head.headers.contains(name: "content-length") ? head.headers["content-length"] : []
-        var framing = RequestFraming.none
-        if !encodings.isEmpty {
-            guard encodings.count == 1 else {
-                return .failure(Refusal(status: .badRequest, reason: "transfer-encoding",
-                                        detail: "more than one Transfer-Encoding header"))
+        return head.withBytes { raw -> Result<RequestFraming, Refusal> in
+            var encodings = 0
+            var encoding: Range<Int>?
+            var lengths = 0
+            var length: (value: Int, digits: Int)?
+            var badLength = false
+            for field in head.fields {
+                if RequestHead.isName(raw, field, "transfer-encoding") {
+                    encodings += 1
+                    encoding = field.value
+                } else if RequestHead.isName(raw, field, "content-length") {
+                    lengths += 1
+                    // Every item of every Content-Length must be the same digits.
+                    HTTP1.forEachListItem(HTTP1.bytes(raw, field.value)) { item in
+                        guard let value = HTTP1.decimal(item), length.map({ $0 == (value, item.count) }) ?? true else {
+                            badLength = true
+                            return
+                        }
+                        length = (value, item.count)
+                    }
+                }
             }
-            let codings = encodings[0].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-            guard codings.count == 1, isASCIICaseInsensitiveEqual(codings[0], "chunked") else {
-                return .failure(Refusal(status: .notImplemented, reason: "transfer-encoding",
-                                        detail: "transfer coding '\(encodings[0].prefix(64))' is not supported (only chunked)"))
+            var framing = RequestFraming.none
+            if let encoding {
+                guard encodings == 1 else {
+                    return .failure(Refusal(status: .badRequest, reason: "transfer-encoding", detail: "more than one Transfer-Encoding header"))
+                }
+                var codings = 0
+                var chunked = false
+                HTTP1.forEachListItem(HTTP1.bytes(raw, encoding)) { coding in
+                    guard !coding.isEmpty else { return }
+                    codings += 1
+                    chunked = isASCIICaseInsensitiveEqual(coding, "chunked")
+                }
+                guard codings == 1, chunked else {
+                    let text = String(HTTP1.string(raw, encoding).prefix(64))
+                    return .failure(Refusal(status: .notImplemented, reason: "transfer-encoding",
+                                            detail: "transfer coding '\(text)' is not supported (only chunked)"))
+                }
+                guard lengths == 0 else {
+                    return .failure(Refusal(status: .badRequest, reason: "framing", detail: "Content-Length and Transfer-Encoding together"))
+                }
+                framing = .chunked
+            } else if lengths > 0 {
+                guard !badLength, let length else {
+                    return .failure(Refusal(status: .badRequest, reason: "framing", detail: "invalid Content-Length"))
+                }
+                framing = length.value > 0 ? .length(length.value) : .none
             }
-            guard lengths.isEmpty else {
-                return .failure(Refusal(status: .badRequest, reason: "framing", detail: "Content-Length and Transfer-Encoding together"))
+            if head.method == .TRACE, framing != .none {
+                return .failure(Refusal(status: .badRequest, reason: "trace-body", detail: "TRACE must not have a body"))
             }
-            framing = .chunked
-        } else if !lengths.isEmpty {
-            let values = Set(lengths.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } })
-            guard values.count == 1, let value = values.first, !value.isEmpty, value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                  value.utf8.count <= 18, let length = Int(value) else {
-                return .failure(Refusal(status: .badRequest, reason: "framing", detail: "invalid Content-Length"))
-            }
-            framing = length > 0 ? .length(length) : .none
+            return .success(framing)
         }
-        if head.method == .TRACE, framing != .none {
-            return .failure(Refusal(status: .badRequest, reason: "trace-body", detail: "TRACE must not have a body"))
-        }
-        return .success(framing)
     }
 
     /// True when the decoder stops parsing after this request (an upgrade of any kind):
     /// whatever the client sends next is not HTTP the proxy reads.
-    static func endsHTTP(_ head: HTTPRequestHead) -> Bool {
-        // `Upgrade` is looked for first: most requests have none, and no array is made for them.
-        head.method == .CONNECT
-            || (head.headers.contains(name: "upgrade")
-                && head.headers[canonicalForm: "connection"].contains { isASCIICaseInsensitiveEqual($0, "upgrade") })
+    static func endsHTTP(_ head: RequestHead) -> Bool {
+        // `Upgrade` is looked for first: most requests have none.
+        guard head.method != .CONNECT else { return true }
+        guard head.contains("upgrade") else { return false }
+        var upgrade = false
+        head.forEachItem("connection") { if isASCIICaseInsensitiveEqual($0, "upgrade") { upgrade = true } }
+        return upgrade
     }
 
     /// Methods whose requests are expected to carry a body: sent without one, they say so (`Content-Length: 0`).
@@ -71,17 +98,6 @@ enum RequestFraming: Equatable {
         switch method {
         case .POST, .PUT, .PATCH: return true
         default: return false
-        }
-    }
-
-    /// `headers` with the proxy's own framing in place of the client's.
-    func applied(to headers: inout HTTPHeaders, method: HTTPMethod) {
-        headers.remove(name: "content-length")
-        headers.remove(name: "transfer-encoding")
-        switch self {
-        case .length(let length): headers.add(name: "content-length", value: String(length))
-        case .chunked: headers.add(name: "transfer-encoding", value: "chunked")
-        case .none: if Self.expectsBody(method) { headers.add(name: "content-length", value: "0") }
         }
     }
 }

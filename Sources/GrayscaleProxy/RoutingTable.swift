@@ -104,13 +104,13 @@ public final class RoutingTable: Sendable {
     public static let empty = RoutingTable(states: [])
 
     /// The service a request is for, or nil when no rule matches.
-    public func service(for head: HTTPRequestHead) -> ServiceRoute? {
+    public func service(for head: RequestHead) -> ServiceRoute? {
         if let only { return only }
-        if !matching.hosts.isEmpty, let host = head.headers.first(name: "host") {
+        if !matching.hosts.isEmpty, let host = head.first("host") {
             let name = host.split(separator: ":", maxSplits: 1).first.map(String.init) ?? host
             if let service = matching.hosts[name.lowercased()], let route = routes[service] { return route }
         }
-        for (prefix, service) in matching.prefixes where head.uri.hasPrefix(prefix) {
+        for (prefix, service) in matching.prefixes where head.targetHasPrefix(prefix) {
             if let route = routes[service] { return route }
         }
         return nil
