@@ -41,7 +41,9 @@ func decide(_ head: RequestHead, on connection: inout ConnectionRouting, now: Da
     return connection.route(split, appId: appId, requestedChannel: nil, anonymousDraw: Bucket(0))
 }
 
-// Cold: every request a token the connection has not seen (a fresh memory each time).
+// Cold: every request a token the connection has not seen: on a new connection (a fresh
+// memory each time: its first token's bytes are kept, one allocation per connection), and on
+// a kept connection whose users change with every request (a front proxy's, multiplexed).
 // Warm: 1,024 keep-alive connections, one user each, each sending its own token again.
 var connections = [ConnectionRouting](repeating: ConnectionRouting(), count: users)
 let now = Date()
@@ -70,9 +72,13 @@ if ProcessInfo.processInfo.environment["WARM_ONLY"] != nil {
     }
     exit(0)
 }
-measure("routing decision, new token (JWT + bucket)", iterations: iterations) { index in
+measure("routing decision, new token, new connection", iterations: iterations) { index in
     var fresh = ConnectionRouting()
     return decide(heads[index & (users - 1)], on: &fresh, now: now).target == .canary ? 1 : 0
+}
+var shared = ConnectionRouting()
+measure("routing decision, new token, kept connection", iterations: iterations) { index in
+    decide(heads[index & (users - 1)], on: &shared, now: now).target == .canary ? 1 : 0
 }
 measure("routing decision, keep-alive (token again)", iterations: iterations) { index in
     decide(heads[index & (users - 1)], on: &connections[index & (users - 1)], now: now).target == .canary ? 1 : 0

@@ -342,7 +342,7 @@ public struct AccessLogLine: Sendable {
         out.write(#","path":"#); string(path)
         out.write(#","status":"#); number(status)
         // Milliseconds with three decimals, e.g. 12.345.
-        let micros = latencyMs.isFinite ? max(0, Int(min(latencyMs * 1000, 1e15).rounded())) : 0
+        let micros = latencyMs.isFinite ? Int(max(0, min(latencyMs * 1000, 1e15)).rounded()) : 0
         out.write(#","latencyMs":"#); out.write(decimal: micros / 1000); out.write("."); out.write(micros % 1000, digits: 3)
         out.write(#","upstream":"#); string(upstream)
         out.write(#","bytesIn":"#); number(bytesIn)

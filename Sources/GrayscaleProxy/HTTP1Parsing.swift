@@ -440,6 +440,13 @@ extension HTTP1.Head {
         withBytes { raw in fields.filter { Self.isName(raw, $0, name) }.map { HTTP1.string(raw, $0.value) } }
     }
 
+    /// The `Cookie` fields' values, each split at its commas and trimmed, as NIO's `canonicalForm` reads them.
+    var cookies: [String] {
+        var items: [String] = []
+        forEachItem("cookie") { items.append(String(decoding: $0, as: UTF8.self)) }
+        return items
+    }
+
     /// Each list item (comma-separated, trimmed, empty ones too) of every field called `name`.
     func forEachItem(_ name: StaticString, _ body: (UnsafeRawBufferPointer) -> Void) {
         withBytes { raw in

@@ -98,14 +98,22 @@ public struct IdentitySource: Sendable {
                 let (claim, span) = bearerClaim(name, authorization: authorization.assumingMemoryBound(to: UInt8.self), now: seconds)
                 let answer = Self.answer(claim)
                 // A value past any real token's length is not kept: an idle connection holds no more than this.
-                memo = authorization.count <= Memo.maxToken && !authorization.isEmpty
-                    ? Memo(token: Array(authorization), answer: answer, span: span) : Memo()
+                // The bytes go into the memo's own array, whose room a connection's next tokens reuse.
+                if authorization.count <= Memo.maxToken && !authorization.isEmpty {
+                    var token = memo.token ?? []
+                    memo = Memo()
+                    token.removeAll(keepingCapacity: true)
+                    token.append(contentsOf: authorization)
+                    memo = Memo(token: token, answer: answer, span: span)
+                } else {
+                    memo = Memo()
+                }
                 return answer
             }
         case .header(let name):
             claim = head.first(named: name).map { .value($0) } ?? .absent
         case .cookie(let name):
-            claim = head.values("cookie").lazy.compactMap { cookieValue(name, in: $0) }.first.map { .value(String($0)) } ?? .absent
+            claim = head.cookies.lazy.compactMap { cookieValue(name, in: $0) }.first.map { .value(String($0)) } ?? .absent
         case .query(let name):
             claim = queryValue(name, uri: head.uri).map { .value(String($0)) } ?? .absent
         }

@@ -216,7 +216,11 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
                 }
                 let head: RequestHead
                 do {
-                    head = try HTTP1.requestHead(inbound.getSlice(at: inbound.readerIndex, length: end)!)
+                    // A copy of the head alone: a slice would keep the whole read buffer (up to 64 KiB) for as long as
+                    // the exchange lasts (a long poll), and keep NIO from reusing it.
+                    var bytes = context.channel.allocator.buffer(capacity: end)
+                    bytes.writeImmutableBuffer(inbound.getSlice(at: inbound.readerIndex, length: end)!)
+                    head = try HTTP1.requestHead(bytes)
                 } catch {
                     malformed(.badRequest, context: context)
                     break read
@@ -444,7 +448,7 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         if appId == nil {
             // An anonymous client is a unit of its own: a random id in a sticky cookie, placed by
             // the canary's salted hash like a user, so each release draws new clients.
-            if let pinned = head.values("cookie").lazy.compactMap({ cookieValue("grayscale_sticky", in: $0) }).first,
+            if let pinned = head.cookies.lazy.compactMap({ cookieValue("grayscale_sticky", in: $0) }).first,
                Self.isClientId(pinned) {
                 clientId = pinned
             } else {

@@ -107,6 +107,10 @@ struct IdentitySourceTests {
     func alternatives() throws {
         #expect(try IdentitySource(parsing: "header:X-App-Id").appId(in: head([("x-app-id", "h-1")])) == "h-1")
         #expect(try IdentitySource(parsing: "cookie:app").appId(in: head([("cookie", "a=b; app=c-1; z=y")])) == "c-1")
+        // A Cookie value is read at its commas too, as NIO's canonical form reads it.
+        #expect(try IdentitySource(parsing: "cookie:app").appId(in: head([("cookie", "theme=dark, app=c-2")])) == "c-2")
+        #expect(try IdentitySource(parsing: "cookie:app").appId(in: head([("cookie", "app=c-3,x=1")])) == "c-3")
+        #expect(try IdentitySource(parsing: "cookie:app").appId(in: head([("cookie", "a=b"), ("Cookie", "app=c-4")])) == "c-4")
         #expect(try IdentitySource(parsing: "query:appId").appId(in: head([], uri: "/x?q=1&appId=q-1")) == "q-1")
         #expect(try IdentitySource(parsing: "query:appId").appId(in: head([], uri: "/x?appIdx=no")) == nil)
         #expect(throws: IdentitySourceError.self) { try IdentitySource(parsing: "bogus") }
