@@ -35,15 +35,16 @@ extension TrafficSplit {
     /// user's bucket (salted with the canary's salt) against the canary range.
     @inlinable
     public func route(appId: some StringProtocol, knownBucket: Bucket? = nil) -> Route {
-        guard let canary else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
-        if denyList.contains(where: { $0 == appId }) {
+        // Only the fields read are projected: binding the canary whole would copy it (its strings and routes).
+        guard let range = canary?.range else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
+        if !denyList.isEmpty, denyList.contains(where: { $0 == appId }) {
             return Route(target: .stable, reason: .denyList, bucket: nil)
         }
-        if allowList.contains(where: { $0 == appId }) {
+        if !allowList.isEmpty, allowList.contains(where: { $0 == appId }) {
             return Route(target: .canary, reason: .allowList, bucket: nil)
         }
-        let bucket = knownBucket ?? Bucket.of(appId: appId, salt: canary.salt)
-        return canary.range.contains(bucket)
+        let bucket = knownBucket ?? Bucket.of(appId: appId, salt: canary?.salt ?? "")
+        return range.contains(bucket)
             ? Route(target: .canary, reason: .inRange, bucket: bucket)
             : Route(target: .stable, reason: .outOfRange, bucket: bucket)
     }

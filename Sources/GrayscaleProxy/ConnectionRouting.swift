@@ -44,8 +44,9 @@ public struct ConnectionRouting: Sendable {
 /// "e\u{301}" (two users, two buckets) would be equal.
 @inline(__always)
 func sameBytes(_ lhs: String, _ rhs: String) -> Bool {
-    var lhs = lhs, rhs = rhs
-    return lhs.withUTF8 { left in
-        rhs.withUTF8 { right in left.count == right.count && (left.count == 0 || memcmp(left.baseAddress!, right.baseAddress!, left.count) == 0) }
-    }
+    let left = lhs.utf8, right = rhs.utf8
+    guard left.count == right.count else { return false }
+    return left.withContiguousStorageIfAvailable { l in
+        right.withContiguousStorageIfAvailable { r in l.count == 0 || memcmp(l.baseAddress!, r.baseAddress!, l.count) == 0 } ?? right.elementsEqual(l)
+    } ?? left.elementsEqual(right)
 }
