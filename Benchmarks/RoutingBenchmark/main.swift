@@ -83,6 +83,12 @@ measure("routing decision, new token, kept connection", iterations: iterations) 
 measure("routing decision, keep-alive (token again)", iterations: iterations) { index in
     decide(heads[index & (users - 1)], on: &connections[index & (users - 1)], now: now).target == .canary ? 1 : 0
 }
+// The head a client sends, read into field bounds (the wrk request of Benchmarks/proxy.sh, with a user agent).
+let wire = ByteBuffer(string: "GET /v1/deploy HTTP/1.1\r\nHost: 127.0.0.1:18101\r\nUser-Agent: wrk/4.1\r\n"
+    + "Authorization: Bearer \(jwt(#"{"appId":"1253970226","iss":"sls"}"#))\r\n\r\n")
+measure("reading a request head (\(wire.readableBytes) bytes)", iterations: iterations) { _ in
+    (try? RequestHead(parsing: wire))?.method == .GET ? 1 : 0
+}
 measure("reading the clock (once per request)", iterations: iterations) { _ in Int(Date().timeIntervalSince1970) & 1 }
 // A control that must allocate once per iteration: proves the interposer is counting.
 measure("control: one array allocation", iterations: 100_000) { [Int](repeating: $0, count: 64 + ($0 & 7)).count }

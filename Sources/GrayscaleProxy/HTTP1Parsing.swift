@@ -46,23 +46,45 @@ enum HTTP1 {
     @inline(__always)
     static func isValueByte(_ byte: UInt8) -> Bool { byte == 9 || (byte >= 0x20 && byte != 0x7F) }
 
-    /// Lines of a head, each without its CRLF; a CR or LF anywhere else is an error.
+    /// Whether any of the 8 bytes in `word` is below 0x20 or is 0x7F: exact for "any" (a byte
+    /// below 0x20 borrows only into those above it; bytes from 0x80 never match); which one it
+    /// is, is found byte by byte.
+    @inline(__always)
+    static func hasControlByte(_ word: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, highs: UInt64 = 0x8080_8080_8080_8080
+        let below20 = (word &- ones &* 0x20) & ~word & highs
+        let del = word ^ (ones &* 0x7F)
+        return (below20 | ((del &- ones) & ~del & highs)) != 0
+    }
+
+    /// Lines of a head, each without its CRLF. A CR or LF anywhere else is an error, and so
+    /// is any other control byte but a tab (0x00–0x1F, 0x7F): no part of a head may hold one
+    /// (field values allow tabs, visible ASCII and obs-text; the rest of a head is stricter).
     fileprivate struct Lines {
         let raw: UnsafeRawBufferPointer
         var position = 0
 
-        /// The next line's bounds, or nil at the blank line that ends the head.
+        /// The next line's bounds, or nil at the blank line that ends the head. Eight bytes at a
+        /// time while none is a control byte; byte by byte in a word that holds one.
         mutating func next() throws(ParseError) -> Range<Int>? {
             let start = position
             var index = start
-            while index < raw.count {
-                let byte = raw[index]
-                if byte == 13 {
-                    guard index + 1 < raw.count, raw[index + 1] == 10 else { throw ParseError(reason: "a CR not followed by LF") }
-                    position = index + 2
-                    return index == start ? nil : start..<index
+            let count = raw.count
+            while index < count {
+                if index + 8 <= count, !HTTP1.hasControlByte(raw.loadUnaligned(fromByteOffset: index, as: UInt64.self)) {
+                    index += 8
+                    continue
                 }
-                if byte == 10 { throw ParseError(reason: "a line ended by a bare LF") }
+                let byte = raw[index]
+                if byte < 0x20 || byte == 0x7F {
+                    if byte == 13 {
+                        guard index + 1 < count, raw[index + 1] == 10 else { throw ParseError(reason: "a CR not followed by LF") }
+                        position = index + 2
+                        return index == start ? nil : start..<index
+                    }
+                    if byte == 10 { throw ParseError(reason: "a line ended by a bare LF") }
+                    if byte != 9 { throw ParseError(reason: "a control byte in the head") }
+                }
                 index += 1
             }
             throw ParseError(reason: "the head does not end with an empty line")
@@ -93,9 +115,7 @@ enum HTTP1 {
             var valueStart = colon + 1, valueEnd = line.upperBound
             while valueStart < valueEnd, raw[valueStart] == 32 || raw[valueStart] == 9 { valueStart += 1 }
             while valueEnd > valueStart, raw[valueEnd - 1] == 32 || raw[valueEnd - 1] == 9 { valueEnd -= 1 }
-            for index in valueStart..<valueEnd where !isValueByte(raw[index]) {
-                throw ParseError(reason: "a control byte in a header value")
-            }
+            // The value's bytes were checked as the line was found (no control byte but a tab).
             field(line.lowerBound..<colon, valueStart..<valueEnd)
         }
     }

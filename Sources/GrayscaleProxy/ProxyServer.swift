@@ -103,6 +103,8 @@ final class ProxyShared: Sendable {
 
     func connectionClosed() { openConnections.wrappingSubtract(1, ordering: .relaxed) }
 
+    var connections: Int { openConnections.load(ordering: .relaxed) }
+
     func exchangeStarted() { activeExchanges.wrappingAdd(1, ordering: .relaxed) }
     func exchangeEnded() { activeExchanges.wrappingSubtract(1, ordering: .relaxed) }
     var exchanges: Int { activeExchanges.load(ordering: .relaxed) }
@@ -132,6 +134,9 @@ public final class ProxyServer: Sendable {
 
     /// Open WebSockets by service and release number.
     public var webSockets: [String: [Int: Int]] { shared.webSockets }
+
+    /// Client connections open now (the proxy's side: closed here even when the peer has not seen it yet).
+    public var openConnections: Int { shared.connections }
 
     /// Stops accepting, lets the requests in flight finish (up to `timeout`), then
     /// closes every connection: a graceful shutdown.

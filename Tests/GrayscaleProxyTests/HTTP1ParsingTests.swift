@@ -60,6 +60,52 @@ struct HTTP1ParsingTests {
         #expect(throws: HTTP1.ParseError.self, "\(name) was accepted") { try Self.request(text) }
     }
 
+    @Test("eight bytes at a time: a word holds a control byte exactly when one of its bytes is below 0x20 or 0x7F (every byte value at every place, and seeded words)")
+    func controlBytesInWords() {
+        func byByte(_ word: UInt64) -> Bool {
+            (0..<8).contains { let byte = UInt8(truncatingIfNeeded: word >> ($0 * 8)); return byte < 0x20 || byte == 0x7F }
+        }
+        var random = SeededRandom(seed: 0x5EED_0F_8B17E5)
+        for _ in 0..<20_000 {
+            // Mostly visible bytes and obs-text, as heads are; the place under test gets every value.
+            var word: UInt64 = 0
+            for index in 0..<8 {
+                let byte = UInt8(random.int(0x20...0xFF))
+                word |= UInt64(byte == 0x7F ? 0x41 : byte) << (index * 8)
+            }
+            let place = random.int(0...7)
+            for value in 0...255 {
+                let changed = (word & ~(0xFF << (UInt64(place) * 8))) | UInt64(value) << (UInt64(place) * 8)
+                if HTTP1.hasControlByte(changed) != byByte(changed) {
+                    Issue.record("word \(String(changed, radix: 16)): \(HTTP1.hasControlByte(changed)) byte by byte \(byByte(changed))")
+                    return
+                }
+            }
+            let any = random.next()
+            #expect(HTTP1.hasControlByte(any) == byByte(any))
+        }
+    }
+
+    @Test("a control byte (but a tab) anywhere in a head is refused, wherever it falls in the eight-byte words; without it the head is read")
+    func controlByteAnywhere() throws {
+        let head = "POST /v1/deploy?x=1 HTTP/1.1\r\nHost: engine.example.com\r\nAuthorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln\r\n"
+            + "X-Tab:\tyes\r\nX-Obs: caf\u{E9}\r\n\r\n"
+        let good = try Self.request(head)
+        #expect(good.first("x-tab") == "yes")
+        #expect(good.first("x-obs") == "caf\u{E9}")
+        let bytes = Array(head.utf8)
+        // Every place before the final CRLF CRLF, with a NUL, an ESC, DEL, a bare CR or LF (a tab in a value is allowed).
+        for place in 0..<(bytes.count - 4) where bytes[place] != 13 && bytes[place] != 10 {
+            for control: UInt8 in [0x00, 0x1B, 0x7F, 0x0D, 0x0A, 0x01, 0x1F] {
+                var changed = bytes
+                changed[place] = control
+                #expect(throws: HTTP1.ParseError.self, "a 0x\(String(control, radix: 16)) at \(place) was accepted") {
+                    try HTTP1.requestHead(ByteBuffer(bytes: changed))
+                }
+            }
+        }
+    }
+
     @Test("a response head, with or without a reason; status lines that are not one are refused")
     func responseHead() throws {
         let head = try Self.response("HTTP/1.1 404 Nothing Here\r\nContent-Length:  0 \r\nX-A: b\r\n\r\n")
