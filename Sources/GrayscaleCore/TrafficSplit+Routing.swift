@@ -37,13 +37,13 @@ extension TrafficSplit {
     public func route(appId: some StringProtocol, knownBucket: Bucket? = nil) -> Route {
         // Only the fields read are projected: binding the canary whole would copy it (its strings and routes).
         guard let range = canary?.range else { return Route(target: .stable, reason: .noCanary, bucket: nil) }
-        if !denyList.isEmpty, denyList.contains(where: { $0 == appId }) {
+        if denyList.contains(where: { $0 == appId }) {
             return Route(target: .stable, reason: .denyList, bucket: nil)
         }
-        if !allowList.isEmpty, allowList.contains(where: { $0 == appId }) {
+        if allowList.contains(where: { $0 == appId }) {
             return Route(target: .canary, reason: .allowList, bucket: nil)
         }
-        let bucket = knownBucket ?? Bucket.of(appId: appId, salt: canary?.salt ?? "")
+        let bucket = knownBucket ?? Bucket.of(appId: appId, salt: canary!.salt)  // there is a canary: its range was read
         return range.contains(bucket)
             ? Route(target: .canary, reason: .inRange, bucket: bucket)
             : Route(target: .stable, reason: .outOfRange, bucket: bucket)

@@ -309,19 +309,21 @@ public struct AccessLogLine: Sendable {
     }
 
     func encode(into out: inout [UInt8], clock: inout Clock) {
-        if second(of: time) != clock.second { clock = Clock(Self.second(of: time)) }
+        let millis = Int((time.timeIntervalSince1970 * 1000).rounded(.down))
+        let second = millis >= 0 ? millis / 1000 : (millis - 999) / 1000  // the second it falls in, before 1970 too
+        if second != clock.second { clock = Clock(second) }
         // Each string at most six bytes per byte escaped; the keys, the time and the numbers under 512 bytes.
         var strings = service.utf8.count + label.utf8.count + route.utf8.count + (appId?.utf8.count ?? 9) + method.utf8.count
         strings += path.utf8.count + upstream.utf8.count + (error?.utf8.count ?? 0)
         let bound = 512 + 6 * strings
         withUnsafeTemporaryAllocation(byteCount: bound, alignment: 1) { scratch in
             var writer = ByteWriter(scratch)
-            encode(to: &writer, clock: clock)
+            encode(to: &writer, clock: clock, millis: millis)
             out.append(contentsOf: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(scratch)[..<writer.count]))
         }
     }
 
-    private func encode(to out: inout ByteWriter, clock: Clock) {
+    private func encode(to out: inout ByteWriter, clock: Clock, millis: Int) {
         func string(_ value: String?) {
             if let value { out.write(json: value) } else { out.write("null") }
         }
@@ -329,7 +331,6 @@ public struct AccessLogLine: Sendable {
             if let value { out.write(decimal: value) } else { out.write("null") }
         }
         out.write(#"{"time":""#)
-        let millis = Self.millis(of: time)
         clock.text.withUnsafeBytes { out.write($0) }
         out.write(millis - clock.second * 1000, digits: 3)
         out.write(#"Z","service":"#); string(service)
@@ -351,14 +352,5 @@ public struct AccessLogLine: Sendable {
         out.write("}\n")
     }
 
-    private func second(of date: Date) -> Int { Self.second(of: date) }
-
-    static func millis(of date: Date) -> Int { Int((date.timeIntervalSince1970 * 1000).rounded(.down)) }
-
-    /// The second a time falls in (before 1970 too).
-    static func second(of date: Date) -> Int {
-        let millis = millis(of: date)
-        return millis >= 0 ? millis / 1000 : (millis - 999) / 1000
-    }
 
 }

@@ -131,7 +131,7 @@ enum HTTP1 {
     }
 
     /// A request head: `METHOD SP target SP HTTP/1.x CRLF`, fields, CRLF. `bytes` holds the
-    /// head alone; it is kept (a slice, not a copy) for the fields to be read and copied from.
+    /// head alone; it is kept for the fields to be read and copied from.
     static func requestHead(_ bytes: ByteBuffer) throws(ParseError) -> RequestHead {
         try bytes.withUnsafeReadableBytes { raw throws(ParseError) -> RequestHead in
             var lines = Lines(raw: raw)
@@ -436,11 +436,21 @@ extension HTTP1.Head {
         isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, field.name), name)
     }
 
+    /// The value of the first field called `name`: its bytes within `raw`, this head's bytes.
+    func firstValue(_ name: StaticString, in raw: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        fields.first { Self.isName(raw, $0, name) }.map { HTTP1.bytes(raw, $0.value) }
+    }
+
     /// The value of the first field called `name`, as a string (for tests and rare fields).
     func first(_ name: StaticString) -> String? {
-        withBytes { raw in
-            fields.first { Self.isName(raw, $0, name) }.map { HTTP1.string(raw, $0.value) }
-        }
+        withBytes { raw in firstValue(name, in: raw).map { String(decoding: $0, as: UTF8.self) } }
+    }
+
+    /// Whether a list item of a field called `name` is `item`, in any case (`Connection: keep-alive, Upgrade`).
+    func hasItem(_ name: StaticString, _ item: StaticString) -> Bool {
+        var found = false
+        forEachItem(name) { if isASCIICaseInsensitiveEqual($0, item) { found = true } }
+        return found
     }
 
     /// The value of the first field called `name` (any case), as a string.

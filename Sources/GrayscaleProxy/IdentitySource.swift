@@ -63,14 +63,27 @@ public struct IdentitySource: Sendable {
     /// Bytes, not `String ==`, which takes canonically equivalent text (a Kelvin sign for a
     /// `K`) as equal. One memo serves one `IdentitySource`.
     public struct Memo: Sendable {
-        /// The token's bytes (the whole `Authorization` value).
-        fileprivate var token: [UInt8]?
+        /// The token's bytes (the whole `Authorization` value); empty: none remembered.
+        fileprivate var token: [UInt8] = []
         fileprivate var answer: (appId: String?, problem: String?) = (nil, nil)
         fileprivate var span = 0.0..<0.0
         static let maxToken = 4096
         public init() {}
-        fileprivate init(token: [UInt8], answer: (appId: String?, problem: String?), span: Range<Double>) {
-            self.token = token
+
+        /// The remembered answer, when `authorization` is the remembered token's bytes and `seconds` in its span.
+        fileprivate func answer(for authorization: UnsafeRawBufferPointer, at seconds: Double) -> (appId: String?, problem: String?)? {
+            guard !token.isEmpty, token.count == authorization.count, span.contains(seconds),
+                  token.withUnsafeBytes({ memcmp($0.baseAddress!, authorization.baseAddress!, token.count) == 0 }) else { return nil }
+            return answer
+        }
+
+        /// Remembers `answer` for `authorization`, in the memo's own array (its room serves the
+        /// connection's next tokens). A value past any real token's length is not kept: an idle
+        /// connection holds no more than this.
+        fileprivate mutating func remember(_ authorization: UnsafeRawBufferPointer, answer: (appId: String?, problem: String?), span: Range<Double>) {
+            token.removeAll(keepingCapacity: true)
+            guard authorization.count <= Self.maxToken else { return }
+            token.append(contentsOf: authorization)
             self.answer = answer
             self.span = span
         }
@@ -88,26 +101,12 @@ public struct IdentitySource: Sendable {
         switch kind {
         case .bearerJWT(let name):
             return head.withBytes { raw -> (appId: String?, problem: String?) in
-                guard let field = head.fields.first(where: { RequestHead.isName(raw, $0, "authorization") }) else { return (nil, nil) }
-                let authorization = HTTP1.bytes(raw, field.value)
+                guard let authorization = head.firstValue("authorization", in: raw) else { return (nil, nil) }
                 let seconds = now.timeIntervalSince1970
-                if memo.span.contains(seconds), let token = memo.token, token.count == authorization.count,
-                   token.withUnsafeBytes({ memcmp($0.baseAddress!, authorization.baseAddress!, token.count) == 0 }) {
-                    return memo.answer
-                }
+                if let remembered = memo.answer(for: authorization, at: seconds) { return remembered }
                 let (claim, span) = bearerClaim(name, authorization: authorization.assumingMemoryBound(to: UInt8.self), now: seconds)
                 let answer = Self.answer(claim)
-                // A value past any real token's length is not kept: an idle connection holds no more than this.
-                // The bytes go into the memo's own array, whose room a connection's next tokens reuse.
-                if authorization.count <= Memo.maxToken && !authorization.isEmpty {
-                    var token = memo.token ?? []
-                    memo = Memo()
-                    token.removeAll(keepingCapacity: true)
-                    token.append(contentsOf: authorization)
-                    memo = Memo(token: token, answer: answer, span: span)
-                } else {
-                    memo = Memo()
-                }
+                memo.remember(authorization, answer: answer, span: span)
                 return answer
             }
         case .header(let name):

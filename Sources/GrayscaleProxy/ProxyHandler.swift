@@ -704,8 +704,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         guard let context, case .forwarding(let exchange, let upstream) = state else { return }
         // A pooled connection the upstream closed just as it was reused (its keep-alive timeout):
         // an idempotent request without a body is sent again, once, on a new connection.
-        if exchange.status == nil, upstream.reused, !exchange.retried, exchange.requestEnded, exchange.bytesIn == 0,
-           [HTTPMethod.GET, .HEAD, .OPTIONS].contains(exchange.head.method) {
+        if exchange.status == nil, upstream.reused, !exchange.retried, exchange.requestEnded,
+           resendsOnLostConnection(exchange.head.method, bodyBytes: exchange.bytesIn) {
             exchange.retried = true
             exchange.sentAt = nil  // written again once the new connection is made
             state = .connecting(exchange, buffered: [.end(nil)])
@@ -908,11 +908,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
         let named = exchange.connectionNamed
         let clientAddress = clientAddress
         return head.withBytes { raw in
-            func value(_ name: StaticString) -> UnsafeRawBufferPointer? {
-                head.fields.first { RequestHead.isName(raw, $0, name) }.map { HTTP1.bytes(raw, $0.value) }
-            }
-            let forwarded = value("x-forwarded-for")
-            let upgrade = exchange.isUpgrade ? value("upgrade") : nil
+            let forwarded = head.firstValue("x-forwarded-for", in: raw)
+            let upgrade = exchange.isUpgrade ? head.firstValue("upgrade", in: raw) : nil
             // The request line and each passing field are at most as long as read, plus a space after
             // a field's colon; the proxy's own fields take less than 256 bytes besides their values.
             let capacity = head.bytes.readableBytes + head.fields.count + 256 + (forwarded?.count ?? 0) + clientAddress.utf8.count
@@ -1036,11 +1033,8 @@ final class ProxyHandler: ChannelInboundHandler, RemovableChannelHandler, Upstre
     }
 
     static func isUpgrade(_ head: RequestHead) -> Bool {
-        var upgrade = false
-        head.forEachItem("connection") { if isASCIICaseInsensitiveEqual($0, "upgrade") { upgrade = true } }
-        return upgrade && head.withBytes { raw in
-            head.fields.first { RequestHead.isName(raw, $0, "upgrade") }.map { isASCIICaseInsensitiveEqual(HTTP1.bytes(raw, $0.value), "websocket") } ?? false
-        }
+        head.hasItem("connection", "upgrade")
+            && head.withBytes { raw in head.firstValue("upgrade", in: raw).map { isASCIICaseInsensitiveEqual($0, "websocket") } ?? false }
     }
 
     static func routeName(_ route: Route) -> String {

@@ -228,8 +228,8 @@ final class MirrorExchange: UpstreamExchange {
     /// connection (the canary's keep-alive ran out as it was reused), a copy without a body
     /// of an idempotent method goes again once on a new one, as a user's request would.
     private func lost(_ why: String, mayRetry: Bool) {
-        if mayRetry, !settled, connection?.reused == true, !retried, !finished, (body?.readableBytes ?? 0) == 0,
-           [HTTPMethod.GET, .HEAD, .OPTIONS].contains(method) {
+        if mayRetry, !settled, connection?.reused == true, !retried, !finished,
+           resendsOnLostConnection(method, bodyBytes: body?.readableBytes ?? 0) {
             retried = true
             connection?.handler.exchange = nil
             connection = nil

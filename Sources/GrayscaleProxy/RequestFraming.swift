@@ -87,10 +87,7 @@ enum RequestFraming: Equatable {
     static func endsHTTP(_ head: RequestHead) -> Bool {
         // `Upgrade` is looked for first: most requests have none.
         guard head.method != .CONNECT else { return true }
-        guard head.contains("upgrade") else { return false }
-        var upgrade = false
-        head.forEachItem("connection") { if isASCIICaseInsensitiveEqual($0, "upgrade") { upgrade = true } }
-        return upgrade
+        return head.contains("upgrade") && head.hasItem("connection", "upgrade")
     }
 
     /// Methods whose requests are expected to carry a body: sent without one, they say so (`Content-Length: 0`).

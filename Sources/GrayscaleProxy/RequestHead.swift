@@ -170,9 +170,6 @@ struct ByteWriter {
         write(value)
         write("\r\n")
     }
-
-    /// The most `field(name, value)` writes.
-    static func fieldBound(_ name: StaticString, _ value: String) -> Int { name.utf8CodeUnitCount + value.utf8.count + 4 }
 }
 
 extension ByteBuffer {

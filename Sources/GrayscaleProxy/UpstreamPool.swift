@@ -2,6 +2,13 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
+/// Whether a request whose kept-alive connection was lost before any of its answer came
+/// (the upstream's keep-alive ran out as it was reused) is sent again, once, on a new one:
+/// an idempotent method without a body. A user's request and a mirrored copy alike.
+func resendsOnLostConnection(_ method: HTTPMethod, bodyBytes: Int) -> Bool {
+    bodyBytes == 0 && [HTTPMethod.GET, .HEAD, .OPTIONS].contains(method)
+}
+
 /// Keep-alive connections to upstreams, one pool per event loop so a client
 /// connection and its upstream connection always share a thread.
 final class UpstreamPool {

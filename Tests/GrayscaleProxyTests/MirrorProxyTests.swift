@@ -188,10 +188,7 @@ struct MirrorProxyTests {
 
     @Test("the copy goes only once stable has answered: the canary never wins a race on shared state against the user's own request")
     func copyAfterStable() async throws {
-        let harness = try ProxyHarness()
-        let recording = try await RecordingUpstream(group: harness.group)
-        do {
-            try await harness.start(canaryUpstream: recording.url)
+        try await ProxyHarness.runWithRecordingCanary { harness, recording in
             try Self.mirror(harness, percent: 100)
             let port = harness.port, group = harness.clientGroup
             // Stable answers /slow after 3 s.
@@ -212,13 +209,7 @@ struct MirrorProxyTests {
             _ = try await Self.waitForPairs(harness, 1)
             #expect(recording.requests.withLockedValue { $0 } == ["GET /slow"])
             #expect(recording.received.lowercased().contains("x-grayscale-route: mirror"))
-        } catch {
-            try? await recording.stop()
-            await harness.stop()
-            throw error
         }
-        try? await recording.stop()
-        await harness.stop()
     }
 
     @Test("an A/A test through the real proxy: a canary that is the same software as stable (another instance of it) gathers no evidence against itself")
@@ -267,10 +258,7 @@ struct MirrorProxyTests {
 
     @Test("routes the policy marks safe are copied too, with their body; other methods never")
     func routesMarkedSafe() async throws {
-        let harness = try ProxyHarness()
-        let recording = try await RecordingUpstream(group: harness.group)
-        do {
-            try await harness.start(canaryUpstream: recording.url)
+        try await ProxyHarness.runWithRecordingCanary { harness, recording in
             try harness.database.setMirror("engine", share: 10_000, routes: [MirrorRoute(method: "POST", pathPrefix: "/v1/query")!],
                                            by: Attribution(actor: "test"), at: Date())
             harness.proxy.update(try harness.table())
@@ -284,13 +272,7 @@ struct MirrorProxyTests {
             #expect(Set(recording.requests.withLockedValue { $0 }) == ["POST /v1/query?from=1", "GET /apps"])
             #expect(recording.received.contains(#"{"select":"apps"}"#), "the copy carries the body")
             #expect(!recording.received.contains("/deploy"))
-        } catch {
-            try? await recording.stop()
-            await harness.stop()
-            throw error
         }
-        try? await recording.stop()
-        await harness.stop()
     }
 
     @Test("no copies without a mirror share; a new range ends them")

@@ -91,4 +91,20 @@ extension ProxyHarness {
         }
         await harness.stop()
     }
+
+    /// `run`, with a canary that records what reaches it (started on the harness's loops, stopped after).
+    static func runWithRecordingCanary(metrics: RequestMetrics? = nil, _ body: (ProxyHarness, RecordingUpstream) async throws -> Void) async throws {
+        let harness = try ProxyHarness()
+        let recording = try await RecordingUpstream(group: harness.group)
+        do {
+            try await harness.start(canaryUpstream: recording.url, metrics: metrics)
+            try await body(harness, recording)
+        } catch {
+            try? await recording.stop()
+            await harness.stop()
+            throw error
+        }
+        try? await recording.stop()
+        await harness.stop()
+    }
 }

@@ -13,19 +13,10 @@ struct SmugglingTests {
 
     /// Runs `body` with a proxy whose canary (100% of users) is a recording upstream.
     static func run(metrics: RequestMetrics? = nil, _ body: (ProxyHarness, RecordingUpstream) async throws -> Void) async throws {
-        let harness = try ProxyHarness()
-        let recording = try await RecordingUpstream(group: harness.group)
-        do {
-            try await harness.start(canaryUpstream: recording.url, metrics: metrics)
+        try await ProxyHarness.runWithRecordingCanary(metrics: metrics) { harness, recording in
             try harness.setCanary("100")
             try await body(harness, recording)
-        } catch {
-            try? await recording.stop()
-            await harness.stop()
-            throw error
         }
-        try? await recording.stop()
-        await harness.stop()
     }
 
     /// Sends `request`, reads the answer until the proxy closes or `settle` passes.

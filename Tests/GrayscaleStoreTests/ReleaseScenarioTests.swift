@@ -31,7 +31,7 @@ struct ReleaseScenarioTests {
     }
 
     @Test("a mirror share with its routes is stored with the split (SQLite and PostgreSQL); a new range ends the mirror", arguments: StoreBackend.allCases)
-    func mirrorAndDrainStored(_ backend: StoreBackend) throws {
+    func mirrorStored(_ backend: StoreBackend) throws {
         let store = try TestStore(backend)
         let database = try store.open()
         let reopened = store.open
