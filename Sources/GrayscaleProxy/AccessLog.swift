@@ -351,6 +351,4 @@ public struct AccessLogLine: Sendable {
         out.write(#","error":"#); string(error)
         out.write("}\n")
     }
-
-
 }

@@ -95,7 +95,13 @@ extension ProxyHarness {
     /// `run`, with a canary that records what reaches it (started on the harness's loops, stopped after).
     static func runWithRecordingCanary(metrics: RequestMetrics? = nil, _ body: (ProxyHarness, RecordingUpstream) async throws -> Void) async throws {
         let harness = try ProxyHarness()
-        let recording = try await RecordingUpstream(group: harness.group)
+        let recording: RecordingUpstream
+        do {
+            recording = try await RecordingUpstream(group: harness.group)
+        } catch {
+            await harness.stop()  // its loops and its directory
+            throw error
+        }
         do {
             try await harness.start(canaryUpstream: recording.url, metrics: metrics)
             try await body(harness, recording)
