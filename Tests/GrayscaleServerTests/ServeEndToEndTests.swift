@@ -102,6 +102,13 @@ final class ServeHarness {
         throw GrayscaleError("grayscale serve did not start")
     }
 
+    /// The end of what `grayscale serve` wrote to stderr: said when a test fails, since the
+    /// harness's directory is removed after it.
+    var serveLogTail: String {
+        let text = (try? String(contentsOfFile: directory.appendingPathComponent("serve.log").path, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(20).joined(separator: "\n")
+    }
+
     func get(_ path: String) async throws -> OutboundResponse {
         try await client.send(OutboundRequest(url: admin + path, timeout: 20))
     }
@@ -386,7 +393,7 @@ extension ServeEndToEndTests {
                 let report = try? await harness.json("/api/v1/services/engine/rollout") as? [String: Any]
                 return (report?["rollout"] as? [String: Any])?["step"] as? Int ?? 0 >= 1
             }
-            #expect(widened)
+            #expect(widened, "serve's log ends: \(harness.serveLogTail) (running: \(harness.serve?.isRunning ?? false))")
             // logrotate moves the access log away and signals: the proxy writes a new file at the path.
             try FileManager.default.moveItem(atPath: harness.accessLog, toPath: harness.accessLog + ".1")
             kill(harness.serve!.processIdentifier, SIGUSR1)
