@@ -41,9 +41,12 @@ struct TestHTTPClient {
         head.headers.add(name: "host", value: "127.0.0.1")
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         if let body { head.headers.add(name: "content-length", value: String(body.utf8.count)) }
-        try await writer.write(.head(head))
-        if let body { try await writer.write(.body(.byteBuffer(ByteBuffer(string: body)))) }
-        try await writer.write(.end(nil))
+        // The request's parts in one write: a proxy that answers (and closes) as soon as it has the head
+        // must not make the client's later write of `.end` fail with "I/O on closed channel".
+        var parts: [HTTPClientRequestPart] = [.head(head)]
+        if let body { parts.append(.body(.byteBuffer(ByteBuffer(string: body)))) }
+        parts.append(.end(nil))
+        try await writer.write(contentsOf: parts)
         var response: HTTPResponseHead?
         var text = ""
         while let part = try await iterator.next() {
